@@ -1,0 +1,9 @@
+//! kbha-core: the pure middle of kbha.
+//!
+//! Domain types (the JSON formats of policy inputs, decisions and decision
+//! records), normalising AWS event shapes, and the guardrails. Nothing here
+//! performs I/O or reads the clock: time is always an input.
+
+pub mod types;
+
+pub use types::*;
