@@ -4,6 +4,10 @@
 //! records), normalising AWS event shapes, and the guardrails. Nothing here
 //! performs I/O or reads the clock: time is always an input.
 
+pub mod events;
+pub mod guardrails;
+pub mod state;
+pub mod time;
 pub mod types;
 
 pub use types::*;
