@@ -1,0 +1,97 @@
+//! One place that decides how every SDK client talks to AWS: HTTP client, retries, timeouts.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+
+/// How the SDK clients reach AWS. [`Default`] suits a Lambda invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// Endpoint override for every service (an emulator). `None`: the environment's
+    /// `AWS_ENDPOINT_URL*` variables or the real AWS endpoints.
+    pub endpoint_url: Option<String>,
+    /// Region override. `None`: the environment's (`AWS_REGION` in Lambda).
+    pub region: Option<String>,
+    /// Attempts per call, the first included. Throttling (`Throttling`,
+    /// `PriorRequestNotComplete`, `SlowDown`), 5xx, timeouts and transport errors are
+    /// retried by the SDK's standard retry with exponential backoff and jitter.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles each attempt.
+    pub initial_backoff: Duration,
+    /// Upper bound of one backoff delay.
+    pub max_backoff: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Limit of one HTTP attempt (response headers received).
+    pub attempt_timeout: Duration,
+    /// Limit of a whole call, retries included, so an invocation never hangs silently.
+    pub operation_timeout: Duration,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            endpoint_url: None,
+            region: None,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AwsSettings {
+    /// The SDK retry configuration these settings describe (standard mode).
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts.max(1))
+            .with_initial_backoff(self.initial_backoff)
+            .with_max_backoff(self.max_backoff)
+    }
+
+    /// The SDK timeout configuration these settings describe.
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+}
+
+/// An HTTPS client (hyper 1 + rustls with ring): the SDK crates are built without
+/// default features, which would have pulled aws-lc-sys and its slow C build.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// A config loader with kbha's HTTP client, retries and timeouts; add credentials or
+/// anything else before `.load()`.
+pub fn config_loader(settings: &AwsSettings) -> ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .retry_config(settings.retry_config())
+        .timeout_config(settings.timeout_config());
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    loader
+}
+
+/// Loads the shared SDK configuration (credentials and region from the environment).
+/// Call once at init and build every client from it.
+pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
+    config_loader(settings).load().await
+}

@@ -1,0 +1,50 @@
+//! kbha's AWS adapters: small traits for what the functions do with Route 53, S3 and
+//! SNS, and their implementations over the AWS SDK.
+//!
+//! Handlers are generic over [`Dns`], [`ObjectStore`] and [`Notifier`]; `main` builds
+//! the SDK clients once from [`load_sdk_config`] and hands them in:
+//!
+//! ```no_run
+//! # async fn init() {
+//! use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
+//! let conf = load_sdk_config(&AwsSettings::default()).await;
+//! let (dns, store, notifier) = (
+//!     Route53Dns::from_conf(&conf),
+//!     S3Store::from_conf(&conf),
+//!     SnsNotifier::from_conf(&conf),
+//! );
+//! # let _ = (dns, store, notifier);
+//! # }
+//! ```
+//!
+//! Every call retries throttling (`Throttling`, Route 53's `PriorRequestNotComplete`,
+//! S3's `SlowDown`), 5xx answers and transport failures with bounded exponential
+//! backoff, and is bounded by timeouts ([`AwsSettings`]). What is left surfaces as an
+//! [`AwsError`], classified by [`AwsError::retryable`], with lost compare-and-swaps as
+//! [`AwsError::Conflict`].
+
+mod config;
+mod dns;
+mod error;
+mod notify;
+mod store;
+
+pub use config::{AwsSettings, config_loader, https_client, load_sdk_config};
+pub use dns::{
+    AliasTarget, Dns, HEALTHY_CHECKER_FRACTION, Route53Dns, WeightedRecord, aggregate_health,
+    normalize_name,
+};
+pub use error::AwsError;
+pub use notify::{MAX_SUBJECT_CHARS, Notifier, SnsNotifier, sns_subject};
+pub use store::{
+    ObjectHead, ObjectReader, ObjectStore, ObjectStream, ObjectSummary, PutCondition, S3Store,
+    StoredObject,
+};
+
+/// The SDK crates, so callers use the same versions.
+pub mod sdk {
+    pub use aws_config;
+    pub use aws_sdk_route53 as route53;
+    pub use aws_sdk_s3 as s3;
+    pub use aws_sdk_sns as sns;
+}

@@ -1,0 +1,598 @@
+//! kbha-aws against the local AWS emulator (moto + kbha's strict Route 53 layer).
+//! Every assertion reads state back through the AWS APIs.
+//!
+//! Needs the emulator's venv: `bash tests/emulator/setup.sh`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use kbha_aws::{
+    AwsError, Dns, Notifier, ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier,
+    WeightedRecord,
+};
+use kbha_core::Health;
+use kbha_test_harness::{Emulator, WeightedFixture, WeightedSpec};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+async fn dns_fixture() -> Result<(Emulator, Route53Dns, WeightedFixture)> {
+    let emu = Emulator::start()?;
+    let dns = Route53Dns::from_conf(&emu.sdk_config().await);
+    let fx = emu
+        .create_weighted_fixture(&WeightedSpec::default())
+        .await?;
+    Ok((emu, dns, fx))
+}
+
+fn record(fx: &WeightedFixture, set_identifier: &str) -> WeightedRecord {
+    fx.target(set_identifier)
+        .expect("fixture target")
+        .record
+        .clone()
+}
+
+fn weights(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+// ------------------------------------------------------------------ Route 53
+
+#[tokio::test]
+async fn weighted_records_reads_the_set_as_created() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    // Another name in the zone must not leak into the set.
+    let other = WeightedRecord {
+        name: "other.example.com.".into(),
+        ..record(&fx, "primary")
+    };
+    dns.swap_records(&fx.zone_id, &[], "")
+        .await
+        .expect_err("an empty batch is refused");
+    create_raw(&emu, &fx.zone_id, &other).await?;
+
+    let got = dns
+        .weighted_records(&fx.zone_id, "App.Example.com", "A")
+        .await?;
+    assert_eq!(got, vec![record(&fx, "primary"), record(&fx, "secondary")]);
+    assert_eq!(got[0].ttl, Some(60));
+    assert!(got[0].health_check_id.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn good_swap_changes_both_records_atomically() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let (p, s) = (record(&fx, "primary"), record(&fx, "secondary"));
+    let id = dns
+        .swap_records(
+            &fx.zone_id,
+            &[
+                (p.clone(), p.with_weight(0)),
+                (s.clone(), s.with_weight(100)),
+            ],
+            "kbha: primary alarm",
+        )
+        .await?;
+    assert!(id.starts_with('C') && !id.contains('/'), "change id {id}");
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 0), ("secondary", 100)])
+    );
+    // Everything but the weight is preserved.
+    let back = emu
+        .read_weighted_records(&fx.zone_id, &fx.record_name, "A")
+        .await?;
+    assert_eq!(back, vec![p.with_weight(0), s.with_weight(100)]);
+
+    // A second swap from the now-stale view loses the compare-and-swap.
+    let again = dns
+        .swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(50))], "stale")
+        .await;
+    assert!(matches!(again, Err(AwsError::Conflict { .. })), "{again:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_with_a_wrong_weight_is_a_conflict_and_changes_nothing() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let p = record(&fx, "primary");
+    let err = dns
+        .swap_records(
+            &fx.zone_id,
+            &[(p.with_weight(99), p.with_weight(0))],
+            "stale read",
+        )
+        .await
+        .expect_err("stale delete must fail");
+    assert!(err.is_conflict() && err.retryable(), "{err}");
+    assert!(
+        err.to_string().contains("do not match the current values"),
+        "{err}"
+    );
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 100), ("secondary", 0)])
+    );
+
+    // Any other field counts too: TTL and values.
+    let wrong_ttl = WeightedRecord {
+        ttl: Some(300),
+        ..p.clone()
+    };
+    let wrong_values = WeightedRecord {
+        values: vec!["192.0.2.99".into()],
+        ..p.clone()
+    };
+    for current in [wrong_ttl, wrong_values] {
+        let r = dns
+            .swap_records(&fx.zone_id, &[(current, p.with_weight(0))], "")
+            .await;
+        assert!(matches!(r, Err(AwsError::Conflict { .. })), "{r:?}");
+    }
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 100), ("secondary", 0)])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_of_an_existing_record_is_a_conflict_and_the_batch_is_undone() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let (p, s) = (record(&fx, "primary"), record(&fx, "secondary"));
+    // DELETE secondary (valid) then CREATE a record named like primary (exists).
+    let clash = WeightedRecord {
+        weight: 7,
+        ..p.clone()
+    };
+    let err = dns
+        .swap_records(&fx.zone_id, &[(s.clone(), clash)], "")
+        .await
+        .expect_err("create of an existing record must fail");
+    assert!(err.is_conflict(), "{err}");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    // The valid DELETE of secondary was not applied either.
+    assert_eq!(
+        emu.read_weighted_records(&fx.zone_id, &fx.record_name, "A")
+            .await?,
+        vec![p, s]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn batch_whose_second_change_fails_leaves_the_first_unapplied() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let (p, s) = (record(&fx, "primary"), record(&fx, "secondary"));
+    let err = dns
+        .swap_records(
+            &fx.zone_id,
+            &[
+                (p.clone(), p.with_weight(0)),
+                (s.with_weight(7), s.with_weight(100)),
+            ],
+            "",
+        )
+        .await
+        .expect_err("second swap is stale");
+    assert!(err.is_conflict(), "{err}");
+    assert!(
+        err.to_string().contains("set-identifier='secondary'"),
+        "{err}"
+    );
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 100), ("secondary", 0)])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_by_set_identifier_leaves_other_names_alone() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let (p, s) = (record(&fx, "primary"), record(&fx, "secondary"));
+    let other = WeightedRecord {
+        name: "other.example.com.".into(),
+        weight: 42,
+        ..p.clone()
+    };
+    create_raw(&emu, &fx.zone_id, &other).await?;
+
+    dns.swap_records(
+        &fx.zone_id,
+        &[
+            (p.clone(), p.with_weight(0)),
+            (s.clone(), s.with_weight(100)),
+        ],
+        "",
+    )
+    .await?;
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 0), ("secondary", 100)])
+    );
+    let others = emu
+        .read_weighted_records(&fx.zone_id, "other.example.com.", "A")
+        .await?;
+    assert_eq!(others, vec![other]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_swaps_from_one_view_apply_exactly_once() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let (p, s) = (record(&fx, "primary"), record(&fx, "secondary"));
+    let swaps = vec![
+        (p.clone(), p.with_weight(0)),
+        (s.clone(), s.with_weight(100)),
+    ];
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (dns, zone, swaps) = (dns.clone(), fx.zone_id.clone(), swaps.clone());
+            tokio::spawn(async move { dns.swap_records(&zone, &swaps, "race").await })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        match t.await? {
+            Ok(_) => applied += 1,
+            Err(e) => assert!(e.is_conflict(), "{e}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 0), ("secondary", 100)])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn prior_request_not_complete_is_retried_with_backoff() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let p = record(&fx, "primary");
+    emu.inject_fault(
+        "route53",
+        Some("POST"),
+        "/rrset/?$",
+        400,
+        "PriorRequestNotComplete",
+        2,
+    )
+    .await?;
+    dns.swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(10))], "")
+        .await?;
+    assert!(
+        emu.pending_faults().await?.is_empty(),
+        "both faults were hit, then the call went through"
+    );
+    assert_eq!(emu.weights(&fx).await?["primary"], 10);
+
+    // More faults than attempts: a retryable Throttled error, nothing changed.
+    let now = p.with_weight(10);
+    emu.inject_fault(
+        "route53",
+        Some("POST"),
+        "/rrset/?$",
+        400,
+        "PriorRequestNotComplete",
+        50,
+    )
+    .await?;
+    let err = dns
+        .swap_records(&fx.zone_id, &[(now.clone(), now.with_weight(20))], "")
+        .await
+        .expect_err("retries are bounded");
+    assert!(
+        matches!(err, AwsError::Throttled { ref code, .. } if code == "PriorRequestNotComplete"),
+        "{err}"
+    );
+    assert!(err.retryable());
+    let left = emu.pending_faults().await?;
+    assert_eq!(
+        left[0]["count"], 45,
+        "exactly max_attempts (5) attempts were made"
+    );
+    emu.clear_faults().await?;
+    assert_eq!(emu.weights(&fx).await?["primary"], 10);
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_status_follows_the_checkers() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let (hp, hs) = (
+        &fx.targets[0].health_check_id,
+        &fx.targets[1].health_check_id,
+    );
+    assert_eq!(dns.health_status(hp).await?, Health::Healthy);
+    emu.set_health(hp, false).await?;
+    assert_eq!(dns.health_status(hp).await?, Health::Unhealthy);
+    assert_eq!(dns.health_status(hs).await?, Health::Healthy);
+    // Route 53's rule: healthy while more than 18 % of checkers (2 of 8) see success.
+    emu.set_failing_checkers(hp, 6).await?;
+    assert_eq!(dns.health_status(hp).await?, Health::Healthy);
+    emu.set_failing_checkers(hp, 7).await?;
+    assert_eq!(dns.health_status(hp).await?, Health::Unhealthy);
+    emu.set_health(hp, true).await?;
+    assert_eq!(dns.health_status(hp).await?, Health::Healthy);
+
+    let missing = dns
+        .health_status("00000000-0000-0000-0000-000000000000")
+        .await;
+    assert!(
+        matches!(missing, Err(AwsError::NotFound { .. })),
+        "{missing:?}"
+    );
+    Ok(())
+}
+
+/// Creates a record with the raw SDK (not through the code under test).
+async fn create_raw(emu: &Emulator, zone_id: &str, r: &WeightedRecord) -> Result<()> {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let mut rrs = ResourceRecordSet::builder()
+        .name(&r.name)
+        .r#type(RrType::from(r.rtype.as_str()))
+        .set_identifier(&r.set_identifier)
+        .weight(i64::from(r.weight))
+        .set_ttl(r.ttl)
+        .set_health_check_id(r.health_check_id.clone());
+    for v in &r.values {
+        rrs = rrs.resource_records(ResourceRecord::builder().value(v).build()?);
+    }
+    let change = Change::builder()
+        .action(ChangeAction::Create)
+        .resource_record_set(rrs.build()?)
+        .build()?;
+    emu.route53()
+        .await
+        .change_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .change_batch(ChangeBatch::builder().changes(change).build()?)
+        .send()
+        .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------ S3
+
+async fn s3_fixture() -> Result<(Emulator, S3Store)> {
+    let emu = Emulator::start()?;
+    emu.create_bucket("kbha-state").await?;
+    let store = S3Store::from_conf(&emu.sdk_config().await);
+    Ok((emu, store))
+}
+
+#[tokio::test]
+async fn put_if_none_match_creates_once() -> Result<()> {
+    let (_emu, s3) = s3_fixture().await?;
+    let etag = s3
+        .put(
+            "kbha-state",
+            "dedup/a.json",
+            b"first".to_vec(),
+            PutCondition::IfNoneMatch,
+        )
+        .await?;
+    assert!(!etag.is_empty());
+    let err = s3
+        .put(
+            "kbha-state",
+            "dedup/a.json",
+            b"second".to_vec(),
+            PutCondition::IfNoneMatch,
+        )
+        .await
+        .expect_err("second create must fail");
+    assert!(err.is_conflict(), "{err}");
+    let got = s3
+        .get("kbha-state", "dedup/a.json")
+        .await?
+        .expect("object exists");
+    assert_eq!(got.bytes, b"first");
+    assert_eq!(got.etag, etag);
+    Ok(())
+}
+
+#[tokio::test]
+async fn put_if_match_is_compare_and_swap() -> Result<()> {
+    let (_emu, s3) = s3_fixture().await?;
+    let e1 = s3
+        .put("kbha-state", "k", b"v1".to_vec(), PutCondition::Always)
+        .await?;
+    let e2 = s3
+        .put(
+            "kbha-state",
+            "k",
+            b"v2".to_vec(),
+            PutCondition::IfMatch(e1.clone()),
+        )
+        .await?;
+    assert_ne!(e1, e2);
+    let err = s3
+        .put("kbha-state", "k", b"v3".to_vec(), PutCondition::IfMatch(e1))
+        .await
+        .expect_err("stale etag must fail");
+    assert!(err.is_conflict(), "{err}");
+    assert_eq!(
+        s3.get("kbha-state", "k").await?.expect("exists").bytes,
+        b"v2"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_objects_are_none_and_missing_buckets_are_errors() -> Result<()> {
+    let (_emu, s3) = s3_fixture().await?;
+    assert_eq!(s3.get("kbha-state", "nope").await?, None);
+    assert_eq!(s3.head("kbha-state", "nope").await?, None);
+    assert!(s3.open("kbha-state", "nope").await?.is_none());
+    let err = s3
+        .get("no-such-bucket", "k")
+        .await
+        .expect_err("bucket is missing");
+    assert!(err.is_not_found() && !err.retryable(), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_head_and_streamed_read() -> Result<()> {
+    let (emu, s3) = s3_fixture().await?;
+    // 5 MiB of patterned bytes, hashed while streaming.
+    let big: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let want = hex::encode(Sha256::digest(&big));
+    s3.put(
+        "kbha-state",
+        "backups/eu/one.tar.gz",
+        big.clone(),
+        PutCondition::Always,
+    )
+    .await?;
+    s3.put(
+        "kbha-state",
+        "backups/eu/two.tar.gz",
+        b"2".to_vec(),
+        PutCondition::Always,
+    )
+    .await?;
+    s3.put(
+        "kbha-state",
+        "backups/us/three.tar.gz",
+        b"3".to_vec(),
+        PutCondition::Always,
+    )
+    .await?;
+
+    let listed = s3.list("kbha-state", "backups/eu/").await?;
+    let keys: Vec<_> = listed.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["backups/eu/one.tar.gz", "backups/eu/two.tar.gz"]);
+    assert_eq!(listed[0].size, big.len() as u64);
+    assert!(listed[0].last_modified_ms > 1_600_000_000_000);
+
+    let mut stream = s3
+        .open("kbha-state", "backups/eu/one.tar.gz")
+        .await?
+        .expect("exists");
+    assert_eq!(stream.size, Some(big.len() as u64));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    loop {
+        let n = stream.reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+        hasher.update(&buf[..n]);
+    }
+    assert_eq!(total, big.len());
+    assert_eq!(hex::encode(hasher.finalize()), want);
+
+    // A SHA-256 checksum stored at upload is reported by head, in hex.
+    emu.s3()
+        .await
+        .put_object()
+        .bucket("kbha-state")
+        .key("backups/eu/summed.tar.gz")
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .body(big.clone().into())
+        .send()
+        .await?;
+    let head = s3
+        .head("kbha-state", "backups/eu/summed.tar.gz")
+        .await?
+        .expect("exists");
+    assert_eq!(head.size, big.len() as u64);
+    assert_eq!(head.sha256_checksum.as_deref(), Some(want.as_str()));
+    let plain = s3
+        .head("kbha-state", "backups/eu/two.tar.gz")
+        .await?
+        .expect("exists");
+    assert_eq!(plain.sha256_checksum, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn s3_slow_down_is_retried() -> Result<()> {
+    let (emu, s3) = s3_fixture().await?;
+    emu.inject_fault("s3", Some("PUT"), "^/kbha-state/", 503, "SlowDown", 2)
+        .await?;
+    s3.put("kbha-state", "k", b"v".to_vec(), PutCondition::IfNoneMatch)
+        .await?;
+    assert!(emu.pending_faults().await?.is_empty());
+    assert_eq!(
+        s3.get("kbha-state", "k").await?.expect("exists").bytes,
+        b"v"
+    );
+    Ok(())
+}
+
+// ----------------------------------------------------------------------- SNS
+
+#[tokio::test]
+async fn publish_delivers_subject_message_and_attributes() -> Result<()> {
+    let emu = Emulator::start()?;
+    let tq = emu.create_topic_with_queue("kbha-notices").await?;
+    let sns = SnsNotifier::from_conf(&emu.sdk_config().await);
+    let attrs: BTreeMap<String, String> = [
+        ("severity", "critical"),
+        ("source", "failover"),
+        ("region", "us-east-1"),
+        ("empty", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let long_subject = format!(
+        "failover: app.example.com moved to secondary\n{}",
+        "x".repeat(200)
+    );
+    let id = sns
+        .publish(
+            &tq.topic_arn,
+            &long_subject,
+            r#"{"action":"shift_weights"}"#,
+            &attrs,
+        )
+        .await?;
+    assert!(!id.is_empty());
+
+    let got = emu.drain_messages(&tq, 2, Duration::from_secs(3)).await?;
+    assert_eq!(got.len(), 1, "exactly one delivery");
+    let m = &got[0];
+    let subject = m.subject.as_deref().expect("subject");
+    assert!(
+        subject.starts_with("failover: app.example.com moved to secondary x"),
+        "{subject}"
+    );
+    assert_eq!(subject.chars().count(), 100);
+    assert_eq!(m.message, r#"{"action":"shift_weights"}"#);
+    assert_eq!(
+        m.attributes.get("severity").map(String::as_str),
+        Some("critical")
+    );
+    assert_eq!(
+        m.attributes.get("source").map(String::as_str),
+        Some("failover")
+    );
+    assert_eq!(
+        m.attributes.get("region").map(String::as_str),
+        Some("us-east-1")
+    );
+    assert!(!m.attributes.contains_key("empty"));
+    assert_eq!(m.raw["MessageId"], id);
+
+    let missing = sns
+        .publish(
+            "arn:aws:sns:us-east-1:123456789012:nope",
+            "s",
+            "m",
+            &BTreeMap::new(),
+        )
+        .await;
+    assert!(missing.is_err_and(|e| !e.retryable()));
+    Ok(())
+}
