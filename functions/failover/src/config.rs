@@ -1,0 +1,379 @@
+//! The failover function's configuration: one typed struct, parsed once at init from
+//! environment variables. Every error names the variable. The README's
+//! "Configuration" table documents each one.
+
+use std::collections::BTreeMap;
+
+use kbha_core::PolicyConfig;
+use serde::Deserialize;
+
+/// A configuration problem; the function refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: `{variable}` {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it and what is expected.
+    pub problem: String,
+}
+
+/// One target of the weighted record set, as configured (`KBHA_TARGETS`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The record's SetIdentifier.
+    pub set_identifier: String,
+    /// Region it serves from.
+    pub region: String,
+    /// Carries traffic in normal operation (exactly one target).
+    #[serde(default)]
+    pub primary: bool,
+    /// Route 53 health check to read; defaults to the one attached to the record.
+    #[serde(default)]
+    pub health_check_id: Option<String>,
+    /// CloudWatch alarm names that speak for this target.
+    #[serde(default)]
+    pub alarms: Vec<String>,
+}
+
+/// Where the failover policy comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The default failover component embedded in the binary.
+    Builtin,
+    /// A component object in S3, loaded at init.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicySource::Builtin => write!(f, "builtin"),
+            PolicySource::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+        }
+    }
+}
+
+/// What decides when the configured policy faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The built-in default policy.
+    Builtin,
+    /// Hold the weights.
+    Hold,
+}
+
+/// Failback mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failback {
+    /// Fail back automatically after the hysteresis.
+    Auto,
+    /// Never fail back automatically.
+    Manual,
+}
+
+/// An `s3://bucket/prefix` location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (may be empty).
+    pub prefix: String,
+}
+
+/// Everything the failover function is told by its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// `KBHA_HOSTED_ZONE_ID`: the hosted zone of the record set.
+    pub hosted_zone_id: String,
+    /// `KBHA_RECORD_NAME`: DNS name of the weighted record set.
+    pub record_name: String,
+    /// `KBHA_RECORD_TYPE`: record type (default `A`).
+    pub record_type: String,
+    /// `KBHA_TARGETS`: the targets (JSON list).
+    pub targets: Vec<TargetConfig>,
+    /// `KBHA_POLICY`: `builtin` or `s3://bucket/key`.
+    pub policy: PolicySource,
+    /// `KBHA_POLICY_FALLBACK`: `builtin` or `hold` (default `builtin`).
+    pub fallback: Fallback,
+    /// `KBHA_POLICY_CONFIG`: extra policy parameters (JSON object of strings).
+    pub policy_config: PolicyConfig,
+    /// `KBHA_COOLDOWN_SECONDS`: anti-flapping cooldown (default 600).
+    pub cooldown_s: u64,
+    /// `KBHA_FAILBACK`: `auto` or `manual` (default `auto`).
+    pub failback: Failback,
+    /// `KBHA_HYSTERESIS_SECONDS`: how long the primary must be OK before failback (default 600).
+    pub hysteresis_s: u64,
+    /// `KBHA_DRY_RUN`: decide, check, log and notify, never change Route 53 (default false).
+    pub dry_run: bool,
+    /// `KBHA_BREAK_GLASS`: allow a policy's `force` onto a failing target (default false).
+    pub break_glass: bool,
+    /// `KBHA_NOTIFY_TOPIC_ARN`: SNS topic for notices.
+    pub notify_topic_arn: String,
+    /// `KBHA_RPO_SECONDS`: recovery point objective (default 3600).
+    pub rpo_s: u64,
+    /// `KBHA_STATE_BUCKET` + `KBHA_STATE_PREFIX`: where the function's state object lives.
+    pub state: S3Location,
+    /// `KBHA_REPLICATION_STATUS`: `s3://bucket/prefix` of the replication verifier's
+    /// per-region status objects (`<prefix><region>.json`); unset: ages unknown.
+    pub replication_status: Option<S3Location>,
+    /// `KBHA_MAX_ATTEMPTS`: decide-and-swap attempts when Route 53 reports a conflict (default 4).
+    pub max_attempts: u32,
+}
+
+impl FailoverConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (tests and `kbha replay` pass maps).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let required = |k: &'static str| get(k).ok_or_else(|| ConfigError { variable: k, problem: "is not set".into() });
+        let targets_raw = required("KBHA_TARGETS")?;
+        let targets: Vec<TargetConfig> = serde_json::from_str(&targets_raw).map_err(|e| ConfigError {
+            variable: "KBHA_TARGETS",
+            problem: format!(
+                "is not a JSON list of targets like \
+                 `[{{\"set_identifier\":\"primary\",\"region\":\"us-east-1\",\"primary\":true,\"alarms\":[\"api-down\"]}}]`: {e}"
+            ),
+        })?;
+        validate_targets(&targets)?;
+        let policy = match required_or("KBHA_POLICY", "builtin", &get).as_str() {
+            "builtin" => PolicySource::Builtin,
+            other => {
+                let loc = parse_s3(other).filter(|l| !l.prefix.is_empty()).ok_or_else(|| ConfigError {
+                    variable: "KBHA_POLICY",
+                    problem: format!("is `{other}`; expected `builtin` or `s3://bucket/key`"),
+                })?;
+                PolicySource::S3 { bucket: loc.bucket, key: loc.prefix }
+            }
+        };
+        let fallback = match required_or("KBHA_POLICY_FALLBACK", "builtin", &get).as_str() {
+            "builtin" => Fallback::Builtin,
+            "hold" => Fallback::Hold,
+            other => {
+                return Err(ConfigError {
+                    variable: "KBHA_POLICY_FALLBACK",
+                    problem: format!("is `{other}`; expected `builtin` or `hold`"),
+                });
+            }
+        };
+        let policy_config = match get("KBHA_POLICY_CONFIG") {
+            None => PolicyConfig::new(),
+            Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw).map_err(|e| ConfigError {
+                variable: "KBHA_POLICY_CONFIG",
+                problem: format!("is not a JSON object of string values like `{{\"active_weight\":\"100\"}}`: {e}"),
+            })?,
+        };
+        let failback = match required_or("KBHA_FAILBACK", "auto", &get).as_str() {
+            "auto" => Failback::Auto,
+            "manual" => Failback::Manual,
+            other => {
+                return Err(ConfigError { variable: "KBHA_FAILBACK", problem: format!("is `{other}`; expected `auto` or `manual`") });
+            }
+        };
+        let state_bucket = required("KBHA_STATE_BUCKET")?;
+        let replication_status = get("KBHA_REPLICATION_STATUS")
+            .map(|raw| {
+                parse_s3(&raw).ok_or_else(|| ConfigError {
+                    variable: "KBHA_REPLICATION_STATUS",
+                    problem: format!("is `{raw}`; expected `s3://bucket/prefix/`"),
+                })
+            })
+            .transpose()?;
+        let max_attempts = number("KBHA_MAX_ATTEMPTS", 4, &get)?;
+        if !(1..=20).contains(&max_attempts) {
+            return Err(ConfigError { variable: "KBHA_MAX_ATTEMPTS", problem: format!("is {max_attempts}; expected 1..=20") });
+        }
+        Ok(FailoverConfig {
+            hosted_zone_id: required("KBHA_HOSTED_ZONE_ID")?.trim_start_matches("/hostedzone/").to_owned(),
+            record_name: kbha_aws::normalize_name(&required("KBHA_RECORD_NAME")?),
+            record_type: required_or("KBHA_RECORD_TYPE", "A", &get).to_ascii_uppercase(),
+            targets,
+            policy,
+            fallback,
+            policy_config,
+            cooldown_s: number("KBHA_COOLDOWN_SECONDS", 600, &get)?,
+            failback,
+            hysteresis_s: number("KBHA_HYSTERESIS_SECONDS", 600, &get)?,
+            dry_run: boolean("KBHA_DRY_RUN", &get)?,
+            break_glass: boolean("KBHA_BREAK_GLASS", &get)?,
+            notify_topic_arn: required("KBHA_NOTIFY_TOPIC_ARN")?,
+            rpo_s: number("KBHA_RPO_SECONDS", 3600, &get)?,
+            state: S3Location {
+                bucket: state_bucket,
+                prefix: required_or("KBHA_STATE_PREFIX", "kbha/failover/", &get),
+            },
+            replication_status,
+            max_attempts: max_attempts as u32,
+        })
+    }
+
+    /// The policy's parameters: the host settings it needs, overridden by
+    /// `KBHA_POLICY_CONFIG` entries of the same key.
+    pub fn policy_parameters(&self) -> PolicyConfig {
+        let mut p = PolicyConfig::new();
+        p.insert("hysteresis_s".into(), self.hysteresis_s.to_string());
+        p.insert("rpo_s".into(), self.rpo_s.to_string());
+        p.insert(
+            "failback".into(),
+            match self.failback {
+                Failback::Auto => "auto",
+                Failback::Manual => "manual",
+            }
+            .into(),
+        );
+        p.extend(self.policy_config.clone());
+        p
+    }
+
+    /// The target an alarm speaks for.
+    pub fn target_of_alarm(&self, alarm_name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.alarms.iter().any(|a| a == alarm_name))
+    }
+
+    /// Key of the state object of this record set.
+    pub fn state_key(&self) -> String {
+        format!(
+            "{}{}/{}-{}.json",
+            self.state.prefix,
+            self.hosted_zone_id,
+            self.record_name.trim_end_matches('.'),
+            self.record_type
+        )
+    }
+}
+
+fn required_or(k: &str, default: &str, get: &impl Fn(&str) -> Option<String>) -> String {
+    get(k).unwrap_or_else(|| default.to_owned())
+}
+
+fn number(k: &'static str, default: u64, get: &impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    get(k).map_or(Ok(default), |v| {
+        v.parse().map_err(|_| ConfigError { variable: k, problem: format!("is `{v}`; expected a whole number of seconds or a count") })
+    })
+}
+
+fn boolean(k: &'static str, get: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
+    match get(k).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError { variable: k, problem: format!("is `{other}`; expected `true` or `false`") }),
+    }
+}
+
+fn parse_s3(raw: &str) -> Option<S3Location> {
+    let rest = raw.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then(|| S3Location { bucket: bucket.to_owned(), prefix: prefix.to_owned() })
+}
+
+fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {
+    let err = |problem: String| Err(ConfigError { variable: "KBHA_TARGETS", problem });
+    if targets.len() < 2 {
+        return err(format!("lists {} target(s); failover needs at least two", targets.len()));
+    }
+    let primaries = targets.iter().filter(|t| t.primary).count();
+    if primaries != 1 {
+        return err(format!("marks {primaries} targets as primary; exactly one must have `\"primary\": true`"));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut alarms = std::collections::BTreeMap::new();
+    for t in targets {
+        if t.set_identifier.is_empty() || t.region.is_empty() {
+            return err("has a target with an empty `set_identifier` or `region`".into());
+        }
+        if !ids.insert(t.set_identifier.as_str()) {
+            return err(format!("names set identifier `{}` twice", t.set_identifier));
+        }
+        for a in &t.alarms {
+            if let Some(other) = alarms.insert(a.as_str(), t.set_identifier.as_str()) {
+                return err(format!("maps alarm `{a}` to both `{other}` and `{}`", t.set_identifier));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGETS: &str = r#"[{"set_identifier":"primary","region":"us-east-1","primary":true,"alarms":["a1"]},
+                             {"set_identifier":"secondary","region":"us-west-2","alarms":["a2"]}]"#;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("KBHA_HOSTED_ZONE_ID", "/hostedzone/Z123"),
+            ("KBHA_RECORD_NAME", "API.example.com"),
+            ("KBHA_TARGETS", TARGETS),
+            ("KBHA_NOTIFY_TOPIC_ARN", "arn:aws:sns:us-east-1:1:n"),
+            ("KBHA_STATE_BUCKET", "state"),
+        ]
+    }
+
+    #[test]
+    fn minimal_configuration_gets_documented_defaults() {
+        let c = FailoverConfig::from_lookup(env(&base())).expect("valid");
+        assert_eq!(c.hosted_zone_id, "Z123");
+        assert_eq!(c.record_name, "api.example.com.");
+        assert_eq!(c.record_type, "A");
+        assert_eq!((c.cooldown_s, c.hysteresis_s, c.rpo_s, c.max_attempts), (600, 600, 3600, 4));
+        assert_eq!((c.dry_run, c.break_glass), (false, false));
+        assert_eq!(c.policy, PolicySource::Builtin);
+        assert_eq!(c.fallback, Fallback::Builtin);
+        assert_eq!(c.target_of_alarm("a2").map(|t| t.set_identifier.as_str()), Some("secondary"));
+        assert_eq!(c.state_key(), "kbha/failover/Z123/api.example.com-A.json");
+        assert_eq!(c.policy_parameters()["failback"], "auto");
+    }
+
+    #[test]
+    fn every_error_names_its_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("KBHA_TARGETS", "[]", "at least two"),
+            ("KBHA_TARGETS", "not json", "JSON list"),
+            ("KBHA_TARGETS", r#"[{"set_identifier":"a","region":"r"},{"set_identifier":"b","region":"r"}]"#, "exactly one"),
+            ("KBHA_POLICY", "http://x", "builtin"),
+            ("KBHA_POLICY_FALLBACK", "pray", "hold"),
+            ("KBHA_FAILBACK", "sometimes", "manual"),
+            ("KBHA_COOLDOWN_SECONDS", "ten", "whole number"),
+            ("KBHA_DRY_RUN", "maybe", "true"),
+            ("KBHA_POLICY_CONFIG", "[1]", "JSON object"),
+            ("KBHA_MAX_ATTEMPTS", "0", "1..=20"),
+        ];
+        for (var, value, expect) in cases {
+            let mut e = base();
+            e.retain(|(k, _)| k != var);
+            e.push((var, value));
+            let err = FailoverConfig::from_lookup(env(&e)).expect_err(var);
+            assert_eq!(err.variable, *var);
+            assert!(err.to_string().contains(expect), "{err}");
+        }
+        let mut e = base();
+        e.retain(|(k, _)| *k != "KBHA_NOTIFY_TOPIC_ARN");
+        assert_eq!(FailoverConfig::from_lookup(env(&e)).expect_err("missing").variable, "KBHA_NOTIFY_TOPIC_ARN");
+    }
+
+    #[test]
+    fn policy_config_overrides_host_parameters() {
+        let mut e = base();
+        e.push(("KBHA_POLICY_CONFIG", r#"{"rpo_s":"7200","active_weight":"200"}"#));
+        e.push(("KBHA_POLICY", "s3://policies/failover/v2.wasm"));
+        let c = FailoverConfig::from_lookup(env(&e)).expect("valid");
+        let p = c.policy_parameters();
+        assert_eq!((p["rpo_s"].as_str(), p["active_weight"].as_str()), ("7200", "200"));
+        assert_eq!(c.policy, PolicySource::S3 { bucket: "policies".into(), key: "failover/v2.wasm".into() });
+    }
+}

@@ -1,0 +1,572 @@
+//! The decision path, top to bottom: normalise event -> gather facts -> policy ->
+//! guardrails -> act -> record. One function per step.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kbha_aws::{AwsError, Dns, Notifier, ObjectStore, PutCondition, WeightedRecord};
+use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failover_event};
+use kbha_core::guardrails::{GuardrailSettings, GuardrailVerdict, check_failover};
+use kbha_core::state::{FailoverState, Freshness};
+use kbha_core::time::format_timestamp;
+use kbha_core::{
+    Alarm, FailoverDecision, FailoverInput, FailoverTrigger, Health, LastChange, Severity, Target, TimestampMs, Weight,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::FailoverConfig;
+use crate::policy::{Decided, Policies};
+
+/// Attempts at writing the state object when another invocation wrote it meanwhile.
+const STATE_WRITE_ATTEMPTS: u32 = 8;
+
+/// Why an invocation failed. [`FailoverError::retryable`] tells Lambda's caller
+/// whether the same event can succeed later.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    /// The event is not one the function understands.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// An AWS call failed after the SDK's retries.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The record set in Route 53 does not match the configuration.
+    #[error("record set `{name}` {problem}; check KBHA_RECORD_NAME, KBHA_RECORD_TYPE and KBHA_TARGETS")]
+    RecordSet {
+        /// Record name.
+        name: String,
+        /// What does not match.
+        problem: String,
+    },
+    /// Route 53 kept changing between read and write.
+    #[error("the record set changed between read and write {attempts} times in a row; the event will be retried")]
+    ConflictExhausted {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The state object cannot be parsed.
+    #[error("state object s3://{bucket}/{key} is not valid: {message}; fix or delete it (it is rebuilt from the next events)")]
+    CorruptState {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Parse error.
+        message: String,
+    },
+}
+
+impl FailoverError {
+    /// Whether Lambda (or SNS) should deliver the event again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            FailoverError::Event(_) | FailoverError::RecordSet { .. } | FailoverError::CorruptState { .. } => false,
+            FailoverError::Aws(e) => e.retryable(),
+            FailoverError::ConflictExhausted { .. } => true,
+        }
+    }
+}
+
+/// What was done about one alarm transition or tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionTaken {
+    /// Route 53 changed.
+    Applied,
+    /// Would have changed; dry-run.
+    DryRun,
+    /// The policy held or asked for the current weights.
+    NoChange,
+    /// The guardrails refused the decision.
+    Refused,
+    /// Already handled.
+    SkippedDuplicate,
+    /// Older than what is recorded.
+    SkippedStale,
+    /// The alarm is not mapped to any target.
+    SkippedUnmapped,
+}
+
+/// Milliseconds spent per step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Durations {
+    /// Reading state and facts.
+    pub gather_ms: f64,
+    /// Policy evaluation.
+    pub decide_ms: f64,
+    /// Route 53 change, state write, notice.
+    pub act_ms: f64,
+}
+
+/// One JSON line per decision in the log, and the invocation's response.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRecord {
+    /// Always `kbha.decision`.
+    pub record: &'static str,
+    /// Always `failover`.
+    pub function: &'static str,
+    /// Event id.
+    pub event_id: String,
+    /// Decision time.
+    pub now: String,
+    /// Alarm name, for alarm triggers.
+    pub alarm: Option<String>,
+    /// `sha256:<hex>` of the policy input JSON, so a decision can be replayed.
+    pub input_digest: Option<String>,
+    /// The policy's answer and who gave it.
+    pub policy: Option<Decided>,
+    /// The guardrails' verdict.
+    pub guardrail: Option<GuardrailVerdict>,
+    /// What was done.
+    pub action: ActionTaken,
+    /// Weights before.
+    pub old_weights: Vec<Weight>,
+    /// Weights after (equal to before unless applied).
+    pub new_weights: Vec<Weight>,
+    /// Route 53 change id, when applied.
+    pub change_id: Option<String>,
+    /// Decide-and-swap attempts.
+    pub attempts: u32,
+    /// SNS message id of the notice, when one was sent.
+    pub notice_id: Option<String>,
+    /// Step durations.
+    pub durations: Durations,
+}
+
+/// Per-region replication status written by the replication verifier
+/// (`<KBHA_REPLICATION_STATUS><region>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// Region.
+    pub region: String,
+    /// Creation time of the newest backup verified ok that can be restored there.
+    pub newest_verified_backup_at_ms: TimestampMs,
+    /// Its key.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// The failover function, generic over its AWS dependencies.
+pub struct FailoverFunction<D, S, N> {
+    cfg: FailoverConfig,
+    dns: D,
+    store: S,
+    notifier: N,
+    policies: Policies,
+}
+
+struct Facts {
+    records: Vec<WeightedRecord>,
+    targets: Vec<Target>,
+}
+
+impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
+    /// Wires configuration, AWS adapters and policies.
+    pub fn new(cfg: FailoverConfig, dns: D, store: S, notifier: N, policies: Policies) -> Self {
+        FailoverFunction { cfg, dns, store, notifier, policies }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &FailoverConfig {
+        &self.cfg
+    }
+
+    /// Handles one invocation at decision time `now_ms`.
+    pub async fn handle(&self, event: &Value, now_ms: TimestampMs) -> Result<Vec<DecisionRecord>, FailoverError> {
+        let normalised = match normalise_failover_event(event) {
+            Ok(n) => n,
+            Err(e) => {
+                self.announce_unrecognised(&e, now_ms).await;
+                return Err(e.into());
+            }
+        };
+        let mut records = Vec::new();
+        match normalised {
+            FailoverEvent::Alarms(alarms) => {
+                for ev in alarms {
+                    records.push(self.handle_one(Some(ev), None, now_ms).await?);
+                }
+            }
+            FailoverEvent::Schedule { event_id, .. } => records.push(self.handle_one(None, Some(event_id), now_ms).await?),
+        }
+        Ok(records)
+    }
+
+    async fn handle_one(
+        &self,
+        ev: Option<AlarmEvent>,
+        tick_id: Option<String>,
+        now_ms: TimestampMs,
+    ) -> Result<DecisionRecord, FailoverError> {
+        let event_id = ev.as_ref().map(|e| e.event_id.clone()).or(tick_id).unwrap_or_default();
+        let alarm: Option<Alarm> = ev.map(|e| {
+            let mut a = e.alarm;
+            a.target = self.cfg.target_of_alarm(&a.name).map(|t| t.set_identifier.clone());
+            a
+        });
+        let mut rec = DecisionRecord {
+            record: "kbha.decision",
+            function: "failover",
+            event_id: event_id.clone(),
+            now: format_timestamp(now_ms),
+            alarm: alarm.as_ref().map(|a| a.name.clone()),
+            input_digest: None,
+            policy: None,
+            guardrail: None,
+            action: ActionTaken::NoChange,
+            old_weights: vec![],
+            new_weights: vec![],
+            change_id: None,
+            attempts: 0,
+            notice_id: None,
+            durations: Durations::default(),
+        };
+        if let Some(a) = alarm.as_ref().filter(|a| a.target.is_none()) {
+            tracing::warn!(alarm = %a.name, "alarm is not mapped to any target in KBHA_TARGETS; ignored");
+            rec.action = ActionTaken::SkippedUnmapped;
+            log_record(&rec);
+            return Ok(rec);
+        }
+        for attempt in 1..=self.cfg.max_attempts {
+            rec.attempts = attempt;
+            let t_gather = Instant::now();
+            let (state, _) = self.load_state().await?;
+            if let Some(a) = &alarm {
+                match state.freshness(&event_id, a) {
+                    Freshness::New => {}
+                    Freshness::Duplicate => {
+                        rec.action = ActionTaken::SkippedDuplicate;
+                        log_record(&rec);
+                        return Ok(rec);
+                    }
+                    Freshness::Stale => {
+                        self.update_state(|s| {
+                            s.record_alarm(a);
+                            s.remember_event(&event_id);
+                        })
+                        .await?;
+                        rec.action = ActionTaken::SkippedStale;
+                        log_record(&rec);
+                        return Ok(rec);
+                    }
+                }
+            }
+            let mut seen = state.clone();
+            if let Some(a) = &alarm {
+                seen.record_alarm(a);
+            }
+            let facts = self.gather_facts(&seen, now_ms).await?;
+            rec.durations.gather_ms = ms(t_gather);
+            let input = FailoverInput {
+                now_ms,
+                event_id: event_id.clone(),
+                trigger: alarm.clone().map_or(FailoverTrigger::Schedule, FailoverTrigger::Alarm),
+                record_name: self.cfg.record_name.clone(),
+                targets: facts.targets.clone(),
+                last_change: seen.last_change.clone(),
+                config: self.cfg.policy_parameters(),
+            };
+            rec.input_digest = Some(digest_json(&input));
+            let t_decide = Instant::now();
+            let decided = self.policies.decide(&input);
+            rec.durations.decide_ms = ms(t_decide);
+            let verdict = check_failover(
+                &input,
+                &decided.decision,
+                GuardrailSettings { cooldown_ms: (self.cfg.cooldown_s * 1000) as i64, break_glass: self.cfg.break_glass },
+            );
+            let t_act = Instant::now();
+            rec.old_weights = weights_of(&facts.targets);
+            rec.new_weights = rec.old_weights.clone();
+            let mut applied: Option<LastChange> = None;
+            match &verdict {
+                GuardrailVerdict::NoChange => rec.action = ActionTaken::NoChange,
+                GuardrailVerdict::Refused { refusals } => {
+                    tracing::warn!(refusals = ?refusals, "guardrails refused the policy's decision");
+                    rec.action = ActionTaken::Refused;
+                }
+                GuardrailVerdict::Apply { weights, forced } => {
+                    if *forced {
+                        tracing::error!(weights = ?weights, "BREAK-GLASS: moving traffic onto a target whose health check fails");
+                    }
+                    rec.new_weights = weights.clone();
+                    if self.cfg.dry_run {
+                        rec.action = ActionTaken::DryRun;
+                    } else {
+                        match self.swap(&facts.records, weights, &decided.decision, &event_id).await {
+                            Ok(change_id) => {
+                                rec.change_id = Some(change_id);
+                                rec.action = ActionTaken::Applied;
+                                applied = Some(LastChange {
+                                    at_ms: now_ms,
+                                    weights: weights.clone(),
+                                    reason: decided.decision.reason.clone(),
+                                });
+                            }
+                            Err(AwsError::Conflict { message, .. }) => {
+                                tracing::info!(attempt, "route 53 records changed since read ({message}); re-reading and deciding again");
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+            self.update_state(|s| {
+                if let Some(a) = &alarm {
+                    s.record_alarm(a);
+                    s.remember_event(&event_id);
+                }
+                if let Some(change) = &applied {
+                    if s.last_change.as_ref().is_none_or(|l| l.at_ms <= change.at_ms) {
+                        s.last_change = Some(change.clone());
+                    }
+                }
+            })
+            .await?;
+            rec.policy = Some(decided);
+            rec.guardrail = Some(verdict);
+            rec.notice_id = self.notify(&rec, alarm.as_ref(), now_ms).await?;
+            rec.durations.act_ms = ms(t_act);
+            log_record(&rec);
+            return Ok(rec);
+        }
+        Err(FailoverError::ConflictExhausted { attempts: self.cfg.max_attempts })
+    }
+
+    /// Reads the state object; a missing object is the empty state.
+    async fn load_state(&self) -> Result<(FailoverState, Option<String>), FailoverError> {
+        let key = self.cfg.state_key();
+        match self.store.get(&self.cfg.state.bucket, &key).await? {
+            None => Ok((FailoverState::default(), None)),
+            Some(obj) => serde_json::from_slice(&obj.bytes).map(|s| (s, Some(obj.etag))).map_err(|e| {
+                FailoverError::CorruptState { bucket: self.cfg.state.bucket.clone(), key, message: e.to_string() }
+            }),
+        }
+    }
+
+    /// Applies `update` to the freshest state and writes it with If-Match (or
+    /// If-None-Match for the first write); on a lost race, re-reads and re-applies.
+    /// Updates are merges (newest alarm wins, events remembered), so order is immaterial.
+    async fn update_state(&self, update: impl Fn(&mut FailoverState)) -> Result<(), FailoverError> {
+        let key = self.cfg.state_key();
+        for _ in 0..STATE_WRITE_ATTEMPTS {
+            let (mut state, etag) = self.load_state().await?;
+            let before = state.clone();
+            update(&mut state);
+            if etag.is_some() && state == before {
+                return Ok(());
+            }
+            let body = serde_json::to_vec_pretty(&state).map_err(|e| AwsError::Invalid {
+                operation: "PutObject",
+                message: format!("cannot serialise state: {e}"),
+            })?;
+            let cond = etag.map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
+            match self.store.put(&self.cfg.state.bucket, &key, body, cond).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(FailoverError::ConflictExhausted { attempts: STATE_WRITE_ATTEMPTS })
+    }
+
+    /// Route 53 records, health checks, replication ages, recorded alarm states.
+    async fn gather_facts(&self, state: &FailoverState, now_ms: TimestampMs) -> Result<Facts, FailoverError> {
+        let records = self.dns.weighted_records(&self.cfg.hosted_zone_id, &self.cfg.record_name, &self.cfg.record_type).await?;
+        let mut targets = Vec::with_capacity(self.cfg.targets.len());
+        for tc in &self.cfg.targets {
+            let rec = records.iter().find(|r| r.set_identifier == tc.set_identifier).ok_or_else(|| {
+                FailoverError::RecordSet {
+                    name: self.cfg.record_name.clone(),
+                    problem: format!("has no {} record with SetIdentifier `{}`", self.cfg.record_type, tc.set_identifier),
+                }
+            })?;
+            let health = match tc.health_check_id.as_ref().or(rec.health_check_id.as_ref()) {
+                Some(id) => self.dns.health_status(id).await?,
+                None => Health::Unknown,
+            };
+            let (alarm_state, since) = state.target_alarm_state(&tc.set_identifier);
+            targets.push(Target {
+                set_identifier: tc.set_identifier.clone(),
+                region: tc.region.clone(),
+                primary: tc.primary,
+                weight: rec.weight,
+                health,
+                alarm_state,
+                alarm_state_since_ms: since,
+                replication_age_ms: self.replication_age(&tc.region, now_ms).await?,
+            });
+        }
+        if let Some(extra) = records.iter().find(|r| !self.cfg.targets.iter().any(|t| t.set_identifier == r.set_identifier)) {
+            return Err(FailoverError::RecordSet {
+                name: self.cfg.record_name.clone(),
+                problem: format!("has a record with SetIdentifier `{}` that KBHA_TARGETS does not list", extra.set_identifier),
+            });
+        }
+        Ok(Facts { records, targets })
+    }
+
+    async fn replication_age(&self, region: &str, now_ms: TimestampMs) -> Result<Option<u64>, FailoverError> {
+        let Some(loc) = &self.cfg.replication_status else { return Ok(None) };
+        let key = format!("{}{region}.json", loc.prefix);
+        let Some(obj) = self.store.get(&loc.bucket, &key).await? else { return Ok(None) };
+        match serde_json::from_slice::<ReplicationStatus>(&obj.bytes) {
+            Ok(s) => Ok(Some(now_ms.saturating_sub(s.newest_verified_backup_at_ms).max(0) as u64)),
+            Err(e) => {
+                // A broken status object must not block a failover; the age is reported
+                // unknown and the policy decides what unknown means.
+                tracing::error!(bucket = %loc.bucket, key = %key, "replication status unreadable, age unknown: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// One batch: DELETE each changed record exactly as read, CREATE it with its new weight.
+    async fn swap(
+        &self,
+        records: &[WeightedRecord],
+        weights: &[Weight],
+        decision: &FailoverDecision,
+        event_id: &str,
+    ) -> Result<String, AwsError> {
+        let swaps: Vec<(WeightedRecord, WeightedRecord)> = records
+            .iter()
+            .filter_map(|r| {
+                let w = weights.iter().find(|w| w.set_identifier == r.set_identifier)?;
+                (w.weight != r.weight).then(|| (r.clone(), r.with_weight(w.weight)))
+            })
+            .collect();
+        let mut comment = format!("kbha failover ({event_id}): {}", decision.reason);
+        // Route 53 limits the batch comment to 256 characters.
+        if comment.chars().count() > 256 {
+            comment = comment.chars().take(253).collect::<String>() + "...";
+        }
+        self.dns.swap_records(&self.cfg.hosted_zone_id, &swaps, &comment).await
+    }
+
+    /// Publishes one notice per decision worth a human's attention: every decision on a
+    /// new alarm transition, and any tick that changed something, was refused or alerted.
+    async fn notify(&self, rec: &DecisionRecord, alarm: Option<&Alarm>, now_ms: TimestampMs) -> Result<Option<String>, FailoverError> {
+        let (Some(decided), Some(verdict)) = (&rec.policy, &rec.guardrail) else { return Ok(None) };
+        let alerts = &decided.decision.alerts;
+        let notable = alarm.is_some() || rec.action != ActionTaken::NoChange || !alerts.is_empty();
+        if !notable {
+            return Ok(None);
+        }
+        let mut severity = alerts.iter().map(|a| a.severity).max().unwrap_or(Severity::Info);
+        let refusals = match verdict {
+            GuardrailVerdict::Refused { refusals } => {
+                severity = severity.max(Severity::Warning);
+                refusals.iter().map(ToString::to_string).collect()
+            }
+            _ => vec![],
+        };
+        if matches!(rec.action, ActionTaken::Applied | ActionTaken::DryRun) {
+            severity = severity.max(Severity::Warning);
+        }
+        let moved = describe_weights(&rec.new_weights);
+        let summary = match rec.action {
+            ActionTaken::Applied => format!("traffic shifted: {moved}"),
+            ActionTaken::DryRun => format!("dry-run: would shift traffic: {moved}"),
+            ActionTaken::Refused => "failover decision refused by guardrails".to_owned(),
+            _ => format!("holding weights: {}", first_line(&decided.decision.reason)),
+        };
+        let notice = serde_json::json!({
+            "kind": "kbha.notice",
+            "function": "failover",
+            "type": rec.action,
+            "severity": severity,
+            "summary": summary,
+            "reason": decided.decision.reason,
+            "record_name": self.cfg.record_name,
+            "event_id": rec.event_id,
+            "at": format_timestamp(now_ms),
+            "alarm": alarm,
+            "old_weights": rec.old_weights,
+            "new_weights": rec.new_weights,
+            "dry_run": self.cfg.dry_run,
+            "change_id": rec.change_id,
+            "policy_source": decided.policy_source,
+            "policy_digest": decided.policy_digest,
+            "decided_by": decided.decided_by,
+            "policy_faults": decided.faults,
+            "refusals": refusals,
+            "alerts": alerts,
+        });
+        let subject = format!("[kbha {}] {}: {}", severity.as_str(), self.cfg.record_name.trim_end_matches('.'), summary);
+        let region = alarm.map(|a| a.region.clone()).unwrap_or_else(|| self.primary_region().to_owned());
+        let attributes = BTreeMap::from([
+            ("severity".to_owned(), severity.as_str().to_owned()),
+            ("source".to_owned(), "kbha.failover".to_owned()),
+            ("region".to_owned(), region),
+            ("kind".to_owned(), serde_json::to_value(rec.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+            ("dry_run".to_owned(), self.cfg.dry_run.to_string()),
+        ]);
+        let id = self.notifier.publish(&self.cfg.notify_topic_arn, &subject, &notice.to_string(), &attributes).await?;
+        Ok(Some(id))
+    }
+
+    /// A warning notice for an event the function cannot use; best effort, since the
+    /// invocation fails anyway and the log has the whole error.
+    async fn announce_unrecognised(&self, err: &EventError, now_ms: TimestampMs) {
+        tracing::error!("{err}");
+        let notice = serde_json::json!({
+            "kind": "kbha.notice",
+            "function": "failover",
+            "type": "unrecognised_event",
+            "severity": "warning",
+            "summary": "failover function received an event it cannot use",
+            "reason": err.to_string(),
+            "record_name": self.cfg.record_name,
+            "at": format_timestamp(now_ms),
+        });
+        let attributes = BTreeMap::from([
+            ("severity".to_owned(), "warning".to_owned()),
+            ("source".to_owned(), "kbha.failover".to_owned()),
+            ("region".to_owned(), self.primary_region().to_owned()),
+            ("kind".to_owned(), "unrecognised_event".to_owned()),
+        ]);
+        let subject = format!("[kbha warning] {}: unrecognised event", self.cfg.record_name.trim_end_matches('.'));
+        if let Err(e) = self.notifier.publish(&self.cfg.notify_topic_arn, &subject, &notice.to_string(), &attributes).await {
+            tracing::error!("could not announce the unrecognised event: {e}");
+        }
+    }
+
+    fn primary_region(&self) -> &str {
+        self.cfg.targets.iter().find(|t| t.primary).map_or("", |t| t.region.as_str())
+    }
+}
+
+fn weights_of(targets: &[Target]) -> Vec<Weight> {
+    targets.iter().map(|t| Weight { set_identifier: t.set_identifier.clone(), weight: t.weight }).collect()
+}
+
+fn describe_weights(weights: &[Weight]) -> String {
+    weights.iter().map(|w| format!("{}={}", w.set_identifier, w.weight)).collect::<Vec<_>>().join(", ")
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// `sha256:<hex>` of a value's JSON.
+pub fn digest_json<T: Serialize>(v: &T) -> String {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+fn log_record(rec: &DecisionRecord) {
+    match serde_json::to_string(rec) {
+        // One bare JSON line on stdout: CloudWatch Logs keeps it as is, so Logs Insights
+        // and the drill can parse it.
+        Ok(line) => println!("{line}"),
+        Err(e) => tracing::error!("cannot serialise decision record: {e}"),
+    }
+}

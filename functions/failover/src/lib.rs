@@ -1,0 +1,31 @@
+//! kbha-failover: the failover Lambda's logic, as a library so `kbha replay`, the drill
+//! and the tests drive the same handler the binary runs.
+//!
+//! Flow per alarm transition or tick: normalise event -> gather facts (state object,
+//! Route 53 records, health checks, replication ages) -> policy (wasm component) ->
+//! guardrails -> compare-and-swap change -> state write -> SNS notice -> decision record.
+
+pub mod config;
+pub mod handler;
+pub mod hosted;
+pub mod policy;
+
+pub use config::{ConfigError, FailoverConfig};
+pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};
+pub use hosted::{LoadError, load_policies};
+pub use policy::{FailoverDecider, Policies, PolicyFault};
+
+impl From<FailoverError> for lambda_runtime::Diagnostic {
+    /// The error type says whether retrying can help, so retries are a decision.
+    fn from(e: FailoverError) -> Self {
+        let class = if e.retryable() { "Retryable" } else { "NonRetryable" };
+        let kind = match &e {
+            FailoverError::Event(_) => "UnrecognisedEvent",
+            FailoverError::Aws(_) => "Aws",
+            FailoverError::RecordSet { .. } => "RecordSetMismatch",
+            FailoverError::ConflictExhausted { .. } => "ConflictExhausted",
+            FailoverError::CorruptState { .. } => "CorruptState",
+        };
+        lambda_runtime::Diagnostic { error_type: format!("kbha.{class}.{kind}"), error_message: e.to_string() }
+    }
+}

@@ -1,0 +1,34 @@
+//! The failover Lambda binary.
+//!
+//! Locally: `cargo lambda watch -p kbha-failover` with the `KBHA_*` variables set (see
+//! the README), then `cargo lambda invoke kbha-failover --data-file
+//! samples/events/cloudwatch-alarm-sns.json`. Or without a runtime:
+//! `cargo kbha replay failover --event samples/events/cloudwatch-alarm-sns.json`.
+
+use std::sync::Arc;
+
+use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
+use kbha_failover::{FailoverConfig, FailoverFunction, load_policies};
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).without_time().init();
+    // Configuration errors fail init, naming the variable.
+    let cfg = FailoverConfig::from_env()?;
+    let conf = load_sdk_config(&AwsSettings::default()).await;
+    let store = S3Store::from_conf(&conf);
+    let policies = load_policies(&cfg, &store).await?;
+    let function = Arc::new(FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), store, SnsNotifier::from_conf(&conf), policies));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let function = Arc::clone(&function);
+        async move { function.handle(&event.payload, now_ms()).await }
+    }))
+    .await
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,245 @@
+//! Shared set-up for the integration tests: real-shaped AWS events built from the
+//! fixtures in `samples/events/`, and a failover function wired to a fresh emulator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use kbha_aws::{AwsError, Dns, Route53Dns, S3Store, SnsNotifier, WeightedRecord};
+use kbha_core::time::{format_timestamp, parse_timestamp};
+use kbha_failover::{FailoverConfig, FailoverFunction, Policies};
+use kbha_test_harness::{Emulator, TopicQueue, WeightedFixture};
+use serde_json::{Value, json};
+
+/// Alarm that speaks for the primary target.
+pub const PRIMARY_ALARM: &str = "kbha-api-primary-unhealthy";
+/// Alarm that speaks for the secondary target.
+pub const SECONDARY_ALARM: &str = "kbha-api-secondary-unhealthy";
+/// Bucket holding state and replication status.
+pub const STATE_BUCKET: &str = "kbha-state";
+
+/// `2026-11-26T10:00:00Z`, the fixtures' transition time.
+pub fn t0() -> i64 {
+    parse_timestamp("2026-11-26T10:00:00Z").unwrap_or_default()
+}
+
+/// A fixture read from `samples/events/`.
+pub fn fixture(name: &str) -> Result<Value> {
+    let path = kbha_test_harness::repo_root().join("samples/events").join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+/// How an alarm transition is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// SNS-wrapped CloudWatch notification.
+    Sns,
+    /// EventBridge `CloudWatch Alarm State Change`.
+    EventBridge,
+    /// Direct alarm action (`alarmData`).
+    AlarmAction,
+}
+
+/// A real-shaped event for `alarm` moving to `state` at `at_ms`, delivered as `shape`
+/// with delivery id `id` (SNS MessageId / EventBridge id).
+pub fn alarm_event(shape: Shape, alarm: &str, region: &str, state: &str, at_ms: i64, id: &str) -> Result<Value> {
+    let ts = format_timestamp(at_ms);
+    let arn = format!("arn:aws:cloudwatch:{region}:111122223333:alarm:{alarm}");
+    let old = if state == "ALARM" { "OK" } else { "ALARM" };
+    Ok(match shape {
+        Shape::Sns => {
+            let mut ev = fixture("cloudwatch-alarm-sns.json")?;
+            let rec = &mut ev["Records"][0]["Sns"];
+            let mut msg: Value = serde_json::from_str(rec["Message"].as_str().unwrap_or("{}"))?;
+            msg["AlarmName"] = json!(alarm);
+            msg["AlarmArn"] = json!(arn);
+            msg["NewStateValue"] = json!(state);
+            msg["OldStateValue"] = json!(old);
+            msg["StateChangeTime"] = json!(ts.replace('Z', "+0000"));
+            rec["Message"] = json!(msg.to_string());
+            rec["MessageId"] = json!(id);
+            rec["Subject"] = json!(format!("{state}: \"{alarm}\""));
+            ev
+        }
+        Shape::EventBridge => {
+            let mut ev = fixture("cloudwatch-alarm-eventbridge.json")?;
+            ev["id"] = json!(id);
+            ev["region"] = json!(region);
+            ev["resources"] = json!([arn]);
+            ev["detail"]["alarmName"] = json!(alarm);
+            ev["detail"]["state"]["value"] = json!(state);
+            ev["detail"]["state"]["timestamp"] = json!(ts);
+            ev["detail"]["previousState"]["value"] = json!(old);
+            ev
+        }
+        Shape::AlarmAction => {
+            let mut ev = fixture("cloudwatch-alarm-action-metric.json")?;
+            ev["alarmArn"] = json!(arn);
+            ev["region"] = json!(region);
+            ev["alarmData"]["alarmName"] = json!(alarm);
+            ev["alarmData"]["state"]["value"] = json!(state);
+            ev["alarmData"]["state"]["timestamp"] = json!(ts);
+            ev["alarmData"]["previousState"]["value"] = json!(old);
+            ev
+        }
+    })
+}
+
+/// An EventBridge scheduled tick at `at_ms`.
+pub fn tick(at_ms: i64, id: &str) -> Result<Value> {
+    let mut ev = fixture("eventbridge-scheduled.json")?;
+    ev["id"] = json!(id);
+    ev["time"] = json!(format_timestamp(at_ms));
+    Ok(ev)
+}
+
+/// The function type the tests drive.
+pub type Function = FailoverFunction<Route53Dns, S3Store, SnsNotifier>;
+
+/// An emulator seeded with the weighted record set, a notice topic with a queue, and
+/// the state bucket.
+pub struct World {
+    /// The emulator (dropped last).
+    pub emu: Emulator,
+    /// Zone and records.
+    pub fx: WeightedFixture,
+    /// Notice topic and its queue.
+    pub notices: TopicQueue,
+}
+
+impl World {
+    /// Starts an emulator and seeds it.
+    pub async fn start() -> Result<World> {
+        let emu = Emulator::start()?;
+        let fx = emu.create_weighted_fixture(&Default::default()).await?;
+        let notices = emu.create_topic_with_queue("kbha-notices").await?;
+        emu.create_bucket(STATE_BUCKET).await?;
+        Ok(World { emu, fx, notices })
+    }
+
+    /// The function's environment for this world, plus `extra` overrides.
+    pub fn env(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let targets = json!([
+            {"set_identifier": "primary", "region": "us-east-1", "primary": true, "alarms": [PRIMARY_ALARM]},
+            {"set_identifier": "secondary", "region": "us-west-2", "alarms": [SECONDARY_ALARM]},
+        ]);
+        let mut env: BTreeMap<String, String> = [
+            ("KBHA_HOSTED_ZONE_ID", self.fx.zone_id.as_str()),
+            ("KBHA_RECORD_NAME", self.fx.record_name.as_str()),
+            ("KBHA_NOTIFY_TOPIC_ARN", self.notices.topic_arn.as_str()),
+            ("KBHA_STATE_BUCKET", STATE_BUCKET),
+            ("KBHA_REPLICATION_STATUS", "s3://kbha-state/replication/"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.insert("KBHA_TARGETS".into(), targets.to_string());
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env
+    }
+
+    /// A failover function over this world's emulator with `policies`.
+    pub async fn function(&self, extra: &[(&str, &str)], policies: Policies) -> Result<Arc<Function>> {
+        let dns = Route53Dns::from_conf(&self.emu.sdk_config().await);
+        self.function_with_dns(extra, policies, dns).await
+    }
+
+    /// The same with another [`Dns`] (used to interleave a concurrent change).
+    pub async fn function_with_dns<D: Dns>(
+        &self,
+        extra: &[(&str, &str)],
+        policies: Policies,
+        dns: D,
+    ) -> Result<Arc<FailoverFunction<D, S3Store, SnsNotifier>>> {
+        let env = self.env(extra);
+        let cfg = FailoverConfig::from_lookup(|k| env.get(k).cloned())?;
+        let conf = self.emu.sdk_config().await;
+        Ok(Arc::new(FailoverFunction::new(cfg, dns, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), policies)))
+    }
+
+    /// Writes the replication status the verifier would write for `region`.
+    pub async fn set_replication(&self, region: &str, newest_verified_backup_at_ms: i64) -> Result<()> {
+        let body = json!({"region": region, "newest_verified_backup_at_ms": newest_verified_backup_at_ms}).to_string();
+        self.emu
+            .s3()
+            .await
+            .put_object()
+            .bucket(STATE_BUCKET)
+            .key(format!("replication/{region}.json"))
+            .body(body.into_bytes().into())
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Current weights, read back through ListResourceRecordSets.
+    pub async fn weights(&self) -> Result<BTreeMap<String, u32>> {
+        self.emu.weights(&self.fx).await
+    }
+
+    /// Sets a target's health-check status.
+    pub async fn set_health(&self, set_identifier: &str, healthy: bool) -> Result<()> {
+        let id = &self.fx.target(set_identifier).context("no such target")?.health_check_id;
+        self.emu.set_health(id, healthy).await
+    }
+
+    /// Notices delivered so far (waits up to `secs` for at least `n`).
+    pub async fn notices(&self, n: usize, secs: u64) -> Result<Vec<Value>> {
+        let msgs = self.emu.drain_messages(&self.notices, n, std::time::Duration::from_secs(secs)).await?;
+        msgs.iter()
+            .map(|m| {
+                let mut v: Value = serde_json::from_str(&m.message).context("notice is JSON")?;
+                v["_subject"] = json!(m.subject);
+                v["_attributes"] = json!(m.attributes);
+                Ok(v)
+            })
+            .collect()
+    }
+}
+
+/// `{primary: p, secondary: s}`.
+pub fn weights(p: u32, s: u32) -> BTreeMap<String, u32> {
+    BTreeMap::from([("primary".to_owned(), p), ("secondary".to_owned(), s)])
+}
+
+/// Real Route 53 access that, just before kbha's first change batch, lets "an operator"
+/// change the weights through the same API, so kbha's batch meets records that changed
+/// since it read them. Everything else passes straight through.
+pub struct OperatorInterleaves {
+    /// The real adapter.
+    pub inner: Route53Dns,
+    /// Weights the operator sets, taken once.
+    pub operator_weights: std::sync::Mutex<Option<Vec<(String, u32)>>>,
+}
+
+impl Dns for OperatorInterleaves {
+    async fn weighted_records(&self, zone_id: &str, name: &str, rtype: &str) -> Result<Vec<WeightedRecord>, AwsError> {
+        self.inner.weighted_records(zone_id, name, rtype).await
+    }
+
+    async fn swap_records(
+        &self,
+        zone_id: &str,
+        swaps: &[(WeightedRecord, WeightedRecord)],
+        comment: &str,
+    ) -> Result<String, AwsError> {
+        let operator = self.operator_weights.lock().map(|mut g| g.take()).unwrap_or(None);
+        if let Some(ws) = operator {
+            let (name, rtype) = (&swaps[0].0.name, &swaps[0].0.rtype);
+            let current = self.inner.weighted_records(zone_id, name, rtype).await?;
+            let theirs: Vec<_> = current
+                .iter()
+                .filter_map(|r| ws.iter().find(|(id, _)| *id == r.set_identifier).map(|(_, w)| (r.clone(), r.with_weight(*w))))
+                .collect();
+            self.inner.swap_records(zone_id, &theirs, "operator drains by hand").await?;
+        }
+        self.inner.swap_records(zone_id, swaps, comment).await
+    }
+
+    async fn health_status(&self, health_check_id: &str) -> Result<kbha_core::Health, AwsError> {
+        self.inner.health_status(health_check_id).await
+    }
+}
