@@ -19,6 +19,7 @@ On top of moto it adds:
   fails. Errors are InvalidChangeBatch in Route 53's current XML shape
   (``<ErrorResponse><Error><Type>Sender</Type><Code>InvalidChangeBatch</Code>
   <Message>[msg, msg]</Message>...``). Change ids are unique.
+* ListResourceRecordSets paged like Route 53 (StartRecordIdentifier honoured).
 * GetHealthCheckStatus that reports what tests set through the control API,
   as observations from several checker regions like Route 53 does.
 * a control API on the same port, under ``/_kbha/``:
@@ -28,7 +29,9 @@ On top of moto it adds:
     - ``POST /_kbha/faults`` body ``{"service": "route53", "path_regex": "/rrset",
       "method": "POST", "status": 400, "code": "PriorRequestNotComplete",
       "message": "...", "count": 2}``: the next ``count`` matching requests get
-      that error instead of reaching moto (all keys but ``code`` optional);
+      that error instead of reaching moto; with ``"delay_ms": n`` they are held n ms
+      first (and without ``code`` then passed on: a slow service). Every key but
+      ``code`` or ``delay_ms`` is optional; ``target`` matches X-Amz-Target;
     - ``DELETE /_kbha/faults`` clears them; ``GET /_kbha/ping`` answers ``ok``.
 """
 
@@ -44,6 +47,7 @@ import signal
 import string
 import sys
 import threading
+import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
@@ -54,8 +58,8 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from moto.route53.exceptions import Route53ClientError
-from moto.route53.models import RecordSet
+from moto.route53.exceptions import InvalidInput, Route53ClientError
+from moto.route53.models import RecordSet, reverse_domain_name
 from moto.route53.responses import Route53
 from werkzeug.serving import make_server
 
@@ -336,10 +340,44 @@ def _get_health_check_status(self: Route53) -> ActionResult:
     return ActionResult({"HealthCheckObservations": observations})
 
 
+def _list_resource_record_sets(self: Route53) -> ActionResult:
+    """ListResourceRecordSets ordered and paged like Route 53: by reversed name, type,
+    then set identifier, honouring StartRecordIdentifier (moto ignores it, so a page
+    boundary inside one weighted set would repeat records forever)."""
+    zone = self.backend.get_hosted_zone(self._get_param("HostedZoneId"))
+    start_name = self._get_param("StartRecordName")
+    start_type = self._get_param("StartRecordType")
+    start_id = self._get_param("StartRecordIdentifier")
+    max_items = self._get_int_param("MaxItems", 300)
+    if (start_type and not start_name) or (start_id and not start_type):
+        raise InvalidInput("The input is not valid")
+
+    def order(rs: RecordSet) -> tuple[str, str, str]:
+        return (reverse_domain_name(rs.name.lower()), rs.type or "", rs.set_identifier or "")
+
+    records = sorted(zone.rrsets, key=order)
+    if start_name:
+        start = (reverse_domain_name(start_name.lower()), start_type or "", start_id or "")
+        records = [r for r in records if order(r) >= start]
+    page, rest = records[:max_items], records[max_items:]
+    result: dict[str, Any] = {
+        "ResourceRecordSets": page,
+        "IsTruncated": bool(rest),
+        "MaxItems": str(max_items),
+    }
+    if rest:
+        result["NextRecordName"] = rest[0].name
+        result["NextRecordType"] = rest[0].type
+        if rest[0].set_identifier:
+            result["NextRecordIdentifier"] = rest[0].set_identifier
+    return ActionResult(result)
+
+
 def install_route53_patches() -> None:
     """Replaces moto's handlers (the response layer dispatches by action name)."""
     Route53.change_resource_record_sets = _strict_change_resource_record_sets  # type: ignore[method-assign]
     Route53.get_health_check_status = _get_health_check_status  # type: ignore[method-assign]
+    Route53.list_resource_record_sets = _list_resource_record_sets  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ control + faults
@@ -452,8 +490,10 @@ def _control(environ: dict[str, Any], start_response: Callable) -> Iterable[byte
     if path == "/_kbha/faults":
         with _faults_guard:
             if method == "POST":
-                if "code" not in body:
-                    return _json_response(start_response, "400 Bad Request", {"error": "fault needs `code`"})
+                if "code" not in body and "delay_ms" not in body:
+                    return _json_response(
+                        start_response, "400 Bad Request", {"error": "fault needs `code` or `delay_ms`"}
+                    )
                 _faults.append(body)
             elif method == "DELETE":
                 _faults.clear()
@@ -473,9 +513,12 @@ class KbhaMiddleware:
             return _control(environ, start_response)
         fault = _take_fault(environ)
         if fault is not None:
-            status, headers, body = _fault_response(environ, fault)
-            start_response(status, headers)
-            return [body]
+            if fault.get("delay_ms"):
+                time.sleep(float(fault["delay_ms"]) / 1000.0)
+            if fault.get("code"):
+                status, headers, body = _fault_response(environ, fault)
+                start_response(status, headers)
+                return [body]
         return self.app(environ, start_response)
 
 

@@ -12,7 +12,7 @@ use kbha_aws::{
     WeightedRecord,
 };
 use kbha_core::Health;
-use kbha_test_harness::{Emulator, WeightedFixture, WeightedSpec};
+use kbha_test_harness::{Emulator, Fault, WeightedFixture, WeightedSpec};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -248,19 +248,17 @@ async fn concurrent_swaps_from_one_view_apply_exactly_once() -> Result<()> {
     Ok(())
 }
 
+fn prior_request_not_complete() -> Fault {
+    Fault::error("route53", 400, "PriorRequestNotComplete")
+        .method("POST")
+        .path("/rrset/?$")
+}
+
 #[tokio::test]
 async fn prior_request_not_complete_is_retried_with_backoff() -> Result<()> {
     let (emu, dns, fx) = dns_fixture().await?;
     let p = record(&fx, "primary");
-    emu.inject_fault(
-        "route53",
-        Some("POST"),
-        "/rrset/?$",
-        400,
-        "PriorRequestNotComplete",
-        2,
-    )
-    .await?;
+    emu.inject(&prior_request_not_complete().times(2)).await?;
     dns.swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(10))], "")
         .await?;
     assert!(
@@ -271,15 +269,7 @@ async fn prior_request_not_complete_is_retried_with_backoff() -> Result<()> {
 
     // More faults than attempts: a retryable Throttled error, nothing changed.
     let now = p.with_weight(10);
-    emu.inject_fault(
-        "route53",
-        Some("POST"),
-        "/rrset/?$",
-        400,
-        "PriorRequestNotComplete",
-        50,
-    )
-    .await?;
+    emu.inject(&prior_request_not_complete().times(50)).await?;
     let err = dns
         .swap_records(&fx.zone_id, &[(now.clone(), now.with_weight(20))], "")
         .await
@@ -296,6 +286,93 @@ async fn prior_request_not_complete_is_retried_with_backoff() -> Result<()> {
     );
     emu.clear_faults().await?;
     assert_eq!(emu.weights(&fx).await?["primary"], 10);
+    Ok(())
+}
+
+#[tokio::test]
+async fn weighted_records_reads_every_page() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    // More weighted records of one name than one page holds (300), so pages end
+    // inside the set and only StartRecordIdentifier moves on.
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet,
+    };
+    let mut batch = ChangeBatch::builder();
+    for i in 0..320 {
+        let rrs = ResourceRecordSet::builder()
+            .name("big.example.com.")
+            .r#type("A".into())
+            .set_identifier(format!("t{i:03}"))
+            .weight(i % 256)
+            .ttl(60)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value(format!("10.0.{}.{}", i / 256, i % 256))
+                    .build()?,
+            )
+            .build()?;
+        batch = batch.changes(
+            Change::builder()
+                .action(ChangeAction::Create)
+                .resource_record_set(rrs)
+                .build()?,
+        );
+    }
+    emu.route53()
+        .await
+        .change_resource_record_sets()
+        .hosted_zone_id(&fx.zone_id)
+        .change_batch(batch.build()?)
+        .send()
+        .await?;
+    let first = emu
+        .route53()
+        .await
+        .list_resource_record_sets()
+        .hosted_zone_id(&fx.zone_id)
+        .start_record_name("big.example.com.")
+        .start_record_type("A".into())
+        .send()
+        .await?;
+    assert!(first.is_truncated() && first.next_record_identifier().is_some());
+
+    let got = dns
+        .weighted_records(&fx.zone_id, "big.example.com", "A")
+        .await?;
+    assert_eq!(got.len(), 320);
+    let ids: Vec<_> = got.iter().map(|r| r.set_identifier.clone()).collect();
+    let want: Vec<_> = (0..320).map(|i| format!("t{i:03}")).collect();
+    assert_eq!(ids, want);
+    assert_eq!(got[300].weight, 300 % 256);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stalled_service_times_out_instead_of_hanging() -> Result<()> {
+    let (emu, _, fx) = dns_fixture().await?;
+    let settings = kbha_aws::AwsSettings {
+        attempt_timeout: Duration::from_millis(300),
+        operation_timeout: Duration::from_secs(2),
+        max_attempts: 2,
+        ..emu.aws_settings()
+    };
+    let dns = Route53Dns::from_conf(&emu.sdk_config_with(&settings).await);
+    emu.inject(&Fault::delay("route53", 1500).path("/status$").times(2))
+        .await?;
+    let started = std::time::Instant::now();
+    let err = dns
+        .health_status(&fx.targets[0].health_check_id)
+        .await
+        .expect_err("both attempts stall");
+    assert!(
+        matches!(err, AwsError::Timeout { .. }) && err.retryable(),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "took {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -518,8 +595,13 @@ async fn list_head_and_streamed_read() -> Result<()> {
 #[tokio::test]
 async fn s3_slow_down_is_retried() -> Result<()> {
     let (emu, s3) = s3_fixture().await?;
-    emu.inject_fault("s3", Some("PUT"), "^/kbha-state/", 503, "SlowDown", 2)
-        .await?;
+    emu.inject(
+        &Fault::error("s3", 503, "SlowDown")
+            .method("PUT")
+            .path("^/kbha-state/")
+            .times(2),
+    )
+    .await?;
     s3.put("kbha-state", "k", b"v".to_vec(), PutCondition::IfNoneMatch)
         .await?;
     assert!(emu.pending_faults().await?.is_empty());

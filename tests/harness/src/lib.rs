@@ -200,7 +200,12 @@ impl Emulator {
     /// SDK configuration for the emulator: static test credentials, us-east-1, the
     /// endpoint override, and kbha's HTTP client, retries and timeouts.
     pub async fn sdk_config(&self) -> SdkConfig {
-        kbha_aws::config_loader(&self.aws_settings())
+        self.sdk_config_with(&self.aws_settings()).await
+    }
+
+    /// Like [`Emulator::sdk_config`] with other settings (keep the endpoint).
+    pub async fn sdk_config_with(&self, settings: &AwsSettings) -> SdkConfig {
+        kbha_aws::config_loader(settings)
             .credentials_provider(Credentials::new(
                 "testing",
                 "testing",
@@ -291,28 +296,11 @@ impl Emulator {
         .map(drop)
     }
 
-    /// Makes the next `count` requests matching `service` (signing name: `route53`,
-    /// `s3`, `sns`, `sqs`), `method` (any when `None`) and `path_regex` fail with HTTP
-    /// `status` and error `code`, without reaching moto.
-    pub async fn inject_fault(
-        &self,
-        service: &str,
-        method: Option<&str>,
-        path_regex: &str,
-        status: u16,
-        code: &str,
-        count: u32,
-    ) -> Result<()> {
-        self.control(
-            "POST",
-            "/_kbha/faults",
-            Some(&serde_json::json!({
-                "service": service, "method": method, "path_regex": path_regex,
-                "status": status, "code": code, "count": count,
-            })),
-        )
-        .await
-        .map(drop)
+    /// Arms a fault: the next matching requests fail or stall (see [`Fault`]).
+    pub async fn inject(&self, fault: &Fault) -> Result<()> {
+        self.control("POST", "/_kbha/faults", Some(&fault.to_json()))
+            .await
+            .map(drop)
     }
 
     /// Drops every fault not yet consumed.
@@ -581,6 +569,96 @@ fn sdk_record(r: &WeightedRecord) -> Result<ResourceRecordSet> {
         b = b.resource_records(ResourceRecord::builder().value(v).build()?);
     }
     Ok(b.build()?)
+}
+
+/// A fault the emulator applies to the next `count` matching requests, before moto
+/// sees them.
+///
+/// ```
+/// # use kbha_test_harness::Fault;
+/// let f = Fault::error("route53", 400, "PriorRequestNotComplete").method("POST").path("/rrset/?$").times(2);
+/// assert_eq!(f.count, 2);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fault {
+    /// Signing name of the service (`route53`, `s3`, `sns`, `sqs`); `None`: any.
+    pub service: Option<String>,
+    /// HTTP method; `None`: any.
+    pub method: Option<String>,
+    /// Regex searched in the request path; `None`: any.
+    pub path_regex: Option<String>,
+    /// Exact `X-Amz-Target` header (JSON protocols); `None`: any.
+    pub target: Option<String>,
+    /// HTTP status of the error answer (default 400).
+    pub status: Option<u16>,
+    /// Error code to answer with; `None`: pass the request on after the delay.
+    pub code: Option<String>,
+    /// Error message.
+    pub message: Option<String>,
+    /// Hold the request this long first.
+    pub delay_ms: Option<u64>,
+    /// How many requests it applies to.
+    pub count: u32,
+}
+
+impl Fault {
+    /// Answer once with HTTP `status` and error `code`.
+    pub fn error(service: &str, status: u16, code: &str) -> Fault {
+        Fault {
+            service: Some(service.into()),
+            status: Some(status),
+            code: Some(code.into()),
+            count: 1,
+            ..Fault::default()
+        }
+    }
+
+    /// Hold one request `ms` milliseconds, then pass it on.
+    pub fn delay(service: &str, ms: u64) -> Fault {
+        Fault {
+            service: Some(service.into()),
+            delay_ms: Some(ms),
+            count: 1,
+            ..Fault::default()
+        }
+    }
+
+    /// Only requests with this HTTP method.
+    pub fn method(mut self, method: &str) -> Fault {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// Only requests whose path matches this regex.
+    pub fn path(mut self, regex: &str) -> Fault {
+        self.path_regex = Some(regex.into());
+        self
+    }
+
+    /// Applies to `n` requests.
+    pub fn times(mut self, n: u32) -> Fault {
+        self.count = n;
+        self
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            if !v.is_null() {
+                m.insert(k.into(), v);
+            }
+        };
+        put("service", serde_json::json!(self.service));
+        put("method", serde_json::json!(self.method));
+        put("path_regex", serde_json::json!(self.path_regex));
+        put("target", serde_json::json!(self.target));
+        put("status", serde_json::json!(self.status));
+        put("code", serde_json::json!(self.code));
+        put("message", serde_json::json!(self.message));
+        put("delay_ms", serde_json::json!(self.delay_ms));
+        put("count", serde_json::json!(self.count));
+        serde_json::Value::Object(m)
+    }
 }
 
 /// One target of a weighted fixture.
