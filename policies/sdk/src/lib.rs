@@ -121,3 +121,33 @@ pub mod alert {
         default_bindings_module: "kbha_policy_sdk::alert",
     });
 }
+
+/// Exports a [`failover::Guest`] implementation as the component's `decide`:
+/// `kbha_policy_sdk::export_failover_policy!(MyPolicy);` (on wasm32 only).
+#[cfg(feature = "failover")]
+#[macro_export]
+macro_rules! export_failover_policy {
+    ($ty:ident) => {
+        $crate::failover::export_failover_policy!($ty);
+    };
+}
+
+/// Exports a [`replication::Guest`] implementation as the component's
+/// `decide`: `kbha_policy_sdk::export_replication_policy!(MyPolicy);`.
+#[cfg(feature = "replication")]
+#[macro_export]
+macro_rules! export_replication_policy {
+    ($ty:ident) => {
+        $crate::replication::export_replication_policy!($ty);
+    };
+}
+
+/// Exports an [`alert::Guest`] implementation as the component's `decide`:
+/// `kbha_policy_sdk::export_alert_policy!(MyPolicy);`.
+#[cfg(feature = "alert")]
+#[macro_export]
+macro_rules! export_alert_policy {
+    ($ty:ident) => {
+        $crate::alert::export_alert_policy!($ty);
+    };
+}
