@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's main command: sets up what a fresh machine lacks (Debian's Rust for the wasm
+# guests, the emulator venv), builds the policies and runs the region-failure demo.
+#
+#   bash scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup-toolchains.sh
+bash tests/emulator/setup.sh
+cargo kbha policy build
+cargo kbha demo
