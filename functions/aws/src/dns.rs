@@ -58,6 +58,29 @@ impl WeightedRecord {
     }
 }
 
+/// The `(current, new)` pairs that set `weights` (set identifier -> weight) on the
+/// `current` records, for [`Dns::swap_records`]. Records whose weight does not change
+/// are left out; set identifiers not in `current` are reported back as unknown.
+pub fn swaps_for_weights<'a>(
+    current: &[WeightedRecord],
+    weights: impl IntoIterator<Item = (&'a str, u32)>,
+) -> Result<Vec<(WeightedRecord, WeightedRecord)>, Vec<String>> {
+    let mut swaps = Vec::new();
+    let mut unknown = Vec::new();
+    for (set_identifier, weight) in weights {
+        match current.iter().find(|r| r.set_identifier == set_identifier) {
+            Some(r) if r.weight != weight => swaps.push((r.clone(), r.with_weight(weight))),
+            Some(_) => {}
+            None => unknown.push(set_identifier.to_owned()),
+        }
+    }
+    if unknown.is_empty() {
+        Ok(swaps)
+    } else {
+        Err(unknown)
+    }
+}
+
 /// What the failover function needs from DNS.
 pub trait Dns: Send + Sync {
     /// Every weighted record of exactly `name` (trailing dot optional, any case) and
@@ -324,6 +347,27 @@ mod tests {
             Health::Unhealthy
         );
         assert_eq!(aggregate_health([]), Health::Unknown);
+    }
+
+    #[test]
+    fn swaps_cover_only_changed_weights() {
+        let rec = |id: &str, w: u32| WeightedRecord {
+            name: "app.example.com.".into(),
+            rtype: "A".into(),
+            set_identifier: id.into(),
+            weight: w,
+            ttl: Some(60),
+            values: vec!["192.0.2.1".into()],
+            alias: None,
+            health_check_id: None,
+        };
+        let current = [rec("a", 100), rec("b", 0)];
+        let swaps = swaps_for_weights(&current, [("a", 0), ("b", 0)]).expect("known ids");
+        assert_eq!(swaps, vec![(rec("a", 100), rec("a", 0))]);
+        assert_eq!(
+            swaps_for_weights(&current, [("c", 1)]),
+            Err(vec!["c".to_owned()])
+        );
     }
 
     #[test]

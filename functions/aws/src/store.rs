@@ -91,7 +91,9 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<StoredObject>, AwsError>> + Send;
 
     /// Writes the object if `cond` holds; returns the new ETag.
-    /// [`AwsError::Conflict`] when the condition failed (HTTP 412).
+    /// [`AwsError::Conflict`] when the condition failed (HTTP 412). A conditional
+    /// write whose answer was lost and was retried can report a conflict with its own
+    /// earlier attempt: on conflict, read the object and compare before deciding.
     fn put(
         &self,
         bucket: &str,

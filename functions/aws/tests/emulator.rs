@@ -678,3 +678,55 @@ async fn publish_delivers_subject_message_and_attributes() -> Result<()> {
     assert!(missing.is_err_and(|e| !e.retryable()));
     Ok(())
 }
+
+/// Issue 4's size: a 256 MiB object uploaded from disk and hashed while streaming.
+/// Slow on the emulator (moto keeps objects in memory); run with `--ignored`.
+#[tokio::test]
+#[ignore = "large object; cargo test -p kbha-aws --test emulator -- --ignored"]
+async fn large_object_streams_with_a_matching_sha256() -> Result<()> {
+    use std::io::Write;
+    let (emu, s3) = s3_fixture().await?;
+    let dir = std::env::temp_dir().join(format!("kbha-large-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("backup.bin");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let mut hasher = Sha256::new();
+    let chunk: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    for _ in 0..256 {
+        file.write_all(&chunk)?;
+        hasher.update(&chunk);
+    }
+    file.flush()?;
+    drop(file);
+    let want = hex::encode(hasher.finalize());
+
+    let t = std::time::Instant::now();
+    emu.put_file("kbha-state", "backups/large.bin", &path, true)
+        .await?;
+    eprintln!("upload 256 MiB: {:?}", t.elapsed());
+    let head = s3
+        .head("kbha-state", "backups/large.bin")
+        .await?
+        .expect("exists");
+    assert_eq!(head.size, 256 * 1024 * 1024);
+    assert_eq!(head.sha256_checksum.as_deref(), Some(want.as_str()));
+
+    let t = std::time::Instant::now();
+    let mut stream = s3
+        .open("kbha-state", "backups/large.bin")
+        .await?
+        .expect("exists");
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = stream.reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    eprintln!("streamed hash 256 MiB: {:?}", t.elapsed());
+    assert_eq!(hex::encode(hasher.finalize()), want);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
