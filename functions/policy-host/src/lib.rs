@@ -1,1 +1,577 @@
-//! Placeholder; being written.
+//! kbha-policy-host: loads, validates and runs kbha policy components.
+//!
+//! This is the only crate that depends on wasmtime. A policy is a component
+//! implementing one world of `wit/kbha.wit`; it imports nothing but
+//! `kbha:policy/host@0.1.0` (its `log`), and every call gets a fresh store with
+//! a fuel budget, a memory cap and an output-size cap.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kbha_policy_host::PolicyError> {
+//! # let component_bytes: Vec<u8> = vec![];
+//! # let input: kbha_core::FailoverInput = todo!();
+//! let engine = kbha_policy_host::PolicyEngine::new(kbha_policy_host::Limits::default())?;
+//! let policy = engine.load_failover(&component_bytes)?;
+//! let eval = policy.decide(&input)?;
+//! println!("{} -> {:?} ({} fuel)", policy.digest(), eval.decision, eval.fuel_used);
+//! # Ok(()) }
+//! ```
+
+mod bindings;
+mod convert;
+mod error;
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+pub use error::PolicyError;
+
+use convert::OutputSize;
+
+/// Import names a policy component may have; everything else is refused.
+pub const ALLOWED_IMPORTS: &[&str] = &["kbha:policy/host@0.1.0", "kbha:policy/types@0.1.0"];
+
+/// Per-evaluation limits, fixed for an engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per decision (roughly one unit per wasm instruction). Fuel, not a
+    /// wall clock, so a replayed decision fails or succeeds the same way.
+    pub fuel: u64,
+    /// Largest linear memory a policy may have, in bytes.
+    pub memory_bytes: usize,
+    /// Largest decision, in bytes of strings plus a small cost per list entry.
+    pub output_bytes: usize,
+    /// Log lines kept per decision; later lines are counted and dropped.
+    pub log_lines: usize,
+    /// Longest log line kept, in bytes; longer lines are cut.
+    pub log_line_bytes: usize,
+    /// Policy instances alive at once across the engine (pooling allocator
+    /// slots); one per concurrent decision.
+    pub max_concurrent: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 50_000_000,
+            memory_bytes: 64 << 20,
+            output_bytes: 256 << 10,
+            log_lines: 64,
+            log_line_bytes: 2048,
+            max_concurrent: 8,
+        }
+    }
+}
+
+/// A log line written by a policy.
+pub type LogLine = (kbha_core::Level, String);
+
+/// One decision and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation<D> {
+    /// The policy's answer.
+    pub decision: D,
+    /// Lines the policy logged, up to [`Limits::log_lines`].
+    pub logs: Vec<LogLine>,
+    /// Lines dropped beyond the budget.
+    pub logs_dropped: usize,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// Wall time of instantiation plus the call.
+    pub duration: Duration,
+}
+
+/// The world of a policy component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    /// `failover-policy`.
+    Failover,
+    /// `replication-policy`.
+    Replication,
+    /// `alert-policy`.
+    Alert,
+}
+
+impl World {
+    /// Every world, in a fixed order.
+    pub const ALL: [World; 3] = [World::Failover, World::Replication, World::Alert];
+
+    /// The WIT world name.
+    pub fn wit_name(self) -> &'static str {
+        match self {
+            World::Failover => "failover-policy",
+            World::Replication => "replication-policy",
+            World::Alert => "alert-policy",
+        }
+    }
+
+    /// Parses `failover`, `replication` or `alert` (or the WIT world name).
+    pub fn parse(s: &str) -> Option<World> {
+        World::ALL.into_iter().find(|w| s == w.wit_name() || w.wit_name().strip_suffix("-policy") == Some(s))
+    }
+}
+
+/// `sha256:<hex>` of some bytes; the policy digest is this of the component.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// What a component looks like from outside, for `kbha policy check`.
+#[derive(Debug)]
+pub struct Inspection {
+    /// `sha256:<hex>` of the bytes.
+    pub digest: String,
+    /// Size in bytes.
+    pub size_bytes: usize,
+    /// Import names.
+    pub imports: Vec<String>,
+    /// Export names.
+    pub exports: Vec<String>,
+    /// The world it implements, when one of kbha's matches.
+    pub world: Option<World>,
+    /// Problems found (forbidden imports, no matching world); empty when
+    /// the component would load.
+    pub problems: Vec<PolicyError>,
+}
+
+/// Store data for one decision.
+struct State {
+    memory_limit: usize,
+    memory_limit_hit: bool,
+    logs: Vec<LogLine>,
+    logs_dropped: usize,
+    log_lines: usize,
+    log_line_bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for State {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        // Refuse rather than trap here, and remember why, so the trap the
+        // guest then raises (allocation failure aborts) is reported as a
+        // memory limit and not a generic trap.
+        if desired > self.memory_limit {
+            self.memory_limit_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl bindings::host::Host for State {
+    fn log(&mut self, level: bindings::types::Level, mut message: String) {
+        if self.logs.len() >= self.log_lines {
+            self.logs_dropped += 1;
+            return;
+        }
+        if message.len() > self.log_line_bytes {
+            let mut cut = self.log_line_bytes;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        self.logs.push((level.into(), message));
+    }
+}
+
+impl bindings::types::Host for State {}
+
+/// The wasmtime engine plus kbha's limits; cheap to clone, share one per
+/// process.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: std::sync::Arc<Linker<State>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+fn host_err(e: wasmtime::Error) -> PolicyError {
+    PolicyError::Host(format!("{e:#}"))
+}
+
+impl PolicyEngine {
+    /// An engine with fuel metering, the pooling allocator sized from
+    /// `limits`, and no component-model concurrency (policies are plain
+    /// synchronous functions).
+    pub fn new(limits: Limits) -> Result<Self, PolicyError> {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        let n = limits.max_concurrent.max(1);
+        pool.total_component_instances(n)
+            // A wit-component component holds its module plus small shim
+            // modules; a few core instances and tables each is plenty.
+            .total_core_instances(n * 4)
+            .total_memories(n)
+            .total_tables(n * 4)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = wasmtime::Config::new();
+        config
+            .consume_fuel(true)
+            .concurrency_support(false)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(host_err)?;
+        let mut linker = Linker::new(&engine);
+        bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(host_err)?;
+        Ok(Self { engine, linker: std::sync::Arc::new(linker), limits })
+    }
+
+    /// The limits every evaluation runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Loads a `failover-policy` component.
+    pub fn load_failover(&self, bytes: &[u8]) -> Result<FailoverPolicy, PolicyError> {
+        let (pre, digest) = self.compile_and_link(bytes, World::Failover)?;
+        let pre = bindings::failover::FailoverPolicyPre::new(pre).map_err(|e| wrong(World::Failover, e))?;
+        Ok(FailoverPolicy { inner: Loaded { engine: self.clone(), digest, pre } })
+    }
+
+    /// Loads a `replication-policy` component.
+    pub fn load_replication(&self, bytes: &[u8]) -> Result<ReplicationPolicy, PolicyError> {
+        let (pre, digest) = self.compile_and_link(bytes, World::Replication)?;
+        let pre = bindings::replication::ReplicationPolicyPre::new(pre).map_err(|e| wrong(World::Replication, e))?;
+        Ok(ReplicationPolicy { inner: Loaded { engine: self.clone(), digest, pre } })
+    }
+
+    /// Loads an `alert-policy` component.
+    pub fn load_alert(&self, bytes: &[u8]) -> Result<AlertPolicy, PolicyError> {
+        let (pre, digest) = self.compile_and_link(bytes, World::Alert)?;
+        let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
+        Ok(AlertPolicy { inner: Loaded { engine: self.clone(), digest, pre } })
+    }
+
+    /// Loads a failover policy from [`PolicyEngine::precompile`] output whose
+    /// component digest must equal `expected_digest`.
+    pub fn load_failover_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<FailoverPolicy, PolicyError> {
+        let component = self.deserialize(artifact, expected_digest)?;
+        let pre = self.link(&component, World::Failover)?;
+        let pre = bindings::failover::FailoverPolicyPre::new(pre).map_err(|e| wrong(World::Failover, e))?;
+        Ok(FailoverPolicy { inner: Loaded { engine: self.clone(), digest: expected_digest.to_string(), pre } })
+    }
+
+    /// Loads a replication policy from [`PolicyEngine::precompile`] output.
+    pub fn load_replication_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<ReplicationPolicy, PolicyError> {
+        let component = self.deserialize(artifact, expected_digest)?;
+        let pre = self.link(&component, World::Replication)?;
+        let pre = bindings::replication::ReplicationPolicyPre::new(pre).map_err(|e| wrong(World::Replication, e))?;
+        Ok(ReplicationPolicy { inner: Loaded { engine: self.clone(), digest: expected_digest.to_string(), pre } })
+    }
+
+    /// Loads an alert policy from [`PolicyEngine::precompile`] output.
+    pub fn load_alert_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<AlertPolicy, PolicyError> {
+        let component = self.deserialize(artifact, expected_digest)?;
+        let pre = self.link(&component, World::Alert)?;
+        let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
+        Ok(AlertPolicy { inner: Loaded { engine: self.clone(), digest: expected_digest.to_string(), pre } })
+    }
+
+    /// Compiles a component for this engine (and this host's CPU) into an
+    /// artifact for the `load_*_precompiled` functions. The component is
+    /// validated first: only loadable policies are precompiled.
+    pub fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, PolicyError> {
+        let inspection = self.inspect(bytes)?;
+        if let Some(p) = inspection.problems.into_iter().next() {
+            return Err(p);
+        }
+        let code = self.engine.precompile_component(bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let digest = digest(bytes);
+        let mut out = Vec::with_capacity(code.len() + 128);
+        out.extend_from_slice(PRECOMPILED_MAGIC);
+        out.extend_from_slice(digest.as_bytes());
+        out.extend_from_slice(&Sha256::digest(&code));
+        out.extend_from_slice(&code);
+        Ok(out)
+    }
+
+    /// Describes a component: digest, imports, exports, matching world and
+    /// problems. Fails only when the bytes are no component at all.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, PolicyError> {
+        check_header(bytes)?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let mut problems: Vec<PolicyError> = forbidden_imports(&imports).collect();
+        let world = if problems.is_empty() {
+            let pre = self.linker.instantiate_pre(&component).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+            World::ALL.into_iter().find(|w| match w {
+                World::Failover => bindings::failover::FailoverPolicyPre::new(pre.clone()).is_ok(),
+                World::Replication => bindings::replication::ReplicationPolicyPre::new(pre.clone()).is_ok(),
+                World::Alert => bindings::alert::AlertPolicyPre::new(pre.clone()).is_ok(),
+            })
+        } else {
+            None
+        };
+        if world.is_none() && problems.is_empty() {
+            problems.push(PolicyError::WrongWorld {
+                expected: "failover-policy | replication-policy | alert-policy",
+                detail: format!("exports are [{}]", exports.join(", ")),
+            });
+        }
+        Ok(Inspection { digest: digest(bytes), size_bytes: bytes.len(), imports, exports, world, problems })
+    }
+
+    fn compile_and_link(&self, bytes: &[u8], world: World) -> Result<(InstancePre<State>, String), PolicyError> {
+        check_header(bytes)?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        Ok((self.link(&component, world)?, digest(bytes)))
+    }
+
+    /// Checks imports and exports and builds the `InstancePre`.
+    fn link(&self, component: &Component, world: World) -> Result<InstancePre<State>, PolicyError> {
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        if let Some(e) = forbidden_imports(&imports).next() {
+            return Err(e);
+        }
+        if ty.get_export(&self.engine, "decide").is_none() {
+            let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+            return Err(PolicyError::WrongWorld {
+                expected: world.wit_name(),
+                detail: format!("no `decide` export (exports are [{}])", exports.join(", ")),
+            });
+        }
+        self.linker.instantiate_pre(component).map_err(|e| PolicyError::Compile(format!("{e:#}")))
+    }
+
+    /// Turns a precompiled artifact back into a component.
+    ///
+    /// The artifact layout is `MAGIC | policy digest (71 bytes) | sha256 of
+    /// code (32 bytes) | code`, written only by [`PolicyEngine::precompile`].
+    #[allow(unsafe_code)]
+    fn deserialize(&self, artifact: &[u8], expected_digest: &str) -> Result<Component, PolicyError> {
+        let bad = |m: &str| PolicyError::Precompiled(m.to_string());
+        let rest = artifact.strip_prefix(PRECOMPILED_MAGIC).ok_or_else(|| bad("not a kbha precompiled policy (bad magic)"))?;
+        if rest.len() < DIGEST_LEN + 32 {
+            return Err(bad("truncated header"));
+        }
+        let (recorded, rest) = rest.split_at(DIGEST_LEN);
+        let (code_hash, code) = rest.split_at(32);
+        if recorded != expected_digest.as_bytes() {
+            return Err(PolicyError::Precompiled(format!(
+                "artifact is of policy `{}`, expected `{expected_digest}`",
+                String::from_utf8_lossy(recorded)
+            )));
+        }
+        if Sha256::digest(code).as_slice() != code_hash {
+            return Err(bad("code does not match its recorded sha256 (corrupt file)"));
+        }
+        // SAFETY: `Component::deserialize` trusts the bytes to be wasmtime's
+        // own compiled code. These bytes carry the envelope only
+        // `PolicyEngine::precompile` writes, their sha256 was just checked
+        // against the envelope, and they are of the policy the caller pinned
+        // by digest. Callers load artifacts only from their own build output
+        // (never from S3 or any shared location; remote policies arrive as
+        // `.wasm` and go through `load_*`). wasmtime itself rejects artifacts
+        // of another version, configuration or CPU.
+        unsafe { Component::deserialize(&self.engine, code) }.map_err(|e| PolicyError::Precompiled(format!("{e:#}")))
+    }
+
+    fn store(&self) -> Result<Store<State>, PolicyError> {
+        let l = &self.limits;
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                memory_limit: l.memory_bytes,
+                memory_limit_hit: false,
+                logs: vec![],
+                logs_dropped: 0,
+                log_lines: l.log_lines,
+                log_line_bytes: l.log_line_bytes,
+            },
+        );
+        store.limiter(|s| s);
+        store.set_fuel(l.fuel).map_err(host_err)?;
+        Ok(store)
+    }
+}
+
+const PRECOMPILED_MAGIC: &[u8] = b"kbha-precompiled-policy/1\0";
+/// `sha256:` plus 64 hex digits.
+const DIGEST_LEN: usize = 7 + 64;
+
+fn wrong(world: World, e: wasmtime::Error) -> PolicyError {
+    PolicyError::WrongWorld { expected: world.wit_name(), detail: format!("{e:#}") }
+}
+
+fn forbidden_imports(imports: &[String]) -> impl Iterator<Item = PolicyError> + '_ {
+    imports
+        .iter()
+        .filter(|n| !ALLOWED_IMPORTS.contains(&n.as_str()))
+        .map(|n| PolicyError::ForbiddenImport { name: n.clone() })
+}
+
+/// Tells a component from a core module (or garbage) before compiling, so
+/// the error says which it is.
+fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(PolicyError::NotWasm);
+    }
+    // Bytes 4..8: version and layer; layer 0 is a core module, 1 a component.
+    match (&bytes[4..6], &bytes[6..8]) {
+        (_, [0, 0]) => Err(PolicyError::NotAComponent),
+        (_, [1, 0]) => Ok(()),
+        _ => Err(PolicyError::NotWasm),
+    }
+}
+
+/// A loaded policy of any world: digest, engine and the `InstancePre`.
+struct Loaded<P> {
+    engine: PolicyEngine,
+    digest: String,
+    pre: P,
+}
+
+impl<P> Loaded<P> {
+    /// Runs one decision in a fresh store and turns every failure into its
+    /// typed error.
+    fn run<W, D>(
+        &self,
+        call: impl FnOnce(&P, &mut Store<State>) -> wasmtime::Result<Result<W, bindings::types::PolicyError>>,
+    ) -> Result<Evaluation<D>, PolicyError>
+    where
+        D: From<W> + OutputSize,
+    {
+        let start = Instant::now();
+        let limits = &self.engine.limits;
+        let mut store = self.engine.store()?;
+        let result = call(&self.pre, &mut store);
+        let duration = start.elapsed();
+        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+        let state = store.into_data();
+        let decision = match result {
+            Ok(Ok(d)) => D::from(d),
+            Ok(Err(refusal)) => return Err(PolicyError::Refused(refusal.into())),
+            Err(e) => return Err(classify(e, &state, limits)),
+        };
+        let size = decision.output_bytes();
+        if size > limits.output_bytes {
+            return Err(PolicyError::OutputTooLarge { size_bytes: size, limit_bytes: limits.output_bytes });
+        }
+        Ok(Evaluation { decision, logs: state.logs, logs_dropped: state.logs_dropped, fuel_used, duration })
+    }
+}
+
+fn classify(e: wasmtime::Error, state: &State, limits: &Limits) -> PolicyError {
+    if state.memory_limit_hit {
+        return PolicyError::MemoryLimit { limit_bytes: limits.memory_bytes };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PolicyError::OutOfFuel { fuel: limits.fuel },
+        Some(Trap::AllocationTooLarge) => PolicyError::MemoryLimit { limit_bytes: limits.memory_bytes },
+        Some(trap) => PolicyError::Trap(trap.to_string()),
+        // Not a trap: lifting the result failed (bad utf-8, bad discriminant,
+        // pointer out of bounds) or the pool is exhausted.
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("maximum concurrent") || text.contains("instance limit") {
+                PolicyError::Host(text)
+            } else {
+                PolicyError::MalformedOutput(text)
+            }
+        }
+    }
+}
+
+macro_rules! policy_type {
+    ($(#[$doc:meta])* $name:ident, $pre:ty, $input:ty, $decision:ty) => {
+        $(#[$doc])*
+        pub struct $name {
+            inner: Loaded<$pre>,
+        }
+
+        impl $name {
+            /// `sha256:<hex>` of the component bytes.
+            pub fn digest(&self) -> &str {
+                &self.inner.digest
+            }
+
+            /// Runs the policy on `input` in a fresh store under the engine's
+            /// limits.
+            pub fn decide(&self, input: &$input) -> Result<Evaluation<$decision>, PolicyError> {
+                let wit_input = input.clone().into();
+                self.inner.run(|pre, store| {
+                    let instance = pre.instantiate(&mut *store)?;
+                    instance.call_decide(&mut *store, &wit_input)
+                })
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).field("digest", &self.inner.digest).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+policy_type!(
+    /// A loaded `failover-policy` component.
+    FailoverPolicy,
+    bindings::failover::FailoverPolicyPre<State>,
+    kbha_core::FailoverInput,
+    kbha_core::FailoverDecision
+);
+policy_type!(
+    /// A loaded `replication-policy` component.
+    ReplicationPolicy,
+    bindings::replication::ReplicationPolicyPre<State>,
+    kbha_core::ReplicationInput,
+    kbha_core::ReplicationDecision
+);
+policy_type!(
+    /// A loaded `alert-policy` component.
+    AlertPolicy,
+    bindings::alert::AlertPolicyPre<State>,
+    kbha_core::AlertInput,
+    kbha_core::AlertDecision
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn policies_can_live_in_an_arc_across_threads() {
+        assert_send_sync::<PolicyEngine>();
+        assert_send_sync::<FailoverPolicy>();
+        assert_send_sync::<ReplicationPolicy>();
+        assert_send_sync::<AlertPolicy>();
+    }
+
+    #[test]
+    fn header_tells_module_from_component() {
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(PolicyError::NotAComponent)));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(check_header(b"{\"json\": 1}"), Err(PolicyError::NotWasm)));
+    }
+
+    #[test]
+    fn worlds_parse_short_and_wit_names() {
+        assert_eq!(World::parse("failover"), Some(World::Failover));
+        assert_eq!(World::parse("alert-policy"), Some(World::Alert));
+        assert_eq!(World::parse("nope"), None);
+    }
+
+    #[test]
+    fn digest_is_prefixed_sha256() {
+        let d = digest(b"");
+        assert_eq!(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(d.len(), DIGEST_LEN);
+    }
+}
