@@ -94,6 +94,34 @@ async fn good_swap_changes_both_records_atomically() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_change_between_read_and_write_is_detected_and_a_reread_succeeds() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let read = dns
+        .weighted_records(&fx.zone_id, &fx.record_name, "A")
+        .await?;
+    emu.set_weight(&fx, "secondary", 50).await?;
+    let want = [("primary", 0), ("secondary", 100)];
+    let swaps = kbha_aws::swaps_for_weights(&read, want).expect("known ids");
+    let err = dns
+        .swap_records(&fx.zone_id, &swaps, "")
+        .await
+        .expect_err("stale");
+    assert!(err.is_conflict(), "{err}");
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 100), ("secondary", 50)])
+    );
+
+    let reread = dns
+        .weighted_records(&fx.zone_id, &fx.record_name, "A")
+        .await?;
+    let swaps = kbha_aws::swaps_for_weights(&reread, want).expect("known ids");
+    dns.swap_records(&fx.zone_id, &swaps, "").await?;
+    assert_eq!(emu.weights(&fx).await?, weights(&want));
+    Ok(())
+}
+
+#[tokio::test]
 async fn delete_with_a_wrong_weight_is_a_conflict_and_changes_nothing() -> Result<()> {
     let (emu, dns, fx) = dns_fixture().await?;
     let p = record(&fx, "primary");

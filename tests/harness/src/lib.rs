@@ -448,6 +448,46 @@ impl Emulator {
             .collect())
     }
 
+    /// Changes one record's weight the way another operator would (DELETE + CREATE
+    /// through the raw SDK), e.g. between a function's read and its write.
+    pub async fn set_weight(
+        &self,
+        fx: &WeightedFixture,
+        set_identifier: &str,
+        weight: u32,
+    ) -> Result<()> {
+        let current = self
+            .read_weighted_records(&fx.zone_id, &fx.record_name, &fx.rtype)
+            .await?
+            .into_iter()
+            .find(|r| r.set_identifier == set_identifier)
+            .with_context(|| format!("no record with set identifier `{set_identifier}`"))?;
+        let changes = vec![
+            Change::builder()
+                .action(ChangeAction::Delete)
+                .resource_record_set(sdk_record(&current)?)
+                .build()?,
+            Change::builder()
+                .action(ChangeAction::Create)
+                .resource_record_set(sdk_record(&current.with_weight(weight))?)
+                .build()?,
+        ];
+        self.route53()
+            .await
+            .change_resource_record_sets()
+            .hosted_zone_id(&fx.zone_id)
+            .change_batch(
+                ChangeBatch::builder()
+                    .set_changes(Some(changes))
+                    .comment("operator")
+                    .build()?,
+            )
+            .send()
+            .await
+            .context("ChangeResourceRecordSets (set_weight)")?;
+        Ok(())
+    }
+
     // ------------------------------------------------------------ SNS and SQS
 
     /// Creates an SNS topic and an SQS queue subscribed to it without raw delivery,
