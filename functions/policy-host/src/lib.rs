@@ -19,6 +19,7 @@
 mod bindings;
 mod convert;
 mod error;
+pub mod guests;
 
 use std::time::{Duration, Instant};
 

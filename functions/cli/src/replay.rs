@@ -1,0 +1,47 @@
+//! `kbha replay failover --event <file>`: runs the failover handler once, locally, with
+//! the same `KBHA_*` configuration variables the Lambda reads, against whatever endpoint
+//! `AWS_ENDPOINT_URL` names (the local emulator, or real AWS).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
+use kbha_failover::{FailoverConfig, FailoverFunction, load_policies};
+
+/// Arguments of `kbha replay failover`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The event JSON (any accepted shape: SNS, EventBridge, alarm action, schedule).
+    #[arg(long)]
+    pub event: PathBuf,
+    /// Decision time (RFC 3339, e.g. `2026-11-26T10:00:05Z`); default: now.
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+/// Runs the failover handler on one event; decision records go to stdout.
+pub async fn failover(args: &ReplayArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.event).with_context(|| format!("cannot read `{}`", args.event.display()))?;
+    let event: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", args.event.display()))?;
+    let now = match &args.now {
+        Some(t) => kbha_core::time::parse_timestamp(t)?,
+        None => now_ms(),
+    };
+    let cfg = FailoverConfig::from_env()?;
+    let conf = load_sdk_config(&AwsSettings::default()).await;
+    let store = S3Store::from_conf(&conf);
+    let policies = load_policies(&cfg, &store).await?;
+    let function = FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), store, SnsNotifier::from_conf(&conf), policies);
+    let records = function.handle(&event, now).await.map_err(|e| {
+        let class = if e.retryable() { "retryable" } else { "not retryable" };
+        anyhow::anyhow!("{e} ({class})")
+    })?;
+    eprintln!("{} decision(s); actions: {:?}", records.len(), records.iter().map(|r| r.action).collect::<Vec<_>>());
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}

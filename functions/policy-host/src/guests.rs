@@ -1,0 +1,45 @@
+//! Every guest crate the build knows, in one list.
+//!
+//! `kbha policy build` builds exactly these; the host tests expand
+//! [`foreach_guest!`](crate::foreach_guest) so a guest without a test fails to
+//! compile (the wasmtime test-programs pattern).
+
+use crate::World;
+
+/// Calls `$mac! { (ident, "artifact-name", "cargo-package", World) ... }`
+/// with every guest crate.
+#[macro_export]
+macro_rules! foreach_guest {
+    ($mac:ident) => {
+        $mac! {
+            (failover_default, "failover-default", "kbha-policy-failover-default", Failover),
+            (hostile, "hostile", "kbha-policy-hostile", Failover),
+        }
+    };
+}
+
+/// A guest crate and the component it builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guest {
+    /// Artifact name: `<out>/<name>.wasm` and `<out>/<name>.cwasm`.
+    pub name: &'static str,
+    /// Cargo package to build for wasm32.
+    pub package: &'static str,
+    /// The world its component must implement.
+    pub world: World,
+}
+
+impl Guest {
+    /// The core module cargo writes (`<package with _>.wasm`).
+    pub fn core_module_file(&self) -> String {
+        format!("{}.wasm", self.package.replace('-', "_"))
+    }
+}
+
+macro_rules! guest_table {
+    ($(($id:ident, $name:literal, $package:literal, $world:ident)),* $(,)?) => {
+        /// Every guest, from [`foreach_guest!`](crate::foreach_guest).
+        pub const GUESTS: &[Guest] = &[$(Guest { name: $name, package: $package, world: World::$world }),*];
+    };
+}
+foreach_guest!(guest_table);
