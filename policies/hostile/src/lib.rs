@@ -48,7 +48,11 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
         "alloc" => {
             let mut hoard: Vec<Vec<u8>> = vec![];
             loop {
-                hoard.push(vec![1u8; 1 << 20]);
+                // Reserve a MiB but touch one byte: memory grows fast while
+                // fuel lasts, so the memory cap is what stops it.
+                let mut chunk = Vec::<u8>::with_capacity(1 << 20);
+                chunk.push(1);
+                hoard.push(chunk);
                 std::hint::black_box(&hoard);
             }
         }

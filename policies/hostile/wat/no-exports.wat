@@ -1,0 +1,2 @@
+;; A valid component with no imports and no exports: implements no world.
+(component)
