@@ -192,7 +192,7 @@ async fn a_trapping_policy_falls_back_and_an_alert_names_it() -> Result<()> {
     let w = World::start().await?;
     let trap = hosted::load_artifact("hostile", "s3://policies/trap.wasm")?;
     let policies = Policies { primary: trap, fallback: Some(hosted::builtin()?) };
-    let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"trap"}"#)], policies).await?;
+    let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"unreachable"}"#)], policies).await?;
     primary_down(&w).await?;
     let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-trap")?, t0() + 5 * SEC).await?;
     assert_eq!(recs[0].action, ActionTaken::Applied, "the built-in fallback decided the failover");
