@@ -7,7 +7,9 @@ use kbha_core as core;
 use crate::bindings::types as w;
 
 fn config(c: core::PolicyConfig) -> Vec<w::ConfigEntry> {
-    c.into_iter().map(|(key, value)| w::ConfigEntry { key, value }).collect()
+    c.into_iter()
+        .map(|(key, value)| w::ConfigEntry { key, value })
+        .collect()
 }
 
 fn pairs(m: std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -58,7 +60,11 @@ impl From<w::Severity> for core::Severity {
 
 impl From<w::Alert> for core::Alert {
     fn from(a: w::Alert) -> Self {
-        core::Alert { severity: a.severity.into(), summary: a.summary, detail: a.detail }
+        core::Alert {
+            severity: a.severity.into(),
+            summary: a.summary,
+            detail: a.detail,
+        }
     }
 }
 
@@ -126,13 +132,19 @@ impl From<core::Target> for w::Target {
 
 impl From<core::Weight> for w::Weight {
     fn from(x: core::Weight) -> Self {
-        w::Weight { set_identifier: x.set_identifier, weight: x.weight }
+        w::Weight {
+            set_identifier: x.set_identifier,
+            weight: x.weight,
+        }
     }
 }
 
 impl From<w::Weight> for core::Weight {
     fn from(x: w::Weight) -> Self {
-        core::Weight { set_identifier: x.set_identifier, weight: x.weight }
+        core::Weight {
+            set_identifier: x.set_identifier,
+            weight: x.weight,
+        }
     }
 }
 
@@ -181,41 +193,52 @@ impl From<core::ReplicationInput> for w::ReplicationInput {
             now: i.now_ms,
             event_id: i.event_id,
             subject: match i.subject {
-                core::ReplicationSubject::Backup(b) => w::ReplicationSubject::Backup(w::BackupFacts {
-                    bucket: b.bucket,
-                    key: b.key,
-                    source: b.source,
-                    size_bytes: b.size_bytes,
-                    created_at: b.created_at_ms,
-                    previous_size_bytes: b.previous_size_bytes,
-                    previous_created_at: b.previous_created_at_ms,
-                    checksum: match b.checksum {
-                        core::ChecksumCheck::Matched { sha256 } => w::ChecksumCheck::Matched(sha256),
-                        core::ChecksumCheck::Mismatched { expected, actual } => {
-                            w::ChecksumCheck::Mismatched(w::ChecksumMismatch { expected, actual })
-                        }
-                        core::ChecksumCheck::Unverified { sha256 } => {
-                            w::ChecksumCheck::Unverified(sha256)
-                        }
-                    },
-                    archive: match b.archive {
-                        core::ArchiveCheck::Valid { entries } => w::ArchiveCheck::Valid(entries),
-                        core::ArchiveCheck::Invalid { problem } => w::ArchiveCheck::Invalid(problem),
-                        core::ArchiveCheck::NotArchive => w::ArchiveCheck::NotArchive,
-                    },
-                    manifest: match b.manifest {
-                        core::ManifestCheck::Absent => w::ManifestCheck::Absent,
-                        core::ManifestCheck::Valid { files } => w::ManifestCheck::Valid(files),
-                        core::ManifestCheck::Invalid { problems } => {
-                            w::ManifestCheck::Invalid(problems)
-                        }
-                    },
-                    cross_region_copy: match b.cross_region_copy {
-                        core::CopyCheck::NotConfigured => w::CopyCheck::NotConfigured,
-                        core::CopyCheck::Present => w::CopyCheck::Present,
-                        core::CopyCheck::Missing => w::CopyCheck::Missing,
-                    },
-                }),
+                core::ReplicationSubject::Backup(b) => {
+                    w::ReplicationSubject::Backup(w::BackupFacts {
+                        bucket: b.bucket,
+                        key: b.key,
+                        source: b.source,
+                        size_bytes: b.size_bytes,
+                        created_at: b.created_at_ms,
+                        previous_size_bytes: b.previous_size_bytes,
+                        previous_created_at: b.previous_created_at_ms,
+                        checksum: match b.checksum {
+                            core::ChecksumCheck::Matched { sha256 } => {
+                                w::ChecksumCheck::Matched(sha256)
+                            }
+                            core::ChecksumCheck::Mismatched { expected, actual } => {
+                                w::ChecksumCheck::Mismatched(w::ChecksumMismatch {
+                                    expected,
+                                    actual,
+                                })
+                            }
+                            core::ChecksumCheck::Unverified { sha256 } => {
+                                w::ChecksumCheck::Unverified(sha256)
+                            }
+                        },
+                        archive: match b.archive {
+                            core::ArchiveCheck::Valid { entries } => {
+                                w::ArchiveCheck::Valid(entries)
+                            }
+                            core::ArchiveCheck::Invalid { problem } => {
+                                w::ArchiveCheck::Invalid(problem)
+                            }
+                            core::ArchiveCheck::NotArchive => w::ArchiveCheck::NotArchive,
+                        },
+                        manifest: match b.manifest {
+                            core::ManifestCheck::Absent => w::ManifestCheck::Absent,
+                            core::ManifestCheck::Valid { files } => w::ManifestCheck::Valid(files),
+                            core::ManifestCheck::Invalid { problems } => {
+                                w::ManifestCheck::Invalid(problems)
+                            }
+                        },
+                        cross_region_copy: match b.cross_region_copy {
+                            core::CopyCheck::NotConfigured => w::CopyCheck::NotConfigured,
+                            core::CopyCheck::Present => w::CopyCheck::Present,
+                            core::CopyCheck::Missing => w::CopyCheck::Missing,
+                        },
+                    })
+                }
                 core::ReplicationSubject::DeadMan(s) => {
                     w::ReplicationSubject::DeadMan(w::SourceStatus {
                         source: s.source,
@@ -304,7 +327,6 @@ impl From<w::AlertDecision> for core::AlertDecision {
     }
 }
 
-
 // ---------------------------------------------------------------- output size
 
 /// Bytes a decision occupies: string bytes plus a small fixed cost per list
@@ -317,16 +339,20 @@ pub(crate) trait OutputSize {
 const ENTRY_COST: usize = 8;
 
 fn alerts_bytes(alerts: &[core::Alert]) -> usize {
-    alerts.iter().map(|a| ENTRY_COST + a.summary.len() + a.detail.len()).sum()
+    alerts
+        .iter()
+        .map(|a| ENTRY_COST + a.summary.len() + a.detail.len())
+        .sum()
 }
 
 impl OutputSize for core::FailoverDecision {
     fn output_bytes(&self) -> usize {
         let action = match &self.action {
             core::FailoverAction::Hold => 0,
-            core::FailoverAction::ShiftWeights { weights, .. } => {
-                weights.iter().map(|w| ENTRY_COST + w.set_identifier.len()).sum()
-            }
+            core::FailoverAction::ShiftWeights { weights, .. } => weights
+                .iter()
+                .map(|w| ENTRY_COST + w.set_identifier.len())
+                .sum(),
         };
         action + self.reason.len() + alerts_bytes(&self.alerts)
     }
@@ -348,7 +374,10 @@ impl OutputSize for core::AlertDecision {
                 | core::Suppression::InhibitedBy(n),
             ) => n.len(),
         };
-        self.destinations.iter().map(|d| ENTRY_COST + d.len()).sum::<usize>()
+        self.destinations
+            .iter()
+            .map(|d| ENTRY_COST + d.len())
+            .sum::<usize>()
             + self.dedup_key.len()
             + self.group_key.len()
             + suppress
@@ -375,10 +404,19 @@ mod tests {
         let i: w::FailoverInput = c.into();
         assert_eq!((i.now, i.event_id.as_str()), (5, "e"));
         let t = &i.targets[0];
-        assert_eq!((t.health, t.alarm_state, t.alarm_state_since), (w::Health::Unknown, w::AlarmState::Alarm, Some(3)));
+        assert_eq!(
+            (t.health, t.alarm_state, t.alarm_state_since),
+            (w::Health::Unknown, w::AlarmState::Alarm, Some(3))
+        );
         assert_eq!(t.replication_age_ms, None);
-        assert_eq!(i.last_change.as_ref().map(|l| (l.at, l.weights[0].weight)), Some((2, 7)));
-        assert_eq!(i.config.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            i.last_change.as_ref().map(|l| (l.at, l.weights[0].weight)),
+            Some((2, 7))
+        );
+        assert_eq!(
+            i.config.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         match i.trigger {
             w::FailoverTrigger::Alarm(a) => {
                 assert_eq!(a.state, w::AlarmState::InsufficientData);
@@ -392,22 +430,35 @@ mod tests {
     fn decisions_convert_back_and_are_measured() {
         let d = w::FailoverDecision {
             action: w::FailoverAction::ShiftWeights(w::Shift {
-                weights: vec![w::Weight { set_identifier: "abc".into(), weight: 1 }],
+                weights: vec![w::Weight {
+                    set_identifier: "abc".into(),
+                    weight: 1,
+                }],
                 force: true,
             }),
             reason: "12345".into(),
-            alerts: vec![w::Alert { severity: w::Severity::Warning, summary: "s".into(), detail: "dd".into() }],
+            alerts: vec![w::Alert {
+                severity: w::Severity::Warning,
+                summary: "s".into(),
+                detail: "dd".into(),
+            }],
         };
         let c: core::FailoverDecision = d.into();
         assert_eq!(
             c.action,
             core::FailoverAction::ShiftWeights {
-                weights: vec![core::Weight { set_identifier: "abc".into(), weight: 1 }],
+                weights: vec![core::Weight {
+                    set_identifier: "abc".into(),
+                    weight: 1
+                }],
                 force: true
             }
         );
         assert_eq!(c.alerts[0].severity, core::Severity::Warning);
-        assert_eq!(c.output_bytes(), (ENTRY_COST + 3) + 5 + (ENTRY_COST + 1 + 2));
+        assert_eq!(
+            c.output_bytes(),
+            (ENTRY_COST + 3) + 5 + (ENTRY_COST + 1 + 2)
+        );
     }
 
     #[test]

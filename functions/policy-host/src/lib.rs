@@ -110,7 +110,9 @@ impl World {
 
     /// Parses `failover`, `replication` or `alert` (or the WIT world name).
     pub fn parse(s: &str) -> Option<World> {
-        World::ALL.into_iter().find(|w| s == w.wit_name() || w.wit_name().strip_suffix("-policy") == Some(s))
+        World::ALL
+            .into_iter()
+            .find(|w| s == w.wit_name() || w.wit_name().strip_suffix("-policy") == Some(s))
     }
 }
 
@@ -148,7 +150,12 @@ struct State {
 }
 
 impl wasmtime::ResourceLimiter for State {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Refuse rather than trap here, and remember why, so the trap the
         // guest then raises (allocation failure aborts) is reported as a
         // memory limit and not a generic trap.
@@ -159,7 +166,12 @@ impl wasmtime::ResourceLimiter for State {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -195,7 +207,9 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("PolicyEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -224,8 +238,13 @@ impl PolicyEngine {
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(host_err)?;
         let mut linker = Linker::new(&engine);
-        bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(host_err)?;
-        Ok(Self { engine, linker: std::sync::Arc::new(linker), limits })
+        bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(host_err)?;
+        Ok(Self {
+            engine,
+            linker: std::sync::Arc::new(linker),
+            limits,
+        })
     }
 
     /// The limits every evaluation runs under.
@@ -236,47 +255,99 @@ impl PolicyEngine {
     /// Loads a `failover-policy` component.
     pub fn load_failover(&self, bytes: &[u8]) -> Result<FailoverPolicy, PolicyError> {
         let (pre, digest) = self.compile_and_link(bytes, World::Failover)?;
-        let pre = bindings::failover::FailoverPolicyPre::new(pre).map_err(|e| wrong(World::Failover, e))?;
-        Ok(FailoverPolicy { inner: Loaded { engine: self.clone(), digest, pre } })
+        let pre = bindings::failover::FailoverPolicyPre::new(pre)
+            .map_err(|e| wrong(World::Failover, e))?;
+        Ok(FailoverPolicy {
+            inner: Loaded {
+                engine: self.clone(),
+                digest,
+                pre,
+            },
+        })
     }
 
     /// Loads a `replication-policy` component.
     pub fn load_replication(&self, bytes: &[u8]) -> Result<ReplicationPolicy, PolicyError> {
         let (pre, digest) = self.compile_and_link(bytes, World::Replication)?;
-        let pre = bindings::replication::ReplicationPolicyPre::new(pre).map_err(|e| wrong(World::Replication, e))?;
-        Ok(ReplicationPolicy { inner: Loaded { engine: self.clone(), digest, pre } })
+        let pre = bindings::replication::ReplicationPolicyPre::new(pre)
+            .map_err(|e| wrong(World::Replication, e))?;
+        Ok(ReplicationPolicy {
+            inner: Loaded {
+                engine: self.clone(),
+                digest,
+                pre,
+            },
+        })
     }
 
     /// Loads an `alert-policy` component.
     pub fn load_alert(&self, bytes: &[u8]) -> Result<AlertPolicy, PolicyError> {
         let (pre, digest) = self.compile_and_link(bytes, World::Alert)?;
         let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
-        Ok(AlertPolicy { inner: Loaded { engine: self.clone(), digest, pre } })
+        Ok(AlertPolicy {
+            inner: Loaded {
+                engine: self.clone(),
+                digest,
+                pre,
+            },
+        })
     }
 
     /// Loads a failover policy from [`PolicyEngine::precompile`] output whose
     /// component digest must equal `expected_digest`.
-    pub fn load_failover_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<FailoverPolicy, PolicyError> {
+    pub fn load_failover_precompiled(
+        &self,
+        artifact: &[u8],
+        expected_digest: &str,
+    ) -> Result<FailoverPolicy, PolicyError> {
         let component = self.deserialize(artifact, expected_digest)?;
         let pre = self.link(&component, World::Failover)?;
-        let pre = bindings::failover::FailoverPolicyPre::new(pre).map_err(|e| wrong(World::Failover, e))?;
-        Ok(FailoverPolicy { inner: Loaded { engine: self.clone(), digest: expected_digest.to_string(), pre } })
+        let pre = bindings::failover::FailoverPolicyPre::new(pre)
+            .map_err(|e| wrong(World::Failover, e))?;
+        Ok(FailoverPolicy {
+            inner: Loaded {
+                engine: self.clone(),
+                digest: expected_digest.to_string(),
+                pre,
+            },
+        })
     }
 
     /// Loads a replication policy from [`PolicyEngine::precompile`] output.
-    pub fn load_replication_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<ReplicationPolicy, PolicyError> {
+    pub fn load_replication_precompiled(
+        &self,
+        artifact: &[u8],
+        expected_digest: &str,
+    ) -> Result<ReplicationPolicy, PolicyError> {
         let component = self.deserialize(artifact, expected_digest)?;
         let pre = self.link(&component, World::Replication)?;
-        let pre = bindings::replication::ReplicationPolicyPre::new(pre).map_err(|e| wrong(World::Replication, e))?;
-        Ok(ReplicationPolicy { inner: Loaded { engine: self.clone(), digest: expected_digest.to_string(), pre } })
+        let pre = bindings::replication::ReplicationPolicyPre::new(pre)
+            .map_err(|e| wrong(World::Replication, e))?;
+        Ok(ReplicationPolicy {
+            inner: Loaded {
+                engine: self.clone(),
+                digest: expected_digest.to_string(),
+                pre,
+            },
+        })
     }
 
     /// Loads an alert policy from [`PolicyEngine::precompile`] output.
-    pub fn load_alert_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<AlertPolicy, PolicyError> {
+    pub fn load_alert_precompiled(
+        &self,
+        artifact: &[u8],
+        expected_digest: &str,
+    ) -> Result<AlertPolicy, PolicyError> {
         let component = self.deserialize(artifact, expected_digest)?;
         let pre = self.link(&component, World::Alert)?;
         let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
-        Ok(AlertPolicy { inner: Loaded { engine: self.clone(), digest: expected_digest.to_string(), pre } })
+        Ok(AlertPolicy {
+            inner: Loaded {
+                engine: self.clone(),
+                digest: expected_digest.to_string(),
+                pre,
+            },
+        })
     }
 
     /// Compiles a component for this engine (and this host's CPU) into an
@@ -287,7 +358,10 @@ impl PolicyEngine {
         if let Some(p) = inspection.problems.into_iter().next() {
             return Err(p);
         }
-        let code = self.engine.precompile_component(bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let code = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         let digest = digest(bytes);
         let mut out = Vec::with_capacity(code.len() + 128);
         out.extend_from_slice(PRECOMPILED_MAGIC);
@@ -301,16 +375,28 @@ impl PolicyEngine {
     /// problems. Fails only when the bytes are no component at all.
     pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, PolicyError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let mut problems: Vec<PolicyError> = forbidden_imports(&imports).collect();
         let world = if problems.is_empty() {
-            let pre = self.linker.instantiate_pre(&component).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+            let pre = self
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
             World::ALL.into_iter().find(|w| match w {
                 World::Failover => bindings::failover::FailoverPolicyPre::new(pre.clone()).is_ok(),
-                World::Replication => bindings::replication::ReplicationPolicyPre::new(pre.clone()).is_ok(),
+                World::Replication => {
+                    bindings::replication::ReplicationPolicyPre::new(pre.clone()).is_ok()
+                }
                 World::Alert => bindings::alert::AlertPolicyPre::new(pre.clone()).is_ok(),
             })
         } else {
@@ -322,30 +408,50 @@ impl PolicyEngine {
                 detail: format!("exports are [{}]", exports.join(", ")),
             });
         }
-        Ok(Inspection { digest: digest(bytes), size_bytes: bytes.len(), imports, exports, world, problems })
+        Ok(Inspection {
+            digest: digest(bytes),
+            size_bytes: bytes.len(),
+            imports,
+            exports,
+            world,
+            problems,
+        })
     }
 
-    fn compile_and_link(&self, bytes: &[u8], world: World) -> Result<(InstancePre<State>, String), PolicyError> {
+    fn compile_and_link(
+        &self,
+        bytes: &[u8],
+        world: World,
+    ) -> Result<(InstancePre<State>, String), PolicyError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         Ok((self.link(&component, world)?, digest(bytes)))
     }
 
     /// Checks imports and exports and builds the `InstancePre`.
     fn link(&self, component: &Component, world: World) -> Result<InstancePre<State>, PolicyError> {
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         if let Some(e) = forbidden_imports(&imports).next() {
             return Err(e);
         }
         if ty.get_export(&self.engine, "decide").is_none() {
-            let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+            let exports: Vec<String> = ty
+                .exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect();
             return Err(PolicyError::WrongWorld {
                 expected: world.wit_name(),
                 detail: format!("no `decide` export (exports are [{}])", exports.join(", ")),
             });
         }
-        self.linker.instantiate_pre(component).map_err(|e| PolicyError::Compile(format!("{e:#}")))
+        self.linker
+            .instantiate_pre(component)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))
     }
 
     /// Turns a precompiled artifact back into a component.
@@ -353,9 +459,15 @@ impl PolicyEngine {
     /// The artifact layout is `MAGIC | policy digest (71 bytes) | sha256 of
     /// code (32 bytes) | code`, written only by [`PolicyEngine::precompile`].
     #[allow(unsafe_code)]
-    fn deserialize(&self, artifact: &[u8], expected_digest: &str) -> Result<Component, PolicyError> {
+    fn deserialize(
+        &self,
+        artifact: &[u8],
+        expected_digest: &str,
+    ) -> Result<Component, PolicyError> {
         let bad = |m: &str| PolicyError::Precompiled(m.to_string());
-        let rest = artifact.strip_prefix(PRECOMPILED_MAGIC).ok_or_else(|| bad("not a kbha precompiled policy (bad magic)"))?;
+        let rest = artifact
+            .strip_prefix(PRECOMPILED_MAGIC)
+            .ok_or_else(|| bad("not a kbha precompiled policy (bad magic)"))?;
         if rest.len() < DIGEST_LEN + 32 {
             return Err(bad("truncated header"));
         }
@@ -368,7 +480,9 @@ impl PolicyEngine {
             )));
         }
         if Sha256::digest(code).as_slice() != code_hash {
-            return Err(bad("code does not match its recorded sha256 (corrupt file)"));
+            return Err(bad(
+                "code does not match its recorded sha256 (corrupt file)",
+            ));
         }
         // SAFETY: `Component::deserialize` trusts the bytes to be wasmtime's
         // own compiled code. These bytes carry the envelope only
@@ -378,7 +492,8 @@ impl PolicyEngine {
         // (never from S3 or any shared location; remote policies arrive as
         // `.wasm` and go through `load_*`). wasmtime itself rejects artifacts
         // of another version, configuration or CPU.
-        unsafe { Component::deserialize(&self.engine, code) }.map_err(|e| PolicyError::Precompiled(format!("{e:#}")))
+        unsafe { Component::deserialize(&self.engine, code) }
+            .map_err(|e| PolicyError::Precompiled(format!("{e:#}")))
     }
 
     fn store(&self) -> Result<Store<State>, PolicyError> {
@@ -405,7 +520,10 @@ const PRECOMPILED_MAGIC: &[u8] = b"kbha-precompiled-policy/1\0";
 const DIGEST_LEN: usize = 7 + 64;
 
 fn wrong(world: World, e: wasmtime::Error) -> PolicyError {
-    PolicyError::WrongWorld { expected: world.wit_name(), detail: format!("{e:#}") }
+    PolicyError::WrongWorld {
+        expected: world.wit_name(),
+        detail: format!("{e:#}"),
+    }
 }
 
 fn forbidden_imports(imports: &[String]) -> impl Iterator<Item = PolicyError> + '_ {
@@ -441,7 +559,10 @@ impl<P> Loaded<P> {
     /// typed error.
     fn run<W, D>(
         &self,
-        call: impl FnOnce(&P, &mut Store<State>) -> wasmtime::Result<Result<W, bindings::types::PolicyError>>,
+        call: impl FnOnce(
+            &P,
+            &mut Store<State>,
+        ) -> wasmtime::Result<Result<W, bindings::types::PolicyError>>,
     ) -> Result<Evaluation<D>, PolicyError>
     where
         D: From<W> + OutputSize,
@@ -460,19 +581,32 @@ impl<P> Loaded<P> {
         };
         let size = decision.output_bytes();
         if size > limits.output_bytes {
-            return Err(PolicyError::OutputTooLarge { size_bytes: size, limit_bytes: limits.output_bytes });
+            return Err(PolicyError::OutputTooLarge {
+                size_bytes: size,
+                limit_bytes: limits.output_bytes,
+            });
         }
-        Ok(Evaluation { decision, logs: state.logs, logs_dropped: state.logs_dropped, fuel_used, duration })
+        Ok(Evaluation {
+            decision,
+            logs: state.logs,
+            logs_dropped: state.logs_dropped,
+            fuel_used,
+            duration,
+        })
     }
 }
 
 fn classify(e: wasmtime::Error, state: &State, limits: &Limits) -> PolicyError {
     if state.memory_limit_hit {
-        return PolicyError::MemoryLimit { limit_bytes: limits.memory_bytes };
+        return PolicyError::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        };
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => PolicyError::OutOfFuel { fuel: limits.fuel },
-        Some(Trap::AllocationTooLarge) => PolicyError::MemoryLimit { limit_bytes: limits.memory_bytes },
+        Some(Trap::AllocationTooLarge) => PolicyError::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        },
         Some(trap) => PolicyError::Trap(trap.to_string()),
         // Not a trap: lifting the result failed (bad utf-8, bad discriminant,
         // pointer out of bounds) or the pool is exhausted.
@@ -557,9 +691,15 @@ mod tests {
 
     #[test]
     fn header_tells_module_from_component() {
-        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(PolicyError::NotAComponent)));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(PolicyError::NotAComponent)
+        ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
-        assert!(matches!(check_header(b"{\"json\": 1}"), Err(PolicyError::NotWasm)));
+        assert!(matches!(
+            check_header(b"{\"json\": 1}"),
+            Err(PolicyError::NotWasm)
+        ));
     }
 
     #[test]
@@ -572,7 +712,10 @@ mod tests {
     #[test]
     fn digest_is_prefixed_sha256() {
         let d = digest(b"");
-        assert_eq!(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d,
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(d.len(), DIGEST_LEN);
     }
 }

@@ -77,7 +77,8 @@ impl Settings {
         Ok(Self {
             active_weight: active_weight as u32,
             hysteresis_s: config.get_u64("hysteresis_s", 600)?,
-            manual_failback: config.get_choice("failback", &["auto", "manual"], "auto")? == "manual",
+            manual_failback: config.get_choice("failback", &["auto", "manual"], "auto")?
+                == "manual",
             rpo_s: config.get_u64("rpo_s", 3600)?,
             allow_data_loss: config.get_bool("allow_data_loss", false)?,
         })
@@ -85,7 +86,11 @@ impl Settings {
 }
 
 fn hold(reason: impl Into<String>, alerts: Vec<Alert>) -> FailoverDecision {
-    FailoverDecision { action: FailoverAction::Hold, reason: reason.into(), alerts }
+    FailoverDecision {
+        action: FailoverAction::Hold,
+        reason: reason.into(),
+        alerts,
+    }
 }
 
 /// Weights that send everything to `to`, zero to every other target.
@@ -99,9 +104,18 @@ fn all_to(targets: &[Target], to: &str, weight: u32) -> Vec<Weight> {
         .collect()
 }
 
-fn shift(targets: &[Target], to: &str, weight: u32, reason: String, alerts: Vec<Alert>) -> FailoverDecision {
+fn shift(
+    targets: &[Target],
+    to: &str,
+    weight: u32,
+    reason: String,
+    alerts: Vec<Alert>,
+) -> FailoverDecision {
     FailoverDecision {
-        action: FailoverAction::ShiftWeights(Shift { weights: all_to(targets, to, weight), force: false }),
+        action: FailoverAction::ShiftWeights(Shift {
+            weights: all_to(targets, to, weight),
+            force: false,
+        }),
         reason,
         alerts,
     }
@@ -143,7 +157,9 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
 
     if primary.alarm_state == AlarmState::InsufficientData {
         return Ok(hold(
-            format!("primary `{p_id}` has insufficient alarm data; holding until its state is known"),
+            format!(
+                "primary `{p_id}` has insufficient alarm data; holding until its state is known"
+            ),
             vec![warning(
                 format!("kbha: `{p_id}` alarm has insufficient data"),
                 format!(
@@ -157,14 +173,20 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
 
     if is_down(primary) {
         if primary.weight == 0 {
-            return Ok(hold(format!("primary `{p_id}` is down but already carries no traffic"), vec![]));
+            return Ok(hold(
+                format!("primary `{p_id}` is down but already carries no traffic"),
+                vec![],
+            ));
         }
         return Ok(fail_over(input, primary, &settings));
     }
 
     // The primary is OK and healthy (or health unknown).
     if primary.weight > 0 {
-        return Ok(hold(format!("primary `{p_id}` is OK and carrying traffic"), vec![]));
+        return Ok(hold(
+            format!("primary `{p_id}` is OK and carrying traffic"),
+            vec![],
+        ));
     }
     if settings.manual_failback {
         return Ok(hold(
@@ -215,10 +237,9 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
 /// The primary is down and carries traffic: choose where it goes, if anywhere.
 fn fail_over(input: &FailoverInput, primary: &Target, settings: &Settings) -> FailoverDecision {
     let p_id = &primary.set_identifier;
-    let candidate = input
-        .targets
-        .iter()
-        .find(|t| !t.primary && t.health != Health::Unhealthy && t.alarm_state != AlarmState::Alarm);
+    let candidate = input.targets.iter().find(|t| {
+        !t.primary && t.health != Health::Unhealthy && t.alarm_state != AlarmState::Alarm
+    });
     let Some(secondary) = candidate else {
         return hold(
             format!("primary `{p_id}` is down and no secondary is healthy; both regions unhealthy"),

@@ -8,7 +8,11 @@ const NOW: i64 = 1_700_000_000_000;
 fn target(id: &str, primary: bool, weight: u32, health: Health, alarm: AlarmState) -> Target {
     Target {
         set_identifier: id.into(),
-        region: if primary { "us-east-1".into() } else { "us-west-2".into() },
+        region: if primary {
+            "us-east-1".into()
+        } else {
+            "us-west-2".into()
+        },
         primary,
         weight,
         health,
@@ -26,7 +30,13 @@ fn input(targets: Vec<Target>, config: &[(&str, &str)]) -> FailoverInput {
         record_name: "api.example.com".into(),
         targets,
         last_change: None,
-        config: config.iter().map(|(k, v)| ConfigEntry { key: (*k).into(), value: (*v).into() }).collect(),
+        config: config
+            .iter()
+            .map(|(k, v)| ConfigEntry {
+                key: (*k).into(),
+                value: (*v).into(),
+            })
+            .collect(),
     }
 }
 
@@ -40,15 +50,21 @@ fn secondary_ok() -> Target {
 
 fn weights(d: &FailoverDecision) -> Vec<(String, u32)> {
     match &d.action {
-        FailoverAction::ShiftWeights(s) => {
-            s.weights.iter().map(|w| (w.set_identifier.clone(), w.weight)).collect()
-        }
+        FailoverAction::ShiftWeights(s) => s
+            .weights
+            .iter()
+            .map(|w| (w.set_identifier.clone(), w.weight))
+            .collect(),
         FailoverAction::Hold => panic!("expected a shift, got hold: {}", d.reason),
     }
 }
 
 fn assert_hold(d: &FailoverDecision) {
-    assert!(matches!(d.action, FailoverAction::Hold), "expected hold, got {:?}", d.action);
+    assert!(
+        matches!(d.action, FailoverAction::Hold),
+        "expected hold, got {:?}",
+        d.action
+    );
 }
 
 fn severities(d: &FailoverDecision) -> Vec<Severity> {
@@ -62,7 +78,10 @@ fn ok(i: &FailoverInput) -> FailoverDecision {
 #[test]
 fn primary_alarm_shifts_everything_to_the_healthy_secondary() {
     let d = ok(&input(vec![primary_down(), secondary_ok()], &[]));
-    assert_eq!(weights(&d), vec![("primary".into(), 0), ("secondary".into(), 100)]);
+    assert_eq!(
+        weights(&d),
+        vec![("primary".into(), 0), ("secondary".into(), 100)]
+    );
     assert!(d.alerts.is_empty());
 }
 
@@ -70,13 +89,19 @@ fn primary_alarm_shifts_everything_to_the_healthy_secondary() {
 fn primary_alarm_alone_is_down_even_when_health_check_passes() {
     let p = target("primary", true, 100, Health::Healthy, AlarmState::Alarm);
     let d = ok(&input(vec![p, secondary_ok()], &[("active_weight", "200")]));
-    assert_eq!(weights(&d), vec![("primary".into(), 0), ("secondary".into(), 200)]);
+    assert_eq!(
+        weights(&d),
+        vec![("primary".into(), 0), ("secondary".into(), 200)]
+    );
 }
 
 #[test]
 fn unhealthy_primary_with_ok_alarm_is_down() {
     let p = target("primary", true, 100, Health::Unhealthy, AlarmState::Ok);
-    assert_eq!(weights(&ok(&input(vec![p, secondary_ok()], &[])))[1], ("secondary".into(), 100));
+    assert_eq!(
+        weights(&ok(&input(vec![p, secondary_ok()], &[])))[1],
+        ("secondary".into(), 100)
+    );
 }
 
 #[test]
@@ -87,7 +112,12 @@ fn shift_skips_unhealthy_secondaries_and_zeroes_the_others() {
     let d = ok(&input(vec![primary_down(), bad, alarmed, good], &[]));
     assert_eq!(
         weights(&d),
-        vec![("primary".into(), 0), ("west".into(), 0), ("central".into(), 0), ("east2".into(), 100)]
+        vec![
+            ("primary".into(), 0),
+            ("west".into(), 0),
+            ("central".into(), 0),
+            ("east2".into(), 100)
+        ]
     );
 }
 
@@ -97,12 +127,22 @@ fn both_unhealthy_holds_with_critical_alert() {
     let d = ok(&input(vec![primary_down(), s], &[]));
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Critical]);
-    assert!(d.alerts[0].summary.contains("both regions unhealthy"), "{}", d.alerts[0].summary);
+    assert!(
+        d.alerts[0].summary.contains("both regions unhealthy"),
+        "{}",
+        d.alerts[0].summary
+    );
 }
 
 #[test]
 fn insufficient_data_holds_with_warning() {
-    let p = target("primary", true, 100, Health::Healthy, AlarmState::InsufficientData);
+    let p = target(
+        "primary",
+        true,
+        100,
+        Health::Healthy,
+        AlarmState::InsufficientData,
+    );
     let d = ok(&input(vec![p, secondary_ok()], &[]));
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Warning]);
@@ -130,7 +170,10 @@ fn replication_age_exactly_at_rpo_still_shifts() {
 fn allow_data_loss_shifts_past_rpo_with_warning() {
     let mut s = secondary_ok();
     s.replication_age_ms = Some(7_200_000);
-    let d = ok(&input(vec![primary_down(), s], &[("allow_data_loss", "true")]));
+    let d = ok(&input(
+        vec![primary_down(), s],
+        &[("allow_data_loss", "true")],
+    ));
     assert_eq!(weights(&d)[1], ("secondary".into(), 100));
     assert_eq!(severities(&d), vec![Severity::Warning]);
 }
@@ -142,7 +185,11 @@ fn unknown_replication_age_shifts_with_warning() {
     let d = ok(&input(vec![primary_down(), s], &[]));
     assert_eq!(weights(&d)[1], ("secondary".into(), 100));
     assert_eq!(severities(&d), vec![Severity::Warning]);
-    assert!(d.alerts[0].summary.contains("unknown"), "{}", d.alerts[0].summary);
+    assert!(
+        d.alerts[0].summary.contains("unknown"),
+        "{}",
+        d.alerts[0].summary
+    );
 }
 
 #[test]
@@ -167,7 +214,10 @@ fn recovered_primary(since_ms_ago: Option<i64>) -> Vec<Target> {
 #[test]
 fn failback_after_hysteresis() {
     let d = ok(&input(recovered_primary(Some(600_000)), &[]));
-    assert_eq!(weights(&d), vec![("primary".into(), 100), ("secondary".into(), 0)]);
+    assert_eq!(
+        weights(&d),
+        vec![("primary".into(), 100), ("secondary".into(), 0)]
+    );
 }
 
 #[test]
@@ -187,14 +237,20 @@ fn failback_with_unknown_since_waits() {
 
 #[test]
 fn manual_failback_holds_with_info() {
-    let d = ok(&input(recovered_primary(Some(86_400_000)), &[("failback", "manual")]));
+    let d = ok(&input(
+        recovered_primary(Some(86_400_000)),
+        &[("failback", "manual")],
+    ));
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Info]);
 }
 
 #[test]
 fn custom_hysteresis_is_honoured() {
-    let d = ok(&input(recovered_primary(Some(30_000)), &[("hysteresis_s", "30")]));
+    let d = ok(&input(
+        recovered_primary(Some(30_000)),
+        &[("hysteresis_s", "30")],
+    ));
     assert_eq!(weights(&d)[0], ("primary".into(), 100));
 }
 
@@ -222,7 +278,12 @@ fn two_primaries_is_invalid_input() {
 
 #[test]
 fn malformed_config_is_refused_naming_the_key() {
-    for (k, v) in [("rpo_s", "1h"), ("failback", "sometimes"), ("allow_data_loss", "perhaps"), ("active_weight", "300")] {
+    for (k, v) in [
+        ("rpo_s", "1h"),
+        ("failback", "sometimes"),
+        ("allow_data_loss", "perhaps"),
+        ("active_weight", "300"),
+    ] {
         let r = decide(&input(vec![primary_down(), secondary_ok()], &[(k, v)]));
         assert!(
             matches!(&r, Err(PolicyError::InvalidConfig(m)) if m.contains(&format!("`{k}`"))),

@@ -36,7 +36,11 @@ fn golden_cases() -> Result<()> {
     let mut names = vec![];
     for entry in std::fs::read_dir(cases_dir())? {
         let dir = entry?.path();
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let input: FailoverInput = serde_json::from_slice(&std::fs::read(dir.join("input.json"))?)
             .with_context(|| format!("case `{name}`: input.json"))?;
         let got = run(input);
@@ -45,7 +49,8 @@ fn golden_cases() -> Result<()> {
             std::fs::write(&expected_path, serde_json::to_string_pretty(&got)? + "\n")?;
         } else {
             let expected: Expected = serde_json::from_slice(
-                &std::fs::read(&expected_path).with_context(|| format!("case `{name}`: expected.json"))?,
+                &std::fs::read(&expected_path)
+                    .with_context(|| format!("case `{name}`: expected.json"))?,
             )
             .with_context(|| format!("case `{name}`: expected.json"))?;
             assert_eq!(got, expected, "case `{name}`");
@@ -54,7 +59,10 @@ fn golden_cases() -> Result<()> {
     }
     // The "done when" cases must exist, so deleting one fails here.
     for required in ["primary-alarm-shifts-to-secondary", "both-unhealthy-holds"] {
-        assert!(names.iter().any(|n| n == required), "missing golden case `{required}`");
+        assert!(
+            names.iter().any(|n| n == required),
+            "missing golden case `{required}`"
+        );
     }
     Ok(())
 }

@@ -31,7 +31,11 @@ impl kbha_policy_sdk::failover::Guest for Hostile {
 kbha_policy_sdk::export_failover_policy!(Hostile);
 
 fn hold(reason: String) -> FailoverDecision {
-    FailoverDecision { action: FailoverAction::Hold, reason, alerts: vec![] }
+    FailoverDecision {
+        action: FailoverAction::Hold,
+        reason,
+        alerts: vec![],
+    }
 }
 
 /// Behaves as the `mode` config key says (see the crate docs).
@@ -70,7 +74,9 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
             }
             Ok(hold("flooded the log".into()))
         }
-        "refuse" => Err(PolicyError::Internal("hostile policy refuses on purpose".into())),
+        "refuse" => Err(PolicyError::Internal(
+            "hostile policy refuses on purpose".into(),
+        )),
         other => Ok(hold(format!("mode `{other}`: holding"))),
     }
 }
@@ -88,7 +94,10 @@ mod tests {
             record_name: "r".into(),
             targets: vec![],
             last_change: None,
-            config: vec![ConfigEntry { key: "mode".into(), value: mode.into() }],
+            config: vec![ConfigEntry {
+                key: "mode".into(),
+                value: mode.into(),
+            }],
         }
     }
 
@@ -97,7 +106,13 @@ mod tests {
     #[test]
     fn benign_modes_behave_as_documented() {
         assert!(matches!(decide(&input("hold")), Ok(d) if d.reason.contains("holding")));
-        assert!(matches!(decide(&input("refuse")), Err(PolicyError::Internal(_))));
-        assert_eq!(decide(&input("oversized")).map(|d| d.reason.len()), Ok(10 << 20));
+        assert!(matches!(
+            decide(&input("refuse")),
+            Err(PolicyError::Internal(_))
+        ));
+        assert_eq!(
+            decide(&input("oversized")).map(|d| d.reason.len()),
+            Ok(10 << 20)
+        );
     }
 }

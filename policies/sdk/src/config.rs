@@ -21,7 +21,11 @@ impl<'a> Config<'a> {
     /// The raw value of `key`, if present (the last entry wins on duplicates,
     /// as later configuration layers override earlier ones).
     pub fn raw(&self, key: &str) -> Option<&'a str> {
-        self.entries.iter().rev().find(|e| e.key == key).map(|e| e.value.as_str())
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
     }
 
     /// The value of `key` as a string, or `default` when absent.
@@ -69,7 +73,11 @@ impl<'a> Config<'a> {
             Some(v) => allowed.iter().copied().find(|a| *a == v).ok_or_else(|| {
                 PolicyError::InvalidConfig(format!(
                     "`{key}` must be one of {}, got `{v}`",
-                    allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                    allowed
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             }),
         }
@@ -83,7 +91,10 @@ mod tests {
     fn entries(pairs: &[(&str, &str)]) -> Vec<ConfigEntry> {
         pairs
             .iter()
-            .map(|(k, v)| ConfigEntry { key: (*k).into(), value: (*v).into() })
+            .map(|(k, v)| ConfigEntry {
+                key: (*k).into(),
+                value: (*v).into(),
+            })
             .collect()
     }
 
@@ -106,13 +117,19 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_key() {
-        let e = entries(&[("rpo_s", "an hour"), ("flag", "maybe"), ("failback", "sometimes")]);
+        let e = entries(&[
+            ("rpo_s", "an hour"),
+            ("flag", "maybe"),
+            ("failback", "sometimes"),
+        ]);
         let c = Config::new(&e);
         match c.get_u64("rpo_s", 0) {
             Err(PolicyError::InvalidConfig(m)) => assert!(m.contains("`rpo_s`"), "{m}"),
             other => panic!("expected invalid-config, got {other:?}"),
         }
-        assert!(matches!(c.get_bool("flag", false), Err(PolicyError::InvalidConfig(m)) if m.contains("`flag`")));
+        assert!(
+            matches!(c.get_bool("flag", false), Err(PolicyError::InvalidConfig(m)) if m.contains("`flag`"))
+        );
         assert!(matches!(
             c.get_choice("failback", &["auto", "manual"], "auto"),
             Err(PolicyError::InvalidConfig(m)) if m.contains("`failback`") && m.contains("`manual`")

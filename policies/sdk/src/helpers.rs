@@ -3,8 +3,16 @@
 use crate::types::{Alert, Severity};
 
 /// An alert with the given severity.
-pub fn new_alert(severity: Severity, summary: impl Into<String>, detail: impl Into<String>) -> Alert {
-    Alert { severity, summary: summary.into(), detail: detail.into() }
+pub fn new_alert(
+    severity: Severity,
+    summary: impl Into<String>,
+    detail: impl Into<String>,
+) -> Alert {
+    Alert {
+        severity,
+        summary: summary.into(),
+        detail: detail.into(),
+    }
 }
 
 /// A `critical` alert (pages someone now).
@@ -54,7 +62,10 @@ mod tests {
         assert_eq!(critical("a", "b").severity, Severity::Critical);
         assert_eq!(warning("a", "b").severity, Severity::Warning);
         let i = info("s", "d");
-        assert_eq!((i.severity, i.summary.as_str(), i.detail.as_str()), (Severity::Info, "s", "d"));
+        assert_eq!(
+            (i.severity, i.summary.as_str(), i.detail.as_str()),
+            (Severity::Info, "s", "d")
+        );
     }
 
     #[test]

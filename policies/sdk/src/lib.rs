@@ -31,9 +31,9 @@ mod helpers;
 pub mod testing;
 
 pub use config::Config;
-pub use helpers::{critical, info, new_alert, warning};
 #[doc(hidden)]
 pub use helpers::write_log as helpers_write_log;
+pub use helpers::{critical, info, new_alert, warning};
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;

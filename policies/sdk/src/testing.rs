@@ -10,7 +10,9 @@ use kbha_core as core;
 use crate::types as w;
 
 fn config(c: core::PolicyConfig) -> Vec<w::ConfigEntry> {
-    c.into_iter().map(|(key, value)| w::ConfigEntry { key, value }).collect()
+    c.into_iter()
+        .map(|(key, value)| w::ConfigEntry { key, value })
+        .collect()
 }
 
 fn pairs(m: std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -61,7 +63,11 @@ impl From<w::Severity> for core::Severity {
 
 impl From<w::Alert> for core::Alert {
     fn from(a: w::Alert) -> Self {
-        core::Alert { severity: a.severity.into(), summary: a.summary, detail: a.detail }
+        core::Alert {
+            severity: a.severity.into(),
+            summary: a.summary,
+            detail: a.detail,
+        }
     }
 }
 
@@ -129,13 +135,19 @@ impl From<core::Target> for w::Target {
 
 impl From<core::Weight> for w::Weight {
     fn from(x: core::Weight) -> Self {
-        w::Weight { set_identifier: x.set_identifier, weight: x.weight }
+        w::Weight {
+            set_identifier: x.set_identifier,
+            weight: x.weight,
+        }
     }
 }
 
 impl From<w::Weight> for core::Weight {
     fn from(x: w::Weight) -> Self {
-        core::Weight { set_identifier: x.set_identifier, weight: x.weight }
+        core::Weight {
+            set_identifier: x.set_identifier,
+            weight: x.weight,
+        }
     }
 }
 
@@ -184,41 +196,52 @@ impl From<core::ReplicationInput> for w::ReplicationInput {
             now: i.now_ms,
             event_id: i.event_id,
             subject: match i.subject {
-                core::ReplicationSubject::Backup(b) => w::ReplicationSubject::Backup(w::BackupFacts {
-                    bucket: b.bucket,
-                    key: b.key,
-                    source: b.source,
-                    size_bytes: b.size_bytes,
-                    created_at: b.created_at_ms,
-                    previous_size_bytes: b.previous_size_bytes,
-                    previous_created_at: b.previous_created_at_ms,
-                    checksum: match b.checksum {
-                        core::ChecksumCheck::Matched { sha256 } => w::ChecksumCheck::Matched(sha256),
-                        core::ChecksumCheck::Mismatched { expected, actual } => {
-                            w::ChecksumCheck::Mismatched(w::ChecksumMismatch { expected, actual })
-                        }
-                        core::ChecksumCheck::Unverified { sha256 } => {
-                            w::ChecksumCheck::Unverified(sha256)
-                        }
-                    },
-                    archive: match b.archive {
-                        core::ArchiveCheck::Valid { entries } => w::ArchiveCheck::Valid(entries),
-                        core::ArchiveCheck::Invalid { problem } => w::ArchiveCheck::Invalid(problem),
-                        core::ArchiveCheck::NotArchive => w::ArchiveCheck::NotArchive,
-                    },
-                    manifest: match b.manifest {
-                        core::ManifestCheck::Absent => w::ManifestCheck::Absent,
-                        core::ManifestCheck::Valid { files } => w::ManifestCheck::Valid(files),
-                        core::ManifestCheck::Invalid { problems } => {
-                            w::ManifestCheck::Invalid(problems)
-                        }
-                    },
-                    cross_region_copy: match b.cross_region_copy {
-                        core::CopyCheck::NotConfigured => w::CopyCheck::NotConfigured,
-                        core::CopyCheck::Present => w::CopyCheck::Present,
-                        core::CopyCheck::Missing => w::CopyCheck::Missing,
-                    },
-                }),
+                core::ReplicationSubject::Backup(b) => {
+                    w::ReplicationSubject::Backup(w::BackupFacts {
+                        bucket: b.bucket,
+                        key: b.key,
+                        source: b.source,
+                        size_bytes: b.size_bytes,
+                        created_at: b.created_at_ms,
+                        previous_size_bytes: b.previous_size_bytes,
+                        previous_created_at: b.previous_created_at_ms,
+                        checksum: match b.checksum {
+                            core::ChecksumCheck::Matched { sha256 } => {
+                                w::ChecksumCheck::Matched(sha256)
+                            }
+                            core::ChecksumCheck::Mismatched { expected, actual } => {
+                                w::ChecksumCheck::Mismatched(w::ChecksumMismatch {
+                                    expected,
+                                    actual,
+                                })
+                            }
+                            core::ChecksumCheck::Unverified { sha256 } => {
+                                w::ChecksumCheck::Unverified(sha256)
+                            }
+                        },
+                        archive: match b.archive {
+                            core::ArchiveCheck::Valid { entries } => {
+                                w::ArchiveCheck::Valid(entries)
+                            }
+                            core::ArchiveCheck::Invalid { problem } => {
+                                w::ArchiveCheck::Invalid(problem)
+                            }
+                            core::ArchiveCheck::NotArchive => w::ArchiveCheck::NotArchive,
+                        },
+                        manifest: match b.manifest {
+                            core::ManifestCheck::Absent => w::ManifestCheck::Absent,
+                            core::ManifestCheck::Valid { files } => w::ManifestCheck::Valid(files),
+                            core::ManifestCheck::Invalid { problems } => {
+                                w::ManifestCheck::Invalid(problems)
+                            }
+                        },
+                        cross_region_copy: match b.cross_region_copy {
+                            core::CopyCheck::NotConfigured => w::CopyCheck::NotConfigured,
+                            core::CopyCheck::Present => w::CopyCheck::Present,
+                            core::CopyCheck::Missing => w::CopyCheck::Missing,
+                        },
+                    })
+                }
                 core::ReplicationSubject::DeadMan(s) => {
                     w::ReplicationSubject::DeadMan(w::SourceStatus {
                         source: s.source,
@@ -326,7 +349,13 @@ mod tests {
         assert_eq!(w_in.now, 5);
         assert_eq!(w_in.targets[0].health, w::Health::Unhealthy);
         assert_eq!(w_in.targets[0].replication_age_ms, Some(7));
-        assert_eq!(w_in.config, vec![w::ConfigEntry { key: "rpo_s".into(), value: "60".into() }]);
+        assert_eq!(
+            w_in.config,
+            vec![w::ConfigEntry {
+                key: "rpo_s".into(),
+                value: "60".into()
+            }]
+        );
         match w_in.trigger {
             w::FailoverTrigger::Alarm(a) => {
                 assert_eq!(a.state, w::AlarmState::Alarm);
@@ -340,7 +369,10 @@ mod tests {
     fn failover_decision_converts_back() {
         let d = w::FailoverDecision {
             action: w::FailoverAction::ShiftWeights(w::Shift {
-                weights: vec![w::Weight { set_identifier: "s".into(), weight: 100 }],
+                weights: vec![w::Weight {
+                    set_identifier: "s".into(),
+                    weight: 100,
+                }],
                 force: false,
             }),
             reason: "r".into(),
@@ -350,7 +382,10 @@ mod tests {
         assert_eq!(
             c.action,
             core::FailoverAction::ShiftWeights {
-                weights: vec![core::Weight { set_identifier: "s".into(), weight: 100 }],
+                weights: vec![core::Weight {
+                    set_identifier: "s".into(),
+                    weight: 100
+                }],
                 force: false
             }
         );

@@ -30,14 +30,23 @@ enum Toolchain {
     /// rustup's stable toolchain with the wasm32 target installed.
     Rustup,
     /// Debian's rustc-web, rebuilding std from source.
-    DebianBuildStd { rustc: PathBuf, cargo: PathBuf, linker: Option<PathBuf> },
+    DebianBuildStd {
+        rustc: PathBuf,
+        cargo: PathBuf,
+        linker: Option<PathBuf>,
+    },
 }
 
 fn rustup_has_target() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.trim() == TARGET)
+        })
         .unwrap_or(false)
 }
 
@@ -61,15 +70,21 @@ fn detect() -> anyhow::Result<Toolchain> {
             .output()
             .ok()
             .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-        let has_src = sysroot
-            .as_deref()
-            .is_some_and(|s| s.join("lib/rustlib/src/rust/library/std/Cargo.toml").is_file());
+        let has_src = sysroot.as_deref().is_some_and(|s| {
+            s.join("lib/rustlib/src/rust/library/std/Cargo.toml")
+                .is_file()
+        });
         if has_src {
             // The wasm32 target links with `rust-lld` in wasm-ld flavour;
             // Debian ships it in lld-22 (as /usr/bin/rust-lld or
             // wasm-ld-22). Pass it explicitly only when rustc would not find it.
             let in_sysroot = sysroot.as_deref().is_some_and(|s| {
-                s.join("lib/rustlib").read_dir().into_iter().flatten().flatten().any(|e| e.path().join("bin/rust-lld").is_file())
+                s.join("lib/rustlib")
+                    .read_dir()
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| e.path().join("bin/rust-lld").is_file())
             });
             let linker = if in_sysroot || on_path("rust-lld").is_some() {
                 None
@@ -78,7 +93,11 @@ fn detect() -> anyhow::Result<Toolchain> {
             } else {
                 bail!("rustc-web is installed but no wasm linker is: run `apt-get install lld-22`");
             };
-            return Ok(Toolchain::DebianBuildStd { rustc, cargo, linker });
+            return Ok(Toolchain::DebianBuildStd {
+                rustc,
+                cargo,
+                linker,
+            });
         }
     }
     bail!("{INSTALL_HINT}")
@@ -92,7 +111,11 @@ fn cargo_build(tc: &Toolchain, guest: &Guest, wasm_target_dir: &Path) -> anyhow:
             c.arg("build");
             c
         }
-        Toolchain::DebianBuildStd { rustc, cargo, linker } => {
+        Toolchain::DebianBuildStd {
+            rustc,
+            cargo,
+            linker,
+        } => {
             let mut c = Command::new(cargo);
             c.args(["build", "-Zbuild-std=std,panic_abort"])
                 .env("RUSTC", rustc)
@@ -110,17 +133,33 @@ fn cargo_build(tc: &Toolchain, guest: &Guest, wasm_target_dir: &Path) -> anyhow:
     };
     // One cargo run per guest: features then resolve for that crate alone, so
     // a component carries only its own world.
-    cmd.args(["--profile", "policy", "--target", TARGET, "-p", guest.package, "--target-dir"])
-        .arg(wasm_target_dir)
-        .current_dir(workspace_root())
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    let status = cmd.status().with_context(|| format!("cannot run cargo for `{}`", guest.package))?;
+    cmd.args([
+        "--profile",
+        "policy",
+        "--target",
+        TARGET,
+        "-p",
+        guest.package,
+        "--target-dir",
+    ])
+    .arg(wasm_target_dir)
+    .current_dir(workspace_root())
+    .env_remove("CARGO_TARGET_DIR")
+    .env_remove("RUSTFLAGS")
+    .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run cargo for `{}`", guest.package))?;
     if !status.success() {
-        bail!("building `{}` for {TARGET} failed ({status})", guest.package);
+        bail!(
+            "building `{}` for {TARGET} failed ({status})",
+            guest.package
+        );
     }
-    Ok(wasm_target_dir.join(TARGET).join("policy").join(guest.core_module_file()))
+    Ok(wasm_target_dir
+        .join(TARGET)
+        .join("policy")
+        .join(guest.core_module_file()))
 }
 
 /// Core module -> component, in-process, without any WASI adapter.
@@ -152,23 +191,34 @@ pub fn run(out: Option<PathBuf>, only: &[String]) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
     eprintln!("toolchain: {tc:?}");
     let engine = PolicyEngine::new(Limits::default())?;
-    for guest in GUESTS.iter().filter(|g| only.is_empty() || only.iter().any(|n| n == g.name)) {
+    for guest in GUESTS
+        .iter()
+        .filter(|g| only.is_empty() || only.iter().any(|n| n == g.name))
+    {
         let started = Instant::now();
         let core_path = cargo_build(&tc, guest, &wasm_target_dir)?;
-        let core = std::fs::read(&core_path).with_context(|| format!("cannot read `{}`", core_path.display()))?;
+        let core = std::fs::read(&core_path)
+            .with_context(|| format!("cannot read `{}`", core_path.display()))?;
         let component = componentize(&core).with_context(|| format!("guest `{}`", guest.name))?;
         let inspection = engine.inspect(&component)?;
         if let Some(p) = inspection.problems.first() {
             bail!("guest `{}`: {p}", guest.name);
         }
         if inspection.world != Some(guest.world) {
-            bail!("guest `{}` should implement `{}` but implements {:?}", guest.name, guest.world.wit_name(), inspection.world);
+            bail!(
+                "guest `{}` should implement `{}` but implements {:?}",
+                guest.name,
+                guest.world.wit_name(),
+                inspection.world
+            );
         }
         let precompiled = engine.precompile(&component)?;
         let wasm_path = out.join(format!("{}.wasm", guest.name));
         let cwasm_path = out.join(format!("{}.cwasm", guest.name));
-        std::fs::write(&wasm_path, &component).with_context(|| format!("cannot write `{}`", wasm_path.display()))?;
-        std::fs::write(&cwasm_path, &precompiled).with_context(|| format!("cannot write `{}`", cwasm_path.display()))?;
+        std::fs::write(&wasm_path, &component)
+            .with_context(|| format!("cannot write `{}`", wasm_path.display()))?;
+        std::fs::write(&cwasm_path, &precompiled)
+            .with_context(|| format!("cannot write `{}`", cwasm_path.display()))?;
         println!(
             "{}: world {} ({} ms)\n  {}  {} bytes  {}\n  {}  {} bytes  {}",
             guest.name,
