@@ -6,9 +6,13 @@
 //! cargo kbha policy build                      # every guest -> target/policies/<name>.{wasm,cwasm}
 //! cargo kbha policy check target/policies/failover-default.wasm
 //! cargo kbha policy eval target/policies/failover-default.wasm --input case.json
+//! cargo kbha replay failover --event samples/events/cloudwatch-alarm-sns.json   # KBHA_* + AWS_ENDPOINT_URL
+//! cargo kbha demo                              # region-failure drill against the local emulator
 //! ```
 
+mod demo;
 mod policy;
+mod replay;
 
 use clap::{Parser, Subcommand};
 
@@ -26,13 +30,33 @@ enum Command {
     /// Build, check and evaluate policy components.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
-    // `Replay(replay::ReplayCommand)` goes here (decision-record replay).
+    /// Run a function's handler once on a recorded event, with the function's `KBHA_*`
+    /// configuration, against `AWS_ENDPOINT_URL` (an emulator) or AWS.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
+    /// The region-failure drill end to end against a local AWS emulator (simulated time).
+    Demo,
+}
+
+/// Functions `kbha replay` can run.
+#[derive(Debug, Subcommand)]
+enum ReplayCommand {
+    /// The failover function.
+    Failover(replay::ReplayArgs),
+}
+
+/// Runs an async command on a runtime made for it (only these commands need one).
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(fut).map(|()| std::process::ExitCode::SUCCESS)
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Replay(ReplayCommand::Failover(args)) => block_on(replay::failover(&args)),
+        Command::Demo => block_on(demo::run()),
     };
     match result {
         Ok(code) => code,

@@ -319,10 +319,8 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
                     s.record_alarm(a);
                     s.remember_event(&event_id);
                 }
-                if let Some(change) = &applied {
-                    if s.last_change.as_ref().is_none_or(|l| l.at_ms <= change.at_ms) {
-                        s.last_change = Some(change.clone());
-                    }
+                if let Some(change) = applied.as_ref().filter(|c| s.last_change.as_ref().is_none_or(|l| l.at_ms <= c.at_ms)) {
+                    s.last_change = Some(change.clone());
                 }
             })
             .await?;
