@@ -265,6 +265,28 @@ fn alarm_from_data(shape: &'static str, data: AlarmDataJson, region: String) -> 
     })
 }
 
+/// The alarm of an EventBridge event or alarm action: region from the envelope (or the
+/// ARN), account from `account_key`.
+fn enveloped_alarm(
+    shape: &'static str,
+    event: &Value,
+    data: AlarmDataJson,
+    arn: Option<&str>,
+    account_key: &str,
+) -> Result<Alarm, EventError> {
+    let region = event
+        .get("region")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| arn.and_then(region_from_arn))
+        .ok_or_else(|| EventError::Malformed { shape, problem: "no `region`".into() })?;
+    let mut alarm = alarm_from_data(shape, data, region)?;
+    if let Some(account) = event.get(account_key).and_then(Value::as_str) {
+        alarm.tags.insert("account".into(), account.to_owned());
+    }
+    Ok(alarm)
+}
+
 fn eventbridge_alarm(event: &Value) -> Result<AlarmEvent, EventError> {
     const SHAPE: &str = "EventBridge alarm";
     let malformed = |p: String| EventError::Malformed { shape: SHAPE, problem: p };
@@ -277,16 +299,7 @@ fn eventbridge_alarm(event: &Value) -> Result<AlarmEvent, EventError> {
         .and_then(|r| r.first())
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let region = event
-        .get("region")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| arn.as_deref().and_then(region_from_arn))
-        .ok_or_else(|| malformed("no `region`".into()))?;
-    let mut alarm = alarm_from_data(SHAPE, data, region)?;
-    if let Some(account) = event.get("account").and_then(Value::as_str) {
-        alarm.tags.insert("account".into(), account.to_owned());
-    }
+    let alarm = enveloped_alarm(SHAPE, event, data, arn.as_deref(), "account")?;
     Ok(AlarmEvent { event_id: id.to_owned(), alarm, arn, shape: EventShape::EventBridge })
 }
 
@@ -296,16 +309,7 @@ fn alarm_action(event: &Value) -> Result<AlarmEvent, EventError> {
     let data: AlarmDataJson = serde_json::from_value(event["alarmData"].clone())
         .map_err(|e| malformed(format!("`alarmData`: {e}")))?;
     let arn = event.get("alarmArn").and_then(Value::as_str).map(|s| s.replace(' ', ""));
-    let region = event
-        .get("region")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| arn.as_deref().and_then(region_from_arn))
-        .ok_or_else(|| malformed("no `region`".into()))?;
-    let mut alarm = alarm_from_data(SHAPE, data, region)?;
-    if let Some(account) = event.get("accountId").and_then(Value::as_str) {
-        alarm.tags.insert("account".into(), account.to_owned());
-    }
+    let alarm = enveloped_alarm(SHAPE, event, data, arn.as_deref(), "accountId")?;
     // The action payload has no id; ARN plus transition time names the transition, so
     // redeliveries of the same transition deduplicate.
     let event_id = format!(

@@ -430,13 +430,9 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
         decision: &FailoverDecision,
         event_id: &str,
     ) -> Result<String, AwsError> {
-        let swaps: Vec<(WeightedRecord, WeightedRecord)> = records
-            .iter()
-            .filter_map(|r| {
-                let w = weights.iter().find(|w| w.set_identifier == r.set_identifier)?;
-                (w.weight != r.weight).then(|| (r.clone(), r.with_weight(w.weight)))
-            })
-            .collect();
+        // The guardrails only pass weights for targets of this record set.
+        let swaps = kbha_aws::swaps_for_weights(records, weights.iter().map(|w| (w.set_identifier.as_str(), w.weight)))
+            .map_err(|unknown| AwsError::Invalid { operation: "ChangeResourceRecordSets", message: format!("unknown targets {unknown:?}") })?;
         let mut comment = format!("kbha failover ({event_id}): {}", decision.reason);
         // Route 53 limits the batch comment to 256 characters.
         if comment.chars().count() > 256 {

@@ -230,10 +230,8 @@ impl Dns for OperatorInterleaves {
         if let Some(ws) = operator {
             let (name, rtype) = (&swaps[0].0.name, &swaps[0].0.rtype);
             let current = self.inner.weighted_records(zone_id, name, rtype).await?;
-            let theirs: Vec<_> = current
-                .iter()
-                .filter_map(|r| ws.iter().find(|(id, _)| *id == r.set_identifier).map(|(_, w)| (r.clone(), r.with_weight(*w))))
-                .collect();
+            let theirs = kbha_aws::swaps_for_weights(&current, ws.iter().map(|(id, w)| (id.as_str(), *w)))
+                .map_err(|u| AwsError::Invalid { operation: "test", message: format!("unknown {u:?}") })?;
             self.inner.swap_records(zone_id, &theirs, "operator drains by hand").await?;
         }
         self.inner.swap_records(zone_id, swaps, comment).await
