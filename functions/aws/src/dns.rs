@@ -187,7 +187,9 @@ fn from_sdk_record(rrs: &ResourceRecordSet) -> Option<WeightedRecord> {
     })
 }
 
-fn to_sdk_record(r: &WeightedRecord) -> Result<ResourceRecordSet, AwsError> {
+/// The SDK form of a record, exactly as kbha writes it in change batches (tests create
+/// fixtures with it too, so fixtures and changes cannot drift apart).
+pub fn to_sdk_record(r: &WeightedRecord) -> Result<ResourceRecordSet, AwsError> {
     let bad = |e: aws_sdk_route53::error::BuildError| AwsError::invalid(CHANGE, e.to_string());
     let mut b = ResourceRecordSet::builder()
         .name(&r.name)

@@ -32,7 +32,7 @@ mod store;
 pub use config::{AwsSettings, config_loader, https_client, load_sdk_config};
 pub use dns::{
     AliasTarget, Dns, HEALTHY_CHECKER_FRACTION, Route53Dns, WeightedRecord, aggregate_health,
-    normalize_name, swaps_for_weights,
+    normalize_name, swaps_for_weights, to_sdk_record,
 };
 pub use error::AwsError;
 pub use notify::{MAX_SUBJECT_CHARS, Notifier, SnsNotifier, sns_subject};

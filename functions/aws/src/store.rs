@@ -186,9 +186,14 @@ fn sha256_hex(checksum: Option<&str>, kind: Option<&ChecksumType>) -> Option<Str
     (raw.len() == 32).then(|| raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-impl ObjectStore for S3Store {
-    async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, AwsError> {
-        let out = match self
+impl S3Store {
+    /// GetObject; `None` when the key does not exist (a missing bucket is an error).
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, AwsError> {
+        match self
             .client
             .get_object()
             .bucket(bucket)
@@ -196,11 +201,19 @@ impl ObjectStore for S3Store {
             .send()
             .await
         {
-            Ok(out) => out,
+            Ok(out) => Ok(Some(out)),
             Err(e) => {
                 let e = AwsError::from_sdk(GET, e);
-                return if is_missing_key(&e) { Ok(None) } else { Err(e) };
+                if is_missing_key(&e) { Ok(None) } else { Err(e) }
             }
+        }
+    }
+}
+
+impl ObjectStore for S3Store {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, AwsError> {
+        let Some(out) = self.get_object(bucket, key).await? else {
+            return Ok(None);
         };
         let etag = out.e_tag().unwrap_or_default().to_owned();
         let bytes = out
@@ -286,19 +299,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn open(&self, bucket: &str, key: &str) -> Result<Option<ObjectStream>, AwsError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                let e = AwsError::from_sdk(GET, e);
-                return if is_missing_key(&e) { Ok(None) } else { Err(e) };
-            }
+        let Some(out) = self.get_object(bucket, key).await? else {
+            return Ok(None);
         };
         Ok(Some(ObjectStream {
             size: out.content_length().and_then(|n| u64::try_from(n).ok()),

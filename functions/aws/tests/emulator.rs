@@ -433,24 +433,12 @@ async fn health_status_follows_the_checkers() -> Result<()> {
     Ok(())
 }
 
-/// Creates a record with the raw SDK (not through the code under test).
+/// Creates a record with a raw SDK call (not through `swap_records`, the code under test).
 async fn create_raw(emu: &Emulator, zone_id: &str, r: &WeightedRecord) -> Result<()> {
-    use aws_sdk_route53::types::{
-        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-    };
-    let mut rrs = ResourceRecordSet::builder()
-        .name(&r.name)
-        .r#type(RrType::from(r.rtype.as_str()))
-        .set_identifier(&r.set_identifier)
-        .weight(i64::from(r.weight))
-        .set_ttl(r.ttl)
-        .set_health_check_id(r.health_check_id.clone());
-    for v in &r.values {
-        rrs = rrs.resource_records(ResourceRecord::builder().value(v).build()?);
-    }
+    use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch};
     let change = Change::builder()
         .action(ChangeAction::Create)
-        .resource_record_set(rrs.build()?)
+        .resource_record_set(kbha_aws::to_sdk_record(r)?)
         .build()?;
     emu.route53()
         .await

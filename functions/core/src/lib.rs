@@ -9,5 +9,6 @@ pub mod guardrails;
 pub mod state;
 pub mod time;
 pub mod types;
+mod wit_convert;
 
 pub use types::*;

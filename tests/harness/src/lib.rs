@@ -26,8 +26,7 @@ use anyhow::{Context, Result, bail};
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, HealthCheckConfig, HealthCheckType, ResourceRecord,
-    ResourceRecordSet, RrType,
+    Change, ChangeAction, ChangeBatch, HealthCheckConfig, HealthCheckType,
 };
 use kbha_aws::{AwsSettings, WeightedRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -372,7 +371,7 @@ impl Emulator {
             changes.push(
                 Change::builder()
                     .action(ChangeAction::Create)
-                    .resource_record_set(sdk_record(&record)?)
+                    .resource_record_set(kbha_aws::to_sdk_record(&record)?)
                     .build()?,
             );
             targets.push(FixtureTarget {
@@ -465,11 +464,11 @@ impl Emulator {
         let changes = vec![
             Change::builder()
                 .action(ChangeAction::Delete)
-                .resource_record_set(sdk_record(&current)?)
+                .resource_record_set(kbha_aws::to_sdk_record(&current)?)
                 .build()?,
             Change::builder()
                 .action(ChangeAction::Create)
-                .resource_record_set(sdk_record(&current.with_weight(weight))?)
+                .resource_record_set(kbha_aws::to_sdk_record(&current.with_weight(weight))?)
                 .build()?,
         ];
         self.route53()
@@ -641,20 +640,6 @@ impl Emulator {
             .with_context(|| format!("PutObject {bucket}/{key}"))?;
         Ok(out.e_tag().unwrap_or_default().to_owned())
     }
-}
-
-fn sdk_record(r: &WeightedRecord) -> Result<ResourceRecordSet> {
-    let mut b = ResourceRecordSet::builder()
-        .name(&r.name)
-        .r#type(RrType::from(r.rtype.as_str()))
-        .set_identifier(&r.set_identifier)
-        .weight(i64::from(r.weight))
-        .set_ttl(r.ttl)
-        .set_health_check_id(r.health_check_id.clone());
-    for v in &r.values {
-        b = b.resource_records(ResourceRecord::builder().value(v).build()?);
-    }
-    Ok(b.build()?)
 }
 
 /// A fault the emulator applies to the next `count` matching requests, before moto
