@@ -1,6 +1,7 @@
-//! The one place that converts between the WIT-generated types and
-//! `kbha-core`'s domain types: inputs go core -> WIT, decisions come back
-//! WIT -> core. Also measures decisions for the output-size cap.
+//! The host's conversions between the WIT-generated types and `kbha-core`'s
+//! domain types (inputs core -> WIT, decisions WIT -> core), expanded from the
+//! one `kbha_core::wit_conversions!` body the guest SDK's tests use too. Also
+//! measures decisions for the output-size cap.
 
 use kbha_core as core;
 
