@@ -370,3 +370,87 @@ mod hostile {
         Ok(())
     }
 }
+
+mod alert_default {
+    use super::*;
+    use kbha_core::{AlertDecision, AlertInput};
+    use kbha_policy_host::AlertPolicy;
+
+    pub fn covered() {}
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum AlertExpected {
+        Decision(AlertDecision),
+        Refused(PolicyRefusal),
+    }
+
+    fn outcome(policy: &AlertPolicy, input: &AlertInput) -> AlertExpected {
+        match policy.decide(input) {
+            Ok(eval) => AlertExpected::Decision(eval.decision),
+            Err(PolicyError::Refused(r)) => AlertExpected::Refused(r),
+            Err(e) => panic!("policy fault: {e}"),
+        }
+    }
+
+    fn cases() -> Result<Vec<(String, AlertInput, AlertExpected)>> {
+        let dir = workspace().join("policies/alert-default/cases");
+        let mut cases = vec![];
+        for entry in std::fs::read_dir(&dir)? {
+            let d = entry?.path();
+            let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let input = serde_json::from_slice(&std::fs::read(d.join("input.json"))?).with_context(|| name.clone())?;
+            let expected = serde_json::from_slice(&std::fs::read(d.join("expected.json"))?).with_context(|| name.clone())?;
+            cases.push((name, input, expected));
+        }
+        cases.sort_by(|a, b| a.0.cmp(&b.0));
+        anyhow::ensure!(cases.len() >= 2, "no golden cases found in `{}`", dir.display());
+        Ok(cases)
+    }
+
+    fn load() -> AlertPolicy {
+        engine().load_alert(&artifact("alert-default", "wasm")).expect("guest loads")
+    }
+
+    #[test]
+    fn golden_cases_decide_as_natively() -> Result<()> {
+        let policy = load();
+        let cases = cases()?;
+        assert!(cases.iter().any(|(_, _, e)| matches!(e, AlertExpected::Refused(_))), "a refusal case is covered");
+        for (name, input, expected) in cases {
+            assert_eq!(outcome(&policy, &input), expected, "case `{name}`");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn precompiled_artifact_decides_the_same() -> Result<()> {
+        let wasm = artifact("alert-default", "wasm");
+        let digest = kbha_policy_host::digest(&wasm);
+        let pre = engine().load_alert_precompiled(&artifact("alert-default", "cwasm"), &digest)?;
+        assert_eq!(pre.digest(), digest);
+        let fresh = engine().load_alert(&wasm)?;
+        for (name, input, _) in cases()? {
+            assert_eq!(outcome(&pre, &input), outcome(&fresh, &input), "case `{name}`");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn loaded_as_another_world_is_wrong_world() {
+        let wasm = artifact("alert-default", "wasm");
+        let e = engine().load_failover(&wasm).expect_err("not a failover policy");
+        assert!(matches!(e, PolicyError::WrongWorld { expected: "failover-policy", .. }), "{e}");
+        let ok = engine().inspect(&wasm).expect("inspects");
+        assert_eq!(ok.world, Some(kbha_policy_host::World::Alert));
+        assert!(ok.problems.is_empty(), "{:?}", ok.problems);
+    }
+
+    #[test]
+    fn a_decision_with_json_config_stays_well_within_fuel() -> Result<()> {
+        let (_, input, _) = cases()?.into_iter().find(|(n, ..)| n == "route-overrides-severity-and-destinations").context("case")?;
+        let eval = load().decide(&input)?;
+        assert!(eval.fuel_used < Limits::default().fuel / 10, "fuel used: {}", eval.fuel_used);
+        Ok(())
+    }
+}
