@@ -12,7 +12,8 @@ use std::io::Write;
 
 use anyhow::{Context, Result, ensure};
 use kbha_core::time::format_timestamp;
-use kbha_failover::{Policies, hosted};
+use kbha_failover::Policies;
+use kbha_hosting::{Failover, builtin};
 use kbha_integration::{PRIMARY_ALARM, Shape, World, alarm_event, t0, tick};
 use serde_json::json;
 
@@ -22,7 +23,7 @@ const MIN: i64 = 60_000;
 pub async fn run() -> Result<()> {
     println!("kbha demo: region failure, failover, recovery, failback (simulated time)\n");
     let w = World::start().await.context("cannot start the local AWS emulator (run `bash tests/emulator/setup.sh`)")?;
-    let policies = Policies { primary: hosted::builtin()?, fallback: None };
+    let policies = Policies::single(builtin::<Failover>()?);
     let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "300")], policies).await?;
     w.set_replication("us-west-2", t0() - 12 * MIN).await?;
     println!("  provisioned: zone {} record {} primary=us-east-1 secondary=us-west-2", w.fx.zone_id, w.fx.record_name);

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
-use kbha_failover::{FailoverConfig, FailoverFunction, load_policies};
+use kbha_failover::{FailoverConfig, FailoverFunction};
+use kbha_hosting::{Failover, load_policies};
 
 /// Arguments of `kbha replay failover`.
 #[derive(Debug, clap::Args)]
@@ -31,7 +32,7 @@ pub async fn failover(args: &ReplayArgs) -> Result<()> {
     let cfg = FailoverConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
-    let policies = load_policies(&cfg, &store).await?;
+    let policies = load_policies::<Failover, _>(&cfg.policy, cfg.fallback, &store).await?;
     let function = FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), store, SnsNotifier::from_conf(&conf), policies);
     let records = function.handle(&event, now).await.map_err(|e| {
         let class = if e.retryable() { "retryable" } else { "not retryable" };

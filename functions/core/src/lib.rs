@@ -4,6 +4,7 @@
 //! records), normalising AWS event shapes, and the guardrails. Nothing here
 //! performs I/O or reads the clock: time is always an input.
 
+pub mod backup_events;
 pub mod events;
 pub mod guardrails;
 pub mod state;

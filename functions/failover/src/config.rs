@@ -2,6 +2,7 @@
 //! environment variables. Every error names the variable. The README's
 //! "Configuration" table documents each one.
 
+use kbha_hosting::{Fallback, PolicySource, S3Location};
 use std::collections::BTreeMap;
 
 use kbha_core::PolicyConfig;
@@ -36,38 +37,6 @@ pub struct TargetConfig {
     pub alarms: Vec<String>,
 }
 
-/// Where the failover policy comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicySource {
-    /// The default failover component embedded in the binary.
-    Builtin,
-    /// A component object in S3, loaded at init.
-    S3 {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-    },
-}
-
-impl std::fmt::Display for PolicySource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PolicySource::Builtin => write!(f, "builtin"),
-            PolicySource::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
-        }
-    }
-}
-
-/// What decides when the configured policy faults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
-    /// The built-in default policy.
-    Builtin,
-    /// Hold the weights.
-    Hold,
-}
-
 /// Failback mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failback {
@@ -75,15 +44,6 @@ pub enum Failback {
     Auto,
     /// Never fail back automatically.
     Manual,
-}
-
-/// An `s3://bucket/prefix` location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Location {
-    /// Bucket.
-    pub bucket: String,
-    /// Key prefix (may be empty).
-    pub prefix: String,
 }
 
 /// Everything the failover function is told by its environment.
@@ -145,26 +105,12 @@ impl FailoverConfig {
             ),
         })?;
         validate_targets(&targets)?;
-        let policy = match required_or("KBHA_POLICY", "builtin", &get).as_str() {
-            "builtin" => PolicySource::Builtin,
-            other => {
-                let loc = parse_s3(other).filter(|l| !l.prefix.is_empty()).ok_or_else(|| ConfigError {
-                    variable: "KBHA_POLICY",
-                    problem: format!("is `{other}`; expected `builtin` or `s3://bucket/key`"),
-                })?;
-                PolicySource::S3 { bucket: loc.bucket, key: loc.prefix }
-            }
-        };
-        let fallback = match required_or("KBHA_POLICY_FALLBACK", "builtin", &get).as_str() {
-            "builtin" => Fallback::Builtin,
-            "hold" => Fallback::Hold,
-            other => {
-                return Err(ConfigError {
-                    variable: "KBHA_POLICY_FALLBACK",
-                    problem: format!("is `{other}`; expected `builtin` or `hold`"),
-                });
-            }
-        };
+        let policy = required_or("KBHA_POLICY", "builtin", &get)
+            .parse::<PolicySource>()
+            .map_err(|e| ConfigError { variable: "KBHA_POLICY", problem: e.to_string() })?;
+        let fallback = required_or("KBHA_POLICY_FALLBACK", "builtin", &get)
+            .parse::<Fallback>()
+            .map_err(|e| ConfigError { variable: "KBHA_POLICY_FALLBACK", problem: e.to_string() })?;
         let policy_config = match get("KBHA_POLICY_CONFIG") {
             None => PolicyConfig::new(),
             Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw).map_err(|e| ConfigError {
@@ -182,10 +128,7 @@ impl FailoverConfig {
         let state_bucket = required("KBHA_STATE_BUCKET")?;
         let replication_status = get("KBHA_REPLICATION_STATUS")
             .map(|raw| {
-                parse_s3(&raw).ok_or_else(|| ConfigError {
-                    variable: "KBHA_REPLICATION_STATUS",
-                    problem: format!("is `{raw}`; expected `s3://bucket/prefix/`"),
-                })
+                raw.parse::<S3Location>().map_err(|e| ConfigError { variable: "KBHA_REPLICATION_STATUS", problem: e.to_string() })
             })
             .transpose()?;
         let max_attempts = number("KBHA_MAX_ATTEMPTS", 4, &get)?;
@@ -267,12 +210,6 @@ fn boolean(k: &'static str, get: &impl Fn(&str) -> Option<String>) -> Result<boo
         Some("true" | "1" | "yes") => Ok(true),
         Some(other) => Err(ConfigError { variable: k, problem: format!("is `{other}`; expected `true` or `false`") }),
     }
-}
-
-fn parse_s3(raw: &str) -> Option<S3Location> {
-    let rest = raw.strip_prefix("s3://")?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    (!bucket.is_empty()).then(|| S3Location { bucket: bucket.to_owned(), prefix: prefix.to_owned() })
 }
 
 fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {

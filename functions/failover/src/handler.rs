@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::FailoverConfig;
-use crate::policy::{Decided, Policies};
+use crate::{Decided, Policies};
 
 /// Attempts at writing the state object when another invocation wrote it meanwhile.
 const STATE_WRITE_ATTEMPTS: u32 = 8;

@@ -7,13 +7,15 @@
 
 pub mod config;
 pub mod handler;
-pub mod hosted;
-pub mod policy;
 
 pub use config::{ConfigError, FailoverConfig};
 pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};
-pub use hosted::{LoadError, load_policies};
-pub use policy::{FailoverDecider, Policies, PolicyFault};
+pub use kbha_hosting::{LoadError, PolicyFault};
+
+/// The failover policy and its fallback.
+pub type Policies = kbha_hosting::Policies<kbha_hosting::Failover>;
+/// A failover decision and who made it.
+pub type Decided = kbha_hosting::Decided<kbha_core::FailoverDecision>;
 
 impl From<FailoverError> for lambda_runtime::Diagnostic {
     /// The error type says whether retrying can help, so retries are a decision.

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
-use kbha_failover::{FailoverConfig, FailoverFunction, load_policies};
+use kbha_failover::{FailoverConfig, FailoverFunction};
+use kbha_hosting::{Failover, load_policies};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -19,7 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cfg = FailoverConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
-    let policies = load_policies(&cfg, &store).await?;
+    let policies = load_policies::<Failover, _>(&cfg.policy, cfg.fallback, &store).await?;
     let function = Arc::new(FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), store, SnsNotifier::from_conf(&conf), policies));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let function = Arc::clone(&function);

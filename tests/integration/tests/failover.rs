@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use kbha_failover::{ActionTaken, DecisionRecord, FailoverError, Policies, hosted};
+use kbha_failover::{ActionTaken, DecisionRecord, FailoverError, Policies};
+use kbha_hosting::{Failover, builtin as builtin_policy, load_artifact};
 use kbha_integration::*;
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
 
 fn builtin() -> Policies {
-    Policies { primary: hosted::builtin().expect("built-in policy loads"), fallback: None }
+    Policies::single(builtin_policy::<Failover>().expect("built-in policy loads"))
 }
 
 async fn primary_down(w: &World) -> Result<()> {
@@ -190,8 +191,8 @@ async fn dry_run_changes_nothing_and_says_so() -> Result<()> {
 #[tokio::test]
 async fn a_trapping_policy_falls_back_and_an_alert_names_it() -> Result<()> {
     let w = World::start().await?;
-    let trap = hosted::load_artifact("hostile", "s3://policies/trap.wasm")?;
-    let policies = Policies { primary: trap, fallback: Some(hosted::builtin()?) };
+    let trap = load_artifact::<Failover>("hostile", "s3://policies/trap.wasm")?;
+    let policies = Policies { primary: trap, fallback: Some(builtin_policy::<Failover>()?) };
     let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"unreachable"}"#)], policies).await?;
     primary_down(&w).await?;
     let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-trap")?, t0() + 5 * SEC).await?;

@@ -1,0 +1,38 @@
+//! Embeds the built-in policies built by `cargo kbha policy build`
+//! (`<target>/policies/{failover,replication,alert}-default.wasm`).
+//!
+//! A missing one does not fail the build (the `kbha` CLI that builds the policies depends
+//! on this crate), but is reported, and loading that built-in then fails saying what to run.
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+const DEFAULTS: [(&str, &str); 3] =
+    [("BUILTIN_FAILOVER", "failover-default"), ("BUILTIN_REPLICATION", "replication-default"), ("BUILTIN_ALERT", "alert-default")];
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let dir = std::env::var("KBHA_POLICY_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| manifest.join("../../target"));
+        target.join("policies")
+    });
+    let dir = dir.canonicalize().unwrap_or(dir);
+    println!("cargo:rerun-if-env-changed=KBHA_POLICY_DIR");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let mut text = String::new();
+    for (constant, name) in DEFAULTS {
+        let path = dir.join(format!("{name}.wasm"));
+        println!("cargo:rerun-if-changed={}", path.display());
+        let code = if path.exists() {
+            format!("Some(include_bytes!({:?}))", path.display().to_string())
+        } else {
+            println!("cargo:warning=no built-in policy at {}: run `cargo kbha policy build`, then build again", path.display());
+            "None".to_owned()
+        };
+        let _ = writeln!(text, "/// The `{name}` component, when it was built before this crate.\npub static {constant}: Option<&[u8]> = {code};");
+    }
+    let _ = writeln!(text, "/// Where `cargo kbha policy build` writes components.\npub const POLICY_DIR: &str = {:?};", dir.display().to_string());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("builtin.rs");
+    if let Err(e) = std::fs::write(&out, text) {
+        panic!("cannot write {}: {e}", out.display());
+    }
+}

@@ -1,0 +1,147 @@
+//! The three policy worlds as types, so hosting code is written once.
+
+use kbha_core::{
+    Alert, AlertDecision, AlertInput, FailoverAction, FailoverDecision, FailoverInput, ReplicationDecision, ReplicationInput,
+    Severity, Verdict,
+};
+use kbha_policy_host::{AlertPolicy, Evaluation, FailoverPolicy, PolicyEngine, PolicyError, ReplicationPolicy};
+use serde::Serialize;
+
+use crate::hosted::{BuiltinCell, builtin_bytes};
+
+/// A policy world: its input, its decision, its loaded component, and its safe answer.
+pub trait Kind: Send + Sync + 'static {
+    /// What the policy is asked.
+    type Input: Send + Sync;
+    /// What it answers.
+    type Decision: Clone + std::fmt::Debug + Serialize + Send + Sync;
+    /// A loaded component of this world.
+    type Component: Send + Sync;
+    /// Short name (`failover`, `replication`, `alert`), used in messages.
+    const NAME: &'static str;
+    /// Artifact name of the built-in default (`<name>.wasm` in the policy dir).
+    const DEFAULT_ARTIFACT: &'static str;
+
+    /// The built-in component's bytes, when this binary was built with them.
+    fn builtin_bytes() -> Option<&'static [u8]>;
+    /// Where the built-in stays once loaded (one per world, so each loads once per process).
+    fn builtin_cell() -> &'static BuiltinCell<Self>
+    where
+        Self: Sized;
+    /// Validates and prepares a component of this world.
+    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError>;
+    /// Runs one decision.
+    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError>;
+    /// The answer when no policy could decide: the safe one for this world.
+    fn hold(input: &Self::Input, why: &str) -> Self::Decision;
+    /// Adds a notice to a decision; gives it back when this world's decisions carry none.
+    fn attach(decision: &mut Self::Decision, alert: Alert) -> Option<Alert>;
+}
+
+/// The `failover-policy` world. Safe answer: hold the weights.
+#[derive(Debug)]
+pub enum Failover {}
+
+impl Kind for Failover {
+    type Input = FailoverInput;
+    type Decision = FailoverDecision;
+    type Component = FailoverPolicy;
+    const NAME: &'static str = "failover";
+    const DEFAULT_ARTIFACT: &'static str = "failover-default";
+
+    fn builtin_bytes() -> Option<&'static [u8]> {
+        builtin_bytes::FAILOVER
+    }
+    fn builtin_cell() -> &'static BuiltinCell<Self> {
+        static CELL: BuiltinCell<Failover> = BuiltinCell::new();
+        &CELL
+    }
+    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
+        engine.load_failover(bytes)
+    }
+    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
+        component.decide(input)
+    }
+    fn hold(_input: &Self::Input, why: &str) -> Self::Decision {
+        FailoverDecision { action: FailoverAction::Hold, reason: format!("holding: {why}"), alerts: Vec::new() }
+    }
+    fn attach(decision: &mut Self::Decision, alert: Alert) -> Option<Alert> {
+        decision.alerts.push(alert);
+        None
+    }
+}
+
+/// The `replication-policy` world. Safe answer: a warning that the backup is unverified
+/// (never `ok`: nothing vouched for it).
+#[derive(Debug)]
+pub enum Replication {}
+
+impl Kind for Replication {
+    type Input = ReplicationInput;
+    type Decision = ReplicationDecision;
+    type Component = ReplicationPolicy;
+    const NAME: &'static str = "replication";
+    const DEFAULT_ARTIFACT: &'static str = "replication-default";
+
+    fn builtin_bytes() -> Option<&'static [u8]> {
+        builtin_bytes::REPLICATION
+    }
+    fn builtin_cell() -> &'static BuiltinCell<Self> {
+        static CELL: BuiltinCell<Replication> = BuiltinCell::new();
+        &CELL
+    }
+    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
+        engine.load_replication(bytes)
+    }
+    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
+        component.decide(input)
+    }
+    fn hold(_input: &Self::Input, why: &str) -> Self::Decision {
+        ReplicationDecision { verdict: Verdict::Warning, reason: format!("unverified: {why}"), alerts: Vec::new() }
+    }
+    fn attach(decision: &mut Self::Decision, alert: Alert) -> Option<Alert> {
+        decision.alerts.push(alert);
+        None
+    }
+}
+
+/// The `alert-policy` world. Safe answer: deliver as critical, never drop.
+#[derive(Debug)]
+pub enum Alerting {}
+
+impl Kind for Alerting {
+    type Input = AlertInput;
+    type Decision = AlertDecision;
+    type Component = AlertPolicy;
+    const NAME: &'static str = "alert";
+    const DEFAULT_ARTIFACT: &'static str = "alert-default";
+
+    fn builtin_bytes() -> Option<&'static [u8]> {
+        builtin_bytes::ALERT
+    }
+    fn builtin_cell() -> &'static BuiltinCell<Self> {
+        static CELL: BuiltinCell<Alerting> = BuiltinCell::new();
+        &CELL
+    }
+    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
+        engine.load_alert(bytes)
+    }
+    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
+        component.decide(input)
+    }
+    fn hold(input: &Self::Input, why: &str) -> Self::Decision {
+        let alert = &input.alert;
+        let region = alert.region.as_deref().unwrap_or("-");
+        AlertDecision {
+            severity: Severity::Critical,
+            destinations: vec!["critical".to_owned()],
+            dedup_key: format!("{}|{region}", alert.name),
+            group_key: alert.name.clone(),
+            suppress: None,
+            reason: format!("delivered as critical: {why}"),
+        }
+    }
+    fn attach(_decision: &mut Self::Decision, alert: Alert) -> Option<Alert> {
+        Some(alert)
+    }
+}

@@ -1,0 +1,17 @@
+//! kbha-hosting: how the three functions host their policies.
+//!
+//! One generic path for every world: where a policy comes from ([`PolicySource`]), the
+//! built-in components embedded at build time ([`builtin`]), loading from S3
+//! ([`load_policies`]), and what decides when a policy faults ([`Policies::decide`]: the
+//! fallback, else the world's safe "hold" answer plus an alert naming the fault).
+//! wasmtime itself stays in `kbha-policy-host`; this crate only uses its typed API.
+
+mod hosted;
+mod kinds;
+mod policies;
+mod source;
+
+pub use hosted::{BuiltinCell, Hosted, LoadError, builtin, load_artifact, load_policies};
+pub use kinds::{Alerting, Failover, Kind, Replication};
+pub use policies::{Decided, Decider, Policies, PolicyFault};
+pub use source::{Fallback, PolicySource, S3Location, SourceError};

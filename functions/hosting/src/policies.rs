@@ -1,0 +1,234 @@
+//! The policies a function asks, and what happens when one faults.
+//!
+//! A policy that traps, runs out of fuel, exceeds memory, returns malformed output or
+//! refuses never stops the function: the configured fallback decides (the built-in
+//! component, or the world's safe answer) and the fault is reported, so an alert can name
+//! the policy's digest and the fault.
+
+use std::sync::Arc;
+
+use kbha_core::{Alert, Severity};
+use serde::Serialize;
+
+use crate::Kind;
+
+/// Why a policy produced no usable decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyFault {
+    /// Short fault class (`trap`, `out_of_fuel`, `memory_limit`, `malformed_output`, `refused`, ...).
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// A policy of world `K` as a function sees it.
+pub trait Decider<K: Kind>: Send + Sync {
+    /// Where it came from (`builtin`, `s3://...`).
+    fn source(&self) -> &str;
+    /// `sha256:<hex>` of the component.
+    fn digest(&self) -> &str;
+    /// Decides; log lines the policy wrote are forwarded by the implementation.
+    fn decide(&self, input: &K::Input) -> Result<K::Decision, PolicyFault>;
+}
+
+/// The configured policy and what replaces it when it faults.
+pub struct Policies<K: Kind> {
+    /// The configured policy.
+    pub primary: Arc<dyn Decider<K>>,
+    /// The fallback; `None` means the world's safe answer ([`Kind::hold`]).
+    pub fallback: Option<Arc<dyn Decider<K>>>,
+}
+
+impl<K: Kind> Clone for Policies<K> {
+    fn clone(&self) -> Self {
+        Policies { primary: Arc::clone(&self.primary), fallback: self.fallback.clone() }
+    }
+}
+
+/// A decision and who made it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decided<D> {
+    /// The decision.
+    pub decision: D,
+    /// Source of the policy that decided (`hold` when nothing could).
+    pub decided_by: String,
+    /// Digest of the policy that decided.
+    pub digest: String,
+    /// The configured policy's source.
+    pub policy_source: String,
+    /// Digest of the configured policy.
+    pub policy_digest: String,
+    /// The fault of the configured policy (and of the fallback, if it faulted too).
+    pub faults: Vec<PolicyFault>,
+    /// The alert about the fault, for worlds whose decisions carry no alerts (the alert
+    /// router delivers it itself); `None` when it went into the decision or nothing faulted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_alert: Option<Alert>,
+}
+
+impl<K: Kind> Policies<K> {
+    /// Only the configured policy, no fallback.
+    pub fn single(primary: Arc<dyn Decider<K>>) -> Self {
+        Policies { primary, fallback: None }
+    }
+
+    /// Asks the configured policy, falling back on a fault.
+    pub fn decide(&self, input: &K::Input) -> Decided<K::Decision> {
+        let primary = &self.primary;
+        let mut faults = Vec::new();
+        let mut candidates: Vec<&Arc<dyn Decider<K>>> = vec![primary];
+        if let Some(fb) = &self.fallback {
+            // A built-in that faults must not be asked twice.
+            if fb.digest() != primary.digest() {
+                candidates.push(fb);
+            }
+        }
+        for policy in candidates {
+            match policy.decide(input) {
+                Ok(mut decision) => {
+                    let fault_alert = faults
+                        .first()
+                        .and_then(|f| K::attach(&mut decision, fault_alert::<K>(primary.as_ref(), f, policy.source())));
+                    return Decided {
+                        decision,
+                        decided_by: policy.source().to_owned(),
+                        digest: policy.digest().to_owned(),
+                        policy_source: primary.source().to_owned(),
+                        policy_digest: primary.digest().to_owned(),
+                        faults,
+                        fault_alert,
+                    };
+                }
+                Err(fault) => {
+                    tracing::error!(policy = policy.source(), digest = policy.digest(), kind = %fault.kind, "policy fault: {}", fault.message);
+                    faults.push(fault);
+                }
+            }
+        }
+        let first = faults.first().cloned().unwrap_or(PolicyFault { kind: "none".into(), message: "no policy".into() });
+        let mut decision = K::hold(input, &format!("no policy could decide ({}: {})", first.kind, first.message));
+        let fault_alert = K::attach(&mut decision, fault_alert::<K>(primary.as_ref(), &first, "hold"));
+        Decided {
+            decision,
+            decided_by: "hold".into(),
+            digest: "hold".into(),
+            policy_source: primary.source().to_owned(),
+            policy_digest: primary.digest().to_owned(),
+            faults,
+            fault_alert,
+        }
+    }
+}
+
+fn fault_alert<K: Kind>(policy: &dyn Decider<K>, fault: &PolicyFault, decided_by: &str) -> Alert {
+    Alert {
+        severity: Severity::Critical,
+        summary: format!("{} policy {} faulted ({}); {decided_by} decided instead", K::NAME, policy.source(), fault.kind),
+        detail: format!(
+            "policy {} (digest {}) failed: {}: {}. The fallback `{decided_by}` made this decision. Fix or roll back the policy.",
+            policy.source(),
+            policy.digest(),
+            fault.kind,
+            fault.message
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Alerting, Failover};
+    use kbha_core::{AlertInput, AlertSource, AlertStatus, FailoverAction, FailoverDecision, FailoverInput, IncomingAlert};
+
+    /// A stand-in policy: the thing under test is the fallback logic around it.
+    struct Fixed<K: Kind> {
+        name: &'static str,
+        answer: Result<K::Decision, PolicyFault>,
+    }
+
+    impl<K: Kind> Decider<K> for Fixed<K> {
+        fn source(&self) -> &str {
+            self.name
+        }
+        fn digest(&self) -> &str {
+            self.name
+        }
+        fn decide(&self, _input: &K::Input) -> Result<K::Decision, PolicyFault> {
+            self.answer.clone()
+        }
+    }
+
+    fn trap() -> PolicyFault {
+        PolicyFault { kind: "trap".into(), message: "unreachable".into() }
+    }
+
+    fn failover_input() -> FailoverInput {
+        serde_json::from_value(serde_json::json!({
+            "now_ms": 0, "event_id": "e", "trigger": {"kind": "schedule"}, "record_name": "api.example.com.", "targets": [], "config": {}
+        }))
+        .expect("a minimal failover input")
+    }
+
+    fn shift() -> FailoverDecision {
+        FailoverDecision { action: FailoverAction::Hold, reason: "from the fallback".into(), alerts: vec![] }
+    }
+
+    #[test]
+    fn a_fault_falls_back_and_the_decision_carries_the_alert() {
+        let policies = Policies::<Failover> {
+            primary: Arc::new(Fixed { name: "s3://p/bad.wasm", answer: Err(trap()) }),
+            fallback: Some(Arc::new(Fixed { name: "builtin", answer: Ok(shift()) })),
+        };
+        let d = policies.decide(&failover_input());
+        assert_eq!(d.decided_by, "builtin");
+        assert_eq!(d.policy_source, "s3://p/bad.wasm");
+        assert_eq!(d.faults, vec![trap()]);
+        assert_eq!(d.decision.reason, "from the fallback");
+        assert_eq!(d.decision.alerts.len(), 1);
+        assert!(d.decision.alerts[0].detail.contains("s3://p/bad.wasm"), "{:?}", d.decision.alerts);
+        assert!(d.fault_alert.is_none());
+    }
+
+    #[test]
+    fn no_fallback_gives_the_worlds_safe_answer() {
+        let policies = Policies::<Failover>::single(Arc::new(Fixed { name: "s3://p/bad.wasm", answer: Err(trap()) }));
+        let d = policies.decide(&failover_input());
+        assert_eq!(d.decided_by, "hold");
+        assert_eq!(d.decision.action, FailoverAction::Hold);
+        assert!(d.decision.reason.contains("trap"), "{}", d.decision.reason);
+    }
+
+    #[test]
+    fn a_fallback_with_the_same_digest_is_not_asked_twice() {
+        let bad: Arc<dyn Decider<Failover>> = Arc::new(Fixed { name: "builtin", answer: Err(trap()) });
+        let policies = Policies::<Failover> { primary: Arc::clone(&bad), fallback: Some(bad) };
+        assert_eq!(policies.decide(&failover_input()).faults.len(), 1);
+    }
+
+    #[test]
+    fn alert_hold_delivers_as_critical_and_hands_back_the_fault_alert() {
+        let input = AlertInput {
+            now_ms: 0,
+            event_id: "e".into(),
+            alert: IncomingAlert {
+                source: AlertSource::Generic,
+                name: "disk full".into(),
+                status: AlertStatus::Firing,
+                region: Some("eu-west-1".into()),
+                severity_hint: None,
+                summary: "disk full".into(),
+                body: "raw".into(),
+                labels: Default::default(),
+                at_ms: 0,
+            },
+            active: vec![],
+            config: Default::default(),
+        };
+        let policies = Policies::<Alerting>::single(Arc::new(Fixed { name: "builtin", answer: Err(trap()) }));
+        let d = policies.decide(&input);
+        assert_eq!(d.decision.severity, Severity::Critical);
+        assert_eq!(d.decision.destinations, vec!["critical".to_owned()]);
+        assert_eq!(d.decision.dedup_key, "disk full|eu-west-1");
+        assert!(d.fault_alert.is_some());
+    }
+}
