@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Deployment checks (issue 7); a step of .ci/run, and runnable alone after it:
+#
+#   bash .ci/infra-checks.sh
+#
+# (1) the tool venvs (.venv-infra: SAM CLI, cfn-lint, cargo-lambda, zig; .venv-checkov),
+# (2) cfn-lint, (3) sam validate --lint, (4) checkov with no failed checks,
+# (5) cargo lambda build --release --arm64 of every function crate with a Lambda binary,
+# (6) smoke: the failover under `cargo lambda watch` (debug build) invoked with
+#     `cargo lambda invoke` on samples/events/cloudwatch-alarm-sns.json against the local
+#     AWS emulator, results read back through Route 53 and SQS,
+# (7) `cargo lambda deploy --endpoint-url` of the release binary to the emulator,
+#     checked with GetFunction.
+# Prints each check's duration at the end. Needs the emulator venv (tests/emulator/setup.sh)
+# and the built-in policy (`cargo kbha policy build`), which .ci/run makes first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$PWD"
+start=$(date +%s)
+timings=()
+step() { printf '\n--> [%4ss] infra: %s\n' "$(( $(date +%s) - start ))" "$*"; }
+timed() { # timed <label> <command...>
+    local label="$1" t0
+    shift
+    step "$label"
+    t0=$(date +%s)
+    "$@"
+    timings+=("$(printf '%5ss  %s' "$(( $(date +%s) - t0 ))" "$label")")
+}
+
+# The same idempotent pattern as tests/emulator/setup.sh: pip runs only when the pins changed.
+venv() { # venv <dir> <requirements> <import check>
+    local dir="$1" req="$2" check="$3" want
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ -x "$dir/bin/python" && -f "$dir/.kbha-requirements.sha256" && "$(cat "$dir/.kbha-requirements.sha256")" == "$want" ]]; then
+        return 0
+    fi
+    [[ -x "$dir/bin/python" ]] || python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    "$dir/bin/python" -c "$check"
+    echo "$want" > "$dir/.kbha-requirements.sha256"
+}
+tools() {
+    venv .venv-infra infra/requirements.txt 'import samcli, cfnlint, ziglang'
+    venv .venv-checkov infra/requirements-checkov.txt 'import checkov'
+    # cargo-lambda cross-compiles with zig; the Rust side needs the target's std.
+    if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+        rustup target add aarch64-unknown-linux-gnu
+    fi
+}
+timed "tool venvs (infra/requirements*.txt)" tools
+export PATH="$repo/.venv-infra/bin:$PATH"
+# SAM and the AWS SDKs want a region and credentials even offline; nothing here calls AWS.
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export SAM_CLI_TELEMETRY=0
+
+timed "cfn-lint infra/template.yaml" cfn-lint infra/template.yaml
+timed "sam validate --lint" sam validate --lint -t infra/template.yaml
+timed "checkov (no failed checks)" .venv-checkov/bin/checkov -f infra/template.yaml --skip-download --quiet --compact
+
+# Every crate under functions/ whose binary runs on the Lambda runtime.
+packages=()
+for manifest in functions/*/Cargo.toml; do
+    if grep -q '^\[\[bin\]\]' "$manifest" && grep -q '^lambda_runtime' "$manifest"; then
+        packages+=("$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)")
+    fi
+done
+echo "function packages: ${packages[*]}"
+release_build() {
+    local args=() p
+    for p in "${packages[@]}"; do args+=(-p "$p"); done
+    cargo lambda build --release --arm64 "${args[@]}"
+    for p in "${packages[@]}"; do
+        # ELF e_machine 0xB7 = aarch64.
+        [[ "$(od -An -tx1 -j18 -N2 "target/lambda/$p/bootstrap" | tr -d ' \n')" == "b700" ]] ||
+            { echo "target/lambda/$p/bootstrap is not an arm64 binary"; return 1; }
+        ls -l "target/lambda/$p/bootstrap"
+    done
+}
+timed "cargo lambda build --release --arm64 (${packages[*]})" release_build
+
+# ---------------------------------------------------------------- emulator for (6) and (7)
+work="$repo/target/infra/smoke"
+rm -rf "$work"
+mkdir -p "$work"
+emu_pid="" watch_pid=""
+cleanup() {
+    [[ -n "$watch_pid" ]] && kill -- "-$watch_pid" 2>/dev/null || true
+    exec 3>&- 2>/dev/null || true # the emulator exits when its stdin closes
+    [[ -n "$emu_pid" ]] && kill "$emu_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+emulator() {
+    mkfifo "$work/emu.in"
+    .venv/bin/python tests/emulator/kbha_emulator.py --port 0 <"$work/emu.in" >"$work/emu.out" 2>"$work/emu.err" &
+    emu_pid=$!
+    exec 3>"$work/emu.in"
+    local port=""
+    for _ in $(seq 100); do
+        port="$(sed -n 's/^KBHA_EMULATOR_READY //p' "$work/emu.out")"
+        [[ -n "$port" ]] && break
+        sleep 0.2
+    done
+    [[ -n "$port" ]] || { cat "$work/emu.err"; echo "emulator did not start"; return 1; }
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+    .venv/bin/python infra/smoke.py provision "$work/failover.env"
+}
+timed "emulator + provisioning (zone, records, health checks, topic, bucket)" emulator
+
+smoke() {
+    local port
+    port="$(free_port)"
+    # Own process group, so cleanup stops the function process watch started too.
+    setsid cargo lambda watch -p kbha-failover --ignore-changes --env-file "$work/failover.env" \
+        -A 127.0.0.1 -P "$port" >"$work/watch.log" 2>&1 &
+    watch_pid=$!
+    for _ in $(seq 600); do
+        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        kill -0 "$watch_pid" 2>/dev/null || { cat "$work/watch.log"; return 1; }
+        sleep 0.5
+    done
+    cargo lambda invoke kbha-failover -A 127.0.0.1 -P "$port" \
+        --data-file samples/events/cloudwatch-alarm-sns.json -o json >"$work/invoke.json" ||
+        { cat "$work/watch.log"; return 1; }
+    echo "invoke returned: $(head -c 400 "$work/invoke.json")"
+    .venv/bin/python infra/smoke.py check-failover "$work/failover.env"
+    kill -- "-$watch_pid" 2>/dev/null || true
+    watch_pid=""
+}
+timed "smoke: cargo lambda watch + invoke kbha-failover (debug build)" smoke
+
+deploy() {
+    local role size
+    role="$(.venv/bin/python infra/smoke.py role)"
+    cargo lambda deploy kbha-failover --endpoint-url "$AWS_ENDPOINT_URL" --region us-east-1 \
+        --iam-role "$role" --env-file "$work/failover.env"
+    # The deployed zip holds the binary; it cannot be much smaller than a third of it.
+    size=$(( $(stat -c %s target/lambda/kbha-failover/bootstrap) / 3 ))
+    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$size"
+}
+timed "cargo lambda deploy --endpoint-url kbha-failover + GetFunction" deploy
+
+step "done in $(( $(date +%s) - start )) s"
+printf '%s\n' "${timings[@]}"
