@@ -137,7 +137,7 @@ deploy() {
         --iam-role "$role" --env-file "$work/failover.env"
     # The deployed zip holds the binary; it cannot be much smaller than a third of it.
     size=$(( $(stat -c %s target/lambda/kbha-failover/bootstrap) / 3 ))
-    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$size"
+    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/failover.env" "$size"
 }
 timed "cargo lambda deploy --endpoint-url kbha-failover + GetFunction" deploy
 

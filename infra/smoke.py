@@ -11,10 +11,11 @@ Runs with the emulator venv's boto3 against the local AWS emulator
                                     after one invocation with the primary's alarm: reads the
                                     weights back through Route 53 and the notice through SQS
     smoke.py role                   creates the execution role `cargo lambda deploy` is given
-    smoke.py check-deployed <name> <zip-size-min>
+    smoke.py check-deployed <name> <env-file> <zip-size-min>
                                     GetFunction: the function exists with the runtime,
                                     architecture and settings from Cargo.toml's
-                                    [package.metadata.lambda.deploy]
+                                    [package.metadata.lambda.deploy] (RUST_LOG from its env),
+                                    and the KBHA_* variables from <env-file>
 """
 
 from __future__ import annotations
@@ -105,7 +106,6 @@ def provision(env_file: str) -> None:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "RUST_LOG": "info",
     }
     # Single quotes: the env-file reader takes the JSON list verbatim.
     with open(env_file, "w") as f:
@@ -147,8 +147,14 @@ def role() -> None:
     print(iam.create_role(RoleName="kbha-smoke", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
 
 
-def check_deployed(name: str, min_size: int) -> None:
+def check_deployed(name: str, env_file: str, min_size: int) -> None:
     fn = client("lambda").get_function(FunctionName=name)["Configuration"]
+    variables = fn.get("Environment", {}).get("Variables", {})
+    want_env = {k: v for k, v in read_env(env_file).items() if k.startswith("KBHA_")}
+    want_env["RUST_LOG"] = "info"
+    wrong = {k: variables.get(k) for k, v in want_env.items() if variables.get(k) != v}
+    if wrong:
+        sys.exit(f"GetFunction {name}: environment differs from the env file and Cargo.toml: {wrong}")
     want = {
         "Runtime": "provided.al2023",
         "Architectures": ["arm64"],
@@ -163,7 +169,7 @@ def check_deployed(name: str, min_size: int) -> None:
         sys.exit(f"GetFunction {name}: tracing is {fn.get('TracingConfig')}, Cargo.toml says active")
     if fn.get("CodeSize", 0) < min_size:
         sys.exit(f"GetFunction {name}: code size {fn.get('CodeSize')} is smaller than the zipped binary")
-    print(f"GetFunction {name}: {got}, tracing Active, {fn['CodeSize']} bytes of code")
+    print(f"GetFunction {name}: {got}, tracing Active, {len(variables)} variables, {fn['CodeSize']} bytes of code")
 
 
 if __name__ == "__main__":
@@ -175,6 +181,6 @@ if __name__ == "__main__":
     elif cmd == "role":
         role()
     elif cmd == "check-deployed":
-        check_deployed(args[0], int(args[1]))
+        check_deployed(args[0], args[1], int(args[2]))
     else:
         sys.exit(f"unknown command `{cmd}`")
