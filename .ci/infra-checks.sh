@@ -58,13 +58,14 @@ timed "cfn-lint infra/template.yaml" cfn-lint infra/template.yaml
 timed "sam validate --lint" sam validate --lint -t infra/template.yaml
 timed "checkov (no failed checks)" .venv-checkov/bin/checkov -f infra/template.yaml --skip-download --quiet --compact
 
-# Every crate under functions/ whose binary runs on the Lambda runtime.
-packages=()
-for manifest in functions/*/Cargo.toml; do
-    if grep -q '^\[\[bin\]\]' "$manifest" && grep -q '^lambda_runtime' "$manifest"; then
-        packages+=("$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)")
-    fi
-done
+# Every workspace crate under functions/ with a binary that runs on the Lambda runtime.
+mapfile -t packages < <(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    bins = [t for t in p["targets"] if "bin" in t["kind"]]
+    lambda_rt = any(d["name"] == "lambda_runtime" for d in p["dependencies"])
+    if "/functions/" in p["manifest_path"] and bins and lambda_rt:
+        print(p["name"])')
 echo "function packages: ${packages[*]}"
 release_build() {
     local args=() p
