@@ -44,3 +44,31 @@ async fn replay_with_bad_configuration_names_the_variable() -> Result<()> {
     assert!(stderr.contains("`KBHA_TARGETS` is not set"), "{stderr}");
     Ok(())
 }
+
+#[tokio::test]
+async fn replay_alerting_delivers_a_recorded_notice_through_the_emulator() -> Result<()> {
+    let emu = kbha_test_harness::Emulator::start()?;
+    emu.create_bucket("alert-state").await?;
+    let warning = emu.create_topic_with_queue("kbha-warning").await?;
+    let critical = emu.create_topic_with_queue("kbha-critical").await?;
+    let destinations = serde_json::json!({"warning": warning.topic_arn, "critical": critical.topic_arn}).to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_kbha"))
+        .args(["replay", "alerting", "--event"])
+        .arg(kbha_test_harness::repo_root().join("samples/events/kbha-notice-sns.json"))
+        .args(["--now", "2026-11-26T10:00:06Z"])
+        .env("KBHA_DESTINATIONS", destinations)
+        .env("KBHA_STATE_BUCKET", "alert-state")
+        .env("AWS_ENDPOINT_URL", emu.endpoint_url())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
+    assert_eq!((record["function"].as_str(), record["outcome"].as_str()), (Some("alert-router"), Some("delivered")));
+    let got = emu.drain_messages(&warning, 2, std::time::Duration::from_secs(3)).await?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attributes["source"], "kbha");
+    Ok(())
+}
