@@ -429,6 +429,22 @@ pub struct ReplicationDecision {
     pub alerts: Vec<Alert>,
 }
 
+/// Per-region replication status, written by the replication verifier
+/// (`<status prefix><region>.json`) and read by the failover function's RPO gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// Region.
+    pub region: String,
+    /// Creation time of the newest backup verified (not corrupt) that can be restored there.
+    pub newest_verified_backup_at_ms: TimestampMs,
+    /// Its key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Its source name.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
 // --------------------------------------------------------------------- alerts
 
 /// Where an incoming message came from.

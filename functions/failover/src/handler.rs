@@ -135,18 +135,7 @@ pub struct DecisionRecord {
     pub durations: Durations,
 }
 
-/// Per-region replication status written by the replication verifier
-/// (`<KBHA_REPLICATION_STATUS><region>.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReplicationStatus {
-    /// Region.
-    pub region: String,
-    /// Creation time of the newest backup verified ok that can be restored there.
-    pub newest_verified_backup_at_ms: TimestampMs,
-    /// Its key.
-    #[serde(default)]
-    pub key: Option<String>,
-}
+pub use kbha_core::ReplicationStatus;
 
 /// The failover function, generic over its AWS dependencies.
 pub struct FailoverFunction<D, S, N> {

@@ -9,9 +9,11 @@
 mod hosted;
 mod kinds;
 mod policies;
+pub mod settings;
 mod source;
 
 pub use hosted::{BuiltinCell, Hosted, LoadError, builtin, load_artifact, load_policies};
 pub use kinds::{Alerting, Failover, Kind, Replication};
 pub use policies::{Decided, Decider, Policies, PolicyFault};
+pub use settings::{Env, SettingError};
 pub use source::{Fallback, PolicySource, S3Location, SourceError};

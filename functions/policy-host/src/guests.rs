@@ -14,6 +14,7 @@ macro_rules! foreach_guest {
         $mac! {
             (failover_default, "failover-default", "kbha-policy-failover-default", Failover),
             (hostile, "hostile", "kbha-policy-hostile", Failover),
+            (replication_default, "replication-default", "kbha-policy-replication-default", Replication),
             (alert_default, "alert-default", "kbha-policy-alert-default", Alert),
         }
     };

@@ -454,3 +454,68 @@ mod alert_default {
         Ok(())
     }
 }
+
+mod replication_default {
+    use super::*;
+    use kbha_core::{ReplicationDecision, ReplicationInput};
+    use kbha_policy_host::ReplicationPolicy;
+
+    pub fn covered() {}
+
+    fn outcome(policy: &ReplicationPolicy, input: &ReplicationInput) -> Result<ReplicationDecision, PolicyRefusal> {
+        match policy.decide(input) {
+            Ok(eval) => Ok(eval.decision),
+            Err(PolicyError::Refused(r)) => Err(r),
+            Err(e) => panic!("policy fault: {e}"),
+        }
+    }
+
+    /// The same case files the policy crate runs natively.
+    fn cases() -> Result<Vec<(String, ReplicationInput, serde_json::Value)>> {
+        let dir = workspace().join("policies/replication-default/cases");
+        let mut cases = vec![];
+        for entry in std::fs::read_dir(&dir)? {
+            let d = entry?.path();
+            let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let input = serde_json::from_slice(&std::fs::read(d.join("input.json"))?).with_context(|| name.clone())?;
+            let expected = serde_json::from_slice(&std::fs::read(d.join("expected.json"))?).with_context(|| name.clone())?;
+            cases.push((name, input, expected));
+        }
+        anyhow::ensure!(cases.len() >= 2, "no golden cases found in `{}`", dir.display());
+        Ok(cases)
+    }
+
+    fn as_expected(outcome: Result<ReplicationDecision, PolicyRefusal>) -> serde_json::Value {
+        match outcome {
+            Ok(d) => serde_json::json!({ "decision": d }),
+            Err(r) => serde_json::json!({ "refused": r }),
+        }
+    }
+
+    #[test]
+    fn golden_cases_decide_as_natively() -> Result<()> {
+        let policy = engine().load_replication(&artifact("replication-default", "wasm"))?;
+        for (name, input, expected) in cases()? {
+            assert_eq!(as_expected(outcome(&policy, &input)), expected, "case `{name}`");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn precompiled_artifact_decides_the_same() -> Result<()> {
+        let wasm = artifact("replication-default", "wasm");
+        let digest = kbha_policy_host::digest(&wasm);
+        let pre = engine().load_replication_precompiled(&artifact("replication-default", "cwasm"), &digest)?;
+        let fresh = engine().load_replication(&wasm)?;
+        for (name, input, _) in cases()? {
+            assert_eq!(outcome(&pre, &input), outcome(&fresh, &input), "case `{name}`");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn loaded_as_another_world_is_wrong_world() {
+        let e = engine().load_failover(&artifact("replication-default", "wasm")).expect_err("not a failover policy");
+        assert!(matches!(e, PolicyError::WrongWorld { expected: "failover-policy", .. }), "{e}");
+    }
+}

@@ -9,6 +9,68 @@ use crate::types as w;
 
 kbha_core::wit_conversions!();
 
+/// Golden cases: a folder per case with `input.json` (the policy input in kbha-core's
+/// JSON format) and `expected.json` (the decision, or the refusal). The same files are
+/// run natively by the policy crate's tests and as a component by the host's tests.
+pub mod golden {
+    use std::fmt::Debug;
+    use std::path::Path;
+
+    use kbha_core::PolicyRefusal;
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Serialize};
+
+    /// What a case expects: a decision or a refusal.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Expected<D> {
+        /// The policy decides this.
+        Decision(D),
+        /// The policy refuses with this.
+        Refused(PolicyRefusal),
+    }
+
+    /// Runs every case in `dir` through `run` and compares with `expected.json`, or, with
+    /// `KBHA_BLESS=1`, rewrites `expected.json` (review the diff). Every name in
+    /// `required` must exist, so deleting a case the issue asked for fails. Panics with
+    /// the case name on the first difference; returns the case names.
+    pub fn check<I, D>(dir: &Path, required: &[&str], run: impl Fn(I) -> Expected<D>) -> Vec<String>
+    where
+        I: DeserializeOwned,
+        D: DeserializeOwned + Serialize + PartialEq + Debug,
+    {
+        let bless = std::env::var_os("KBHA_BLESS").is_some();
+        let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let mut names = Vec::new();
+        let mut dirs: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for case in dirs {
+            let name = case.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let input: I = serde_json::from_slice(&read(&case.join("input.json"))).unwrap_or_else(|e| panic!("case `{name}`: input.json: {e}"));
+            let got = run(input);
+            let expected_path = case.join("expected.json");
+            if bless {
+                let text = serde_json::to_string_pretty(&got).unwrap_or_default() + "\n";
+                std::fs::write(&expected_path, text).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+            } else {
+                let expected: Expected<D> =
+                    serde_json::from_slice(&read(&expected_path)).unwrap_or_else(|e| panic!("case `{name}`: expected.json: {e}"));
+                assert_eq!(got, expected, "case `{name}`");
+            }
+            names.push(name);
+        }
+        for r in required {
+            assert!(names.iter().any(|n| n == r), "missing golden case `{r}` in {}", dir.display());
+        }
+        assert!(names.len() >= 2, "no golden cases in {}", dir.display());
+        names
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kbha_core as core;

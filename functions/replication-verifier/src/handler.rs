@@ -1,0 +1,723 @@
+//! The replication verifier's handler: event -> normalise -> gather facts (S3 reads and
+//! one streaming pass over the backup) -> policy -> verification record (create-once) ->
+//! status for the failover RPO gate -> notice -> decision record.
+//!
+//! Exactly-once where it matters: the verification record is created with
+//! `If-None-Match: *`, so a redelivered event finds it and changes nothing; the record
+//! says whether its notice went out, so a retry after a crash between the record and the
+//! notice sends the notice then (at least once, never silently lost).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kbha_aws::{AwsError, ObjectHead, ObjectStore, Notifier, PutCondition};
+use kbha_core::backup_events::{BackupEvent, ObjectCreated, normalise_backup_event};
+use kbha_core::events::EventError;
+use kbha_core::time::format_timestamp;
+use kbha_core::{
+    Alert, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, ReplicationDecision, ReplicationInput, ReplicationStatus,
+    ReplicationSubject, Severity, SourceStatus, TimestampMs, Verdict,
+};
+use kbha_hosting::{Decided, Policies, Replication};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ManifestMode, SourceConfig, VerifierConfig};
+use crate::manifest::{MANIFEST_SUFFIX, Manifest, SIDECAR_SUFFIX, is_companion, parse_sidecar};
+use crate::stream::{Layout, ReadError, StreamFacts, scan};
+
+/// Why an invocation failed. [`VerifierError::retryable`] tells Lambda whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// The event is not one the verifier understands.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// Reading the backup failed part way (not a verdict on the backup).
+    #[error("s3://{bucket}/{key}: {source}; the event will be retried")]
+    Read {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// What failed.
+        #[source]
+        source: ReadError,
+    },
+    /// The object changed or was cut short while it was verified.
+    #[error("s3://{bucket}/{key} changed while it was verified ({problem}); the event will be retried")]
+    Changed {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// What differed.
+        problem: String,
+    },
+    /// A verification record in S3 cannot be parsed.
+    #[error("verification record s3://{bucket}/{key} is not valid: {message}; delete it to verify the backup again")]
+    CorruptRecord {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Parse error.
+        message: String,
+    },
+    /// A status object kept changing under concurrent writers.
+    #[error("status object s3://{bucket}/{key} changed {attempts} times in a row; the event will be retried")]
+    ConflictExhausted {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+impl VerifierError {
+    /// Whether Lambda (or SNS) should deliver the event again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            VerifierError::Event(_) | VerifierError::CorruptRecord { .. } => false,
+            VerifierError::Aws(e) => e.retryable(),
+            VerifierError::Read { .. } | VerifierError::Changed { .. } | VerifierError::ConflictExhausted { .. } => true,
+        }
+    }
+}
+
+/// What was done about one object or one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionTaken {
+    /// A verification record was written.
+    Recorded,
+    /// The object was verified before (same ETag); nothing new was written.
+    Duplicate,
+    /// Not a backup this function checks (no source owns it, a manifest or sidecar, gone).
+    Skipped,
+    /// Dead-man check of one source.
+    Checked,
+}
+
+/// Step durations, milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Durations {
+    /// S3 reads and the streaming pass.
+    pub gather_ms: f64,
+    /// Policy evaluation.
+    pub decide_ms: f64,
+    /// Record, status and notice writes.
+    pub act_ms: f64,
+}
+
+/// One JSON line per object or source in the log, and the invocation's response.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRecord {
+    /// Always `kbha.decision`.
+    pub record: &'static str,
+    /// Always `replication`.
+    pub function: &'static str,
+    /// Event id.
+    pub event_id: String,
+    /// Decision time.
+    pub now: String,
+    /// `s3://bucket/key` of the backup, or `source:<name>` for the dead-man check.
+    pub subject: String,
+    /// `sha256:<hex>` of the policy input JSON, so a decision can be replayed.
+    pub input_digest: Option<String>,
+    /// The policy's answer and who gave it.
+    pub policy: Option<Decided<ReplicationDecision>>,
+    /// The facts the policy was given, for backups.
+    pub facts: Option<BackupFacts>,
+    /// The verdict (the policy's, or the recorded one for duplicates).
+    pub verdict: Option<Verdict>,
+    /// What was done.
+    pub action: ActionTaken,
+    /// Why it was skipped.
+    pub skipped: Option<String>,
+    /// Key of the verification record in the state bucket.
+    pub record_key: Option<String>,
+    /// Regions whose status object moved forward.
+    pub status_updated: Vec<String>,
+    /// SNS message id of the notice, when one was sent.
+    pub notice_id: Option<String>,
+    /// Step durations.
+    pub durations: Durations,
+}
+
+/// The verification record kept in S3, one per backup object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationRecord {
+    /// Always `kbha.verification`.
+    pub kind: String,
+    /// Bucket of the backup.
+    pub bucket: String,
+    /// Key of the backup.
+    pub key: String,
+    /// ETag of the verified object: a new object under the same key is verified again.
+    pub etag: String,
+    /// Source name.
+    pub source: String,
+    /// Region of the source bucket.
+    pub region: String,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: String,
+    /// The facts the verdict rests on.
+    pub facts: BackupFacts,
+    /// Alerts the policy raised.
+    pub alerts: Vec<Alert>,
+    /// Event that caused the verification.
+    pub event_id: String,
+    /// When it was verified.
+    pub verified_at_ms: TimestampMs,
+    /// Source of the policy that decided (`hold` when none could).
+    pub decided_by: String,
+    /// Configured policy's source and digest.
+    pub policy_source: String,
+    /// Digest of the configured policy.
+    pub policy_digest: String,
+    /// Whether the notice for a non-ok verdict was published.
+    pub notified: bool,
+}
+
+/// The replication verifier, generic over its AWS dependencies.
+pub struct VerifierFunction<S, N> {
+    cfg: VerifierConfig,
+    store: S,
+    notifier: N,
+    policies: Policies<Replication>,
+}
+
+/// Writers racing on one status object get this many tries.
+const STATUS_ATTEMPTS: u32 = 5;
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
+    /// Wires configuration, AWS adapters and policies.
+    pub fn new(cfg: VerifierConfig, store: S, notifier: N, policies: Policies<Replication>) -> Self {
+        VerifierFunction { cfg, store, notifier, policies }
+    }
+
+    /// Handles one invocation. Every object is attempted; if any failed, the first
+    /// failure is returned after the others were handled (a retry finds their records
+    /// and changes nothing for them).
+    pub async fn handle(&self, event: &Value, now_ms: TimestampMs) -> Result<Vec<DecisionRecord>, VerifierError> {
+        let event = normalise_backup_event(event).inspect_err(|e| tracing::error!("{e}"))?;
+        let mut records = Vec::new();
+        let mut first_error = None;
+        match event {
+            BackupEvent::Objects { created, skipped } => {
+                for line in skipped {
+                    tracing::info!("skipped: {line}");
+                }
+                for object in created {
+                    match self.verify_object(&object, now_ms).await {
+                        Ok(rec) => records.push(rec),
+                        Err(e) => {
+                            tracing::error!(bucket = %object.bucket, key = %object.key, retryable = e.retryable(), "{e}");
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            BackupEvent::Schedule { event_id, .. } => {
+                for source in &self.cfg.sources {
+                    match self.dead_man(source, &event_id, now_ms).await {
+                        Ok(rec) => records.push(rec),
+                        Err(e) => {
+                            tracing::error!(source = %source.name, retryable = e.retryable(), "{e}");
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        for rec in &records {
+            // The decision record is the function's log line; stdout is what Lambda ships.
+            println!("{}", serde_json::to_string(rec).unwrap_or_default());
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(records),
+        }
+    }
+
+    fn record(&self, event_id: &str, now_ms: TimestampMs, subject: String, action: ActionTaken) -> DecisionRecord {
+        DecisionRecord {
+            record: "kbha.decision",
+            function: "replication",
+            event_id: event_id.to_owned(),
+            now: format_timestamp(now_ms),
+            subject,
+            input_digest: None,
+            policy: None,
+            facts: None,
+            verdict: None,
+            action,
+            skipped: None,
+            record_key: None,
+            status_updated: Vec::new(),
+            notice_id: None,
+            durations: Durations::default(),
+        }
+    }
+
+    /// Whether a key belongs to kbha's own records (when they share the backup bucket).
+    fn is_own(&self, bucket: &str, key: &str) -> bool {
+        bucket == self.cfg.state_bucket && (key.starts_with(&self.cfg.record_prefix) || key.starts_with(&self.cfg.status_prefix))
+    }
+
+    async fn verify_object(&self, o: &ObjectCreated, now_ms: TimestampMs) -> Result<DecisionRecord, VerifierError> {
+        let started = Instant::now();
+        let subject = format!("s3://{}/{}", o.bucket, o.key);
+        let mut rec = self.record(&o.event_id, now_ms, subject, ActionTaken::Skipped);
+        let skip = |mut rec: DecisionRecord, why: &str| {
+            rec.skipped = Some(why.to_owned());
+            Ok(rec)
+        };
+        if self.is_own(&o.bucket, &o.key) {
+            return skip(rec, "a kbha record, not a backup");
+        }
+        if is_companion(&o.key) {
+            return skip(rec, "a manifest or checksum sidecar; checked with its backup");
+        }
+        let Some(source) = self.cfg.source_of(&o.bucket, &o.key) else {
+            return skip(rec, "no configured source owns this bucket and prefix");
+        };
+        let Some(head) = self.store.head(&o.bucket, &o.key).await? else {
+            return skip(rec, "the object no longer exists");
+        };
+        let record_key = format!("{}{}/{}.json", self.cfg.record_prefix, o.bucket, o.key);
+        rec.record_key = Some(record_key.clone());
+        let existing = self.read_record(&record_key).await?;
+        if let Some((previous, etag)) = &existing
+            && previous.etag == head.etag
+        {
+            return self.duplicate(rec, previous.clone(), etag.clone()).await;
+        }
+
+        let facts = self.gather(source, o, &head).await?;
+        rec.durations.gather_ms = ms(started);
+
+        let decided_at = Instant::now();
+        let input = ReplicationInput {
+            now_ms,
+            event_id: o.event_id.clone(),
+            subject: ReplicationSubject::Backup(facts.clone()),
+            config: self.cfg.policy_config.clone(),
+        };
+        rec.input_digest = Some(input_digest(&input));
+        let decided = self.policies.decide(&input);
+        rec.durations.decide_ms = ms(decided_at);
+
+        let acted_at = Instant::now();
+        let verdict = decided.decision.verdict;
+        let mut vrec = VerificationRecord {
+            kind: "kbha.verification".into(),
+            bucket: o.bucket.clone(),
+            key: o.key.clone(),
+            etag: head.etag.clone(),
+            source: source.name.clone(),
+            region: source.region.clone(),
+            verdict,
+            reason: decided.decision.reason.clone(),
+            facts: facts.clone(),
+            alerts: decided.decision.alerts.clone(),
+            event_id: o.event_id.clone(),
+            verified_at_ms: now_ms,
+            decided_by: decided.decided_by.clone(),
+            policy_source: decided.policy_source.clone(),
+            policy_digest: decided.policy_digest.clone(),
+            notified: false,
+        };
+        let cond = match &existing {
+            Some((_, etag)) => PutCondition::IfMatch(etag.clone()),
+            None => PutCondition::IfNoneMatch,
+        };
+        let record_etag = match self.store.put(&self.cfg.state_bucket, &record_key, to_json(&vrec), cond).await {
+            Ok(etag) => etag,
+            Err(e) if e.is_conflict() => {
+                // Another invocation verified the same object first: its record stands.
+                if let Some((theirs, etag)) = self.read_record(&record_key).await?
+                    && theirs.etag == head.etag
+                {
+                    return self.duplicate(rec, theirs, etag).await;
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rec.action = ActionTaken::Recorded;
+        rec.verdict = Some(verdict);
+        rec.facts = Some(facts.clone());
+
+        if verdict != Verdict::Corrupt && decided.decided_by != "hold" {
+            let mut regions = vec![source.region.clone()];
+            if facts.cross_region_copy == CopyCheck::Present
+                && let Some(copy) = &source.copy
+            {
+                regions.push(copy.region.clone());
+            }
+            for region in regions {
+                if self.raise_status(&region, facts.created_at_ms, &o.key, &source.name).await? {
+                    rec.status_updated.push(region);
+                }
+            }
+        }
+        if verdict != Verdict::Ok || decided.fault_alert.is_some() {
+            rec.notice_id = Some(self.notify(&vrec, &decided.faults).await?);
+            vrec.notified = true;
+            if let Err(e) = self.store.put(&self.cfg.state_bucket, &record_key, to_json(&vrec), PutCondition::IfMatch(record_etag)).await {
+                // The notice is out; at worst a retry sends it once more.
+                tracing::warn!(record = %record_key, "could not mark the notice as sent: {e}");
+            }
+        }
+        rec.policy = Some(decided);
+        rec.durations.act_ms = ms(acted_at);
+        Ok(rec)
+    }
+
+    /// The object was verified before: send the notice if that run could not, nothing else.
+    async fn duplicate(&self, mut rec: DecisionRecord, mut previous: VerificationRecord, etag: String) -> Result<DecisionRecord, VerifierError> {
+        rec.action = ActionTaken::Duplicate;
+        rec.verdict = Some(previous.verdict);
+        if previous.verdict != Verdict::Ok && !previous.notified {
+            rec.notice_id = Some(self.notify(&previous, &[]).await?);
+            previous.notified = true;
+            let key = rec.record_key.clone().unwrap_or_default();
+            if let Err(e) = self.store.put(&self.cfg.state_bucket, &key, to_json(&previous), PutCondition::IfMatch(etag)).await {
+                tracing::warn!(record = %key, "could not mark the notice as sent: {e}");
+            }
+        }
+        Ok(rec)
+    }
+
+    async fn read_record(&self, key: &str) -> Result<Option<(VerificationRecord, String)>, VerifierError> {
+        let Some(obj) = self.store.get(&self.cfg.state_bucket, key).await? else {
+            return Ok(None);
+        };
+        let parsed = serde_json::from_slice(&obj.bytes).map_err(|e| VerifierError::CorruptRecord {
+            bucket: self.cfg.state_bucket.clone(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Some((parsed, obj.etag)))
+    }
+
+    /// Size, checksums, manifest, archive walk, previous backup and copy of one object.
+    async fn gather(&self, source: &SourceConfig, o: &ObjectCreated, head: &ObjectHead) -> Result<BackupFacts, VerifierError> {
+        let layout = Layout::of_key(&o.key);
+        let mut manifest_problem = None;
+        let manifest = match source.manifest {
+            ManifestMode::None => None,
+            mode => match self.store.get(&o.bucket, &format!("{}{MANIFEST_SUFFIX}", o.key)).await? {
+                Some(obj) => match Manifest::parse(&obj.bytes) {
+                    Ok(m) => Some(m),
+                    Err(problem) => {
+                        manifest_problem = Some(problem);
+                        None
+                    }
+                },
+                None if mode == ManifestMode::Required => {
+                    manifest_problem = Some(format!("manifest `{}{MANIFEST_SUFFIX}` is missing", o.key));
+                    None
+                }
+                None => None,
+            },
+        };
+        let sidecar = match self.store.get(&o.bucket, &format!("{}{SIDECAR_SUFFIX}", o.key)).await? {
+            Some(obj) => Some(parse_sidecar(&obj.bytes)),
+            None => None,
+        };
+        // Expected hashes, each with where it came from.
+        let mut expected: Vec<String> = Vec::new();
+        if let Some(h) = manifest.as_ref().and_then(|m| m.archive.as_ref()).and_then(|a| a.sha256.as_ref()) {
+            expected.push(h.to_ascii_lowercase());
+        }
+        match &sidecar {
+            Some(Ok(h)) => expected.push(h.clone()),
+            Some(Err(problem)) => manifest_problem = manifest_problem.or_else(|| Some(problem.clone())),
+            None => {}
+        }
+        if let Some(h) = &head.sha256_checksum {
+            expected.push(h.clone());
+        }
+        let hash_files = manifest.as_ref().is_some_and(|m| !m.files.is_empty());
+        let must_stream = layout != Layout::Opaque || head.sha256_checksum.is_none() || hash_files;
+        let streamed = if must_stream { Some(self.stream(o, head, layout, hash_files).await?) } else { None };
+
+        let actual = streamed.as_ref().map(|s| s.sha256.clone()).or_else(|| head.sha256_checksum.clone()).unwrap_or_default();
+        let checksum = match expected.iter().find(|e| **e != actual) {
+            Some(e) => ChecksumCheck::Mismatched { expected: e.clone(), actual },
+            None if expected.is_empty() => ChecksumCheck::Unverified { sha256: actual },
+            None => ChecksumCheck::Matched { sha256: actual },
+        };
+        let archive = streamed.as_ref().map_or(kbha_core::ArchiveCheck::NotArchive, |s| s.archive.clone());
+        let manifest_check = match (&manifest, manifest_problem) {
+            (_, Some(problem)) => ManifestCheck::Invalid { problems: vec![problem] },
+            (None, None) => ManifestCheck::Absent,
+            (Some(m), None) => {
+                let files = streamed.as_ref().map(|s| s.files.clone()).unwrap_or_default();
+                let mut check = if m.files.is_empty() { ManifestCheck::Valid { files: 0 } } else { m.check(&files) };
+                if let Some(size) = m.archive.as_ref().and_then(|a| a.size)
+                    && size != head.size
+                {
+                    let problem = format!("the archive has {} bytes, manifest says {size}", head.size);
+                    check = match check {
+                        ManifestCheck::Invalid { mut problems } => {
+                            problems.insert(0, problem);
+                            ManifestCheck::Invalid { problems }
+                        }
+                        _ => ManifestCheck::Invalid { problems: vec![problem] },
+                    };
+                }
+                check
+            }
+        };
+        let created_at_ms = match manifest.as_ref().map(Manifest::created_at_ms) {
+            Some(Ok(Some(at))) => at,
+            _ => head.last_modified_ms,
+        };
+        let previous = self.previous_backup(source, &o.key, head).await?;
+        let cross_region_copy = self.copy_check(source, &o.key, head).await?;
+        Ok(BackupFacts {
+            bucket: o.bucket.clone(),
+            key: o.key.clone(),
+            source: source.name.clone(),
+            size_bytes: head.size,
+            created_at_ms,
+            previous_size_bytes: previous.as_ref().map(|p| p.size),
+            previous_created_at_ms: previous.map(|p| p.last_modified_ms),
+            checksum,
+            archive,
+            manifest: manifest_check,
+            cross_region_copy,
+        })
+    }
+
+    /// One pass over the object on a blocking thread, fed from the S3 body as it arrives.
+    async fn stream(&self, o: &ObjectCreated, head: &ObjectHead, layout: Layout, hash_files: bool) -> Result<StreamFacts, VerifierError> {
+        let changed = |problem: String| VerifierError::Changed { bucket: o.bucket.clone(), key: o.key.clone(), problem };
+        let Some(body) = self.store.open(&o.bucket, &o.key).await? else {
+            return Err(changed("it was deleted".into()));
+        };
+        if body.etag != head.etag {
+            return Err(changed(format!("ETag {} became {}", head.etag, body.etag)));
+        }
+        let reader = tokio_util::io::SyncIoBridge::new(body.reader);
+        let facts = tokio::task::spawn_blocking(move || scan(reader, layout, hash_files))
+            .await
+            .map_err(|e| changed(format!("the verifying thread failed: {e}")))?
+            .map_err(|source| VerifierError::Read { bucket: o.bucket.clone(), key: o.key.clone(), source })?;
+        if facts.bytes != head.size {
+            return Err(changed(format!("read {} bytes of {}", facts.bytes, head.size)));
+        }
+        Ok(facts)
+    }
+
+    /// The newest other backup of the source that is not newer than this one.
+    async fn previous_backup(&self, source: &SourceConfig, key: &str, head: &ObjectHead) -> Result<Option<kbha_aws::ObjectSummary>, VerifierError> {
+        let listing = self.store.list(&source.bucket, &source.prefix).await?;
+        Ok(listing
+            .into_iter()
+            .filter(|s| s.key != key && !is_companion(&s.key) && !self.is_own(&source.bucket, &s.key))
+            .filter(|s| self.cfg.source_of(&source.bucket, &s.key).is_some_and(|owner| owner.name == source.name))
+            .filter(|s| (s.last_modified_ms, s.key.as_str()) < (head.last_modified_ms, key))
+            .max_by(|a, b| (a.last_modified_ms, &a.key).cmp(&(b.last_modified_ms, &b.key))))
+    }
+
+    async fn copy_check(&self, source: &SourceConfig, key: &str, head: &ObjectHead) -> Result<CopyCheck, VerifierError> {
+        let Some((bucket, copy_key)) = source.copy_key(key) else {
+            return Ok(CopyCheck::NotConfigured);
+        };
+        Ok(match self.store.head(&bucket, &copy_key).await? {
+            None => CopyCheck::Missing,
+            Some(copy) => {
+                let same_hash = match (&copy.sha256_checksum, &head.sha256_checksum) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                };
+                if copy.size == head.size && same_hash { CopyCheck::Present } else { CopyCheck::Missing }
+            }
+        })
+    }
+
+    /// Moves a region's status forward to `at_ms` (never back), as a compare-and-swap.
+    async fn raise_status(&self, region: &str, at_ms: TimestampMs, key: &str, source: &str) -> Result<bool, VerifierError> {
+        let status_key = format!("{}{region}.json", self.cfg.status_prefix);
+        for _ in 0..STATUS_ATTEMPTS {
+            let current = self.store.get(&self.cfg.state_bucket, &status_key).await?;
+            let cond = match &current {
+                None => PutCondition::IfNoneMatch,
+                Some(obj) => {
+                    // An unreadable status is derived data: it is replaced.
+                    if let Ok(status) = serde_json::from_slice::<ReplicationStatus>(&obj.bytes)
+                        && status.newest_verified_backup_at_ms >= at_ms
+                    {
+                        return Ok(false);
+                    }
+                    PutCondition::IfMatch(obj.etag.clone())
+                }
+            };
+            let status = ReplicationStatus {
+                region: region.to_owned(),
+                newest_verified_backup_at_ms: at_ms,
+                key: Some(key.to_owned()),
+                source: Some(source.to_owned()),
+            };
+            match self.store.put(&self.cfg.state_bucket, &status_key, to_json(&status), cond).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VerifierError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key: status_key, attempts: STATUS_ATTEMPTS })
+    }
+
+    /// The dead-man check of one source: its newest backup against the RPO.
+    async fn dead_man(&self, source: &SourceConfig, event_id: &str, now_ms: TimestampMs) -> Result<DecisionRecord, VerifierError> {
+        let started = Instant::now();
+        let mut rec = self.record(event_id, now_ms, format!("source:{}", source.name), ActionTaken::Checked);
+        let listing = self.store.list(&source.bucket, &source.prefix).await?;
+        let newest = listing
+            .into_iter()
+            .filter(|s| !is_companion(&s.key) && !self.is_own(&source.bucket, &s.key))
+            .filter(|s| self.cfg.source_of(&source.bucket, &s.key).is_some_and(|owner| owner.name == source.name))
+            .max_by(|a, b| (a.last_modified_ms, &a.key).cmp(&(b.last_modified_ms, &b.key)));
+        rec.durations.gather_ms = ms(started);
+        let status = SourceStatus {
+            source: source.name.clone(),
+            newest_key: newest.as_ref().map(|n| n.key.clone()),
+            newest_at_ms: newest.map(|n| n.last_modified_ms),
+        };
+        let decided_at = Instant::now();
+        let input = ReplicationInput {
+            now_ms,
+            event_id: event_id.to_owned(),
+            subject: ReplicationSubject::DeadMan(status.clone()),
+            config: self.cfg.policy_config.clone(),
+        };
+        rec.input_digest = Some(input_digest(&input));
+        let decided = self.policies.decide(&input);
+        rec.durations.decide_ms = ms(decided_at);
+        rec.verdict = Some(decided.decision.verdict);
+        let acted_at = Instant::now();
+        if decided.decision.verdict != Verdict::Ok {
+            let notice = notice_json(
+                &source.name,
+                &source.region,
+                None,
+                &decided.decision,
+                event_id,
+                now_ms,
+                (&decided.decided_by, &decided.policy_source, &decided.policy_digest),
+                &decided.faults,
+            );
+            let summary = format!("no fresh backup of `{}`", source.name);
+            rec.notice_id = Some(self.publish(decided.decision.verdict, &source.region, &summary, &notice).await?);
+        }
+        rec.policy = Some(decided);
+        rec.durations.act_ms = ms(acted_at);
+        Ok(rec)
+    }
+
+    async fn notify(&self, v: &VerificationRecord, faults: &[kbha_hosting::PolicyFault]) -> Result<String, VerifierError> {
+        let decision = ReplicationDecision { verdict: v.verdict, reason: v.reason.clone(), alerts: v.alerts.clone() };
+        let notice = notice_json(
+            &v.source,
+            &v.region,
+            Some(v),
+            &decision,
+            &v.event_id,
+            v.verified_at_ms,
+            (&v.decided_by, &v.policy_source, &v.policy_digest),
+            faults,
+        );
+        let summary = format!("{} {}", v.source, v.key);
+        self.publish(v.verdict, &v.region, &summary, &notice).await
+    }
+
+    async fn publish(&self, verdict: Verdict, region: &str, what: &str, notice: &Value) -> Result<String, VerifierError> {
+        let severity = severity_of(verdict);
+        let name = verdict_name(verdict);
+        let subject = format!("[kbha {}] backup {name}: {what}", severity.as_str());
+        let attributes = BTreeMap::from([
+            ("severity".to_owned(), severity.as_str().to_owned()),
+            ("source".to_owned(), "kbha.replication".to_owned()),
+            ("region".to_owned(), region.to_owned()),
+            ("kind".to_owned(), name.to_owned()),
+        ]);
+        Ok(self.notifier.publish(&self.cfg.notify_topic_arn, &subject, &notice.to_string(), &attributes).await?)
+    }
+}
+
+fn severity_of(v: Verdict) -> Severity {
+    match v {
+        Verdict::Ok => Severity::Info,
+        Verdict::Warning => Severity::Warning,
+        Verdict::Breach | Verdict::Corrupt => Severity::Critical,
+    }
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Ok => "ok",
+        Verdict::Warning => "warning",
+        Verdict::Breach => "breach",
+        Verdict::Corrupt => "corrupt",
+    }
+}
+
+/// The notice body: the same envelope as the failover function's (`kind: kbha.notice`).
+#[allow(clippy::too_many_arguments)]
+fn notice_json(
+    source: &str,
+    region: &str,
+    v: Option<&VerificationRecord>,
+    decision: &ReplicationDecision,
+    event_id: &str,
+    at_ms: TimestampMs,
+    (decided_by, policy_source, policy_digest): (&str, &str, &str),
+    faults: &[kbha_hosting::PolicyFault],
+) -> Value {
+    let severity = severity_of(decision.verdict);
+    serde_json::json!({
+        "kind": "kbha.notice",
+        "function": "replication",
+        "type": verdict_name(decision.verdict),
+        "severity": severity,
+        "summary": decision.alerts.first().map_or_else(|| decision.reason.clone(), |a| a.summary.clone()),
+        "reason": decision.reason,
+        "source": source,
+        "region": region,
+        "bucket": v.map(|v| v.bucket.as_str()),
+        "key": v.map(|v| v.key.as_str()),
+        "facts": v.map(|v| &v.facts),
+        "event_id": event_id,
+        "at": format_timestamp(at_ms),
+        "decided_by": decided_by,
+        "policy_source": policy_source,
+        "policy_digest": policy_digest,
+        "policy_faults": faults,
+        "alerts": decision.alerts,
+    })
+}
+
+fn input_digest(input: &ReplicationInput) -> String {
+    let json = serde_json::to_vec(input).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap_or_default()
+}

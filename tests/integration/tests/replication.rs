@@ -1,0 +1,181 @@
+//! The replication verifier against the emulator: each test drives the real handler with
+//! real-shaped S3 events and reads the outcome back through S3 (verification records,
+//! status objects) and SQS (notices delivered through SNS).
+
+use anyhow::Result;
+use kbha_core::{ArchiveCheck, ChecksumCheck, CopyCheck, ManifestCheck, Verdict};
+use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, s3_event, schedule, tar_gz};
+use kbha_replication_verifier::ActionTaken;
+
+const HOUR: i64 = 3_600_000;
+
+fn files() -> Vec<(&'static str, &'static [u8])> {
+    vec![("chroma.sqlite3", &b"SQLite format 3\0 rows and rows"[..]), ("index/segment-0001.bin", &[7u8; 4096][..])]
+}
+
+#[tokio::test]
+async fn a_good_backup_is_ok_its_record_written_and_both_regions_status_raised() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let key = "chromadb/2026/11/26/chroma-10-00.tar.gz";
+    let taken_at = kbha_integration::t0();
+    let up = w.put_backup(key, &files(), taken_at).await?;
+    w.emu.put_bytes(REPLICA, key, w.emu.s3().await.get_object().bucket(BACKUPS).key(key).send().await?.body.collect().await?.to_vec()).await?;
+    let v = w.verifier(&[]).await?;
+    let now = up.last_modified_ms + 60_000;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), now).await?;
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].action, records[0].verdict), (ActionTaken::Recorded, Some(Verdict::Ok)), "{:?}", records[0].policy);
+
+    let rec = w.record(BACKUPS, key).await?.expect("record written");
+    assert_eq!(rec.verdict, Verdict::Ok);
+    assert_eq!(rec.etag, format!("\"{}\"", up.etag));
+    assert_eq!(rec.facts.archive, ArchiveCheck::Valid { entries: 2 });
+    assert_eq!(rec.facts.manifest, ManifestCheck::Valid { files: 2 });
+    assert!(matches!(rec.facts.checksum, ChecksumCheck::Matched { .. }), "{:?}", rec.facts.checksum);
+    assert_eq!(rec.facts.cross_region_copy, CopyCheck::Present);
+    assert_eq!(rec.facts.created_at_ms, taken_at, "age counts from the manifest's created_at");
+    for region in ["us-east-1", "us-west-2"] {
+        let status = w.status(region).await?.expect("status written");
+        assert_eq!(status.newest_verified_backup_at_ms, taken_at, "{region}");
+    }
+    assert!(w.notices(1, 1).await?.is_empty(), "an ok verdict sends no notice");
+    Ok(())
+}
+
+#[tokio::test]
+async fn damaged_backups_are_corrupt_each_with_a_critical_notice() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let good = tar_gz(&files())?;
+    // Bytes flipped in the middle of the deflate stream.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x5a;
+    let flipped = w.put("kbha-backups-us-east-1", "redis/flipped.tar.gz", flipped).await?;
+    // Cut short.
+    let truncated = w.put(BACKUPS, "redis/truncated.tar.gz", good[..good.len() - 40].to_vec()).await?;
+    // Empty.
+    let empty = w.put(BACKUPS, "redis/empty.tar.gz", Vec::new()).await?;
+    // Intact, but its sidecar says otherwise.
+    w.emu.put_bytes(BACKUPS, "redis/mismatch.tar.gz.sha256", format!("{}  mismatch.tar.gz\n", "0".repeat(64)).into_bytes()).await?;
+    let mismatch = w.put(BACKUPS, "redis/mismatch.tar.gz", good).await?;
+
+    let v = w.verifier(&[]).await?;
+    let now = mismatch.last_modified_ms + 60_000;
+    // Several records in one invocation.
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&flipped, &truncated, &empty, &mismatch]), now).await?;
+    assert_eq!(records.len(), 4);
+    for (up, what) in [(&flipped, "archive"), (&truncated, "archive"), (&empty, "empty"), (&mismatch, "SHA-256")] {
+        let rec = w.record(BACKUPS, &up.key).await?.expect("record");
+        assert_eq!(rec.verdict, Verdict::Corrupt, "{}: {}", up.key, rec.reason);
+        assert!(rec.reason.contains(what), "{}: {}", up.key, rec.reason);
+        assert!(rec.notified, "{}", up.key);
+    }
+    let mismatch_rec = w.record(BACKUPS, "redis/mismatch.tar.gz").await?.expect("record");
+    assert!(matches!(mismatch_rec.facts.checksum, ChecksumCheck::Mismatched { ref expected, .. } if expected == &"0".repeat(64)));
+    assert_eq!(mismatch_rec.facts.archive, ArchiveCheck::Valid { entries: 2 }, "the archive itself is intact");
+
+    let notices = w.notices(5, 5).await?;
+    assert_eq!(notices.len(), 4, "one notice per corrupt backup");
+    for (body, attrs, subject) in &notices {
+        assert_eq!(body["kind"], "kbha.notice");
+        assert_eq!(body["function"], "replication");
+        assert_eq!(attrs["severity"], "critical");
+        assert_eq!(attrs["source"], "kbha.replication");
+        assert_eq!(attrs["kind"], "corrupt");
+        assert!(subject.starts_with("[kbha critical] backup corrupt: redis"), "{subject}");
+    }
+    assert!(w.status("us-east-1").await?.is_none(), "corrupt backups never count as verified");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backup_older_than_the_rpo_is_a_breach() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let taken_at = kbha_integration::t0();
+    let up = w.put_backup("chromadb/late.tar.gz", &files(), taken_at).await?;
+    let v = w.verifier(&[]).await?;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), taken_at + HOUR + 5 * 60_000).await?;
+    assert_eq!(records[0].verdict, Some(Verdict::Breach));
+    let rec = w.record(BACKUPS, &up.key).await?.expect("record");
+    assert!(rec.reason.contains("past the RPO"), "{}", rec.reason);
+    let notices = w.notices(2, 3).await?;
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].1["kind"], "breach");
+    // Intact, so it still counts for the RPO gate (at its real, old, time).
+    assert_eq!(w.status("us-east-1").await?.map(|s| s.newest_verified_backup_at_ms), Some(taken_at));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_dead_man_check_breaches_when_no_backup_is_within_the_rpo() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let up = w.put_backup("chromadb/only.tar.gz", &files(), kbha_integration::t0()).await?;
+    let v = w.verifier(&[]).await?;
+
+    // Just after the backup: chromadb fine, redis has never had one.
+    let records = v.handle(&schedule(up.last_modified_ms + 10 * 60_000, "tick-1"), up.last_modified_ms + 10 * 60_000).await?;
+    let verdicts: Vec<_> = records.iter().map(|r| (r.subject.as_str(), r.verdict)).collect();
+    assert_eq!(verdicts, vec![("source:chromadb", Some(Verdict::Ok)), ("source:redis", Some(Verdict::Breach))]);
+    let notices = w.notices(2, 3).await?;
+    assert_eq!(notices.len(), 1);
+    assert!(notices[0].0["reason"].as_str().unwrap_or_default().contains("no backup found"), "{}", notices[0].0);
+
+    // Two hours on, nothing new arrived: chromadb breaches too.
+    let later = up.last_modified_ms + 2 * HOUR;
+    let records = v.handle(&schedule(later, "tick-2"), later).await?;
+    assert!(records.iter().all(|r| r.verdict == Some(Verdict::Breach)), "{records:?}");
+    let notices = w.notices(3, 3).await?;
+    assert_eq!(notices.len(), 2);
+    assert!(notices.iter().any(|(b, ..)| b["reason"].as_str().unwrap_or_default().contains("chromadb/only.tar.gz")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_event_twice_gives_one_record_and_one_notice() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let up = w.put(BACKUPS, "redis/empty-twice.tar.gz", Vec::new()).await?;
+    let v = w.verifier(&[]).await?;
+    let event = s3_event(S3Shape::Sns, &[&up]);
+    let first = v.handle(&event, up.last_modified_ms + 1000).await?;
+    let before = w.record(BACKUPS, &up.key).await?.expect("record");
+    let second = v.handle(&event, up.last_modified_ms + 9000).await?;
+    assert_eq!(first[0].action, ActionTaken::Recorded);
+    assert_eq!(second[0].action, ActionTaken::Duplicate);
+    assert_eq!(second[0].verdict, Some(Verdict::Corrupt));
+    assert_eq!(w.record(BACKUPS, &up.key).await?, Some(before), "the record is unchanged");
+    assert_eq!(w.notices(3, 3).await?.len(), 1, "exactly one notice");
+    Ok(())
+}
+
+#[tokio::test]
+async fn url_encoded_keys_with_spaces_and_non_ascii_characters_are_found() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let v = w.verifier(&[]).await?;
+    for (shape, key) in [
+        (S3Shape::Direct, "chromadb/2026/11/26/chroma backup 10:00.tar.gz"),
+        (S3Shape::Sns, "chromadb/2026/11/26/sauvegarde région+été 11:00.tar.gz"),
+        (S3Shape::EventBridge, "chromadb/2026/11/26/バックアップ 12:00 (1).tar.gz"),
+    ] {
+        let up = w.put_backup(key, &files(), kbha_integration::t0()).await?;
+        let records = v.handle(&s3_event(shape, &[&up]), up.last_modified_ms + 1000).await?;
+        assert_eq!(records[0].action, ActionTaken::Recorded, "{shape:?} {key}: {:?}", records[0].skipped);
+        assert_eq!(records[0].subject, format!("s3://{BACKUPS}/{key}"));
+        let rec = w.record(BACKUPS, key).await?.expect("record under the decoded key");
+        assert_eq!(rec.key, key);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn manifests_and_keys_no_source_owns_are_skipped() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let up = w.put_backup("chromadb/with-manifest.tar.gz", &files(), kbha_integration::t0()).await?;
+    let manifest = w.head(BACKUPS, "chromadb/with-manifest.tar.gz.manifest.json").await?;
+    let stray = w.put(BACKUPS, "elsewhere/file.bin", b"x".to_vec()).await?;
+    let v = w.verifier(&[]).await?;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&manifest, &stray, &up]), up.last_modified_ms + 1000).await?;
+    let actions: Vec<_> = records.iter().map(|r| r.action).collect();
+    assert_eq!(actions, vec![ActionTaken::Skipped, ActionTaken::Skipped, ActionTaken::Recorded]);
+    assert!(w.record(BACKUPS, "elsewhere/file.bin").await?.is_none());
+    Ok(())
+}
