@@ -7,6 +7,7 @@
 //! cargo kbha policy check target/policies/failover-default.wasm
 //! cargo kbha policy eval target/policies/failover-default.wasm --input case.json
 //! cargo kbha replay failover --event samples/events/cloudwatch-alarm-sns.json   # KBHA_* + AWS_ENDPOINT_URL
+//! cargo kbha replay replication --event samples/events/s3-object-created.json
 //! cargo kbha replay alerting --event samples/events/kbha-notice-sns.json
 //! cargo kbha demo                              # region-failure drill against the local emulator
 //! ```
@@ -44,6 +45,8 @@ enum Command {
 enum ReplayCommand {
     /// The failover function.
     Failover(replay::ReplayArgs),
+    /// The replication verifier.
+    Replication(replay::ReplayArgs),
     /// The alert router.
     Alerting(replay::ReplayArgs),
 }
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Replay(ReplayCommand::Failover(args)) => block_on(replay::failover(&args)),
+        Command::Replay(ReplayCommand::Replication(args)) => block_on(replay::replication(&args)),
         Command::Replay(ReplayCommand::Alerting(args)) => block_on(replay::alerting(&args)),
         Command::Demo => block_on(demo::run()),
     };

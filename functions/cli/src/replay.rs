@@ -1,4 +1,4 @@
-//! `kbha replay failover|alerting --event <file>`: runs a function's handler once,
+//! `kbha replay failover|replication|alerting --event <file>`: runs a function's handler once,
 //! locally, with the same `KBHA_*` configuration variables the Lambda reads, against
 //! whatever endpoint `AWS_ENDPOINT_URL` names (the local emulator, or real AWS).
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_failover::{FailoverConfig, FailoverFunction};
-use kbha_hosting::{Alerting, Failover, load_policies};
+use kbha_hosting::{Alerting, Failover, Replication, load_policies};
 
 /// Arguments of `kbha replay failover` and `kbha replay alerting`.
 #[derive(Debug, clap::Args)]
@@ -63,6 +63,27 @@ pub async fn alerting(args: &ReplayArgs) -> Result<()> {
         anyhow::anyhow!("{e} ({class})")
     })?;
     eprintln!("{} alert(s); outcomes: {:?}", records.len(), records.iter().map(|r| r.outcome).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Runs the replication verifier on one event (S3 ObjectCreated direct, in SNS or via
+/// EventBridge, or a schedule for the dead-man check); decision records go to stdout.
+pub async fn replication(args: &ReplayArgs) -> Result<()> {
+    let (event, now) = event_and_now(args)?;
+    let cfg = kbha_replication_verifier::VerifierConfig::from_env()?;
+    let conf = load_sdk_config(&AwsSettings::default()).await;
+    let store = S3Store::from_conf(&conf);
+    let policies = load_policies::<Replication, _>(&cfg.policy, cfg.fallback, &store).await?;
+    let function = kbha_replication_verifier::VerifierFunction::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
+    let records = function.handle(&event, now).await.map_err(|e| {
+        let class = if e.retryable() { "retryable" } else { "not retryable" };
+        anyhow::anyhow!("{e} ({class})")
+    })?;
+    eprintln!(
+        "{} decision(s); verdicts: {:?}",
+        records.len(),
+        records.iter().map(|r| (r.action, r.verdict)).collect::<Vec<_>>()
+    );
     Ok(())
 }
 

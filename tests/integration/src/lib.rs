@@ -1,6 +1,8 @@
 //! Shared set-up for the integration tests: real-shaped AWS events built from the
 //! fixtures in `samples/events/`, and a failover function wired to a fresh emulator.
 
+pub mod replication;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
