@@ -306,3 +306,28 @@ async fn a_kbha_notice_is_routed_by_its_severity() -> Result<()> {
     assert_eq!(got[0].subject.as_deref(), Some("[kbha warning] traffic shifted: primary=0, secondary=100"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_policy_that_refuses_never_drops_the_alert_and_its_fault_pages_once() -> Result<()> {
+    let w = AlertWorld::start().await?;
+    // The built-in policy refuses a malformed `routes` value: a policy fault, so the hold
+    // answer delivers the alert as critical, and a fault alert names the policy.
+    let r = w.router(&[("KBHA_POLICY_CONFIG", r#"{"routes":"[{\"severity\":\"loud\"}]"}"#)]).await?;
+    let ev = alarm("kbha-redis-memory-high", "us-east-1", "ALARM", "severity=info", t0(), "m-1")?;
+    let recs = r.handle(&ev, t0()).await?;
+    assert_eq!(outcomes(&recs), [Outcome::Delivered]);
+    assert_eq!(recs[0].policy.decided_by, "hold");
+    assert_eq!(recs[0].policy.faults[0].kind, "refused", "{:?}", recs[0].policy.faults);
+    assert_eq!(recs[0].fault_notice, Some(Outcome::Delivered));
+    let got = w.deliveries("critical", 3, 3).await?;
+    assert_eq!(got.len(), 2, "the alert and the fault notice");
+    let subjects: Vec<_> = got.iter().filter_map(|g| g.subject.clone()).collect();
+    assert!(subjects.iter().any(|s| s.contains("ALARM: kbha-redis-memory-high")), "{subjects:?}");
+    assert!(subjects.iter().any(|s| s.contains("alert policy builtin faulted (refused)")), "{subjects:?}");
+    // Another alert: delivered; the fault notice is not repeated within the interval.
+    let other = alarm("kbha-api-primary-unhealthy", "us-east-1", "ALARM", "", t0(), "m-2")?;
+    let recs = r.handle(&other, t0() + SEC).await?;
+    assert_eq!((recs[0].outcome, recs[0].fault_notice), (Outcome::Delivered, Some(Outcome::Duplicate)));
+    assert_eq!(w.deliveries("critical", 2, 3).await?.len(), 1);
+    Ok(())
+}
