@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use kbha_aws::{AwsError, Notifier, ObjectStore, PutCondition};
 use kbha_core::time::format_timestamp;
-use kbha_core::{AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs};
+use kbha_core::{
+    AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression,
+    TimestampMs,
+};
 use kbha_hosting::{Alerting, Decided, Policies};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -47,13 +50,17 @@ pub enum RouterError {
         source: AwsError,
     },
     /// Another invocation is delivering another transition of the same alert.
-    #[error("alert `{dedup_key}` is being delivered by another invocation; the message will be retried")]
+    #[error(
+        "alert `{dedup_key}` is being delivered by another invocation; the message will be retried"
+    )]
     Busy {
         /// The alert's dedup key.
         dedup_key: String,
     },
     /// The state object kept changing under us.
-    #[error("state object s3://{bucket}/{key} changed between read and write {attempts} times in a row; the message will be retried")]
+    #[error(
+        "state object s3://{bucket}/{key} changed between read and write {attempts} times in a row; the message will be retried"
+    )]
     ConflictExhausted {
         /// Bucket.
         bucket: String,
@@ -223,7 +230,13 @@ struct Acted {
 impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     /// Wires configuration, AWS adapters and policies.
     pub fn new(cfg: RouterConfig, store: S, notifier: N, policies: Policies<Alerting>) -> Self {
-        AlertRouter { cfg, store, notifier, policies, cache: Mutex::new(HashMap::new()) }
+        AlertRouter {
+            cfg,
+            store,
+            notifier,
+            policies,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The configuration in use.
@@ -232,7 +245,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     }
 
     /// Handles one invocation at time `now_ms`: every alert in the event, in order.
-    pub async fn handle(&self, event: &Value, now_ms: TimestampMs) -> Result<Vec<DecisionRecord>, RouterError> {
+    pub async fn handle(
+        &self,
+        event: &Value,
+        now_ms: TimestampMs,
+    ) -> Result<Vec<DecisionRecord>, RouterError> {
         let mut records = Vec::new();
         for message in normalise_event(event, now_ms) {
             records.push(self.route(message, now_ms).await?);
@@ -240,7 +257,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
         Ok(records)
     }
 
-    async fn route(&self, m: IncomingMessage, now_ms: TimestampMs) -> Result<DecisionRecord, RouterError> {
+    async fn route(
+        &self,
+        m: IncomingMessage,
+        now_ms: TimestampMs,
+    ) -> Result<DecisionRecord, RouterError> {
         let t_gather = Instant::now();
         let firing = self.firing_entries().await?;
         let gather_ms = ms(t_gather);
@@ -283,7 +304,10 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             )
             .await?;
         let fault_notice = match &decided.fault_alert {
-            Some(fault) => Some(self.announce_fault(&m.event_id, fault, &decided, now_ms).await?),
+            Some(fault) => Some(
+                self.announce_fault(&m.event_id, fault, &decided, now_ms)
+                    .await?,
+            ),
             None => None,
         };
         let rec = DecisionRecord {
@@ -299,7 +323,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                 summary: m.alert.summary.clone(),
             },
             input_digest,
-            suppression: if acted.outcome == Outcome::Suppressed { decision.suppress.clone() } else { None },
+            suppression: if acted.outcome == Outcome::Suppressed {
+                decision.suppress.clone()
+            } else {
+                None
+            },
             state_key: self.entry_key(&decision.dedup_key),
             policy: decided.clone(),
             outcome: acted.outcome,
@@ -307,7 +335,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             unknown_destinations: unknown,
             attempts: acted.attempts,
             fault_notice,
-            durations: Durations { gather_ms, decide_ms, act_ms: ms(t_act) },
+            durations: Durations {
+                gather_ms,
+                decide_ms,
+                act_ms: ms(t_act),
+            },
         };
         log_record(&rec);
         Ok(rec)
@@ -391,7 +423,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
         for attempt in 1..=STATE_WRITE_ATTEMPTS {
             let (prev, etag) = self.load_entry(&key).await?;
             match dedup::plan(prev.as_ref(), r.alert, r.decision, r.event_id, timing) {
-                Plan::Busy => return Err(RouterError::Busy { dedup_key: r.decision.dedup_key.clone() }),
+                Plan::Busy => {
+                    return Err(RouterError::Busy {
+                        dedup_key: r.decision.dedup_key.clone(),
+                    });
+                }
                 Plan::Skip { why, entry } => {
                     if let Some(e) = entry {
                         match self.put_entry(&key, &e, etag).await {
@@ -403,7 +439,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                     if why == Skip::Suppressed {
                         tracing::info!(dedup_key = %r.decision.dedup_key, suppression = ?r.decision.suppress, "suppressed: {}", r.decision.reason);
                     }
-                    return Ok(Acted { outcome: why.into(), deliveries: vec![], attempts: attempt });
+                    return Ok(Acted {
+                        outcome: why.into(),
+                        deliveries: vec![],
+                        attempts: attempt,
+                    });
                 }
                 Plan::Deliver { kind, entry } => {
                     let claim_etag = match self.put_entry(&key, &entry, etag).await {
@@ -411,8 +451,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                         Err(e) if e.is_conflict() => continue,
                         Err(e) => return Err(e.into()),
                     };
-                    let (token, mut reached) =
-                        entry.claim.as_ref().map(|c| (c.token.clone(), c.delivered_to.clone())).unwrap_or_default();
+                    let (token, mut reached) = entry
+                        .claim
+                        .as_ref()
+                        .map(|c| (c.token.clone(), c.delivered_to.clone()))
+                        .unwrap_or_default();
                     let mut deliveries = Vec::new();
                     for (destination, topic_arn) in &r.topics {
                         if reached.contains(destination) {
@@ -421,10 +464,17 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                         match self.publish(&r, kind, &entry, topic_arn).await {
                             Ok(message_id) => {
                                 reached.push(destination.clone());
-                                deliveries.push(Delivery { destination: destination.clone(), topic_arn: topic_arn.clone(), message_id });
+                                deliveries.push(Delivery {
+                                    destination: destination.clone(),
+                                    topic_arn: topic_arn.clone(),
+                                    message_id,
+                                });
                             }
                             Err(source) => {
-                                self.settle(&key, Some(claim_etag), |e| dedup::release(e, &token, &reached)).await;
+                                self.settle(&key, Some(claim_etag), |e| {
+                                    dedup::release(e, &token, &reached)
+                                })
+                                .await;
                                 return Err(RouterError::Delivery {
                                     dedup_key: r.decision.dedup_key.clone(),
                                     destination: destination.clone(),
@@ -434,18 +484,34 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                             }
                         }
                     }
-                    self.settle(&key, Some(claim_etag), |e| dedup::confirm(e, &token, now_ms)).await;
-                    return Ok(Acted { outcome: kind.into(), deliveries, attempts: attempt });
+                    self.settle(&key, Some(claim_etag), |e| {
+                        dedup::confirm(e, &token, now_ms)
+                    })
+                    .await;
+                    return Ok(Acted {
+                        outcome: kind.into(),
+                        deliveries,
+                        attempts: attempt,
+                    });
                 }
             }
         }
-        Err(RouterError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key, attempts: STATE_WRITE_ATTEMPTS })
+        Err(RouterError::ConflictExhausted {
+            bucket: self.cfg.state_bucket.clone(),
+            key,
+            attempts: STATE_WRITE_ATTEMPTS,
+        })
     }
 
     /// Writes `change(entry)` after a publish (confirm or release), re-reading on a lost
     /// race. Best effort: the publish already happened (or failed); if this write never
     /// lands, the claim expires after its lease and the next copy finishes the job.
-    async fn settle(&self, key: &str, mut etag: Option<String>, change: impl Fn(&AlertEntry) -> Option<AlertEntry>) {
+    async fn settle(
+        &self,
+        key: &str,
+        mut etag: Option<String>,
+        change: impl Fn(&AlertEntry) -> Option<AlertEntry>,
+    ) {
         for _ in 0..STATE_WRITE_ATTEMPTS {
             let current = match etag.take() {
                 Some(t) => self.cache_get(key).filter(|(et, _)| *et == t),
@@ -457,13 +523,19 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                     Ok((Some(e), t)) => (e, t),
                     Ok((None, _)) => return,
                     Err(e) => {
-                        tracing::error!(key, "cannot read the state object to settle a delivery: {e}");
+                        tracing::error!(
+                            key,
+                            "cannot read the state object to settle a delivery: {e}"
+                        );
                         return;
                     }
                 },
             };
             let Some(next) = change(&entry) else {
-                tracing::warn!(key, "another invocation took over this delivery after the claim's lease ran out");
+                tracing::warn!(
+                    key,
+                    "another invocation took over this delivery after the claim's lease ran out"
+                );
                 return;
             };
             match self.put_entry(key, &next, tag).await {
@@ -475,10 +547,19 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                 }
             }
         }
-        tracing::error!(key, "state object kept changing; the delivery claim stays until its lease runs out");
+        tracing::error!(
+            key,
+            "state object kept changing; the delivery claim stays until its lease runs out"
+        );
     }
 
-    async fn publish(&self, r: &Routed<'_>, kind: DeliveryKind, entry: &AlertEntry, topic_arn: &str) -> Result<String, AwsError> {
+    async fn publish(
+        &self,
+        r: &Routed<'_>,
+        kind: DeliveryKind,
+        entry: &AlertEntry,
+        topic_arn: &str,
+    ) -> Result<String, AwsError> {
         let a = r.alert;
         let d = r.decision;
         let mut body = a.body.clone();
@@ -516,7 +597,10 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             "policy_digest": r.policy_digest,
             "body": body,
         });
-        let source = serde_json::to_value(a.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let source = serde_json::to_value(a.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         let attributes = BTreeMap::from([
             ("severity".to_owned(), d.severity.as_str().to_owned()),
             ("source".to_owned(), source),
@@ -524,12 +608,23 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             ("dedup_key".to_owned(), d.dedup_key.clone()),
             ("status".to_owned(), status.to_owned()),
         ]);
-        self.notifier.publish(topic_arn, &subject(kind, d.severity, &a.summary), &message.to_string(), &attributes).await
+        self.notifier
+            .publish(
+                topic_arn,
+                &subject(kind, d.severity, &a.summary),
+                &message.to_string(),
+                &attributes,
+            )
+            .await
     }
 
     /// `<prefix>entries/<sha256 of the dedup key>.json`: any dedup key makes a valid key.
     fn entry_key(&self, dedup_key: &str) -> String {
-        format!("{}entries/{}.json", self.cfg.state_prefix, hex::encode(Sha256::digest(dedup_key.as_bytes())))
+        format!(
+            "{}entries/{}.json",
+            self.cfg.state_prefix,
+            hex::encode(Sha256::digest(dedup_key.as_bytes()))
+        )
     }
 
     fn cache_get(&self, key: &str) -> Option<(String, AlertEntry)> {
@@ -545,8 +640,13 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     /// The state object; a missing one is `None`. An unreadable one is logged and
     /// treated as absent, keeping its ETag so the next write replaces it: a broken
     /// object must not stop alerts.
-    async fn load_entry(&self, key: &str) -> Result<(Option<AlertEntry>, Option<String>), RouterError> {
-        let Some(obj) = self.store.get(&self.cfg.state_bucket, key).await? else { return Ok((None, None)) };
+    async fn load_entry(
+        &self,
+        key: &str,
+    ) -> Result<(Option<AlertEntry>, Option<String>), RouterError> {
+        let Some(obj) = self.store.get(&self.cfg.state_bucket, key).await? else {
+            return Ok((None, None));
+        };
         match serde_json::from_slice::<AlertEntry>(&obj.bytes) {
             Ok(e) => {
                 self.cache_put(key, obj.etag.clone(), e.clone());
@@ -560,11 +660,21 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     }
 
     /// Writes with If-Match on `etag`, or If-None-Match when there was no object.
-    async fn put_entry(&self, key: &str, entry: &AlertEntry, etag: Option<String>) -> Result<String, AwsError> {
-        let body = serde_json::to_vec_pretty(entry)
-            .map_err(|e| AwsError::Invalid { operation: "PutObject", message: format!("cannot serialise state: {e}") })?;
+    async fn put_entry(
+        &self,
+        key: &str,
+        entry: &AlertEntry,
+        etag: Option<String>,
+    ) -> Result<String, AwsError> {
+        let body = serde_json::to_vec_pretty(entry).map_err(|e| AwsError::Invalid {
+            operation: "PutObject",
+            message: format!("cannot serialise state: {e}"),
+        })?;
         let cond = etag.map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
-        let new_etag = self.store.put(&self.cfg.state_bucket, key, body, cond).await?;
+        let new_etag = self
+            .store
+            .put(&self.cfg.state_bucket, key, body, cond)
+            .await?;
         self.cache_put(key, new_etag.clone(), entry.clone());
         Ok(new_etag)
     }
@@ -575,15 +685,30 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
         let prefix = format!("{}entries/", self.cfg.state_prefix);
         let listing = self.store.list(&self.cfg.state_bucket, &prefix).await?;
         let changed: Vec<_> = {
-            let cache = self.cache.lock().map_err(|_| AwsError::Invalid { operation: "cache", message: "poisoned".into() })?;
-            listing.iter().filter(|o| cache.get(&o.key).is_none_or(|(etag, _)| *etag != o.etag)).map(|o| o.key.clone()).collect()
+            let cache = self.cache.lock().map_err(|_| AwsError::Invalid {
+                operation: "cache",
+                message: "poisoned".into(),
+            })?;
+            listing
+                .iter()
+                .filter(|o| cache.get(&o.key).is_none_or(|(etag, _)| *etag != o.etag))
+                .map(|o| o.key.clone())
+                .collect()
         };
         for key in changed {
             self.load_entry(&key).await?;
         }
-        let mut cache = self.cache.lock().map_err(|_| AwsError::Invalid { operation: "cache", message: "poisoned".into() })?;
+        let mut cache = self.cache.lock().map_err(|_| AwsError::Invalid {
+            operation: "cache",
+            message: "poisoned".into(),
+        })?;
         cache.retain(|k, _| listing.iter().any(|o| &o.key == k));
-        let mut firing: Vec<AlertEntry> = cache.values().map(|(_, e)| e).filter(|e| e.status == AlertStatus::Firing).cloned().collect();
+        let mut firing: Vec<AlertEntry> = cache
+            .values()
+            .map(|(_, e)| e)
+            .filter(|e| e.status == AlertStatus::Firing)
+            .cloned()
+            .collect();
         firing.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
         Ok(firing)
     }

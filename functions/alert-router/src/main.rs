@@ -15,13 +15,22 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).without_time().init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .init();
     // Configuration errors fail init, naming the variable.
     let cfg = RouterConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
     let policies = load_policies::<Alerting, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let router = Arc::new(AlertRouter::new(cfg, store, SnsNotifier::from_conf(&conf), policies));
+    let router = Arc::new(AlertRouter::new(
+        cfg,
+        store,
+        SnsNotifier::from_conf(&conf),
+        policies,
+    ));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let router = Arc::clone(&router);
         async move { router.handle(&event.payload, now_ms()).await }
@@ -30,6 +39,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 }
 
 fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
