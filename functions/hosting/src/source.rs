@@ -121,13 +121,13 @@ mod tests {
     fn fallbacks_parse() {
         assert_eq!("hold".parse(), Ok(Fallback::Hold));
         assert_eq!("builtin".parse(), Ok(Fallback::Builtin));
-        let e = "none".parse::<Fallback>().unwrap_err();
+        let e = "none".parse::<Fallback>().expect_err("must be rejected");
         assert_eq!(e.to_string(), "is `none`; expected `builtin` or `hold`");
     }
 
     #[test]
     fn locations_keep_an_empty_prefix() {
-        let l: S3Location = "s3://backups".parse().unwrap();
+        let l: S3Location = "s3://backups".parse().expect("valid");
         assert_eq!(l, S3Location { bucket: "backups".into(), prefix: String::new() });
         assert_eq!(l.to_string(), "s3://backups/");
     }

@@ -210,12 +210,12 @@ mod tests {
             let mut v = base();
             v.retain(|(k, _)| *k != var);
             v.push((var, value.into()));
-            let e = parse(&v).unwrap_err();
+            let e = parse(&v).expect_err("must be rejected");
             assert_eq!(e.variable, var);
             assert!(e.problem.contains(expect), "{var}={value}: {e}");
         }
         let mut v = base();
         v.retain(|(k, _)| *k != "KBHA_STATE_BUCKET");
-        assert_eq!(parse(&v).unwrap_err().variable, "KBHA_STATE_BUCKET");
+        assert_eq!(parse(&v).expect_err("must be rejected").variable, "KBHA_STATE_BUCKET");
     }
 }

@@ -171,7 +171,7 @@ mod tests {
         let ok = br#"{"version":1,"created_at":"2026-11-26T10:00:00Z","archive":{"sha256":"ab"},"files":[]}"#;
         let m = Manifest::parse(ok).expect("parses");
         assert_eq!(m.created_at_ms(), Ok(Some(kbha_core::time::parse_timestamp("2026-11-26T10:00:00Z").expect("ts"))));
-        assert!(Manifest::parse(br#"{"version":2,"files":[]}"#).unwrap_err().contains("version 2"));
+        assert!(Manifest::parse(br#"{"version":2,"files":[]}"#).expect_err("must be rejected").contains("version 2"));
         assert!(Manifest::parse(br#"{"version":1,"files":[],"extra":1}"#).is_err());
         assert!(Manifest::parse(b"not json").is_err());
     }

@@ -152,7 +152,7 @@ fn dead_man_with_a_fresh_backup_is_ok() {
 #[test]
 fn bad_config_is_refused_naming_the_key() {
     for (k, v) in [("rpo_s", "0"), ("rpo_s", "soon"), ("min_size_pct", "150"), ("allow_shrink", "maybe")] {
-        let e = decide(&input(ReplicationSubject::Backup(facts()), &[(k, v)])).unwrap_err();
+        let e = decide(&input(ReplicationSubject::Backup(facts()), &[(k, v)])).expect_err("must be rejected");
         assert!(matches!(&e, PolicyError::InvalidConfig(m) if m.contains(k)), "{k}={v}: {e:?}");
     }
 }
