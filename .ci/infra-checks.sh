@@ -9,8 +9,8 @@
 # (6) smoke: the failover under `cargo lambda watch` (debug build) invoked with
 #     `cargo lambda invoke` on samples/events/cloudwatch-alarm-sns.json against the local
 #     AWS emulator, results read back through Route 53 and SQS,
-# (7) `cargo lambda deploy --endpoint-url` of the release binary to the emulator,
-#     checked with GetFunction.
+# (7) `cargo lambda deploy --endpoint-url` of the release binary to the emulator (a new
+#     function, then a code update with --merge-env), checked with GetFunction.
 # Prints each check's duration at the end. Needs the emulator venv (tests/emulator/setup.sh)
 # and the built-in policy (`cargo kbha policy build`), which .ci/run makes first.
 set -euo pipefail
@@ -139,8 +139,11 @@ deploy() {
     # The deployed zip holds the binary; it cannot be much smaller than a third of it.
     size=$(( $(stat -c %s target/lambda/kbha-failover/bootstrap) / 3 ))
     .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/failover.env" "$size"
+    # The README's code update of a deployed function: its KBHA_* variables must survive.
+    cargo lambda deploy kbha-failover --endpoint-url "$AWS_ENDPOINT_URL" --region us-east-1 --merge-env
+    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/failover.env" "$size"
 }
-timed "cargo lambda deploy --endpoint-url kbha-failover + GetFunction" deploy
+timed "cargo lambda deploy --endpoint-url kbha-failover (create, then update with --merge-env) + GetFunction" deploy
 
 step "done in $(( $(date +%s) - start )) s"
 printf '%s\n' "${timings[@]}"
