@@ -258,6 +258,8 @@ pub fn plan(
             }
             match prev.last_sent_ms {
                 None => claim(DeliveryKind::Firing, e),
+                // Worse than what was last sent (a warning became a breach): say so now.
+                Some(_) if d.severity > prev.severity => claim(DeliveryKind::Firing, e),
                 Some(sent) if now - sent >= t.repeat_ms => claim(DeliveryKind::Repeat, e),
                 Some(_) => Plan::Skip {
                     why: Skip::Duplicate,
@@ -432,6 +434,36 @@ mod tests {
         );
         let (kind, e) = deliver(Some(&e), AlertStatus::Firing, at(T, T.now_ms + 60 * MIN));
         assert_eq!((kind, e.sent_count), (Some(DeliveryKind::Repeat), 2));
+    }
+
+    #[test]
+    fn an_escalation_is_delivered_at_once_a_de_escalation_waits() {
+        let (_, e) = deliver(None, AlertStatus::Firing, T);
+        let mut lower = decision(None);
+        lower.severity = Severity::Warning;
+        let later = at(T, T.now_ms + MIN);
+        assert_eq!(
+            plan(Some(&e), &alert(AlertStatus::Firing), &lower, "e2", later),
+            Plan::Skip {
+                why: Skip::Duplicate,
+                entry: None
+            }
+        );
+        let mut warned = e.clone();
+        warned.severity = Severity::Warning;
+        assert!(matches!(
+            plan(
+                Some(&warned),
+                &alert(AlertStatus::Firing),
+                &decision(None),
+                "e3",
+                later
+            ),
+            Plan::Deliver {
+                kind: DeliveryKind::Firing,
+                ..
+            }
+        ));
     }
 
     #[test]

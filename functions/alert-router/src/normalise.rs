@@ -9,7 +9,9 @@
 //!   - a kbha notice (`"kind": "kbha.notice"`, or a `source` message attribute
 //!     starting with `kbha.`): name `kbha.<function>.<type>`, severity, summary and
 //!     region from the notice and its attributes; `type`/`status` `ok`, `resolved` or
-//!     `recovered` resolve;
+//!     `recovered` resolve; a notice naming a backup `source` (the replication verifier)
+//!     gets labels `service` and `dedup_key` = `kbha/<function>/<source>/<region>`, so its
+//!     verdicts on one source are one alert;
 //!   - any other JSON object: name from `name`/`alertname`/`title`, summary from
 //!     `summary`/`message`/`description`, severity from `severity`/`level`, status
 //!     from `status`/`state`, region from `region`, string `labels`;
@@ -284,10 +286,22 @@ fn kbha_notice(
         ("function".to_owned(), function.clone()),
         ("type".to_owned(), kind.clone()),
     ]);
-    for key in ["record_name", "dedup_key", "source_name", "bucket"] {
+    for key in ["record_name", "dedup_key", "bucket", "key"] {
         if let Some(s) = str_field(&v, key) {
             labels.insert(key.to_owned(), s.to_owned());
         }
+    }
+    // The replication verifier names the backup source (`chromadb`, `redis`, ...): that is
+    // the service, and one alert per source and region, so a `breach` and the `ok` after it
+    // share a dedup key and the `ok` resolves it.
+    if let Some(backup) = str_field(&v, "source") {
+        labels
+            .entry("service".into())
+            .or_insert_with(|| backup.to_owned());
+        let region = region.as_deref().unwrap_or("-");
+        labels
+            .entry("dedup_key".into())
+            .or_insert_with(|| format!("kbha/{function}/{backup}/{region}"));
     }
     let mut a = IncomingAlert {
         source: AlertSource::Kbha,
@@ -448,6 +462,37 @@ mod tests {
             "message attributes become labels"
         );
         assert_eq!(a.status, AlertStatus::Firing);
+    }
+
+    #[test]
+    fn replication_verdicts_on_one_source_share_a_dedup_key() {
+        let mut ev = fixture("kbha-notice-sns.json");
+        let notice = |verdict: &str, severity: &str| {
+            serde_json::json!({"kind": "kbha.notice", "function": "replication", "type": verdict, "severity": severity,
+                               "summary": format!("chromadb backup {verdict}"), "source": "chromadb", "region": "us-west-2",
+                               "key": "chromadb/2026-11-26.tar.gz", "at": "2026-11-26T10:00:00Z"})
+            .to_string()
+        };
+        ev["Records"][0]["Sns"]["MessageAttributes"] =
+            serde_json::json!({"source": {"Type": "String", "Value": "kbha.replication"}});
+        ev["Records"][0]["Sns"]["Message"] = Value::String(notice("breach", "critical"));
+        let breach = only(&ev).alert;
+        ev["Records"][0]["Sns"]["Message"] = Value::String(notice("ok", "info"));
+        let ok = only(&ev).alert;
+        assert_eq!(
+            (breach.status, ok.status),
+            (AlertStatus::Firing, AlertStatus::Resolved)
+        );
+        assert_eq!(
+            breach.labels["dedup_key"],
+            "kbha/replication/chromadb/us-west-2"
+        );
+        assert_eq!(breach.labels["dedup_key"], ok.labels["dedup_key"]);
+        assert_eq!(
+            (breach.labels["service"].as_str(), breach.name.as_str()),
+            ("chromadb", "kbha.replication.breach")
+        );
+        assert_eq!(breach.severity_hint, Some(Severity::Critical));
     }
 
     #[test]
