@@ -5,64 +5,19 @@
 //! Regenerate deliberately with `KBHA_BLESS=1 cargo test -p kbha-policy-failover-default`
 //! and review the diff.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result};
-use kbha_core::{FailoverDecision, FailoverInput, PolicyRefusal};
-use serde::{Deserialize, Serialize};
-
-/// What a case expects: a decision or a refusal.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Expected {
-    Decision(FailoverDecision),
-    Refused(PolicyRefusal),
-}
-
-fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("cases")
-}
-
-fn run(input: FailoverInput) -> Expected {
-    match kbha_policy_failover_default::decide(&input.into()) {
-        Ok(d) => Expected::Decision(d.into()),
-        Err(e) => Expected::Refused(e.into()),
-    }
-}
+use kbha_core::{FailoverDecision, FailoverInput};
+use kbha_policy_sdk::testing::golden::{Expected, check};
 
 #[test]
-fn golden_cases() -> Result<()> {
-    let bless = std::env::var_os("KBHA_BLESS").is_some();
-    let mut names = vec![];
-    for entry in std::fs::read_dir(cases_dir())? {
-        let dir = entry?.path();
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let input: FailoverInput = serde_json::from_slice(&std::fs::read(dir.join("input.json"))?)
-            .with_context(|| format!("case `{name}`: input.json"))?;
-        let got = run(input);
-        let expected_path = dir.join("expected.json");
-        if bless {
-            std::fs::write(&expected_path, serde_json::to_string_pretty(&got)? + "\n")?;
-        } else {
-            let expected: Expected = serde_json::from_slice(
-                &std::fs::read(&expected_path)
-                    .with_context(|| format!("case `{name}`: expected.json"))?,
-            )
-            .with_context(|| format!("case `{name}`: expected.json"))?;
-            assert_eq!(got, expected, "case `{name}`");
-        }
-        names.push(name);
-    }
+fn golden_cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
     // The "done when" cases must exist, so deleting one fails here.
-    for required in ["primary-alarm-shifts-to-secondary", "both-unhealthy-holds"] {
-        assert!(
-            names.iter().any(|n| n == required),
-            "missing golden case `{required}`"
-        );
-    }
-    Ok(())
+    check(&dir, &["primary-alarm-shifts-to-secondary", "both-unhealthy-holds"], |input: FailoverInput| {
+        match kbha_policy_failover_default::decide(&input.into()) {
+            Ok(d) => Expected::Decision(FailoverDecision::from(d)),
+            Err(e) => Expected::Refused(e.into()),
+        }
+    });
 }
