@@ -6,9 +6,9 @@
 # (1) the tool venvs (.venv-infra: SAM CLI, cfn-lint, cargo-lambda, zig; .venv-checkov),
 # (2) cfn-lint, (3) sam validate --lint, (4) checkov with no failed checks,
 # (5) cargo lambda build --release --arm64 of every function crate with a Lambda binary,
-# (6) smoke: the failover under `cargo lambda watch` (debug build) invoked with
-#     `cargo lambda invoke` on samples/events/cloudwatch-alarm-sns.json against the local
-#     AWS emulator, results read back through Route 53 and SQS,
+# (6) smoke: each function under `cargo lambda watch` (debug build) invoked with
+#     `cargo lambda invoke` on a sample event against the local AWS emulator, results read
+#     back through the AWS APIs (Route 53 weights, S3 records, SNS deliveries via SQS),
 # (7) `cargo lambda deploy --endpoint-url` of the release binary to the emulator (a new
 #     function, then a code update with --merge-env), checked with GetFunction.
 # Prints each check's duration at the end. Needs the emulator venv (tests/emulator/setup.sh)
@@ -105,43 +105,51 @@ emulator() {
     done
     [[ -n "$port" ]] || { cat "$work/emu.err"; echo "emulator did not start"; return 1; }
     export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-    .venv/bin/python infra/smoke.py provision "$work/failover.env"
+    .venv/bin/python infra/smoke.py provision "$work"
 }
-timed "emulator + provisioning (zone, records, health checks, topic, bucket)" emulator
+timed "emulator + provisioning (zone, records, health checks, topics, buckets, a backup)" emulator
 
-smoke() {
-    local port
+# The sample event each function is invoked with.
+declare -A sample=(
+    [kbha-failover]=samples/events/cloudwatch-alarm-sns.json
+    [kbha-replication-verifier]=samples/events/s3-object-created.json
+    [kbha-alert-router]=samples/events/cloudwatch-alarm-sns.json
+)
+smoke() { # smoke <package>
+    local pkg="$1" port
     port="$(free_port)"
     # Own process group, so cleanup stops the function process watch started too.
-    setsid cargo lambda watch -p kbha-failover --ignore-changes --env-file "$work/failover.env" \
-        -A 127.0.0.1 -P "$port" >"$work/watch.log" 2>&1 &
+    setsid cargo lambda watch -p "$pkg" --ignore-changes --env-file "$work/$pkg.env" \
+        -A 127.0.0.1 -P "$port" >"$work/$pkg.watch.log" 2>&1 &
     watch_pid=$!
     for _ in $(seq 600); do
         (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        kill -0 "$watch_pid" 2>/dev/null || { cat "$work/watch.log"; return 1; }
+        kill -0 "$watch_pid" 2>/dev/null || { cat "$work/$pkg.watch.log"; return 1; }
         sleep 0.5
     done
-    cargo lambda invoke kbha-failover -A 127.0.0.1 -P "$port" \
-        --data-file samples/events/cloudwatch-alarm-sns.json -o json >"$work/invoke.json" ||
-        { cat "$work/watch.log"; return 1; }
-    echo "invoke returned: $(head -c 400 "$work/invoke.json")"
-    .venv/bin/python infra/smoke.py check-failover "$work/failover.env"
+    cargo lambda invoke "$pkg" -A 127.0.0.1 -P "$port" --data-file "${sample[$pkg]}" -o json >"$work/$pkg.invoke.json" ||
+        { cat "$work/$pkg.watch.log"; return 1; }
+    echo "invoke returned: $(tr -s ' \n' ' ' <"$work/$pkg.invoke.json" | head -c 300)"
+    .venv/bin/python infra/smoke.py check "$pkg" "$work"
     kill -- "-$watch_pid" 2>/dev/null || true
     watch_pid=""
 }
-timed "smoke: cargo lambda watch + invoke kbha-failover (debug build)" smoke
+for pkg in "${packages[@]}"; do
+    [[ -n "${sample[$pkg]:-}" ]] || { echo "no sample event for $pkg: add one to .ci/infra-checks.sh"; exit 1; }
+    timed "smoke: cargo lambda watch + invoke $pkg (debug build) on ${sample[$pkg]}" smoke "$pkg"
+done
 
 deploy() {
     local role size
     role="$(.venv/bin/python infra/smoke.py role)"
     cargo lambda deploy kbha-failover --endpoint-url "$AWS_ENDPOINT_URL" --region us-east-1 \
-        --iam-role "$role" --env-file "$work/failover.env"
+        --iam-role "$role" --env-file "$work/kbha-failover.env"
     # The deployed zip holds the binary; it cannot be much smaller than a third of it.
     size=$(( $(stat -c %s target/lambda/kbha-failover/bootstrap) / 3 ))
-    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/failover.env" "$size"
+    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/kbha-failover.env" "$size"
     # The README's code update of a deployed function: its KBHA_* variables must survive.
     cargo lambda deploy kbha-failover --endpoint-url "$AWS_ENDPOINT_URL" --region us-east-1 --merge-env
-    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/failover.env" "$size"
+    .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/kbha-failover.env" "$size"
 }
 timed "cargo lambda deploy --endpoint-url kbha-failover (create, then update with --merge-env) + GetFunction" deploy
 

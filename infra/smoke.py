@@ -4,12 +4,17 @@
 Runs with the emulator venv's boto3 against the local AWS emulator
 (tests/emulator/kbha_emulator.py) at $AWS_ENDPOINT_URL:
 
-    smoke.py provision <env-file>   zone + weighted records + health checks (primary
-                                    unhealthy), notice topic with a queue, state bucket;
-                                    writes the failover's KBHA_* variables to <env-file>
-    smoke.py check-failover <env-file>
-                                    after one invocation with the primary's alarm: reads the
-                                    weights back through Route 53 and the notice through SQS
+    smoke.py provision <dir>        what the three functions need, as the template wires it:
+                                    zone + weighted records + health checks (primary
+                                    unhealthy), notice and severity topics with a queue
+                                    each, state bucket, backup bucket with the backup of
+                                    samples/events/s3-object-created.json; writes each
+                                    function's variables to <dir>/<package>.env
+    smoke.py check <package> <dir>  after one invocation of that function on its sample
+                                    event, reads the result back through the AWS APIs:
+                                    Route 53 weights and the notice (failover), the
+                                    verification record and status object (verifier), a
+                                    delivery on a severity topic (alert router)
     smoke.py role                   creates the execution role `cargo lambda deploy` is given
     smoke.py check-deployed <name> <env-file> <zip-size-min>
                                     GetFunction: the function exists with the runtime,
@@ -20,10 +25,13 @@ Runs with the emulator venv's boto3 against the local AWS emulator
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
+import tarfile
 import time
+import urllib.parse
 import urllib.request
 
 import boto3
@@ -32,6 +40,8 @@ ZONE = "example.com."
 RECORD = "app.example.com."
 STATE_BUCKET = "kbha-state"
 ALARM = "kbha-api-primary-unhealthy"  # the alarm in samples/events/cloudwatch-alarm-sns.json
+SEVERITIES = ("critical", "warning", "info")
+BACKUP_EVENT = "samples/events/s3-object-created.json"
 
 
 def client(service: str):
@@ -50,7 +60,44 @@ def set_health(health_check_id: str, status: str) -> None:
             sys.exit(f"control API answered {resp.status} for health check {health_check_id}")
 
 
-def provision(env_file: str) -> None:
+def topic_with_queue(name: str) -> tuple[str, str]:
+    topic = client("sns").create_topic(Name=name)["TopicArn"]
+    sqs = client("sqs")
+    queue_url = sqs.create_queue(QueueName=f"{name}-smoke")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    return topic, queue_url
+
+
+def backup_object() -> tuple[str, str]:
+    """The bucket and (URL-decoded) key of the sample S3 event."""
+    s3 = json.load(open(BACKUP_EVENT))["Records"][0]["s3"]
+    return s3["bucket"]["name"], urllib.parse.unquote_plus(s3["object"]["key"])
+
+
+def tar_gz() -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, body in (("chroma/data.bin", os.urandom(4096)), ("chroma/meta.json", b'{"collections": 3}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return raw.getvalue()
+
+
+def write_env(path: str, env: dict[str, str]) -> None:
+    aws = {
+        "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    # Single quotes: the env-file reader takes JSON values verbatim.
+    with open(path, "w") as f:
+        f.writelines(f"{k}='{v}'\n" for k, v in {**env, **aws}.items())
+
+
+def provision(out: str) -> None:
     r53 = client("route53")
     zone_id = r53.create_hosted_zone(Name=ZONE, CallerReference="kbha-smoke")["HostedZone"]["Id"].split("/")[-1]
     targets, changes = [], []
@@ -88,28 +135,46 @@ def provision(env_file: str) -> None:
         targets.append(target)
     r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
 
-    topic = client("sns").create_topic(Name="kbha-notices")["TopicArn"]
-    sqs = client("sqs")
-    queue_url = sqs.create_queue(QueueName="kbha-notices-smoke")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    notices, notices_queue = topic_with_queue("kbha-notices")
     client("s3").create_bucket(Bucket=STATE_BUCKET)
+    write_env(
+        f"{out}/kbha-failover.env",
+        {
+            "KBHA_HOSTED_ZONE_ID": zone_id,
+            "KBHA_RECORD_NAME": RECORD,
+            "KBHA_TARGETS": json.dumps(targets, separators=(",", ":")),
+            "KBHA_NOTIFY_TOPIC_ARN": notices,
+            "KBHA_STATE_BUCKET": STATE_BUCKET,
+            "KBHA_REPLICATION_STATUS": f"s3://{STATE_BUCKET}/kbha/replication/status/",
+            "KBHA_SMOKE_QUEUE_URL": notices_queue,
+        },
+    )
 
-    env = {
-        "KBHA_HOSTED_ZONE_ID": zone_id,
-        "KBHA_RECORD_NAME": RECORD,
-        "KBHA_TARGETS": json.dumps(targets, separators=(",", ":")),
-        "KBHA_NOTIFY_TOPIC_ARN": topic,
-        "KBHA_STATE_BUCKET": STATE_BUCKET,
-        "KBHA_SMOKE_QUEUE_URL": queue_url,
-        "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
-    # Single quotes: the env-file reader takes the JSON list verbatim.
-    with open(env_file, "w") as f:
-        f.writelines(f"{k}='{v}'\n" for k, v in env.items())
+    bucket, key = backup_object()
+    client("s3").create_bucket(Bucket=bucket)
+    client("s3").put_object(Bucket=bucket, Key=key, Body=tar_gz())
+    source = {"name": "chromadb", "bucket": bucket, "prefix": key.split("/")[0] + "/", "region": "us-east-1"}
+    write_env(
+        f"{out}/kbha-replication-verifier.env",
+        {
+            "KBHA_BACKUP_SOURCES": json.dumps([source], separators=(",", ":")),
+            "KBHA_STATE_BUCKET": STATE_BUCKET,
+            "KBHA_NOTIFY_TOPIC_ARN": notices,
+        },
+    )
+
+    destinations, queues = {}, {}
+    for severity in SEVERITIES:
+        destinations[severity], queues[severity] = topic_with_queue(f"kbha-alerts-{severity}")
+    write_env(
+        f"{out}/kbha-alert-router.env",
+        {
+            "KBHA_DESTINATIONS": json.dumps(destinations, separators=(",", ":")),
+            "KBHA_DEFAULT_DESTINATION": "critical",
+            "KBHA_STATE_BUCKET": STATE_BUCKET,
+            "KBHA_SMOKE_QUEUES": json.dumps(queues, separators=(",", ":")),
+        },
+    )
 
 
 def read_env(env_file: str) -> dict[str, str]:
@@ -120,22 +185,56 @@ def read_env(env_file: str) -> dict[str, str]:
     return env
 
 
-def check_failover(env_file: str) -> None:
-    env = read_env(env_file)
+def receive(queue_url: str, secs: float) -> list[dict]:
+    sqs = client("sqs")
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        msgs = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", [])
+        if msgs:
+            return [json.loads(m["Body"]) for m in msgs]
+    return []
+
+
+def check_failover(out: str) -> None:
+    env = read_env(f"{out}/kbha-failover.env")
     sets = client("route53").list_resource_record_sets(HostedZoneId=env["KBHA_HOSTED_ZONE_ID"])["ResourceRecordSets"]
     weights = {r["SetIdentifier"]: r["Weight"] for r in sets if r["Name"] == RECORD and "SetIdentifier" in r}
     if weights != {"primary": 0, "secondary": 100}:
         sys.exit(f"expected the failover to move traffic to the secondary, Route 53 has {weights}")
-    sqs = client("sqs")
+    for envelope in receive(env["KBHA_SMOKE_QUEUE_URL"], 10):
+        notice = json.loads(envelope["Message"])
+        print(f"route 53 weights {weights}; notice {notice.get('type')}: {notice.get('summary')}")
+        return
+    sys.exit("no notice arrived on the notice topic")
+
+
+def check_verifier(out: str) -> None:
+    bucket, key = backup_object()
+    s3 = client("s3")
+    record_key = f"kbha/replication/records/{bucket}/{key}.json"
+    try:
+        record = json.loads(s3.get_object(Bucket=STATE_BUCKET, Key=record_key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        sys.exit(f"no verification record at s3://{STATE_BUCKET}/{record_key}")
+    verdict = json.dumps(record.get("verdict", record))[:200]
+    if "ok" not in verdict:
+        sys.exit(f"a fresh, intact backup was not verified ok: {verdict}")
+    try:
+        status = json.loads(s3.get_object(Bucket=STATE_BUCKET, Key="kbha/replication/status/us-east-1.json")["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        sys.exit("no status object for us-east-1, which the failover's RPO gate reads")
+    print(f"verification record {record_key}: {verdict}; status {status}")
+
+
+def check_router(out: str) -> None:
+    queues = json.loads(read_env(f"{out}/kbha-alert-router.env")["KBHA_SMOKE_QUEUES"])
     deadline = time.time() + 10
     while time.time() < deadline:
-        msgs = sqs.receive_message(QueueUrl=env["KBHA_SMOKE_QUEUE_URL"], WaitTimeSeconds=1).get("Messages", [])
-        for m in msgs:
-            notice = json.loads(json.loads(m["Body"])["Message"])
-            if notice.get("new_weights") or notice.get("type"):
-                print(f"route 53 weights {weights}; notice {notice.get('type')}: {notice.get('summary')}")
+        for severity, url in queues.items():
+            for envelope in receive(url, 1):
+                print(f"alert delivered on `{severity}`: {envelope.get('Subject')}")
                 return
-    sys.exit("no notice arrived on the notice topic")
+    sys.exit("the alarm reached none of the severity topics")
 
 
 def role() -> None:
@@ -174,10 +273,11 @@ def check_deployed(name: str, env_file: str, min_size: int) -> None:
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
+    checks = {"kbha-failover": check_failover, "kbha-replication-verifier": check_verifier, "kbha-alert-router": check_router}
     if cmd == "provision":
         provision(*args)
-    elif cmd == "check-failover":
-        check_failover(*args)
+    elif cmd == "check":
+        checks[args[0]](args[1])
     elif cmd == "role":
         role()
     elif cmd == "check-deployed":
