@@ -8,8 +8,8 @@ use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::AwsError;
 
-/// SNS's limit on a subject, in characters.
-pub const MAX_SUBJECT_CHARS: usize = 100;
+/// SNS requires a subject of fewer than 100 characters.
+pub const MAX_SUBJECT_CHARS: usize = 99;
 
 /// Publishes notices.
 pub trait Notifier: Send + Sync {
