@@ -148,6 +148,16 @@ impl S3Store {
         S3Store::new(Client::from_conf(b.build()))
     }
 
+    /// The same for buckets in `region`: S3 answers a request for another region's
+    /// bucket with a redirect the SDK does not follow, so each region gets its client.
+    pub fn from_conf_in_region(conf: &aws_config::SdkConfig, region: &str) -> Self {
+        let mut b = aws_sdk_s3::config::Builder::from(conf).region(aws_config::Region::new(region.to_owned()));
+        if conf.endpoint_url().is_some() {
+            b = b.force_path_style(true);
+        }
+        S3Store::new(Client::from_conf(b.build()))
+    }
+
     /// The underlying client.
     pub fn client(&self) -> &Client {
         &self.client

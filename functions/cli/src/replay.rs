@@ -74,7 +74,11 @@ pub async fn replication(args: &ReplayArgs) -> Result<()> {
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
     let policies = load_policies::<Replication, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let function = kbha_replication_verifier::VerifierFunction::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
+    let copy_regions = cfg.copy_regions();
+    let mut function = kbha_replication_verifier::VerifierFunction::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
+    for region in copy_regions {
+        function = function.with_region_store(&region, S3Store::from_conf_in_region(&conf, &region));
+    }
     let records = function.handle(&event, now).await.map_err(|e| {
         let class = if e.retryable() { "retryable" } else { "not retryable" };
         anyhow::anyhow!("{e} ({class})")

@@ -127,6 +127,12 @@ impl VerifierConfig {
         })
     }
 
+    /// Regions of the cross-region copies, each once.
+    pub fn copy_regions(&self) -> Vec<String> {
+        let regions: std::collections::BTreeSet<String> = self.sources.iter().filter_map(|s| s.copy.as_ref()).map(|c| c.region.clone()).collect();
+        regions.into_iter().collect()
+    }
+
     /// The source that owns `bucket`/`key` (the longest matching prefix wins).
     pub fn source_of(&self, bucket: &str, key: &str) -> Option<&SourceConfig> {
         self.sources.iter().filter(|s| s.owns(bucket, key)).max_by_key(|s| s.prefix.len())

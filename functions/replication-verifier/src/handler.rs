@@ -193,6 +193,9 @@ pub struct VerifierFunction<S, N> {
     store: S,
     notifier: N,
     policies: Policies<Replication>,
+    /// Stores for the cross-region copies' regions (S3 redirects requests for another
+    /// region's bucket, which the SDK does not follow); `store` serves the others.
+    regional: BTreeMap<String, S>,
 }
 
 /// Writers racing on one status object get this many tries.
@@ -205,7 +208,13 @@ fn ms(since: Instant) -> f64 {
 impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     /// Wires configuration, AWS adapters and policies.
     pub fn new(cfg: VerifierConfig, store: S, notifier: N, policies: Policies<Replication>) -> Self {
-        VerifierFunction { cfg, store, notifier, policies }
+        VerifierFunction { cfg, store, notifier, policies, regional: BTreeMap::new() }
+    }
+
+    /// Uses `store` for buckets in `region` (the cross-region copies).
+    pub fn with_region_store(mut self, region: &str, store: S) -> Self {
+        self.regional.insert(region.to_owned(), store);
+        self
     }
 
     /// Handles one invocation. Every object is attempted; if any failed, the first
@@ -537,10 +546,11 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     }
 
     async fn copy_check(&self, source: &SourceConfig, key: &str, head: &ObjectHead) -> Result<CopyCheck, VerifierError> {
-        let Some((bucket, copy_key)) = source.copy_key(key) else {
+        let (Some((bucket, copy_key)), Some(copy)) = (source.copy_key(key), source.copy.as_ref()) else {
             return Ok(CopyCheck::NotConfigured);
         };
-        Ok(match self.store.head(&bucket, &copy_key).await? {
+        let store = self.regional.get(&copy.region).unwrap_or(&self.store);
+        Ok(match store.head(&bucket, &copy_key).await? {
             None => CopyCheck::Missing,
             Some(copy) => {
                 let same_hash = match (&copy.sha256_checksum, &head.sha256_checksum) {

@@ -21,7 +21,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
     let policies = load_policies::<Replication, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let function = Arc::new(VerifierFunction::new(cfg, store, SnsNotifier::from_conf(&conf), policies));
+    let copy_regions = cfg.copy_regions();
+    let mut function = VerifierFunction::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
+    for region in copy_regions {
+        function = function.with_region_store(&region, S3Store::from_conf_in_region(&conf, &region));
+    }
+    let function = Arc::new(function);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let function = Arc::clone(&function);
         async move { function.handle(&event.payload, now_ms()).await }

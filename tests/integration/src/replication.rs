@@ -66,9 +66,14 @@ impl ReplicationWorld {
     /// Starts an emulator and creates the buckets and the topic.
     pub async fn start() -> Result<ReplicationWorld> {
         let emu = Emulator::start()?;
-        for b in [BACKUPS, REPLICA, STATE] {
+        for b in [BACKUPS, STATE] {
             emu.create_bucket(b).await?;
         }
+        // The copy lives in the other region, as in production.
+        let west = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+            .build();
+        emu.s3().await.create_bucket().bucket(REPLICA).create_bucket_configuration(west).send().await.context("CreateBucket replica")?;
         let notices = emu.create_topic_with_queue("kbha-notices").await?;
         Ok(ReplicationWorld { emu, notices })
     }
@@ -98,7 +103,9 @@ impl ReplicationWorld {
         let cfg = VerifierConfig::from_lookup(|k| env.get(k).cloned())?;
         let conf = self.emu.sdk_config().await;
         let policies: Policies<Replication> = Policies::single(builtin::<Replication>()?);
-        Ok(VerifierFunction::new(cfg, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), policies))
+        // The copy region gets its own client, as in the Lambda's main.
+        Ok(VerifierFunction::new(cfg, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), policies)
+            .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2")))
     }
 
     /// Uploads bytes and reads back what S3 reports about them.
