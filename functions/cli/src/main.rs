@@ -10,9 +10,12 @@
 //! cargo kbha replay replication --event samples/events/s3-object-created.json
 //! cargo kbha replay alerting --event samples/events/kbha-notice-sns.json
 //! cargo kbha demo                              # region-failure drill against the local emulator
+//! cargo kbha drill samples/drills/region-failure.toml   # a scenario; report in target/drill/<name>/
+//! cargo kbha drill --all samples/drills        # every scenario
 //! ```
 
 mod demo;
+mod drill;
 mod policy;
 mod replay;
 
@@ -38,6 +41,9 @@ enum Command {
     Replay(ReplayCommand),
     /// The region-failure drill end to end against a local AWS emulator (simulated time).
     Demo,
+    /// Run a drill scenario (`samples/drills/*.toml`) against a local AWS emulator in
+    /// simulated time; writes `target/drill/<name>/report.html`.
+    Drill(drill::DrillArgs),
 }
 
 /// Functions `kbha replay` can run.
@@ -65,6 +71,9 @@ fn main() -> std::process::ExitCode {
         Command::Replay(ReplayCommand::Replication(args)) => block_on(replay::replication(&args)),
         Command::Replay(ReplayCommand::Alerting(args)) => block_on(replay::alerting(&args)),
         Command::Demo => block_on(demo::run()),
+        Command::Drill(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(drill::run(&args)))
+        }
     };
     match result {
         Ok(code) => code,

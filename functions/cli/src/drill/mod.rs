@@ -1,0 +1,378 @@
+//! `kbha drill`: runs a scenario from `samples/drills/` against the local AWS emulator in
+//! simulated time, with the real failover and replication-verifier handlers, checks the
+//! scenario's expectations against what is read back from Route 53, SQS (SNS deliveries)
+//! and S3, and writes `target/drill/<name>/report.html`.
+
+mod report;
+pub mod scenario;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use kbha_aws::{S3Store, SnsNotifier};
+use kbha_failover::{ActionTaken, Policies};
+use kbha_hosting::{Failover, Replication, builtin};
+use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, s3_event, schedule, tar_gz};
+use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, tick};
+use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
+use scenario::{BackupKind, Expect, Scenario, Step, offset, parse_duration};
+use serde_json::json;
+
+/// Where the verifier writes per-region status; the failover RPO gate reads it.
+const STATUS_PREFIX: &str = "kbha/replication/status/";
+/// Alarm notifications reach the handler this long after the state change.
+const DELIVERY_MS: i64 = 2_000;
+
+/// `kbha drill` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DrillArgs {
+    /// A scenario file, or with `--all` a directory of them.
+    pub path: PathBuf,
+    /// Run every `*.toml` in the directory.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// What happened at one step, for the report.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Offset, ms.
+    pub at: i64,
+    /// What the step did.
+    pub what: String,
+    /// Failover action or verifier verdict.
+    pub outcome: String,
+    /// Weights after the step.
+    pub weights: BTreeMap<String, u32>,
+    /// Health-check truth after the step (target -> healthy).
+    pub health: BTreeMap<String, bool>,
+    /// Alarm states after the step (target -> in ALARM).
+    pub alarms: BTreeMap<String, bool>,
+    /// Notices delivered by this step.
+    pub new_notices: usize,
+    /// Newest verified backup of the secondary region after the step (absolute ms).
+    pub newest_verified_ms: Option<i64>,
+    /// Kind and verdict of a backup step.
+    pub backup: Option<(BackupKind, String)>,
+    /// Failed expectations at this step.
+    pub failures: Vec<String>,
+}
+
+/// One finished drill.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Simulated start, absolute ms.
+    pub base: i64,
+    /// Steps as run.
+    pub rows: Vec<Row>,
+    /// Report path.
+    pub report: PathBuf,
+}
+
+impl Outcome {
+    /// Number of failed expectations.
+    pub fn failures(&self) -> usize {
+        self.rows.iter().map(|r| r.failures.len()).sum()
+    }
+}
+
+/// Runs `kbha drill`.
+pub async fn run(args: &DrillArgs) -> Result<std::process::ExitCode> {
+    let files = if args.all {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&args.path)
+            .with_context(|| format!("read directory {}", args.path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            bail!("no *.toml scenario in {}", args.path.display());
+        }
+        v
+    } else {
+        vec![args.path.clone()]
+    };
+    let mut failed = Vec::new();
+    for f in &files {
+        let outcome = run_file(f).await?;
+        if outcome.failures() > 0 {
+            failed.push(outcome.scenario.name.clone());
+        }
+    }
+    if failed.is_empty() {
+        println!("\nall {} drill(s) passed", files.len());
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        println!("\n{} of {} drill(s) FAILED: {}", failed.len(), files.len(), failed.join(", "));
+        Ok(std::process::ExitCode::FAILURE)
+    }
+}
+
+/// Loads and runs one scenario file, printing progress; writes the report.
+pub async fn run_file(path: &Path) -> Result<Outcome> {
+    let scenario = Scenario::load(path)?;
+    println!("drill {}: {}", scenario.name, scenario.description.trim());
+    let mut drill = Drill::start(&scenario).await?;
+    let mut rows = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let row = drill.step(i, step).await.with_context(|| format!("step {} at {}", i + 1, step.at))?;
+        print_row(&row);
+        rows.push(row);
+    }
+    let outcome = Outcome { report: PathBuf::new(), base: drill.base, scenario, rows };
+    let dir = kbha_test_harness::repo_root().join("target/drill").join(&outcome.scenario.name);
+    std::fs::create_dir_all(&dir)?;
+    let report = dir.join("report.html");
+    let figures = report::figures(&outcome);
+    std::fs::write(&report, report::html(&outcome, &figures))?;
+    report::print_figures(&figures);
+    let outcome = Outcome { report, ..outcome };
+    let n = outcome.failures();
+    if n == 0 {
+        println!("  PASSED: every expectation held");
+    } else {
+        println!("  FAILED: {n} expectation(s) did not hold");
+    }
+    println!("  report: {}\n", outcome.report.display());
+    Ok(outcome)
+}
+
+fn print_row(r: &Row) {
+    let w = |k: &str| r.weights.get(k).copied().unwrap_or_default();
+    let mark = if r.failures.is_empty() { "ok" } else { "FAIL" };
+    println!(
+        "  {}  {:<36} {:<12} primary={:<3} secondary={:<3} notices+{}  {mark}",
+        offset(r.at),
+        r.what,
+        r.outcome,
+        w("primary"),
+        w("secondary"),
+        r.new_notices
+    );
+    for f in &r.failures {
+        println!("{f}");
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// The provisioned topology and the handlers under drill.
+struct Drill {
+    world: World,
+    failover: Arc<Function>,
+    verifier: VerifierFunction<S3Store, SnsNotifier>,
+    base: i64,
+    health: BTreeMap<String, bool>,
+    alarms: BTreeMap<String, bool>,
+    notices: usize,
+    backups: usize,
+}
+
+impl Drill {
+    async fn start(s: &Scenario) -> Result<Drill> {
+        let world = World::start().await.context("cannot start the local AWS emulator (run `bash tests/emulator/setup.sh`)")?;
+        world.emu.create_bucket(BACKUPS).await?;
+        let west = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+            .build();
+        world.emu.s3().await.create_bucket().bucket(REPLICA).create_bucket_configuration(west).send().await.context("CreateBucket replica")?;
+        let secs = |d: &str| parse_duration(d).map(|ms| (ms / 1000).to_string());
+        let (hyst, cool, rpo) = (secs(&s.settings.hysteresis)?, secs(&s.settings.cooldown)?, secs(&s.settings.rpo)?);
+        let status = format!("s3://{STATE_BUCKET}/{STATUS_PREFIX}");
+        let failover = world
+            .function(
+                &[
+                    ("KBHA_HYSTERESIS_SECONDS", &hyst),
+                    ("KBHA_COOLDOWN_SECONDS", &cool),
+                    ("KBHA_RPO_SECONDS", &rpo),
+                    ("KBHA_REPLICATION_STATUS", &status),
+                ],
+                Policies::single(builtin::<Failover>()?),
+            )
+            .await?;
+        let sources = json!([{"name": "chromadb", "bucket": BACKUPS, "prefix": "chromadb/", "region": "us-east-1",
+                              "copy": {"bucket": REPLICA, "region": "us-west-2"}}]);
+        let env = BTreeMap::from([
+            ("KBHA_BACKUP_SOURCES".to_owned(), sources.to_string()),
+            ("KBHA_STATE_BUCKET".to_owned(), STATE_BUCKET.to_owned()),
+            ("KBHA_STATUS_PREFIX".to_owned(), STATUS_PREFIX.to_owned()),
+            ("KBHA_NOTIFY_TOPIC_ARN".to_owned(), world.notices.topic_arn.clone()),
+            ("KBHA_RPO_SECONDS".to_owned(), rpo.clone()),
+        ]);
+        let cfg = VerifierConfig::from_lookup(|k| env.get(k).cloned())?;
+        let conf = world.emu.sdk_config().await;
+        let verifier = VerifierFunction::new(
+            cfg,
+            S3Store::from_conf(&conf),
+            SnsNotifier::from_conf(&conf),
+            kbha_hosting::Policies::single(builtin::<Replication>()?),
+        )
+        .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2"));
+        // Simulated time starts at the wall clock (whole minute): S3 stamps LastModified
+        // with the real time, which the verifier's dead-man check reads.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+        let base = i64::try_from(now)? / 60_000 * 60_000;
+        let both = |v: bool| BTreeMap::from([("primary".to_owned(), v), ("secondary".to_owned(), v)]);
+        println!("  provisioned: zone {} record {} (primary us-east-1, secondary us-west-2), health checks, topic, buckets {BACKUPS} {REPLICA} {STATE_BUCKET}", world.fx.zone_id, world.fx.record_name);
+        Ok(Drill { world, failover, verifier, base, health: both(true), alarms: both(false), notices: 0, backups: 0 })
+    }
+
+    async fn step(&mut self, i: usize, step: &Step) -> Result<Row> {
+        let at = parse_duration(&step.at)?;
+        let now = self.base + at;
+        let id = format!("drill-{}", i + 1);
+        let mut notice_ids = 0usize;
+        let mut backup = None;
+        let (what, outcome) = if let Some(a) = &step.alarm {
+            let (alarm, region) =
+                if a.target == "primary" { (PRIMARY_ALARM, "us-east-1") } else { (SECONDARY_ALARM, "us-west-2") };
+            let shape = match a.shape.as_str() {
+                "sns" => Shape::Sns,
+                "eventbridge" => Shape::EventBridge,
+                "alarm-action" => Shape::AlarmAction,
+                other => bail!("alarm shape {other:?}; expected sns, eventbridge or alarm-action"),
+            };
+            let state = a.state.to_ascii_uppercase();
+            self.alarms.insert(a.target.clone(), state == "ALARM");
+            let recs = self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, now + DELIVERY_MS).await?;
+            notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
+            (format!("alarm {} {state} ({})", a.target, a.shape), actions(recs.iter().map(|r| r.action)))
+        } else if let Some(h) = &step.health {
+            self.world.set_health(&h.target, h.healthy).await?;
+            self.health.insert(h.target.clone(), h.healthy);
+            (format!("health check {} {}", h.target, if h.healthy { "healthy" } else { "FAILING" }), "-".to_owned())
+        } else if let Some(b) = &step.backup {
+            self.backups += 1;
+            let uploaded = self.land_backup(b.kind, now - parse_duration(&b.age)?, b.copy).await?;
+            let recs = self.verifier.handle(&s3_event(S3Shape::Direct, &[&uploaded]), now).await?;
+            notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
+            let verdict = recs.iter().filter_map(|r| r.verdict).map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
+            backup = Some((b.kind, verdict.clone()));
+            (format!("backup lands ({:?}, age {})", b.kind, b.age).to_lowercase(), verdict)
+        } else if step.tick {
+            let recs = self.failover.handle(&tick(now, &id)?, now).await?;
+            notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
+            ("failover re-evaluation (schedule)".to_owned(), actions(recs.iter().map(|r| r.action)))
+        } else if step.dead_man {
+            let recs = self.verifier.handle(&schedule(now, &id), now).await?;
+            notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
+            let verdict = recs.iter().filter_map(|r| r.verdict).map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
+            ("verifier dead-man check (schedule)".to_owned(), verdict)
+        } else {
+            ("check".to_owned(), "-".to_owned())
+        };
+        // Deliveries are read back from the queue subscribed to the topic: wait for as many
+        // as the handlers published; extra ones already queued come in the same batch.
+        let wait = if notice_ids > 0 { 5 } else { 0 };
+        let delivered = self.world.notices(notice_ids, wait).await?.len();
+        self.notices += delivered;
+        let weights = self.world.weights().await?;
+        let newest_verified_ms = self.newest_verified("us-west-2").await?;
+        let mut row = Row {
+            at,
+            what,
+            outcome,
+            weights,
+            health: self.health.clone(),
+            alarms: self.alarms.clone(),
+            new_notices: delivered,
+            newest_verified_ms,
+            backup,
+            failures: Vec::new(),
+        };
+        if let Some(e) = &step.expect {
+            row.failures = check(e, &row, self.notices);
+        }
+        Ok(row)
+    }
+
+    /// Uploads a backup archive and its manifest (and the cross-region copy).
+    async fn land_backup(&self, kind: BackupKind, created_ms: i64, copy: bool) -> Result<Uploaded> {
+        let n = self.backups;
+        let key = format!("chromadb/{}-{n:03}.tar.gz", kbha_core::time::format_timestamp(created_ms).replace(':', ""));
+        let content = format!("chroma collection snapshot {n} taken at {created_ms}").repeat(64);
+        let files: [(&str, &[u8]); 2] = [("chroma.sqlite3", content.as_bytes()), ("index/segment-0.bin", b"segment")];
+        let mut archive = tar_gz(&files)?;
+        let manifest = manifest_for(&files, &archive, created_ms);
+        if kind == BackupKind::Corrupt {
+            // Damaged after the manifest was written: the digest no longer matches.
+            let mid = archive.len() / 2;
+            archive.truncate(mid);
+        }
+        let emu = &self.world.emu;
+        emu.put_bytes(BACKUPS, &format!("{key}.manifest.json"), manifest.to_string().into_bytes()).await?;
+        emu.put_bytes(BACKUPS, &key, archive.clone()).await?;
+        if copy {
+            emu.put_bytes(REPLICA, &key, archive).await?;
+        }
+        let h = emu.s3().await.head_object().bucket(BACKUPS).key(&key).send().await.context("HeadObject backup")?;
+        Ok(Uploaded {
+            bucket: BACKUPS.to_owned(),
+            key,
+            size: u64::try_from(h.content_length().unwrap_or_default()).unwrap_or_default(),
+            etag: h.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+            last_modified_ms: h.last_modified().map(|t| t.to_millis().unwrap_or_default()).unwrap_or_default(),
+        })
+    }
+
+    /// The verifier's status of `region`, read back through S3 GetObject.
+    async fn newest_verified(&self, region: &str) -> Result<Option<i64>> {
+        let key = format!("{STATUS_PREFIX}{region}.json");
+        match self.world.emu.s3().await.get_object().bucket(STATE_BUCKET).key(&key).send().await {
+            Ok(out) => {
+                let bytes = out.body.collect().await?.into_bytes();
+                let status: kbha_core::ReplicationStatus = serde_json::from_slice(&bytes).context("status object")?;
+                Ok(Some(status.newest_verified_backup_at_ms))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(e).context("GetObject status"),
+        }
+    }
+}
+
+fn actions(a: impl Iterator<Item = ActionTaken>) -> String {
+    a.map(|a| format!("{a:?}")).collect::<Vec<_>>().join(",")
+}
+
+fn fmt_weights(w: &BTreeMap<String, u32>) -> String {
+    let parts: Vec<String> = w.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// Expected-vs-got lines for every expectation that does not hold.
+fn check(e: &Expect, row: &Row, notices: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |field: &str, expected: String, got: String| {
+        out.push(format!(
+            "      expectation failed at {} ({}): {field}\n        - expected {expected}\n        + got      {got}",
+            offset(row.at),
+            row.what
+        ));
+    };
+    if let Some(w) = &e.weights
+        && w.iter().any(|(k, v)| row.weights.get(k) != Some(v))
+    {
+        diff("weights", fmt_weights(w), fmt_weights(&row.weights));
+    }
+    let is_action = row.backup.is_none() && !row.what.starts_with("verifier");
+    if let Some(a) = &e.action
+        && (!is_action || !row.outcome.eq_ignore_ascii_case(a))
+    {
+        diff("action", a.clone(), if is_action { row.outcome.clone() } else { "(no failover handler call)".into() });
+    }
+    if let Some(v) = &e.verdict
+        && (is_action || !row.outcome.eq_ignore_ascii_case(v))
+    {
+        diff("verdict", v.clone(), if is_action { "(no verifier call)".into() } else { row.outcome.clone() });
+    }
+    if let Some(n) = e.notices
+        && n != notices
+    {
+        diff("notices delivered so far", n.to_string(), notices.to_string());
+    }
+    out
+}

@@ -1,0 +1,245 @@
+//! The drill scenario format (`samples/drills/*.toml`): settings plus a timeline of
+//! steps at offsets from the start of the drill, each optionally carrying expectations.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name; the report goes to `target/drill/<name>/`.
+    pub name: String,
+    /// What the drill shows.
+    #[serde(default)]
+    pub description: String,
+    /// Function settings.
+    #[serde(default)]
+    pub settings: Settings,
+    /// The timeline, in file order (offsets must not go back).
+    #[serde(rename = "step")]
+    pub steps: Vec<Step>,
+}
+
+/// Function settings the drill passes as `KBHA_*` variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `KBHA_HYSTERESIS_SECONDS` of the failover function.
+    #[serde(default = "ten_minutes")]
+    pub hysteresis: String,
+    /// `KBHA_COOLDOWN_SECONDS` of the failover function.
+    #[serde(default = "five_minutes")]
+    pub cooldown: String,
+    /// `KBHA_RPO_SECONDS` of both functions.
+    #[serde(default = "one_hour")]
+    pub rpo: String,
+}
+
+fn ten_minutes() -> String {
+    "10m".into()
+}
+fn five_minutes() -> String {
+    "5m".into()
+}
+fn one_hour() -> String {
+    "1h".into()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { hysteresis: ten_minutes(), cooldown: five_minutes(), rpo: one_hour() }
+    }
+}
+
+/// One point of the timeline: exactly one action (or none, for a pure check).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Offset from the start, e.g. `"10m"`, `"1h30m"`, `"90s"`.
+    pub at: String,
+    /// A CloudWatch alarm changes state; delivered to the failover handler.
+    pub alarm: Option<AlarmStep>,
+    /// A Route 53 health check flips (ground truth of the region's health).
+    pub health: Option<HealthStep>,
+    /// A backup lands in the primary backup bucket; delivered to the verifier.
+    pub backup: Option<BackupStep>,
+    /// A scheduled tick: the failover function re-evaluates.
+    #[serde(default)]
+    pub tick: bool,
+    /// A scheduled tick: the verifier's dead-man check.
+    #[serde(default)]
+    pub dead_man: bool,
+    /// What must hold after the step.
+    pub expect: Option<Expect>,
+}
+
+/// An alarm transition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmStep {
+    /// `primary` or `secondary`.
+    pub target: String,
+    /// `ALARM` or `OK`.
+    pub state: String,
+    /// `sns` (default), `eventbridge` or `alarm-action`.
+    #[serde(default = "sns")]
+    pub shape: String,
+}
+
+fn sns() -> String {
+    "sns".into()
+}
+
+/// A health-check flip.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthStep {
+    /// `primary` or `secondary`.
+    pub target: String,
+    /// The new status.
+    pub healthy: bool,
+}
+
+/// A backup landing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStep {
+    /// `good`, `late` or `corrupt`.
+    pub kind: BackupKind,
+    /// How long before `at` the backup was taken (its manifest's `created_at`);
+    /// default 5m, for `late` backups typically hours.
+    #[serde(default = "five_minutes")]
+    pub age: String,
+    /// Whether the cross-region copy lands too (default true).
+    #[serde(default = "yes")]
+    pub copy: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a backup looks like.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// A sound archive with a matching manifest.
+    Good,
+    /// A sound archive taken long before it landed.
+    Late,
+    /// An archive whose bytes do not match its manifest (damaged in transit).
+    Corrupt,
+}
+
+/// Expectations checked after a step; every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Route 53 weights by set identifier, read back through ListResourceRecordSets.
+    pub weights: Option<BTreeMap<String, u32>>,
+    /// The failover handler's action for this step (`Applied`, `NoChange`, `Refused`, ...).
+    pub action: Option<String>,
+    /// The verifier's verdict for this step (`Ok`, `Warning`, `Breach`, `Corrupt`).
+    pub verdict: Option<String>,
+    /// Notices delivered so far (SNS deliveries read back from the subscribed queue).
+    pub notices: Option<usize>,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &std::path::Path) -> Result<Scenario> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let s: Scenario = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let mut last = 0;
+        for (i, step) in s.steps.iter().enumerate() {
+            let at = parse_duration(&step.at).with_context(|| format!("step {}: `at`", i + 1))?;
+            if at < last {
+                bail!("step {}: at = {:?} goes back in time; list steps in time order", i + 1, step.at);
+            }
+            last = at;
+            let actions = [step.alarm.is_some(), step.health.is_some(), step.backup.is_some(), step.tick, step.dead_man];
+            if actions.iter().filter(|a| **a).count() > 1 {
+                bail!("step {}: more than one action; split it into steps at the same `at`", i + 1);
+            }
+            for t in [step.alarm.as_ref().map(|a| &a.target), step.health.as_ref().map(|h| &h.target)].into_iter().flatten() {
+                if t != "primary" && t != "secondary" {
+                    bail!("step {}: target {t:?}; expected `primary` or `secondary`", i + 1);
+                }
+            }
+            if let Some(b) = &step.backup {
+                parse_duration(&b.age).with_context(|| format!("step {}: backup age", i + 1))?;
+            }
+        }
+        for d in [&s.settings.hysteresis, &s.settings.cooldown, &s.settings.rpo] {
+            parse_duration(d).context("settings")?;
+        }
+        Ok(s)
+    }
+}
+
+/// `"1h30m"`, `"10m"`, `"90s"`, `"0"` -> milliseconds.
+pub fn parse_duration(s: &str) -> Result<i64> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    let (mut total, mut num) = (0i64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3_600_000,
+            'm' => 60_000,
+            's' => 1_000,
+            _ => bail!("duration {s:?}: unknown unit {c:?}; use h, m, s (e.g. 1h30m)"),
+        };
+        let n: i64 = num.parse().with_context(|| format!("duration {s:?}: a number must precede {c:?}"))?;
+        total += n * unit;
+        num.clear();
+    }
+    if !num.is_empty() {
+        bail!("duration {s:?}: trailing number without unit; use h, m or s");
+    }
+    Ok(total)
+}
+
+/// `+HH:MM:SS` of an offset.
+pub fn offset(ms: i64) -> String {
+    let s = ms / 1000;
+    format!("+{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_reject() {
+        assert_eq!(parse_duration("1h30m").ok(), Some(5_400_000));
+        assert_eq!(parse_duration("90s").ok(), Some(90_000));
+        assert_eq!(parse_duration("0").ok(), Some(0));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert_eq!(offset(3_723_000), "+01:02:03");
+    }
+
+    #[test]
+    fn steps_out_of_order_or_with_two_actions_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("kbha-scn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let p = dir.join("a.toml");
+        std::fs::write(&p, "name='a'\n[[step]]\nat='5m'\ntick=true\n[[step]]\nat='1m'\ntick=true\n").ok();
+        assert!(Scenario::load(&p).is_err());
+        std::fs::write(&p, "name='a'\n[[step]]\nat='5m'\ntick=true\ndead_man=true\n").ok();
+        assert!(Scenario::load(&p).is_err());
+        std::fs::write(&p, "name='a'\n[[step]]\nat='5m'\nhealth={target='tertiary',healthy=false}\n").ok();
+        assert!(Scenario::load(&p).is_err());
+        std::fs::write(&p, "name='a'\n[[step]]\nat='5m'\ntick=true\nexpect={weights={primary=100}}\n").ok();
+        assert!(Scenario::load(&p).is_ok());
+    }
+}
