@@ -97,6 +97,11 @@ pub async fn run(args: &DrillArgs) -> Result<std::process::ExitCode> {
     } else {
         vec![args.path.clone()]
     };
+    if !args.all {
+        let outcome = run_file(&args.path).await?;
+        // The report path is the last line printed.
+        return Ok(if outcome.failures() == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
+    }
     let mut failed = Vec::new();
     for f in &files {
         let outcome = run_file(f).await?;
@@ -105,10 +110,10 @@ pub async fn run(args: &DrillArgs) -> Result<std::process::ExitCode> {
         }
     }
     if failed.is_empty() {
-        println!("\nall {} drill(s) passed", files.len());
+        println!("all {} drill(s) passed", files.len());
         Ok(std::process::ExitCode::SUCCESS)
     } else {
-        println!("\n{} of {} drill(s) FAILED: {}", failed.len(), files.len(), failed.join(", "));
+        println!("{} of {} drill(s) FAILED: {}", failed.len(), files.len(), failed.join(", "));
         Ok(std::process::ExitCode::FAILURE)
     }
 }
@@ -138,7 +143,7 @@ pub async fn run_file(path: &Path) -> Result<Outcome> {
     } else {
         println!("  FAILED: {n} expectation(s) did not hold");
     }
-    println!("  report: {}\n", outcome.report.display());
+    println!("  report: {}", outcome.report.display());
     Ok(outcome)
 }
 

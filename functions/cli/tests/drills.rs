@@ -1,0 +1,63 @@
+//! Every drill in `samples/drills/` runs against the emulator through the `kbha` binary
+//! and must pass; a scenario with a wrong expectation must fail with an expected-vs-got diff.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+fn kbha(args: &[&str]) -> Result<(bool, String)> {
+    let root = kbha_test_harness::repo_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_kbha")).args(args).current_dir(&root).output().context("run kbha")?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+#[test]
+fn every_drill_in_samples_passes_and_writes_its_report() -> Result<()> {
+    let (ok, out) = kbha(&["drill", "--all", "samples/drills"])?;
+    assert!(ok, "a drill failed:\n{out}");
+    let root = kbha_test_harness::repo_root();
+    let mut n = 0;
+    for entry in std::fs::read_dir(root.join("samples/drills"))? {
+        let path = entry?.path();
+        let name = path.file_stem().and_then(|s| s.to_str()).context("file name")?.to_owned();
+        let report = std::fs::read_to_string(root.join("target/drill").join(&name).join("report.html"))
+            .with_context(|| format!("report of {name}"))?;
+        assert!(report.contains("<svg") && report.contains("PASSED"), "{name}: report lacks the picture or the verdict");
+        assert!(out.contains(&format!("drill {name}:")), "{name} did not run");
+        n += 1;
+    }
+    assert!(n >= 4, "expected at least 4 scenarios, found {n}");
+    assert!(out.contains(&format!("all {n} drill(s) passed")), "{out}");
+    Ok(())
+}
+
+#[test]
+fn a_wrong_expectation_fails_the_drill_with_a_diff() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("kbha-drill-wrong-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("wrong.toml");
+    // The primary alarm moves traffic to the secondary; this scenario claims it does not.
+    std::fs::write(
+        &path,
+        r#"name = "wrong-expectation"
+[[step]]
+at = "0m"
+backup = { kind = "good" }
+[[step]]
+at = "1m"
+health = { target = "primary", healthy = false }
+[[step]]
+at = "2m"
+alarm = { target = "primary", state = "ALARM" }
+expect = { weights = { primary = 100, secondary = 0 }, action = "NoChange" }
+"#,
+    )?;
+    let (ok, out) = kbha(&["drill", path.to_str().context("path")?])?;
+    assert!(!ok, "a wrong expectation must fail the run:\n{out}");
+    assert!(out.contains("expectation failed at +00:02:00"), "{out}");
+    assert!(out.contains("- expected {primary: 100, secondary: 0}") && out.contains("+ got      {primary: 0, secondary: 100}"), "{out}");
+    assert!(out.contains("- expected NoChange") && out.contains("+ got      Applied"), "{out}");
+    assert!(out.contains("FAILED: 2 expectation(s)"), "{out}");
+    Ok(())
+}
