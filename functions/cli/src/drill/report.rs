@@ -20,6 +20,8 @@ pub struct Figures {
     /// From the primary's first ALARM (or health failure, for polling) to the first
     /// Route 53 change away from it, seconds.
     pub detect_s: Option<f64>,
+    /// From the primary's first health-check failure to that change, seconds.
+    pub from_failure_s: Option<f64>,
     /// Sum over regions of traffic share x seconds while the region's health check failed.
     pub unhealthy_traffic_s: f64,
     /// Age of the newest verified backup of the secondary at the failover, seconds.
@@ -43,7 +45,7 @@ pub struct Both {
 
 fn share(w: &BTreeMap<String, u32>) -> u32 {
     let total: u32 = w.values().sum();
-    if total == 0 { 0 } else { w.get("primary").copied().unwrap_or_default() * 100 / total }
+    (w.get("primary").copied().unwrap_or_default() * 100).checked_div(total).unwrap_or_default()
 }
 
 /// Health of `target` at offset `t` (state after the last step at or before `t`).
@@ -81,17 +83,21 @@ pub fn figures(o: &Outcome) -> Both {
     let end = rows.last().map(|r| r.at).unwrap_or_default() + TAIL_MS;
     // kbha: the weights read back after each step.
     let mut kbha = Figures::default();
+    let mut failed_over = false;
     let mut last = 100;
     kbha.series.push((0, last));
     let first_alarm = rows.iter().find(|r| r.alarms.get("primary") == Some(&true)).map(|r| r.at);
+    let first_failure = rows.iter().find(|r| r.health.get("primary") == Some(&false)).map(|r| r.at);
     for r in rows {
         let s = share(&r.weights);
         if s != last {
             kbha.changes += 1;
             kbha.series.push((r.at, s));
-            if s < last && kbha.rpo_s.is_none() && kbha.detect_s.is_none() {
+            if s < last && !failed_over {
+                failed_over = true;
                 let change = r.at + if r.what.starts_with("alarm") { super::DELIVERY_MS } else { 0 };
                 kbha.detect_s = first_alarm.map(|a| (change - a) as f64 / 1000.0);
+                kbha.from_failure_s = first_failure.map(|f| (change - f) as f64 / 1000.0);
                 kbha.rpo_s = newest_at(rows, r.at).map(|n| (o.base + change - n) as f64 / 1000.0);
             }
             last = s;
@@ -100,11 +106,11 @@ pub fn figures(o: &Outcome) -> Both {
     kbha.unhealthy_traffic_s = unhealthy_traffic(rows, &kbha.series, end);
     // Polling: every 30 s each health check is probed; THRESHOLD results in a row flip it.
     let mut polling = Figures::default();
+    let mut polled_over = false;
     let mut marked = BTreeMap::from([("primary", true), ("secondary", true)]);
     let mut streak = BTreeMap::from([("primary", 0u32), ("secondary", 0u32)]);
     let mut last = 100;
     polling.series.push((0, last));
-    let first_failure = rows.iter().find(|r| r.health.get("primary") == Some(&false)).map(|r| r.at);
     let mut t = 0;
     while t <= end {
         for target in ["primary", "secondary"] {
@@ -124,8 +130,9 @@ pub fn figures(o: &Outcome) -> Both {
         if s != last {
             polling.changes += 1;
             polling.series.push((t, s));
-            if s < last && polling.detect_s.is_none() {
-                polling.detect_s = first_failure.map(|f| (t - f) as f64 / 1000.0);
+            if s < last && !polled_over {
+                polled_over = true;
+                polling.from_failure_s = first_failure.map(|f| (t - f) as f64 / 1000.0);
                 polling.rpo_s = newest_at(rows, t).map(|n| (o.base + t - n) as f64 / 1000.0);
             }
             last = s;
@@ -155,7 +162,8 @@ pub fn print_figures(b: &Both) {
 
 fn rows_of(b: &Both) -> Vec<(&'static str, String, String)> {
     vec![
-        ("primary alarm/failure -> Route 53 change", secs(b.kbha.detect_s), secs(b.polling.detect_s)),
+        ("primary alarm -> Route 53 change", secs(b.kbha.detect_s), "no alarm used".into()),
+        ("primary health failure -> Route 53 change", secs(b.kbha.from_failure_s), secs(b.polling.from_failure_s)),
         ("traffic-seconds served by an unhealthy region", format!("{:.0}", b.kbha.unhealthy_traffic_s), format!("{:.0}", b.polling.unhealthy_traffic_s)),
         ("achieved RPO (newest verified backup at failover)", secs(b.kbha.rpo_s), secs(b.polling.rpo_s)),
         ("Route 53 changes", b.kbha.changes.to_string(), b.polling.changes.to_string()),
