@@ -37,7 +37,7 @@ pub use dns::{
 pub use error::AwsError;
 pub use notify::{MAX_SUBJECT_CHARS, Notifier, SnsNotifier, sns_subject};
 pub use store::{
-    ObjectHead, ObjectReader, ObjectStore, ObjectStream, ObjectSummary, PutCondition, S3Store,
+    Fetched, ObjectHead, ObjectReader, ObjectStore, ObjectStream, ObjectSummary, PutCondition, S3Store,
     StoredObject,
 };
 

@@ -20,6 +20,17 @@ pub struct StoredObject {
     pub etag: String,
 }
 
+/// The answer to a conditional read ([`ObjectStore::get_if_changed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The object still has the ETag given (HTTP 304).
+    NotModified,
+    /// No object has the key (or the version).
+    Missing,
+    /// The object, changed or read for the first time.
+    Object(StoredObject),
+}
+
 /// When a write may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
@@ -89,6 +100,17 @@ pub trait ObjectStore: Send + Sync {
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<Option<StoredObject>, AwsError>> + Send;
+
+    /// The object unless it still has ETag `etag` (`If-None-Match`; `None` reads
+    /// unconditionally); `version_id` reads that version. One request, so polling a
+    /// policy object costs no body transfer while it is unchanged.
+    fn get_if_changed(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+    ) -> impl Future<Output = Result<Fetched, AwsError>> + Send;
 
     /// Writes the object if `cond` holds; returns the new ETag.
     /// [`AwsError::Conflict`] when the condition failed (HTTP 412). A conditional
@@ -237,6 +259,45 @@ impl ObjectStore for S3Store {
             .into_bytes()
             .to_vec();
         Ok(Some(StoredObject { bytes, etag }))
+    }
+
+    async fn get_if_changed(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+    ) -> Result<Fetched, AwsError> {
+        let sent = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .set_if_none_match(etag.map(str::to_owned))
+            .send()
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            // S3 answers 304 with no error body; the SDK reports it as a service error.
+            Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if e.raw().status().as_u16() == 304 => {
+                return Ok(Fetched::NotModified);
+            }
+            Err(e) => {
+                let e = AwsError::from_sdk(GET, e);
+                let missing = is_missing_key(&e) || matches!(&e, AwsError::NotFound { code, .. } if code == "NoSuchVersion");
+                return if missing { Ok(Fetched::Missing) } else { Err(e) };
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| AwsError::Transport { operation: GET, message: format!("reading the body of `{key}`: {e}") })?
+            .into_bytes()
+            .to_vec();
+        Ok(Fetched::Object(StoredObject { bytes, etag }))
     }
 
     async fn put(

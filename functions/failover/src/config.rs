@@ -311,6 +311,6 @@ mod tests {
         let c = FailoverConfig::from_lookup(env(&e)).expect("valid");
         let p = c.policy_parameters();
         assert_eq!((p["rpo_s"].as_str(), p["active_weight"].as_str()), ("7200", "200"));
-        assert_eq!(c.policy, PolicySource::S3 { bucket: "policies".into(), key: "failover/v2.wasm".into() });
+        assert_eq!(c.policy, PolicySource::s3("policies", "failover/v2.wasm"));
     }
 }

@@ -36,6 +36,13 @@ pub trait Kind: Send + Sync + 'static {
     fn hold(input: &Self::Input, why: &str) -> Self::Decision;
     /// Adds a notice to a decision; gives it back when this world's decisions carry none.
     fn attach(decision: &mut Self::Decision, alert: Alert) -> Option<Alert>;
+    /// A canned input a new policy must decide without faulting before it replaces the
+    /// running one (a golden case of the world's default policy).
+    fn smoke_input() -> Result<Self::Input, String>;
+}
+
+fn canned<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("the canned input does not parse: {e}"))
 }
 
 /// The `failover-policy` world. Safe answer: hold the weights.
@@ -68,6 +75,9 @@ impl Kind for Failover {
     fn attach(decision: &mut Self::Decision, alert: Alert) -> Option<Alert> {
         decision.alerts.push(alert);
         None
+    }
+    fn smoke_input() -> Result<Self::Input, String> {
+        canned(include_str!("../../../policies/failover-default/cases/healthy-primary-holds/input.json"))
     }
 }
 
@@ -102,6 +112,9 @@ impl Kind for Replication {
     fn attach(decision: &mut Self::Decision, alert: Alert) -> Option<Alert> {
         decision.alerts.push(alert);
         None
+    }
+    fn smoke_input() -> Result<Self::Input, String> {
+        canned(include_str!("../../../policies/replication-default/cases/dead-man-fresh-ok/input.json"))
     }
 }
 
@@ -143,5 +156,20 @@ impl Kind for Alerting {
     }
     fn attach(_decision: &mut Self::Decision, alert: Alert) -> Option<Alert> {
         Some(alert)
+    }
+    fn smoke_input() -> Result<Self::Input, String> {
+        canned(include_str!("../../../policies/alert-default/cases/critical-alarm-routes-to-critical/input.json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_world_has_a_canned_input() {
+        assert!(Failover::smoke_input().is_ok());
+        assert!(Replication::smoke_input().is_ok());
+        assert!(Alerting::smoke_input().is_ok());
     }
 }

@@ -11,9 +11,12 @@ mod kinds;
 mod policies;
 pub mod settings;
 mod source;
+mod swap;
+pub mod verify;
 
-pub use hosted::{BuiltinCell, Hosted, LoadError, builtin, load_artifact, load_policies};
+pub use hosted::{BuiltinCell, Hosted, LoadError, builtin, load_artifact, load_policies, load_swappable};
 pub use kinds::{Alerting, Failover, Kind, Replication};
 pub use policies::{Decided, Decider, Policies, PolicyFault};
 pub use settings::{Env, SettingError};
 pub use source::{Fallback, PolicySource, S3Location, SourceError};
+pub use swap::{Checked, Lifecycle, SwappablePolicy};

@@ -29,6 +29,16 @@ pub trait Decider<K: Kind>: Send + Sync {
     fn digest(&self) -> &str;
     /// Decides; log lines the policy wrote are forwarded by the implementation.
     fn decide(&self, input: &K::Input) -> Result<K::Decision, PolicyFault>;
+    /// The policy deciding right now, for deciders that swap policies while warm
+    /// ([`crate::SwappablePolicy`]); `None` for a fixed policy.
+    fn current(&self) -> Option<Arc<dyn Decider<K>>> {
+        None
+    }
+    /// Alerts waiting to be delivered with the next decision (a rejected new policy
+    /// object); each is handed out once.
+    fn take_notices(&self) -> Vec<Alert> {
+        Vec::new()
+    }
 }
 
 /// The configured policy and what replaces it when it faults.
@@ -72,9 +82,27 @@ impl<K: Kind> Policies<K> {
         Policies { primary, fallback: None }
     }
 
-    /// Asks the configured policy, falling back on a fault.
+    /// Asks the configured policy, falling back on a fault. Alerts waiting in the
+    /// configured policy (a rejected new object) go with this decision.
     pub fn decide(&self, input: &K::Input) -> Decided<K::Decision> {
-        let primary = &self.primary;
+        // Resolved once: a decision keeps the policy it started with even if a swap
+        // happens meanwhile.
+        let primary = self.primary.current().unwrap_or_else(|| Arc::clone(&self.primary));
+        let mut decided = self.decide_with(&primary, input);
+        for notice in self.primary.take_notices() {
+            if let Some(left) = K::attach(&mut decided.decision, notice) {
+                match &mut decided.fault_alert {
+                    None => decided.fault_alert = Some(left),
+                    Some(alert) => {
+                        alert.detail = format!("{}\n\nAlso: {}. {}", alert.detail, left.summary, left.detail);
+                    }
+                }
+            }
+        }
+        decided
+    }
+
+    fn decide_with(&self, primary: &Arc<dyn Decider<K>>, input: &K::Input) -> Decided<K::Decision> {
         let mut faults = Vec::new();
         let mut candidates: Vec<&Arc<dyn Decider<K>>> = vec![primary];
         if let Some(fb) = &self.fallback {
