@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use kbha_alert_router::{AlertRouter, RouterConfig};
 use kbha_aws::{S3Store, SnsNotifier};
 use kbha_failover::{ActionTaken, Policies};
-use kbha_hosting::{Failover, Replication, builtin};
+use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, s3_event, schedule, tar_gz};
-use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, tick};
+use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, fixture, tick};
+use kbha_test_harness::TopicQueue;
 use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
 use scenario::{BackupKind, Expect, Scenario, Step, offset, parse_duration};
 use serde_json::json;
@@ -25,6 +27,8 @@ use serde_json::json;
 const STATUS_PREFIX: &str = "kbha/replication/status/";
 /// Alarm notifications reach the handler this long after the state change.
 const DELIVERY_MS: i64 = 2_000;
+/// The alert router's dedup state.
+const ALERT_BUCKET: &str = "kbha-alert-state";
 
 /// `kbha drill` arguments.
 #[derive(Debug, clap::Args)]
@@ -53,6 +57,9 @@ pub struct Row {
     pub alarms: BTreeMap<String, bool>,
     /// Notices delivered by this step.
     pub new_notices: usize,
+    /// Alerts the router delivered to severity topics at this step, read back from their
+    /// queues: (severity, subject).
+    pub alerts: Vec<(String, String)>,
     /// Newest verified backup of the secondary region after the step (absolute ms).
     pub newest_verified_ms: Option<i64>,
     /// Kind and verdict of a backup step.
@@ -151,13 +158,14 @@ fn print_row(r: &Row) {
     let w = |k: &str| r.weights.get(k).copied().unwrap_or_default();
     let mark = if r.failures.is_empty() { "ok" } else { "FAIL" };
     println!(
-        "  {}  {:<36} {:<12} primary={:<3} secondary={:<3} notices+{}  {mark}",
+        "  {}  {:<36} {:<12} primary={:<3} secondary={:<3} notices+{} alerts+{}  {mark}",
         offset(r.at),
         r.what,
         r.outcome,
         w("primary"),
         w("secondary"),
-        r.new_notices
+        r.new_notices,
+        r.alerts.len()
     );
     for f in &r.failures {
         println!("{f}");
@@ -170,6 +178,9 @@ struct Drill {
     world: World,
     failover: Arc<Function>,
     verifier: VerifierFunction<S3Store, SnsNotifier>,
+    router: AlertRouter<S3Store, SnsNotifier>,
+    severities: BTreeMap<String, TopicQueue>,
+    alerts: usize,
     base: i64,
     health: BTreeMap<String, bool>,
     alarms: BTreeMap<String, bool>,
@@ -217,13 +228,42 @@ impl Drill {
             kbha_hosting::Policies::single(builtin::<Replication>()?),
         )
         .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2"));
+        // Every kbha notice goes through the real alert router to severity topics.
+        world.emu.create_bucket(ALERT_BUCKET).await?;
+        let mut severities = BTreeMap::new();
+        for name in ["critical", "warning", "info"] {
+            severities.insert(name.to_owned(), world.emu.create_topic_with_queue(&format!("kbha-{name}")).await?);
+        }
+        let destinations: BTreeMap<&str, &str> = severities.iter().map(|(k, t)| (k.as_str(), t.topic_arn.as_str())).collect();
+        let renv = BTreeMap::from([
+            ("KBHA_DESTINATIONS".to_owned(), serde_json::to_string(&destinations)?),
+            ("KBHA_STATE_BUCKET".to_owned(), ALERT_BUCKET.to_owned()),
+        ]);
+        let router = AlertRouter::new(
+            RouterConfig::from_lookup(|k| renv.get(k).cloned())?,
+            S3Store::from_conf(&conf),
+            SnsNotifier::from_conf(&conf),
+            kbha_hosting::Policies::single(builtin::<Alerting>()?),
+        );
         // Simulated time starts at the wall clock (whole minute): S3 stamps LastModified
         // with the real time, which the verifier's dead-man check reads.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
         let base = i64::try_from(now)? / 60_000 * 60_000;
         let both = |v: bool| BTreeMap::from([("primary".to_owned(), v), ("secondary".to_owned(), v)]);
         println!("  provisioned: zone {} record {} (primary us-east-1, secondary us-west-2), health checks, topic, buckets {BACKUPS} {REPLICA} {STATE_BUCKET}", world.fx.zone_id, world.fx.record_name);
-        Ok(Drill { world, failover, verifier, base, health: both(true), alarms: both(false), notices: 0, backups: 0 })
+        Ok(Drill {
+            world,
+            failover,
+            verifier,
+            router,
+            severities,
+            alerts: 0,
+            base,
+            health: both(true),
+            alarms: both(false),
+            notices: 0,
+            backups: 0,
+        })
     }
 
     async fn step(&mut self, i: usize, step: &Step) -> Result<Row> {
@@ -272,9 +312,11 @@ impl Drill {
         };
         // Deliveries are read back from the queue subscribed to the topic: wait for as many
         // as the handlers published; extra ones already queued come in the same batch.
-        let wait = if notice_ids > 0 { 5 } else { 0 };
-        let delivered = self.world.notices(notice_ids, wait).await?.len();
-        self.notices += delivered;
+        let wait = std::time::Duration::from_secs(if notice_ids > 0 { 5 } else { 0 });
+        let delivered = self.world.emu.drain_messages(&self.world.notices, notice_ids, wait).await?;
+        self.notices += delivered.len();
+        let alerts = self.route(&delivered, &id, now + DELIVERY_MS).await?;
+        self.alerts += alerts.len();
         let weights = self.world.weights().await?;
         let newest_verified_ms = self.newest_verified("us-west-2").await?;
         let mut row = Row {
@@ -284,15 +326,41 @@ impl Drill {
             weights,
             health: self.health.clone(),
             alarms: self.alarms.clone(),
-            new_notices: delivered,
+            new_notices: delivered.len(),
+            alerts,
             newest_verified_ms,
             backup,
             failures: Vec::new(),
         };
         if let Some(e) = &step.expect {
-            row.failures = check(e, &row, self.notices);
+            row.failures = check(e, &row, self.notices, self.alerts);
         }
         Ok(row)
+    }
+
+    /// Hands each notice to the alert router as SNS delivers it to the Lambda and reads
+    /// back what reached the severity topics.
+    async fn route(&self, notices: &[kbha_test_harness::SnsEnvelope], id: &str, now: i64) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (k, n) in notices.iter().enumerate() {
+            let mut ev = fixture("kbha-notice-sns.json")?;
+            let sns = &mut ev["Records"][0]["Sns"];
+            sns["Message"] = json!(n.message);
+            sns["Subject"] = json!(n.subject);
+            sns["MessageId"] = json!(format!("{id}-notice-{k}"));
+            sns["TopicArn"] = json!(self.world.notices.topic_arn);
+            let attrs: serde_json::Map<String, serde_json::Value> =
+                n.attributes.iter().map(|(k, v)| (k.clone(), json!({"Type": "String", "Value": v}))).collect();
+            sns["MessageAttributes"] = serde_json::Value::Object(attrs);
+            let recs = self.router.handle(&ev, now).await?;
+            for d in recs.iter().flat_map(|r| &r.deliveries) {
+                let tq = self.severities.get(&d.destination).with_context(|| format!("unknown destination {}", d.destination))?;
+                for m in self.world.emu.drain_messages(tq, 1, std::time::Duration::from_secs(5)).await? {
+                    out.push((d.destination.clone(), m.subject.unwrap_or_default()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Uploads a backup archive and its manifest (and the cross-region copy).
@@ -349,7 +417,7 @@ fn fmt_weights(w: &BTreeMap<String, u32>) -> String {
 }
 
 /// Expected-vs-got lines for every expectation that does not hold.
-fn check(e: &Expect, row: &Row, notices: usize) -> Vec<String> {
+fn check(e: &Expect, row: &Row, notices: usize, alerts: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut diff = |field: &str, expected: String, got: String| {
         out.push(format!(
@@ -378,6 +446,11 @@ fn check(e: &Expect, row: &Row, notices: usize) -> Vec<String> {
         && n != notices
     {
         diff("notices delivered so far", n.to_string(), notices.to_string());
+    }
+    if let Some(n) = e.alerts
+        && n != alerts
+    {
+        diff("alerts delivered by the router so far", n.to_string(), alerts.to_string());
     }
     out
 }

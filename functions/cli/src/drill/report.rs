@@ -41,6 +41,8 @@ pub struct Both {
     pub polling: Figures,
     /// End of the timeline, ms.
     pub end: i64,
+    /// Alerts kbha's alert router delivered.
+    pub alerts: usize,
 }
 
 fn share(w: &BTreeMap<String, u32>) -> u32 {
@@ -140,7 +142,7 @@ pub fn figures(o: &Outcome) -> Both {
         t += POLL_MS;
     }
     polling.unhealthy_traffic_s = unhealthy_traffic(rows, &polling.series, end);
-    Both { kbha, polling, end }
+    Both { kbha, polling, end, alerts: rows.iter().map(|r| r.alerts.len()).sum() }
 }
 
 fn secs(v: Option<f64>) -> String {
@@ -167,6 +169,7 @@ fn rows_of(b: &Both) -> Vec<(&'static str, String, String)> {
         ("traffic-seconds served by an unhealthy region", format!("{:.0}", b.kbha.unhealthy_traffic_s), format!("{:.0}", b.polling.unhealthy_traffic_s)),
         ("achieved RPO (newest verified backup at failover)", secs(b.kbha.rpo_s), secs(b.polling.rpo_s)),
         ("Route 53 changes", b.kbha.changes.to_string(), b.polling.changes.to_string()),
+        ("alerts delivered by the alert router", b.alerts.to_string(), "-".into()),
     ]
 }
 
@@ -195,11 +198,12 @@ pub fn html(o: &Outcome, b: &Both) -> String {
     }
     h.push_str("</table><h2>Timeline</h2>");
     h.push_str(&svg(o, b));
-    h.push_str("<h2>Steps</h2><table><tr><th>at</th><th>step</th><th>outcome</th><th>weights</th><th>notices</th><th>expectations</th></tr>");
+    h.push_str("<h2>Steps</h2><table><tr><th>at</th><th>step</th><th>outcome</th><th>weights</th><th>notices</th><th>alerts routed</th><th>expectations</th></tr>");
     for r in &o.rows {
         let w: Vec<String> = r.weights.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let e = if r.failures.is_empty() { "<span class=\"pass\">ok</span>".to_owned() } else { format!("<span class=\"fail\">{}</span>", esc(&r.failures.join("\n"))) };
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>+{}</td><td>{e}</td></tr>", offset(r.at), esc(&r.what), esc(&r.outcome), w.join(" "), r.new_notices);
+        let alerts: Vec<String> = r.alerts.iter().map(|(sev, subj)| format!("{sev}: {subj}")).collect();
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>+{}</td><td>{}</td><td>{e}</td></tr>", offset(r.at), esc(&r.what), esc(&r.outcome), w.join(" "), r.new_notices, esc(&alerts.join("; ")));
     }
     h.push_str("</table></body></html>\n");
     h
@@ -273,9 +277,10 @@ fn svg(o: &Outcome, b: &Both) -> String {
             };
             let _ = write!(s, "<circle cx=\"{:.1}\" cy=\"{y}\" r=\"6\" fill=\"{colour}\"><title>{} backup: {}</title></circle><text x=\"{:.1}\" y=\"{}\" font-size=\"10\">{}</text>", x(r.at), format!("{kind:?}").to_lowercase(), esc(verdict), x(r.at) - 10.0, y + 18.0, esc(verdict));
         }
-        if r.new_notices > 0 {
+        if r.new_notices > 0 || !r.alerts.is_empty() {
             let (cx, cy) = (x(r.at), y + 30.0);
-            let _ = write!(s, "<path d=\"M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} Z\" fill=\"#7a3db8\"><title>{} notice(s) at {}</title></path>", cx, cy - 6.0, cx - 6.0, cy + 6.0, cx + 6.0, cy + 6.0, r.new_notices, offset(r.at));
+            let what: Vec<String> = r.alerts.iter().map(|(sev, subj)| format!("{sev}: {subj}")).collect();
+            let _ = write!(s, "<path d=\"M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} Z\" fill=\"#7a3db8\"><title>{} notice(s), {} alert(s) at {}: {}</title></path>", cx, cy - 6.0, cx - 6.0, cy + 6.0, cx + 6.0, cy + 6.0, r.new_notices, r.alerts.len(), offset(r.at), esc(&what.join("; ")));
         }
         if r.outcome.contains("Applied") || r.outcome.contains("Refused") {
             let colour = if r.outcome.contains("Applied") { "#1f6fd1" } else { "#d33" };

@@ -146,6 +146,9 @@ pub struct Expect {
     pub verdict: Option<String>,
     /// Notices delivered so far (SNS deliveries read back from the subscribed queue).
     pub notices: Option<usize>,
+    /// Alerts the alert router delivered to the severity topics so far (read back from
+    /// their queues).
+    pub alerts: Option<usize>,
 }
 
 impl Scenario {
