@@ -660,6 +660,57 @@ policy_type!(
     kbha_core::FailoverInput,
     kbha_core::FailoverDecision
 );
+impl FailoverPolicy {
+    /// **Bench-only**: one instance kept for many decisions, to measure what
+    /// instantiation costs (`kbha bench`, `cargo bench -p kbha-policy-host`).
+    /// Production code uses [`FailoverPolicy::decide`]: a fresh store per
+    /// decision, so no state leaks from one decision into the next.
+    pub fn reused_instance(&self) -> Result<ReusedFailoverInstance<'_>, PolicyError> {
+        let mut store = self.inner.engine.store()?;
+        let instance = self.inner.pre.instantiate(&mut store).map_err(host_err)?;
+        Ok(ReusedFailoverInstance {
+            policy: self,
+            store,
+            instance,
+        })
+    }
+}
+
+/// **Bench-only**: a failover policy instance that decides many times in
+/// one store (see [`FailoverPolicy::reused_instance`]). Fuel is refilled and
+/// logs cleared before each decision; guest memory is not reset.
+pub struct ReusedFailoverInstance<'a> {
+    policy: &'a FailoverPolicy,
+    store: Store<State>,
+    instance: bindings::failover::FailoverPolicy,
+}
+
+impl std::fmt::Debug for ReusedFailoverInstance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReusedFailoverInstance")
+            .field("digest", &self.policy.digest())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReusedFailoverInstance<'_> {
+    /// Runs the policy on `input` in this instance's store.
+    pub fn decide(
+        &mut self,
+        input: &kbha_core::FailoverInput,
+    ) -> Result<kbha_core::FailoverDecision, PolicyError> {
+        let limits = &self.policy.inner.engine.limits;
+        self.store.set_fuel(limits.fuel).map_err(host_err)?;
+        self.store.data_mut().logs.clear();
+        let wit_input = input.clone().into();
+        match self.instance.call_decide(&mut self.store, &wit_input) {
+            Ok(Ok(d)) => Ok(d.into()),
+            Ok(Err(refusal)) => Err(PolicyError::Refused(refusal.into())),
+            Err(e) => Err(classify(e, self.store.data(), limits)),
+        }
+    }
+}
+
 policy_type!(
     /// A loaded `replication-policy` component.
     ReplicationPolicy,

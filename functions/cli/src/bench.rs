@@ -1,0 +1,283 @@
+//! `kbha bench`: one table of ratios, each against a baseline measured in the
+//! same run on the same machine (issue 9). `--quick` is the CI mode (seconds).
+//!
+//! Measured: decision latency of the default failover policy (component with a
+//! fresh instance, component with a reused instance, native), backup
+//! verification throughput (`stream::scan` over a generated `.tar.gz` file
+//! against `sha256sum` on the same file), peak RSS (VmHWM, reset through
+//! `/proc/self/clear_refs` before each phase) and the size of the release
+//! binaries in `target/lambda` if they exist. Cold start is not measured yet.
+
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kbha_core::FailoverInput;
+use kbha_policy_host::{Limits, PolicyEngine};
+
+/// `kbha bench` options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// CI mode: fewer decisions and a 16 MiB archive instead of 1 GiB.
+    #[arg(long)]
+    quick: bool,
+    /// Where the generated archive is written (deleted afterwards).
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+}
+
+/// One row of the table.
+struct Row {
+    what: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+    goal: String,
+}
+
+fn row(what: &str, value: String, baseline: String, ratio: String, goal: &str) -> Row {
+    Row { what: what.into(), value, baseline, ratio, goal: goal.into() }
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap_or(Path::new("."))
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace().join(d),
+        _ => workspace().join("target"),
+    }
+}
+
+/// Runs the benchmarks and prints the table.
+pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    let profile = if cfg!(debug_assertions) { "dev (opt-level 1, deps 2)" } else { "release" };
+    let (decisions, archive_bytes) = if args.quick { (300, 16u64 << 20) } else { (5_000, 1u64 << 30) };
+    let mut rows = Vec::new();
+    decision_rows(decisions, &mut rows)?;
+    verification_rows(&args.work_dir, archive_bytes, &mut rows)?;
+    size_rows(&mut rows);
+    rows.push(row(
+        "cold start",
+        "not measured".into(),
+        "hello-world lambda_runtime".into(),
+        "-".into(),
+        "<= hello-world + 2 ms",
+    ));
+    println!(
+        "kbha bench ({}; profile: {profile}; {} cores)",
+        if args.quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| measure | value | baseline (same run) | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} | {} | {} |", r.what, r.value, r.baseline, r.ratio, r.goal);
+    }
+}
+
+/// Resets the process's peak RSS (Linux >= 4.0: writing 5 to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// VmHWM of this process, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+/// p50 and p99 of `n` timed runs of `f`.
+fn percentiles(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<(Duration, Duration)> {
+    // Warm-up: first calls fault in code and pool slots.
+    for _ in 0..n.min(50) {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    Ok((at(0.50), at(0.99)))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn decision_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
+    let wasm_path = target_dir().join("policies/failover-default.wasm");
+    let wasm = std::fs::read(&wasm_path)
+        .with_context(|| format!("reading {} (run `cargo kbha policy build` first)", wasm_path.display()))?;
+    let case = workspace().join("policies/failover-default/cases/primary-alarm-shifts-to-secondary/input.json");
+    let input: FailoverInput = serde_json::from_slice(&std::fs::read(&case).with_context(|| case.display().to_string())?)?;
+
+    reset_peak_rss();
+    let engine = PolicyEngine::new(Limits::default())?;
+    let policy = engine.load_failover(&wasm)?;
+    let mut reused = policy.reused_instance()?;
+    let native = |input: &FailoverInput| {
+        let wit: kbha_policy_sdk::types::FailoverInput = input.clone().into();
+        kbha_policy_failover_default::decide(&wit).map(kbha_core::FailoverDecision::from)
+    };
+    // The paths must agree before their speed means anything.
+    let want = native(&input).ok();
+    if policy.decide(&input).ok().map(|e| e.decision) != want || reused.decide(&input).ok() != want {
+        bail!("component and native failover-default disagree on the golden input");
+    }
+    let (fresh50, fresh99) = percentiles(n, || Ok(drop(std::hint::black_box(policy.decide(&input)?))))?;
+    let decision_rss = peak_rss_kib();
+    let (reuse50, reuse99) = percentiles(n, || Ok(drop(std::hint::black_box(reused.decide(&input)?))))?;
+    let (nat50, nat99) = percentiles(n, || {
+        drop(std::hint::black_box(native(std::hint::black_box(&input)).map_err(|e| anyhow::anyhow!("{e:?}"))?));
+        Ok(())
+    })?;
+    let ratio = |a: Duration, b: Duration| format!("{:.0}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9));
+    let base = format!("native p50 {} / p99 {}", us(nat50), us(nat99));
+    rows.push(row(
+        "decision, component fresh instance (p50 / p99)",
+        format!("{} / {}", us(fresh50), us(fresh99)),
+        base.clone(),
+        format!("{} / {}", ratio(fresh50, nat50), ratio(fresh99, nat99)),
+        "p50 <= 10 µs",
+    ));
+    rows.push(row(
+        "decision, component reused instance (p50 / p99)",
+        format!("{} / {}", us(reuse50), us(reuse99)),
+        base,
+        format!("{} / {}", ratio(reuse50, nat50), ratio(reuse99, nat99)),
+        "-",
+    ));
+    rows.push(row(
+        "peak RSS during decisions (engine + policy + decisions)",
+        mib(decision_rss),
+        "-".into(),
+        "-".into(),
+        "constant, < 64 MiB",
+    ));
+    Ok(())
+}
+
+/// Deterministic, partly compressible bytes (log-like lines with a counter),
+/// so gzip does real work both ways.
+struct Generated {
+    left: u64,
+    counter: u64,
+    line: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        if self.pos == self.line.len() {
+            self.counter = self.counter.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.line = format!("{:016x} chroma vector shard {} upsert ok\n", self.counter, self.counter >> 52).into_bytes();
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.line.len() - self.pos).min(self.left as usize);
+        buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+        self.pos += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes a `.tar.gz` of about `bytes` uncompressed bytes in 64 MiB entries.
+fn write_archive(path: &Path, bytes: u64) -> Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let entry = 64u64 << 20;
+    let mut done = 0;
+    let mut i = 0;
+    while done < bytes {
+        let size = entry.min(bytes - done);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("chroma/part-{i:04}.log"), Generated { left: size, counter: i, line: vec![], pos: 0 })?;
+        done += size;
+        i += 1;
+    }
+    tar.into_inner()?.finish()?.flush()?;
+    Ok(())
+}
+
+fn verification_rows(dir: &Path, bytes: u64, rows: &mut Vec<Row>) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("bench-{}.tar.gz", std::process::id()));
+    write_archive(&path, bytes)?;
+    let result = measure_verification(&path, bytes, rows);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn measure_verification(path: &Path, bytes: u64, rows: &mut Vec<Row>) -> Result<()> {
+    let size = std::fs::metadata(path)?.len();
+    // Both read the file the generator just wrote (page cache warm for both);
+    // best of two rounds each, alternating, to damp noise from shared cores.
+    let mut best_sum = Duration::MAX;
+    let mut best_scan = Duration::MAX;
+    let mut scan_rss = None;
+    for _ in 0..2 {
+        let start = Instant::now();
+        let out = Command::new("sha256sum").arg(path).output().context("running sha256sum")?;
+        best_sum = best_sum.min(start.elapsed());
+        if !out.status.success() {
+            bail!("sha256sum failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let want = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string();
+
+        reset_peak_rss();
+        let start = Instant::now();
+        let file = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+        let facts = kbha_replication_verifier::stream::scan(file, kbha_replication_verifier::stream::Layout::TarGz, false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        best_scan = best_scan.min(start.elapsed());
+        scan_rss = scan_rss.max(peak_rss_kib());
+        if facts.sha256 != want {
+            bail!("scan and sha256sum disagree: {} vs {want}", facts.sha256);
+        }
+    }
+    let rate = |d: Duration| format!("{:.0} MiB/s", size as f64 / (1 << 20) as f64 / d.as_secs_f64());
+    rows.push(row(
+        &format!("verification throughput ({:.0} MiB gz of {:.0} MiB tar: sha256 + gunzip + tar walk)", size as f64 / (1 << 20) as f64, bytes as f64 / (1 << 20) as f64),
+        rate(best_scan),
+        format!("sha256sum {}", rate(best_sum)),
+        format!("{:.0} %", 100.0 * best_sum.as_secs_f64() / best_scan.as_secs_f64()),
+        ">= 90 % of sha256sum",
+    ));
+    rows.push(row("peak RSS during verification", mib(scan_rss), "-".into(), "-".into(), "constant, < 64 MiB"));
+    Ok(())
+}
+
+fn size_rows(rows: &mut Vec<Row>) {
+    for f in ["kbha-failover", "kbha-replication-verifier", "kbha-alert-router"] {
+        let p = target_dir().join("lambda").join(f).join("bootstrap");
+        let value = match std::fs::metadata(&p) {
+            Ok(m) => format!("{:.1} MB", m.len() as f64 / 1e6),
+            Err(_) => "skipped: no release build in target/lambda".into(),
+        };
+        rows.push(row(&format!("binary size {f} (stripped arm64 release)"), value, "-".into(), "-".into(), "<= 20 MB"));
+    }
+}
