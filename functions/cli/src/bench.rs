@@ -20,7 +20,7 @@ use kbha_policy_host::{Limits, PolicyEngine};
 /// `kbha bench` options.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// CI mode: fewer decisions and a 16 MiB archive instead of 1 GiB.
+    /// CI mode: fewer decisions and a 64 MiB archive instead of 1 GiB.
     #[arg(long)]
     quick: bool,
     /// Where the generated archive is written (deleted afterwards).
@@ -55,7 +55,7 @@ fn target_dir() -> PathBuf {
 /// Runs the benchmarks and prints the table.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let profile = if cfg!(debug_assertions) { "dev (opt-level 1, deps 2)" } else { "release" };
-    let (decisions, archive_bytes) = if args.quick { (300, 16u64 << 20) } else { (5_000, 1u64 << 30) };
+    let (decisions, archive_bytes) = if args.quick { (300, 64u64 << 20) } else { (5_000, 1u64 << 30) };
     let mut rows = Vec::new();
     decision_rows(decisions, &mut rows)?;
     verification_rows(&args.work_dir, archive_bytes, &mut rows)?;
@@ -141,11 +141,17 @@ fn decision_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
     if policy.decide(&input).ok().map(|e| e.decision) != want || reused.decide(&input).ok() != want {
         bail!("component and native failover-default disagree on the golden input");
     }
-    let (fresh50, fresh99) = percentiles(n, || Ok(drop(std::hint::black_box(policy.decide(&input)?))))?;
+    let (fresh50, fresh99) = percentiles(n, || {
+        std::hint::black_box(policy.decide(&input)?);
+        Ok(())
+    })?;
     let decision_rss = peak_rss_kib();
-    let (reuse50, reuse99) = percentiles(n, || Ok(drop(std::hint::black_box(reused.decide(&input)?))))?;
+    let (reuse50, reuse99) = percentiles(n, || {
+        std::hint::black_box(reused.decide(&input)?);
+        Ok(())
+    })?;
     let (nat50, nat99) = percentiles(n, || {
-        drop(std::hint::black_box(native(std::hint::black_box(&input)).map_err(|e| anyhow::anyhow!("{e:?}"))?));
+        std::hint::black_box(native(std::hint::black_box(&input)).map_err(|e| anyhow::anyhow!("{e:?}"))?);
         Ok(())
     })?;
     let ratio = |a: Duration, b: Duration| format!("{:.0}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9));

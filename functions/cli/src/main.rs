@@ -9,11 +9,13 @@
 //! cargo kbha replay failover --event samples/events/cloudwatch-alarm-sns.json   # KBHA_* + AWS_ENDPOINT_URL
 //! cargo kbha replay replication --event samples/events/s3-object-created.json
 //! cargo kbha replay alerting --event samples/events/kbha-notice-sns.json
+//! cargo kbha bench --quick                    # ratios against same-run baselines (CI mode)
 //! cargo kbha demo                              # region-failure drill against the local emulator
 //! cargo kbha drill samples/drills/region-failure.toml   # a scenario; report in target/drill/<name>/
 //! cargo kbha drill --all samples/drills        # every scenario
 //! ```
 
+mod bench;
 mod demo;
 mod drill;
 mod policy;
@@ -41,6 +43,8 @@ enum Command {
     Replay(ReplayCommand),
     /// The region-failure drill end to end against a local AWS emulator (simulated time).
     Demo,
+    /// Benchmarks: one table of ratios against baselines measured in the same run.
+    Bench(bench::BenchArgs),
     /// Run a drill scenario (`samples/drills/*.toml`) against a local AWS emulator in
     /// simulated time; writes `target/drill/<name>/report.html`.
     Drill(drill::DrillArgs),
@@ -71,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(ReplayCommand::Replication(args)) => block_on(replay::replication(&args)),
         Command::Replay(ReplayCommand::Alerting(args)) => block_on(replay::alerting(&args)),
         Command::Demo => block_on(demo::run()),
+        Command::Bench(args) => bench::run(&args),
         Command::Drill(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(drill::run(&args)))
         }

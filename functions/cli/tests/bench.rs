@@ -1,0 +1,31 @@
+//! `kbha bench --quick` (the CI mode) runs and prints its one table with every
+//! measured row, and the component and native policies agreed (it fails
+//! otherwise). Needs `target/policies/failover-default.wasm`.
+
+use std::process::Command;
+
+#[test]
+fn quick_bench_prints_the_table() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kbha"))
+        .args(["bench", "--quick", "--work-dir"])
+        .arg(std::env::temp_dir())
+        .output()
+        .expect("kbha runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kbha bench failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("| measure | value | baseline (same run) | ratio | goal |"), "{stdout}");
+    for row in [
+        "| decision, component fresh instance (p50 / p99) | ",
+        "| decision, component reused instance (p50 / p99) | ",
+        "| peak RSS during decisions",
+        "| verification throughput (",
+        "| peak RSS during verification | ",
+        "| binary size kbha-failover",
+    ] {
+        let line = stdout.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no row {row:?} in\n{stdout}"));
+        // Measured rows carry a number, not a placeholder.
+        assert!(line.chars().any(|c| c.is_ascii_digit()) || line.contains("skipped"), "{line}");
+    }
+    assert!(stdout.contains(" µs / "), "latencies in µs: {stdout}");
+    assert!(stdout.contains(" MiB/s |"), "throughput measured: {stdout}");
+}
