@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use kbha_alert_router::{AlertRouter, RouterConfig};
 use kbha_aws::{AwsSettings, S3Store, SnsNotifier, load_sdk_config};
-use kbha_hosting::{Alerting, load_policies};
+use kbha_hosting::{Alerting, load_swappable};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -24,7 +24,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cfg = RouterConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
-    let policies = load_policies::<Alerting, _>(&cfg.policy, cfg.fallback, &store).await?;
+    // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
+    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
+    let (policies, swap) = load_swappable::<Alerting, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, now_ms()).await?;
+    let policy_store = store.clone();
     let router = Arc::new(AlertRouter::new(
         cfg,
         store,
@@ -33,7 +36,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     ));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let router = Arc::clone(&router);
-        async move { router.handle(&event.payload, now_ms()).await }
+        let (swap, policy_store) = (swap.clone(), policy_store.clone());
+        async move {
+            if let Some(swap) = &swap {
+                swap.refresh(&policy_store, now_ms()).await;
+            }
+            router.handle(&event.payload, now_ms()).await
+        }
     }))
     .await
 }

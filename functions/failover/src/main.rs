@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_failover::{FailoverConfig, FailoverFunction};
-use kbha_hosting::{Failover, load_policies};
+use kbha_hosting::{Failover, load_swappable};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -20,11 +20,20 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cfg = FailoverConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
-    let policies = load_policies::<Failover, _>(&cfg.policy, cfg.fallback, &store).await?;
+    // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
+    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
+    let (policies, swap) = load_swappable::<Failover, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, now_ms()).await?;
+    let policy_store = store.clone();
     let function = Arc::new(FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), store, SnsNotifier::from_conf(&conf), policies));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let function = Arc::clone(&function);
-        async move { function.handle(&event.payload, now_ms()).await }
+        let (swap, policy_store) = (swap.clone(), policy_store.clone());
+        async move {
+            if let Some(swap) = &swap {
+                swap.refresh(&policy_store, now_ms()).await;
+            }
+            function.handle(&event.payload, now_ms()).await
+        }
     }))
     .await
 }

@@ -92,6 +92,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         raw.parse().map_err(|e: crate::SourceError| Self::err("KBHA_POLICY_FALLBACK", e.to_string()))
     }
 
+    /// `KBHA_POLICY_PUBLIC_KEY` (ed25519, 64 hex digits or base64; unset: no signature
+    /// required) and `KBHA_POLICY_CHECK_SECONDS` (default 30).
+    pub fn policy_lifecycle(&self) -> Result<crate::Lifecycle, SettingError> {
+        let public_key = self
+            .optional("KBHA_POLICY_PUBLIC_KEY")
+            .map(|raw| crate::verify::parse_public_key(&raw).map_err(|e| Self::err("KBHA_POLICY_PUBLIC_KEY", e)))
+            .transpose()?;
+        Ok(crate::Lifecycle { public_key, check_every_s: self.number("KBHA_POLICY_CHECK_SECONDS", 30)? })
+    }
+
     /// `KBHA_POLICY_CONFIG`: a JSON object of strings (default empty).
     pub fn policy_config(&self) -> Result<PolicyConfig, SettingError> {
         Ok(self.json::<BTreeMap<String, String>>("KBHA_POLICY_CONFIG", r#"{"rpo_s":"3600"}"#)?.unwrap_or_default())
@@ -125,5 +135,18 @@ mod tests {
         assert_eq!(e.policy_source(), Ok(PolicySource::Builtin));
         assert_eq!(e.policy_fallback(), Ok(Fallback::Builtin));
         assert!(e.policy_config().expect("empty").is_empty());
+        assert_eq!(e.policy_lifecycle(), Ok(crate::Lifecycle::default()));
+    }
+
+    #[test]
+    fn lifecycle_settings_parse() {
+        let key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        let pairs = [("KBHA_POLICY_PUBLIC_KEY", key), ("KBHA_POLICY_CHECK_SECONDS", "5")];
+        let e = env(&pairs);
+        let l = e.policy_lifecycle().expect("valid");
+        assert_eq!((l.public_key.map(|k| hex::encode(k.to_bytes())), l.check_every_s), (Some(key.to_owned()), 5));
+        let short = [("KBHA_POLICY_PUBLIC_KEY", "abcd")];
+        let bad = env(&short).policy_lifecycle().expect_err("a 2-byte key");
+        assert!(bad.to_string().contains("`KBHA_POLICY_PUBLIC_KEY` is 2 bytes"), "{bad}");
     }
 }

@@ -126,7 +126,9 @@ impl<K: Kind> SwappablePolicy<K> {
         let outcome = policy.check(store, now_ms).await;
         let (digest, why) = match &outcome {
             Checked::Swapped(d) => (d.clone(), None),
-            Checked::Refused(d, why) => (d.clone(), Some(why.clone())),
+            // Not the object's digest: the refused object is not what decides, and a
+            // built-in fallback with that digest must still be asked.
+            Checked::Refused(d, why) => ("unavailable".into(), Some(format!("object {d} refused: {why}"))),
             Checked::Unreachable(why) => ("unavailable".into(), Some(why.clone())),
             Checked::NotDue | Checked::Unchanged => ("unavailable".into(), Some("not loaded".into())),
         };
