@@ -162,7 +162,7 @@ pub async fn load_policies<K: Kind, S: ObjectStore>(
         Fallback::Builtin => Some(builtin::<K>()?),
         Fallback::Hold => None,
     };
-    Ok(Policies { primary, fallback })
+    Ok(Policies::new(primary, fallback))
 }
 
 /// The configured policy and its fallback, with an S3 policy swapped while warm: call
@@ -181,14 +181,36 @@ pub async fn load_swappable<K: Kind, S: ObjectStore>(
         Fallback::Hold => None,
     };
     match source {
-        PolicySource::Builtin => Ok((Policies { primary: builtin::<K>()?, fallback }, None)),
+        PolicySource::Builtin => Ok((with_shadow(Policies::new(builtin::<K>()?, fallback), lifecycle, store).await, None)),
         PolicySource::S3 { bucket, key, version_id, sha256 } => {
             let swap = Arc::new(
                 SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), lifecycle.clone(), store, now_ms)
                     .await,
             );
             let primary: Arc<dyn Decider<K>> = Arc::clone(&swap) as Arc<dyn Decider<K>>;
-            Ok((Policies { primary, fallback }, Some(swap)))
+            Ok((with_shadow(Policies::new(primary, fallback), lifecycle, store).await, Some(swap)))
         }
     }
+}
+
+/// Adds the shadow policy (`KBHA_SHADOW_POLICY`); one that cannot be loaded or verified
+/// is logged and left out, since a shadow never changes a decision.
+async fn with_shadow<K: Kind, S: ObjectStore>(mut policies: Policies<K>, lifecycle: &Lifecycle, store: &S) -> Policies<K> {
+    let Some(source) = &lifecycle.shadow else { return policies };
+    let loaded: Result<Arc<dyn Decider<K>>, String> = match source {
+        PolicySource::Builtin => builtin::<K>().map_err(|e| e.to_string()),
+        PolicySource::S3 { bucket, key, version_id, sha256 } => {
+            let swap =
+                SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), lifecycle.clone(), store, 0).await;
+            match swap.current() {
+                Some(current) if swap.usable() => Ok(current),
+                _ => Err("the object is unusable (see the log above)".to_owned()),
+            }
+        }
+    };
+    match loaded {
+        Ok(shadow) => policies.shadow = Some(shadow),
+        Err(e) => tracing::error!(shadow = %source, "shadow policy not loaded, running without it: {e}"),
+    }
+    policies
 }

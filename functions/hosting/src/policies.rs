@@ -6,6 +6,7 @@
 //! the policy's digest and the fault.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kbha_core::{Alert, Severity};
 use serde::Serialize;
@@ -47,11 +48,21 @@ pub struct Policies<K: Kind> {
     pub primary: Arc<dyn Decider<K>>,
     /// The fallback; `None` means the world's safe answer ([`Kind::hold`]).
     pub fallback: Option<Arc<dyn Decider<K>>>,
+    /// `KBHA_SHADOW_POLICY`: asked on the same input, never applied; disagreements are
+    /// logged with both decisions and counted in [`Policies::shadow_disagreements`].
+    pub shadow: Option<Arc<dyn Decider<K>>>,
+    /// Shadow disagreements since the process started.
+    pub shadow_disagreements: Arc<AtomicU64>,
 }
 
 impl<K: Kind> Clone for Policies<K> {
     fn clone(&self) -> Self {
-        Policies { primary: Arc::clone(&self.primary), fallback: self.fallback.clone() }
+        Policies {
+            primary: Arc::clone(&self.primary),
+            fallback: self.fallback.clone(),
+            shadow: self.shadow.clone(),
+            shadow_disagreements: Arc::clone(&self.shadow_disagreements),
+        }
     }
 }
 
@@ -74,12 +85,23 @@ pub struct Decided<D> {
     /// router delivers it itself); `None` when it went into the decision or nothing faulted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault_alert: Option<Alert>,
+    /// Digest of the shadow policy, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_digest: Option<String>,
+    /// Whether the shadow decided the same (`false` also when it faulted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_agrees: Option<bool>,
 }
 
 impl<K: Kind> Policies<K> {
     /// Only the configured policy, no fallback.
     pub fn single(primary: Arc<dyn Decider<K>>) -> Self {
-        Policies { primary, fallback: None }
+        Policies::new(primary, None)
+    }
+
+    /// The configured policy and its fallback, no shadow.
+    pub fn new(primary: Arc<dyn Decider<K>>, fallback: Option<Arc<dyn Decider<K>>>) -> Self {
+        Policies { primary, fallback, shadow: None, shadow_disagreements: Arc::default() }
     }
 
     /// Asks the configured policy, falling back on a fault. Alerts waiting in the
@@ -98,6 +120,32 @@ impl<K: Kind> Policies<K> {
                     }
                 }
             }
+        }
+        if let Some(shadow) = &self.shadow {
+            let agrees = match shadow.decide(input) {
+                Ok(theirs) => {
+                    let same = serde_json::to_value(&theirs).ok() == serde_json::to_value(&decided.decision).ok();
+                    if !same {
+                        tracing::warn!(
+                            shadow = shadow.source(),
+                            shadow_digest = shadow.digest(),
+                            applied = %serde_json::to_string(&decided.decision).unwrap_or_default(),
+                            shadow_decision = %serde_json::to_string(&theirs).unwrap_or_default(),
+                            "shadow policy disagrees"
+                        );
+                    }
+                    same
+                }
+                Err(fault) => {
+                    tracing::warn!(shadow = shadow.source(), shadow_digest = shadow.digest(), kind = %fault.kind, "shadow policy faulted: {}", fault.message);
+                    false
+                }
+            };
+            if !agrees {
+                self.shadow_disagreements.fetch_add(1, Ordering::Relaxed);
+            }
+            decided.shadow_digest = Some(shadow.digest().to_owned());
+            decided.shadow_agrees = Some(agrees);
         }
         decided
     }
@@ -125,6 +173,8 @@ impl<K: Kind> Policies<K> {
                         policy_digest: primary.digest().to_owned(),
                         faults,
                         fault_alert,
+                        shadow_digest: None,
+                        shadow_agrees: None,
                     };
                 }
                 Err(fault) => {
@@ -144,6 +194,8 @@ impl<K: Kind> Policies<K> {
             policy_digest: primary.digest().to_owned(),
             faults,
             fault_alert,
+            shadow_digest: None,
+            shadow_agrees: None,
         }
     }
 }
@@ -203,10 +255,10 @@ mod tests {
 
     #[test]
     fn a_fault_falls_back_and_the_decision_carries_the_alert() {
-        let policies = Policies::<Failover> {
-            primary: Arc::new(Fixed { name: "s3://p/bad.wasm", answer: Err(trap()) }),
-            fallback: Some(Arc::new(Fixed { name: "builtin", answer: Ok(shift()) })),
-        };
+        let policies = Policies::<Failover>::new(
+            Arc::new(Fixed { name: "s3://p/bad.wasm", answer: Err(trap()) }),
+            Some(Arc::new(Fixed { name: "builtin", answer: Ok(shift()) })),
+        );
         let d = policies.decide(&failover_input());
         assert_eq!(d.decided_by, "builtin");
         assert_eq!(d.policy_source, "s3://p/bad.wasm");
@@ -229,8 +281,24 @@ mod tests {
     #[test]
     fn a_fallback_with_the_same_digest_is_not_asked_twice() {
         let bad: Arc<dyn Decider<Failover>> = Arc::new(Fixed { name: "builtin", answer: Err(trap()) });
-        let policies = Policies::<Failover> { primary: Arc::clone(&bad), fallback: Some(bad) };
+        let policies = Policies::<Failover>::new(Arc::clone(&bad), Some(bad));
         assert_eq!(policies.decide(&failover_input()).faults.len(), 1);
+    }
+
+    #[test]
+    fn a_shadow_is_never_applied_and_disagreements_are_counted() {
+        let other = FailoverDecision { action: FailoverAction::Hold, reason: "the shadow's view".into(), alerts: vec![] };
+        let mut policies = Policies::<Failover>::single(Arc::new(Fixed { name: "builtin", answer: Ok(shift()) }));
+        policies.shadow = Some(Arc::new(Fixed { name: "s3://p/next.wasm", answer: Ok(other) }));
+        let d = policies.decide(&failover_input());
+        assert_eq!(d.decision, shift());
+        assert_eq!((d.shadow_digest.as_deref(), d.shadow_agrees), (Some("s3://p/next.wasm"), Some(false)));
+        policies.shadow = Some(Arc::new(Fixed { name: "s3://p/same.wasm", answer: Ok(shift()) }));
+        assert_eq!(policies.decide(&failover_input()).shadow_agrees, Some(true));
+        policies.shadow = Some(Arc::new(Fixed { name: "s3://p/bad.wasm", answer: Err(trap()) }));
+        let d = policies.decide(&failover_input());
+        assert_eq!((d.decided_by.as_str(), d.shadow_agrees), ("builtin", Some(false)));
+        assert_eq!(policies.shadow_disagreements.load(Ordering::Relaxed), 2);
     }
 
     #[test]

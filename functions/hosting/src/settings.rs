@@ -93,13 +93,18 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// `KBHA_POLICY_PUBLIC_KEY` (ed25519, 64 hex digits or base64; unset: no signature
-    /// required) and `KBHA_POLICY_CHECK_SECONDS` (default 30).
+    /// required), `KBHA_POLICY_CHECK_SECONDS` (default 30) and `KBHA_SHADOW_POLICY`
+    /// (a policy source; unset: no shadow).
     pub fn policy_lifecycle(&self) -> Result<crate::Lifecycle, SettingError> {
         let public_key = self
             .optional("KBHA_POLICY_PUBLIC_KEY")
             .map(|raw| crate::verify::parse_public_key(&raw).map_err(|e| Self::err("KBHA_POLICY_PUBLIC_KEY", e)))
             .transpose()?;
-        Ok(crate::Lifecycle { public_key, check_every_s: self.number("KBHA_POLICY_CHECK_SECONDS", 30)? })
+        let shadow = self
+            .optional("KBHA_SHADOW_POLICY")
+            .map(|raw| raw.parse().map_err(|e: crate::SourceError| Self::err("KBHA_SHADOW_POLICY", e.to_string())))
+            .transpose()?;
+        Ok(crate::Lifecycle { public_key, check_every_s: self.number("KBHA_POLICY_CHECK_SECONDS", 30)?, shadow })
     }
 
     /// `KBHA_POLICY_CONFIG`: a JSON object of strings (default empty).

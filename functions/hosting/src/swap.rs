@@ -25,11 +25,14 @@ pub struct Lifecycle {
     pub public_key: Option<VerifyingKey>,
     /// `KBHA_POLICY_CHECK_SECONDS` (default 30); 0 checks on every invocation.
     pub check_every_s: u64,
+    /// `KBHA_SHADOW_POLICY`: a second policy asked on the same input and never applied
+    /// (verified like the configured one; loaded at init).
+    pub shadow: Option<crate::PolicySource>,
 }
 
 impl Default for Lifecycle {
     fn default() -> Self {
-        Lifecycle { public_key: None, check_every_s: 30 }
+        Lifecycle { public_key: None, check_every_s: 30, shadow: None }
     }
 }
 

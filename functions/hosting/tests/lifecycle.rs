@@ -27,7 +27,7 @@ async fn setup() -> Result<(Emulator, S3Store)> {
 }
 
 fn every(seconds: u64) -> Lifecycle {
-    Lifecycle { public_key: None, check_every_s: seconds }
+    Lifecycle { check_every_s: seconds, ..Lifecycle::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +85,7 @@ async fn tampered_wrong_world_and_unreachable_keep_the_last_good_policy() -> Res
     let sig_key = format!("{KEY}.sig");
     emu.put_bytes(BUCKET, KEY, good.clone()).await?;
     emu.put_bytes(BUCKET, &sig_key, hex::encode(signer.sign(&good).to_bytes()).into_bytes()).await?;
-    let lifecycle = Lifecycle { public_key: Some(signer.verifying_key()), check_every_s: 0 };
+    let lifecycle = Lifecycle { public_key: Some(signer.verifying_key()), check_every_s: 0, shadow: None };
     let (policies, swap) =
         load_swappable::<Failover, _>(&PolicySource::s3(BUCKET, KEY), Fallback::Builtin, &lifecycle, &store, 0).await?;
     let swap = swap.context("an S3 source swaps")?;
@@ -150,5 +150,21 @@ async fn a_cold_start_with_a_pin_mismatch_uses_the_fallback_and_alerts() -> Resu
     let right: PolicySource = format!("s3://{BUCKET}/{KEY}#{}", kbha_policy_host::digest(&good)).parse()?;
     let (_, swap) = load_swappable::<Failover, _>(&right, Fallback::Hold, &every(30), &store, 0).await?;
     assert!(swap.context("an S3 source swaps")?.usable());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_shadow_from_s3_is_asked_never_applied_and_its_disagreements_counted() -> Result<()> {
+    let (emu, store) = setup().await?;
+    let shadow = artifact("hostile")?;
+    emu.put_bytes(BUCKET, "failover/next.wasm", shadow.clone()).await?;
+    let lifecycle = Lifecycle { shadow: Some(PolicySource::s3(BUCKET, "failover/next.wasm")), ..Lifecycle::default() };
+    let (policies, swap) = load_swappable::<Failover, _>(&PolicySource::Builtin, Fallback::Hold, &lifecycle, &store, 0).await?;
+    assert!(swap.is_none(), "a built-in policy does not swap");
+    let d = policies.decide(&Failover::smoke_input().map_err(anyhow::Error::msg)?);
+    assert_eq!(d.decided_by, "builtin", "the shadow is never applied");
+    assert_eq!(d.shadow_digest, Some(kbha_policy_host::digest(&shadow)));
+    assert_eq!(d.shadow_agrees, Some(false), "the hostile policy's reason differs: {:?}", d.decision);
+    assert_eq!(policies.shadow_disagreements.load(Ordering::Relaxed), 1);
     Ok(())
 }

@@ -61,10 +61,7 @@ impl AlertWorld {
         }
         let cfg = RouterConfig::from_lookup(|k| env.get(k).cloned())?;
         let conf = self.emu.sdk_config().await;
-        let policies = Policies::<Alerting> {
-            primary: builtin::<Alerting>()?,
-            fallback: None,
-        };
+        let policies = Policies::<Alerting>::new(builtin::<Alerting>()?, None);
         Ok(AlertRouter::new(
             cfg,
             S3Store::from_conf(&conf),

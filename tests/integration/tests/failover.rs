@@ -192,7 +192,7 @@ async fn dry_run_changes_nothing_and_says_so() -> Result<()> {
 async fn a_trapping_policy_falls_back_and_an_alert_names_it() -> Result<()> {
     let w = World::start().await?;
     let trap = load_artifact::<Failover>("hostile", "s3://policies/trap.wasm")?;
-    let policies = Policies { primary: trap, fallback: Some(builtin_policy::<Failover>()?) };
+    let policies = Policies::new(trap, Some(builtin_policy::<Failover>()?));
     let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"unreachable"}"#)], policies).await?;
     primary_down(&w).await?;
     let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-trap")?, t0() + 5 * SEC).await?;
