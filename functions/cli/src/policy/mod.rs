@@ -3,6 +3,7 @@
 mod build;
 mod check;
 mod eval;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,14 @@ pub enum PolicyCommand {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Run table-driven cases (`<case>/input.json` + `<case>/expected.json`, the golden
+    /// format) against a component; prints `N passed, M failed`, exits non-zero on a failure.
+    Test {
+        /// The `.wasm` component.
+        component: PathBuf,
+        /// Directory of case directories.
+        cases: PathBuf,
+    },
 }
 
 /// Runs one `kbha policy` subcommand.
@@ -56,6 +65,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             world,
             verbose,
         } => eval::run(&component, &input, world.as_deref(), verbose),
+        PolicyCommand::Test { component, cases } => test::run(&component, &cases),
     }
 }
 
