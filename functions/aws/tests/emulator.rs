@@ -666,7 +666,7 @@ async fn publish_delivers_subject_message_and_attributes() -> Result<()> {
         subject.starts_with("failover: app.example.com moved to secondary x"),
         "{subject}"
     );
-    assert_eq!(subject.chars().count(), 100);
+    assert_eq!(subject.chars().count(), kbha_aws::MAX_SUBJECT_CHARS);
     assert_eq!(m.message, r#"{"action":"shift_weights"}"#);
     assert_eq!(
         m.attributes.get("severity").map(String::as_str),
