@@ -6,8 +6,8 @@
 # (1) the tool venvs (.venv-infra: SAM CLI, cfn-lint, cargo-lambda, zig; .venv-checkov),
 # (2) cfn-lint, (3) sam validate --lint, (4) checkov with no failed checks,
 # (5) cargo lambda build --release --arm64 of every function crate with a Lambda binary,
-# (6) smoke: each function under `cargo lambda watch` (debug build) invoked with
-#     `cargo lambda invoke` on a sample event against the local AWS emulator, results read
+# (6) smoke: each function's debug binary behind `cargo lambda watch --only-lambda-apis`,
+#     invoked with `cargo lambda invoke` on a sample event against the local AWS emulator, results read
 #     back through the AWS APIs (Route 53 weights, S3 records, SNS deliveries via SQS),
 # (7) `cargo lambda deploy --endpoint-url` of the release binary to the emulator (a new
 #     function, then a code update with --merge-env), checked with GetFunction.
@@ -115,21 +115,35 @@ declare -A sample=(
     [kbha-replication-verifier]=samples/events/s3-object-created.json
     [kbha-alert-router]=samples/events/cloudwatch-alarm-sns.json
 )
+# The Lambda binaries, built once for all three smokes. `cargo lambda watch -p <pkg>` would
+# build each package with its own feature set, so the AWS SDK three more times.
+timed "cargo build --bins (debug; the binaries the smokes run)" cargo build --bins
 smoke() { # smoke <package>
-    local pkg="$1" port
+    local pkg="$1" port fn_pid
     port="$(free_port)"
-    # Own process group, so cleanup stops the function process watch started too.
-    setsid cargo lambda watch -p "$pkg" --ignore-changes --env-file "$work/$pkg.env" \
-        -A 127.0.0.1 -P "$port" >"$work/$pkg.watch.log" 2>&1 &
+    # cargo lambda watch serves only the Runtime and Invoke APIs here; the function is the
+    # debug binary built above, started with the variables watch itself would give it.
+    # Own process group, so cleanup stops it.
+    setsid cargo lambda watch --only-lambda-apis -A 127.0.0.1 -P "$port" >"$work/$pkg.watch.log" 2>&1 &
     watch_pid=$!
     for _ in $(seq 600); do
         (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         kill -0 "$watch_pid" 2>/dev/null || { cat "$work/$pkg.watch.log"; return 1; }
         sleep 0.5
     done
-    cargo lambda invoke "$pkg" -A 127.0.0.1 -P "$port" --data-file "${sample[$pkg]}" -o json >"$work/$pkg.invoke.json" ||
-        { cat "$work/$pkg.watch.log"; return 1; }
+    (
+        set -a
+        # shellcheck disable=SC1090
+        source "$work/$pkg.env"
+        AWS_LAMBDA_FUNCTION_NAME=_ AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512
+        AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt"
+        exec "target/debug/$pkg"
+    ) >"$work/$pkg.function.log" 2>&1 &
+    fn_pid=$!
+    cargo lambda invoke -A 127.0.0.1 -P "$port" --data-file "${sample[$pkg]}" -o json >"$work/$pkg.invoke.json" ||
+        { cat "$work/$pkg.watch.log" "$work/$pkg.function.log"; kill "$fn_pid"; return 1; }
     echo "invoke returned: $(tr -s ' \n' ' ' <"$work/$pkg.invoke.json" | head -c 300)"
+    kill "$fn_pid" 2>/dev/null || true
     .venv/bin/python infra/smoke.py check "$pkg" "$work"
     kill -- "-$watch_pid" 2>/dev/null || true
     watch_pid=""
