@@ -27,7 +27,7 @@ pub fn parse_timestamp(s: &str) -> Result<TimestampMs, TimestampError> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month) || !(1..=days_in_month(year, month)).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return Err(err());
     }
     let mut rest = &s[19..];
@@ -82,6 +82,17 @@ pub fn format_timestamp(ms: TimestampMs) -> String {
     )
 }
 
+/// Days in `month` (1..=12) of `year` in the proleptic Gregorian calendar. Checking it
+/// keeps an impossible date (`2026-02-31`) from silently becoming another day.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 // Howard Hinnant's civil-calendar algorithms (public domain).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -126,6 +137,19 @@ mod tests {
         for bad in ["", "yesterday", "2023-13-04T12:36:15Z", "2023-08-04T12:36:15+0", "2023-08-04T12:36:15.Z"] {
             let e = parse_timestamp(bad).expect_err(bad);
             assert!(e.to_string().contains(&format!("`{bad}`")));
+        }
+    }
+
+    /// Found by the `timestamp` fuzz target: `2200-02-29` (2200 is not a leap year) was
+    /// accepted as 2200-03-01, and `2026-02-31` as 2026-03-03.
+    #[test]
+    fn impossible_dates_are_refused_not_moved_to_another_day() {
+        for bad in ["2200-02-29T00:00:00Z", "2026-02-31T10:00:00Z", "2026-02-29T10:00:00Z", "2026-04-31T10:00:00Z", "1900-02-29T00:00:00Z"] {
+            assert_eq!(parse_timestamp(bad), Err(TimestampError(bad.into())), "{bad}");
+        }
+        for good in ["2000-02-29T00:00:00Z", "2024-02-29T23:59:59Z", "2026-01-31T10:00:00Z", "2026-12-31T23:59:59Z", "2026-04-30T00:00:00Z"] {
+            let ms = parse_timestamp(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(format_timestamp(ms)[..19], good[..19]);
         }
     }
 
