@@ -1,0 +1,4 @@
+#![no_main]
+//! cargo fuzz target; the body and its properties are in `kbha_fuzz::bodies::timestamp`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kbha_fuzz::bodies::timestamp(data));
