@@ -11,7 +11,8 @@
 # bounds, debug assertions); the code under test has no `unsafe` for ASan to watch.
 # FUZZ_SANITIZER=address overrides that where a toolchain has the runtime.
 #
-# The build goes to target/fuzz. New corpus entries go to target/fuzz/corpus/<target>;
+# The build goes to target/fuzz. New corpus entries go to target/fuzz/corpus/<target>
+# (emptied at the start of each run unless FUZZ_KEEP_CORPUS=1);
 # the committed seeds in fuzz/corpus/<target> are read, never written, so the tree stays
 # clean. A crash leaves its input in fuzz/artifacts/<target>/ (git-ignored): add it to
 # fuzz/corpus/<target>/ with the fix, so `cargo test` replays it from then on.
@@ -63,6 +64,9 @@ failed=()
 printf '\n%-16s %12s %8s %s\n' target executions exec/s result
 for t in "${targets[@]}"; do
     log=$out/$t.log
+    # A fresh working corpus each run: runs stay comparable and the corpus (hundreds of
+    # MB after a long run) does not pile up. FUZZ_KEEP_CORPUS=1 continues the last one.
+    [[ ${FUZZ_KEEP_CORPUS:-0} == 1 ]] || rm -rf "${out:?}/corpus/$t"
     mkdir -p "$out/corpus/$t"
     dict=()
     [[ $t == s3_key || $t == timestamp || $t == guardrails ]] || dict=(-dict=fuzz/json.dict)
