@@ -1,6 +1,6 @@
-//! Property tests (proptest, in place of `cargo fuzz`, which needs a nightly toolchain
-//! this project does not use): hostile inputs to the pure core never panic, and the
-//! guardrails keep their promises for every decision a policy could return.
+//! Property tests (proptest; the `cargo fuzz` targets in `fuzz/` cover the same ground
+//! with coverage guidance, see scripts/fuzz.sh): hostile inputs to the pure core never
+//! panic, and the guardrails keep their promises for every decision a policy could return.
 //!
 //! Each property prints how many inputs it ran, for RELIABILITY.md. The seed corpus is
 //! the real payloads in `samples/events/`, mutated node by node; a failure prints the
