@@ -46,8 +46,9 @@ impl kbha_policy_sdk::failover::Guest for DefaultFailover {
     }
 }
 
-// Natively this crate is a library for tests; only the component exports.
-#[cfg(target_arch = "wasm32")]
+// Natively this crate is a library for tests; only the component exports (and not when
+// another policy links it for its `decide`: two exports of `decide` would not link).
+#[cfg(all(target_arch = "wasm32", feature = "export"))]
 kbha_policy_sdk::export_failover_policy!(DefaultFailover);
 
 /// The parsed configuration (see the crate docs for keys and defaults).
