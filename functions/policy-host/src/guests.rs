@@ -16,6 +16,7 @@ macro_rules! foreach_guest {
             (hostile, "hostile", "kbha-policy-hostile", Failover),
             (replication_default, "replication-default", "kbha-policy-replication-default", Replication),
             (alert_default, "alert-default", "kbha-policy-alert-default", Alert),
+            (business_hours, "business-hours", "kbha-policy-business-hours", Failover),
         }
     };
 }

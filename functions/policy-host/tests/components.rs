@@ -104,6 +104,30 @@ fn golden_cases() -> Result<Vec<(String, FailoverInput, Expected)>> {
     Ok(cases)
 }
 
+/// The sample policy `samples/policies/business-hours`: its golden cases as a component.
+mod business_hours {
+    use super::*;
+
+    pub fn covered() {}
+
+    #[test]
+    fn golden_cases_decide_as_natively() -> Result<()> {
+        let policy = load("business-hours");
+        let dir = workspace().join("samples/policies/business-hours/cases");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let case = entry?.path();
+            let name = case.display().to_string();
+            let input: FailoverInput = serde_json::from_slice(&std::fs::read(case.join("input.json"))?).with_context(|| name.clone())?;
+            let expected: Expected = serde_json::from_slice(&std::fs::read(case.join("expected.json"))?).with_context(|| name.clone())?;
+            assert_eq!(outcome(&policy, &input), expected, "case `{name}`");
+            n += 1;
+        }
+        anyhow::ensure!(n >= 7, "only {n} cases in `{}`", dir.display());
+        Ok(())
+    }
+}
+
 mod failover_default {
     use super::*;
 
@@ -133,6 +157,24 @@ mod failover_default {
                 "case `{name}`"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_loaded_policys_artifact_loads_without_compiling_and_decides_the_same() -> Result<()> {
+        let wasm = artifact("failover-default", "wasm");
+        let fresh = engine().load_failover(&wasm)?;
+        let cached = engine().load_failover_precompiled(&fresh.artifact()?, fresh.digest())?;
+        assert_eq!(cached.digest(), fresh.digest());
+        for (name, input, _) in golden_cases()? {
+            assert_eq!(outcome(&cached, &input), outcome(&fresh, &input), "case `{name}`");
+        }
+        // Pinned to its digest like any artifact.
+        let other = format!("sha256:{}", "0".repeat(64));
+        assert!(matches!(
+            engine().load_failover_precompiled(&fresh.artifact()?, &other),
+            Err(PolicyError::Precompiled(_))
+        ));
         Ok(())
     }
 
