@@ -9,47 +9,32 @@ use std::sync::Arc;
 
 use kbha_alert_router::{AlertRouter, RouterConfig};
 use kbha_aws::{AwsSettings, S3Store, SnsNotifier, load_sdk_config};
-use kbha_hosting::{Alerting, load_swappable};
-use lambda_runtime::{LambdaEvent, service_fn};
+use kbha_hosting::{Alerting, lambda, load_swappable};
 use serde_json::Value;
+
+/// The name in the init record and the metrics' `Function` dimension.
+const FUNCTION: &str = "alert-router";
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
+    lambda::init_logging();
+    let mut init = lambda::InitTimer::start();
     // Configuration errors fail init, naming the variable.
     let cfg = RouterConfig::from_env()?;
+    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
+    init.mark("config");
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
+    let notifier = SnsNotifier::from_conf(&conf);
+    init.mark("sdk");
     // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
-    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
-    let (policies, swap) = load_swappable::<Alerting, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, now_ms()).await?;
-    let policy_store = store.clone();
-    let router = Arc::new(AlertRouter::new(
-        cfg,
-        store,
-        SnsNotifier::from_conf(&conf),
-        policies,
-    ));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    let (policies, swap) = load_swappable::<Alerting, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, lambda::now_ms()).await?;
+    init.mark("policy");
+    let router = Arc::new(AlertRouter::new(cfg, store.clone(), notifier, policies));
+    println!("{}", init.record(FUNCTION));
+    lambda::serve(FUNCTION, swap, store, move |event: Value, now| {
         let router = Arc::clone(&router);
-        let (swap, policy_store) = (swap.clone(), policy_store.clone());
-        async move {
-            if let Some(swap) = &swap {
-                swap.refresh(&policy_store, now_ms()).await;
-            }
-            router.handle(&event.payload, now_ms()).await
-        }
-    }))
+        async move { router.handle(&event, now).await }
+    })
     .await
-}
-
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }

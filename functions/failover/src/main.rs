@@ -9,36 +9,32 @@ use std::sync::Arc;
 
 use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_failover::{FailoverConfig, FailoverFunction};
-use kbha_hosting::{Failover, load_swappable};
-use lambda_runtime::{LambdaEvent, service_fn};
+use kbha_hosting::{Failover, lambda, load_swappable};
 use serde_json::Value;
+
+/// The name in the init record and the metrics' `Function` dimension.
+const FUNCTION: &str = "failover";
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).without_time().init();
+    lambda::init_logging();
+    let mut init = lambda::InitTimer::start();
     // Configuration errors fail init, naming the variable.
     let cfg = FailoverConfig::from_env()?;
+    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
+    init.mark("config");
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
+    let (dns, notifier) = (Route53Dns::from_conf(&conf), SnsNotifier::from_conf(&conf));
+    init.mark("sdk");
     // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
-    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
-    let (policies, swap) = load_swappable::<Failover, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, now_ms()).await?;
-    let policy_store = store.clone();
-    let function = Arc::new(FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), store, SnsNotifier::from_conf(&conf), policies));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    let (policies, swap) = load_swappable::<Failover, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, lambda::now_ms()).await?;
+    init.mark("policy");
+    let function = Arc::new(FailoverFunction::new(cfg, dns, store.clone(), notifier, policies));
+    println!("{}", init.record(FUNCTION));
+    lambda::serve(FUNCTION, swap, store, move |event: Value, now| {
         let function = Arc::clone(&function);
-        let (swap, policy_store) = (swap.clone(), policy_store.clone());
-        async move {
-            if let Some(swap) = &swap {
-                swap.refresh(&policy_store, now_ms()).await;
-            }
-            function.handle(&event.payload, now_ms()).await
-        }
-    }))
+        async move { function.handle(&event, now).await }
+    })
     .await
-}
-
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }

@@ -16,7 +16,7 @@ pub trait Kind: Send + Sync + 'static {
     /// What it answers.
     type Decision: Clone + std::fmt::Debug + Serialize + Send + Sync;
     /// A loaded component of this world.
-    type Component: Send + Sync;
+    type Component: Send + Sync + 'static;
     /// Short name (`failover`, `replication`, `alert`), used in messages.
     const NAME: &'static str;
     /// Artifact name of the built-in default (`<name>.wasm` in the policy dir).
@@ -30,6 +30,11 @@ pub trait Kind: Send + Sync + 'static {
         Self: Sized;
     /// Validates and prepares a component of this world.
     fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError>;
+    /// Loads a component from its precompiled artifact (see [`crate::cache`]), which
+    /// must be of the component with `digest`.
+    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError>;
+    /// A loaded component's compiled code as an artifact for [`Kind::load_precompiled`].
+    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError>;
     /// Runs one decision.
     fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError>;
     /// The answer when no policy could decide: the safe one for this world.
@@ -65,6 +70,12 @@ impl Kind for Failover {
     }
     fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
         engine.load_failover(bytes)
+    }
+    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError> {
+        engine.load_failover_precompiled(artifact, digest)
+    }
+    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError> {
+        component.artifact()
     }
     fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
         component.decide(input)
@@ -103,6 +114,12 @@ impl Kind for Replication {
     fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
         engine.load_replication(bytes)
     }
+    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError> {
+        engine.load_replication_precompiled(artifact, digest)
+    }
+    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError> {
+        component.artifact()
+    }
     fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
         component.decide(input)
     }
@@ -138,6 +155,12 @@ impl Kind for Alerting {
     }
     fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
         engine.load_alert(bytes)
+    }
+    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError> {
+        engine.load_alert_precompiled(artifact, digest)
+    }
+    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError> {
+        component.artifact()
     }
     fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
         component.decide(input)

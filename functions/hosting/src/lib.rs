@@ -6,8 +6,11 @@
 //! fallback, else the world's safe "hold" answer plus an alert naming the fault).
 //! wasmtime itself stays in `kbha-policy-host`; this crate only uses its typed API.
 
+pub mod cache;
+pub mod emf;
 mod hosted;
 mod kinds;
+pub mod lambda;
 mod policies;
 pub mod settings;
 mod source;

@@ -362,13 +362,7 @@ impl PolicyEngine {
             .engine
             .precompile_component(bytes)
             .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
-        let digest = digest(bytes);
-        let mut out = Vec::with_capacity(code.len() + 128);
-        out.extend_from_slice(PRECOMPILED_MAGIC);
-        out.extend_from_slice(digest.as_bytes());
-        out.extend_from_slice(&Sha256::digest(&code));
-        out.extend_from_slice(&code);
-        Ok(out)
+        Ok(envelope(&digest(bytes), &code))
     }
 
     /// Describes a component: digest, imports, exports, matching world and
@@ -547,6 +541,17 @@ fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
     }
 }
 
+/// The precompiled artifact layout `deserialize` reads: `MAGIC | policy digest |
+/// sha256 of code | code`.
+fn envelope(digest: &str, code: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(code.len() + 128);
+    out.extend_from_slice(PRECOMPILED_MAGIC);
+    out.extend_from_slice(digest.as_bytes());
+    out.extend_from_slice(&Sha256::digest(code));
+    out.extend_from_slice(code);
+    out
+}
+
 /// A loaded policy of any world: digest, engine and the `InstancePre`.
 struct Loaded<P> {
     engine: PolicyEngine,
@@ -632,6 +637,13 @@ macro_rules! policy_type {
             /// `sha256:<hex>` of the component bytes.
             pub fn digest(&self) -> &str {
                 &self.inner.digest
+            }
+
+            /// This policy's compiled code as a [`PolicyEngine::precompile`]-style
+            /// artifact, without compiling again: what a compiled-module cache keeps.
+            pub fn artifact(&self) -> Result<Vec<u8>, PolicyError> {
+                let code = self.inner.pre.instance_pre().component().serialize().map_err(host_err)?;
+                Ok(envelope(&self.inner.digest, &code))
             }
 
             /// Runs the policy on `input` in a fresh store under the engine's

@@ -8,42 +8,39 @@
 use std::sync::Arc;
 
 use kbha_aws::{AwsSettings, S3Store, SnsNotifier, load_sdk_config};
-use kbha_hosting::{Replication, load_swappable};
+use kbha_hosting::{Replication, lambda, load_swappable};
 use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
-use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
+
+/// The name in the init record and the metrics' `Function` dimension.
+const FUNCTION: &str = "replication-verifier";
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).without_time().init();
+    lambda::init_logging();
+    let mut init = lambda::InitTimer::start();
     // Configuration errors fail init, naming the variable.
     let cfg = VerifierConfig::from_env()?;
+    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
+    init.mark("config");
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
+    let notifier = SnsNotifier::from_conf(&conf);
+    // Cross-region copies are read through a client of their own region (S3 redirects).
+    let region_stores: Vec<_> = cfg.copy_regions().into_iter().map(|r| { let s = S3Store::from_conf_in_region(&conf, &r); (r, s) }).collect();
+    init.mark("sdk");
     // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
-    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
-    let (policies, swap) = load_swappable::<Replication, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, now_ms()).await?;
-    let policy_store = store.clone();
-    let copy_regions = cfg.copy_regions();
-    let mut function = VerifierFunction::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
-    for region in copy_regions {
-        function = function.with_region_store(&region, S3Store::from_conf_in_region(&conf, &region));
+    let (policies, swap) = load_swappable::<Replication, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, lambda::now_ms()).await?;
+    init.mark("policy");
+    let mut function = VerifierFunction::new(cfg, store.clone(), notifier, policies);
+    for (region, region_store) in region_stores {
+        function = function.with_region_store(&region, region_store);
     }
     let function = Arc::new(function);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    println!("{}", init.record(FUNCTION));
+    lambda::serve(FUNCTION, swap, store, move |event: Value, now| {
         let function = Arc::clone(&function);
-        let (swap, policy_store) = (swap.clone(), policy_store.clone());
-        async move {
-            if let Some(swap) = &swap {
-                swap.refresh(&policy_store, now_ms()).await;
-            }
-            function.handle(&event.payload, now_ms()).await
-        }
-    }))
+        async move { function.handle(&event, now).await }
+    })
     .await
-}
-
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }

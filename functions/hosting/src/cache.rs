@@ -1,0 +1,229 @@
+//! Compiled policies by digest, so one component is compiled once.
+//!
+//! In memory for the life of the process: a hot swap back to an earlier object, or a
+//! shadow or fallback that is the same component as the primary, costs nothing. On
+//! disk as precompiled artifacts in `KBHA_POLICY_CACHE_DIR` (default
+//! `/tmp/kbha-policy-cache`; `off` disables it): Lambda keeps `/tmp` when it restarts
+//! the runtime process in the same execution environment (after a crash or a timeout),
+//! and compiling is most of a policy's load time.
+//!
+//! An artifact is native code, so it is trusted only this far: it is looked up by the
+//! digest of component bytes the caller has already verified (pin or signature), it
+//! was written by this function into its own `/tmp`, and its envelope (digest, sha256
+//! of the code) is checked before wasmtime deserialises it (the one `unsafe` block, in
+//! `kbha-policy-host`). A file that fails any of that is deleted and the component is
+//! compiled again; the disk never decides whether a policy loads.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use kbha_policy_host::{PolicyEngine, PolicyError};
+
+use crate::Kind;
+
+/// The default directory of precompiled artifacts.
+pub const DEFAULT_DIR: &str = "/tmp/kbha-policy-cache";
+
+/// Where a loaded component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Already loaded in this process.
+    Memory,
+    /// A precompiled artifact in the cache directory.
+    Disk,
+    /// Compiled from the component bytes (and written to the cache directory).
+    Compiled,
+}
+
+type Entry = Arc<dyn Any + Send + Sync>;
+
+/// Compiled components by world and digest.
+#[derive(Debug)]
+pub struct Cache {
+    dir: Option<PathBuf>,
+    memory: Mutex<HashMap<(&'static str, String), Entry>>,
+}
+
+impl Cache {
+    /// A cache keeping artifacts in `dir` (`None`: in memory only).
+    pub fn new(dir: Option<PathBuf>) -> Cache {
+        Cache { dir, memory: Mutex::new(HashMap::new()) }
+    }
+
+    /// The process's cache, configured by `KBHA_POLICY_CACHE_DIR`.
+    pub fn process() -> &'static Cache {
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        CACHE.get_or_init(|| {
+            let dir = match std::env::var_os("KBHA_POLICY_CACHE_DIR") {
+                Some(v) if v == "off" => None,
+                Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+                _ => Some(PathBuf::from(DEFAULT_DIR)),
+            };
+            Cache::new(dir)
+        })
+    }
+
+    /// The component with `digest` (the sha256 of `bytes`, already verified by the
+    /// caller): from memory, from a precompiled artifact, or compiled from `bytes`.
+    pub fn load<K: Kind>(
+        &self,
+        engine: &PolicyEngine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Arc<K::Component>, Origin), PolicyError> {
+        let key = (K::NAME, digest.to_owned());
+        if let Some(hit) = self.memory().get(&key).cloned().and_then(|e| e.downcast::<K::Component>().ok()) {
+            return Ok((hit, Origin::Memory));
+        }
+        let file = self.dir.as_deref().map(|d| artifact_path(d, K::NAME, digest));
+        let from_disk = file.as_deref().and_then(|f| from_disk::<K>(engine, f, digest));
+        let (component, origin) = match from_disk {
+            Some(c) => (c, Origin::Disk),
+            None => {
+                let c = K::load(engine, bytes)?;
+                if let Some(f) = &file {
+                    to_disk::<K>(&c, f);
+                }
+                (c, Origin::Compiled)
+            }
+        };
+        let component = Arc::new(component);
+        self.memory().insert(key, Arc::clone(&component) as Entry);
+        Ok((component, origin))
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Entry>> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn artifact_path(dir: &Path, world: &str, digest: &str) -> PathBuf {
+    dir.join(format!("{world}-{}.cwasm", digest.trim_start_matches("sha256:")))
+}
+
+fn from_disk<K: Kind>(engine: &PolicyEngine, file: &Path, digest: &str) -> Option<K::Component> {
+    let artifact = std::fs::read(file).ok()?;
+    match K::load_precompiled(engine, &artifact, digest) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Another wasmtime build, a torn write or tampering: compile instead.
+            tracing::warn!(file = %file.display(), error = %e, "cached policy artifact refused; compiling the component");
+            let _ = std::fs::remove_file(file);
+            None
+        }
+    }
+}
+
+fn to_disk<K: Kind>(component: &K::Component, file: &Path) {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let write = || -> std::io::Result<()> {
+        let artifact = K::artifact(component).map_err(std::io::Error::other)?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        create_private_dir(dir)?;
+        // Written aside and renamed, so a reader never sees half a file.
+        let tmp = dir.join(format!(".{}.{}.{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed), "tmp"));
+        std::fs::write(&tmp, artifact)?;
+        std::fs::rename(&tmp, file).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    };
+    if let Err(e) = write() {
+        // The cache only saves time; a read-only or full /tmp must not fail a load.
+        tracing::warn!(file = %file.display(), error = %e, "cannot cache the compiled policy");
+    }
+}
+
+/// The directory, readable and writable by this user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Failover, Replication};
+    use kbha_policy_host::Limits;
+
+    fn engine() -> PolicyEngine {
+        PolicyEngine::new(Limits::default()).expect("engine")
+    }
+
+    fn builtin_failover() -> &'static [u8] {
+        <Failover as Kind>::builtin_bytes().expect("built with the policies (cargo kbha policy build)")
+    }
+
+    fn tmp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kbha-cache-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn compiled_once_then_from_memory_then_from_disk_in_a_new_process() {
+        let (engine, bytes) = (engine(), builtin_failover());
+        let digest = kbha_policy_host::digest(bytes);
+        let dir = tmp_dir("origins");
+        let cache = Cache::new(Some(dir.clone()));
+        let (first, origin) = cache.load::<Failover>(&engine, bytes, &digest).expect("compiles");
+        assert_eq!(origin, Origin::Compiled);
+        let (again, origin) = cache.load::<Failover>(&engine, bytes, &digest).expect("cached");
+        assert_eq!(origin, Origin::Memory);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(artifact_path(&dir, "failover", &digest).is_file());
+        // A restarted runtime: empty memory, same /tmp.
+        let restarted = Cache::new(Some(dir.clone()));
+        let (from_disk, origin) = restarted.load::<Failover>(&engine, bytes, &digest).expect("from disk");
+        assert_eq!(origin, Origin::Disk);
+        assert_eq!(from_disk.digest(), first.digest());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tampered_artifact_is_deleted_and_the_component_compiled_again() {
+        let (engine, bytes) = (engine(), builtin_failover());
+        let digest = kbha_policy_host::digest(bytes);
+        let dir = tmp_dir("tampered");
+        Cache::new(Some(dir.clone())).load::<Failover>(&engine, bytes, &digest).expect("compiles");
+        let file = artifact_path(&dir, "failover", &digest);
+        let mut artifact = std::fs::read(&file).expect("written");
+        let last = artifact.len() - 1;
+        artifact[last] ^= 0xff;
+        std::fs::write(&file, artifact).expect("tamper");
+        let (_, origin) = Cache::new(Some(dir.clone())).load::<Failover>(&engine, bytes, &digest).expect("recompiles");
+        assert_eq!(origin, Origin::Compiled);
+        // ...and the good artifact is back.
+        let (_, origin) = Cache::new(Some(dir.clone())).load::<Failover>(&engine, bytes, &digest).expect("from disk");
+        assert_eq!(origin, Origin::Disk);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn worlds_do_not_share_entries_and_a_wrong_world_is_still_refused() {
+        let (engine, bytes) = (engine(), builtin_failover());
+        let digest = kbha_policy_host::digest(bytes);
+        let cache = Cache::new(None);
+        cache.load::<Failover>(&engine, bytes, &digest).expect("compiles");
+        assert!(matches!(cache.load::<Replication>(&engine, bytes, &digest), Err(PolicyError::WrongWorld { .. })));
+    }
+
+    #[test]
+    fn an_unwritable_directory_only_costs_the_cache() {
+        let (engine, bytes) = (engine(), builtin_failover());
+        let digest = kbha_policy_host::digest(bytes);
+        // A file where the directory should be.
+        let blocker = tmp_dir("blocked");
+        std::fs::write(&blocker, b"not a directory").expect("write");
+        let cache = Cache::new(Some(blocker.join("cache")));
+        let (_, origin) = cache.load::<Failover>(&engine, bytes, &digest).expect("loads anyway");
+        assert_eq!(origin, Origin::Compiled);
+        let _ = std::fs::remove_file(&blocker);
+    }
+}
