@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use kbha_policy_host::guests::{GUESTS, Guest};
-use kbha_policy_host::{Limits, PolicyEngine};
+use kbha_policy_host::{Limits, PolicyEngine, World};
 
 use super::{sha256, target_dir, workspace_root};
 
@@ -103,8 +103,42 @@ fn detect() -> anyhow::Result<Toolchain> {
     bail!("{INSTALL_HINT}")
 }
 
+/// What one cargo run builds: a workspace guest (`-p`) or a crate directory of its own
+/// (`--manifest-path`, from `kbha policy new`).
+#[derive(Debug)]
+struct Package {
+    /// Cargo package name.
+    name: String,
+    /// `Cargo.toml` of a crate outside the workspace; `None`: a workspace member.
+    manifest: Option<PathBuf>,
+}
+
+impl Package {
+    /// The core module cargo writes (`<package with _>.wasm`).
+    fn core_module_file(&self) -> String {
+        format!("{}.wasm", self.name.replace('-', "_"))
+    }
+}
+
+/// The package in `<dir>/Cargo.toml`.
+fn crate_package(dir: &Path) -> anyhow::Result<Package> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        package: Named,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read `{}`", manifest.display()))?;
+    let parsed: Manifest = toml::from_str(&text).with_context(|| format!("`{}` has no [package] name", manifest.display()))?;
+    let manifest = std::fs::canonicalize(&manifest).with_context(|| format!("`{}`", manifest.display()))?;
+    Ok(Package { name: parsed.package.name, manifest: Some(manifest) })
+}
+
 /// Builds one guest's core module, returning its path.
-fn cargo_build(tc: &Toolchain, guest: &Guest, wasm_target_dir: &Path) -> anyhow::Result<PathBuf> {
+fn cargo_build(tc: &Toolchain, package: &Package, wasm_target_dir: &Path) -> anyhow::Result<PathBuf> {
     let mut cmd = match tc {
         Toolchain::Rustup => {
             let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -133,15 +167,12 @@ fn cargo_build(tc: &Toolchain, guest: &Guest, wasm_target_dir: &Path) -> anyhow:
     };
     // One cargo run per guest: features then resolve for that crate alone, so
     // a component carries only its own world.
-    cmd.args([
-        "--profile",
-        "policy",
-        "--target",
-        TARGET,
-        "-p",
-        guest.package,
-        "--target-dir",
-    ])
+    cmd.args(["--profile", "policy", "--target", TARGET]);
+    match &package.manifest {
+        None => cmd.args(["-p", package.name.as_str()]),
+        Some(m) => cmd.arg("--manifest-path").arg(m),
+    };
+    cmd.arg("--target-dir")
     .arg(wasm_target_dir)
     .current_dir(workspace_root())
     .env_remove("CARGO_TARGET_DIR")
@@ -149,17 +180,17 @@ fn cargo_build(tc: &Toolchain, guest: &Guest, wasm_target_dir: &Path) -> anyhow:
     .env_remove("CARGO_ENCODED_RUSTFLAGS");
     let status = cmd
         .status()
-        .with_context(|| format!("cannot run cargo for `{}`", guest.package))?;
+        .with_context(|| format!("cannot run cargo for `{}`", package.name))?;
     if !status.success() {
         bail!(
             "building `{}` for {TARGET} failed ({status})",
-            guest.package
+            package.name
         );
     }
     Ok(wasm_target_dir
         .join(TARGET)
         .join("policy")
-        .join(guest.core_module_file()))
+        .join(package.core_module_file()))
 }
 
 /// Core module -> component, in-process, without any WASI adapter.
@@ -176,53 +207,84 @@ fn componentize(core: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(component)
 }
 
-/// Runs `kbha policy build`.
-pub fn run(out: Option<PathBuf>, only: &[String]) -> anyhow::Result<ExitCode> {
+/// One artifact to build: its name, what cargo builds, the world it must implement
+/// (`None`: whichever it does, for a crate given with `--crate`).
+struct Job {
+    name: String,
+    package: Package,
+    world: Option<World>,
+}
+
+/// Runs `kbha policy build`: the listed guests (`only`, default all), or only the crate
+/// directories in `crates`.
+pub fn run(out: Option<PathBuf>, only: &[String], crates: &[PathBuf]) -> anyhow::Result<ExitCode> {
     for name in only {
         if !GUESTS.iter().any(|g| g.name == name) {
             let known: Vec<_> = GUESTS.iter().map(|g| g.name).collect();
             bail!("unknown guest `{name}`; known: {}", known.join(", "));
         }
     }
+    let jobs: Vec<Job> = if crates.is_empty() {
+        GUESTS
+            .iter()
+            .filter(|g| only.is_empty() || only.iter().any(|n| n == g.name))
+            .map(|g: &Guest| Job {
+                name: g.name.to_owned(),
+                package: Package { name: g.package.to_owned(), manifest: None },
+                world: Some(g.world),
+            })
+            .collect()
+    } else {
+        if !only.is_empty() {
+            bail!("give either --only or --crate");
+        }
+        crates
+            .iter()
+            .map(|dir| crate_package(dir).map(|package| Job { name: package.name.clone(), package, world: None }))
+            .collect::<anyhow::Result<_>>()?
+    };
     let tc = detect()?;
     let target = target_dir();
     let out = out.unwrap_or_else(|| target.join("policies"));
+    // Shared by every guest and every `--crate`: std (build-std) and the SDK build once.
     let wasm_target_dir = target.join("wasm");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
     eprintln!("toolchain: {tc:?}");
     let engine = PolicyEngine::new(Limits::default())?;
-    for guest in GUESTS
-        .iter()
-        .filter(|g| only.is_empty() || only.iter().any(|n| n == g.name))
-    {
+    for job in jobs {
         let started = Instant::now();
-        let core_path = cargo_build(&tc, guest, &wasm_target_dir)?;
+        let core_path = cargo_build(&tc, &job.package, &wasm_target_dir)?;
         let core = std::fs::read(&core_path)
             .with_context(|| format!("cannot read `{}`", core_path.display()))?;
-        let component = componentize(&core).with_context(|| format!("guest `{}`", guest.name))?;
+        let component = componentize(&core).with_context(|| format!("guest `{}`", job.name))?;
         let inspection = engine.inspect(&component)?;
         if let Some(p) = inspection.problems.first() {
-            bail!("guest `{}`: {p}", guest.name);
+            bail!("guest `{}`: {p}", job.name);
         }
-        if inspection.world != Some(guest.world) {
+        let Some(world) = inspection.world else {
+            bail!("guest `{}` implements no kbha world", job.name);
+        };
+        if let Some(expected) = job.world
+            && expected != world
+        {
             bail!(
-                "guest `{}` should implement `{}` but implements {:?}",
-                guest.name,
-                guest.world.wit_name(),
-                inspection.world
+                "guest `{}` should implement `{}` but implements `{}`",
+                job.name,
+                expected.wit_name(),
+                world.wit_name()
             );
         }
         let precompiled = engine.precompile(&component)?;
-        let wasm_path = out.join(format!("{}.wasm", guest.name));
-        let cwasm_path = out.join(format!("{}.cwasm", guest.name));
+        let wasm_path = out.join(format!("{}.wasm", job.name));
+        let cwasm_path = out.join(format!("{}.cwasm", job.name));
         std::fs::write(&wasm_path, &component)
             .with_context(|| format!("cannot write `{}`", wasm_path.display()))?;
         std::fs::write(&cwasm_path, &precompiled)
             .with_context(|| format!("cannot write `{}`", cwasm_path.display()))?;
         println!(
             "{}: world {} ({} ms)\n  {}  {} bytes  {}\n  {}  {} bytes  {}",
-            guest.name,
-            guest.world.wit_name(),
+            job.name,
+            world.wit_name(),
             started.elapsed().as_millis(),
             wasm_path.display(),
             component.len(),

@@ -2,7 +2,10 @@
 
 mod build;
 mod check;
+mod diff;
 mod eval;
+mod new;
+mod publish;
 mod test;
 
 use std::path::PathBuf;
@@ -22,6 +25,11 @@ pub enum PolicyCommand {
         /// Build only these guests (artifact names); default: all.
         #[arg(long = "only")]
         only: Vec<String>,
+        /// Build only this crate directory instead (a policy made with `kbha policy new`,
+        /// not listed among the workspace's guests) to `<out>/<package name>.wasm`;
+        /// repeatable. It shares target/wasm with the guests, so std is not rebuilt.
+        #[arg(long = "crate", value_name = "DIR")]
+        crates: Vec<PathBuf>,
     },
     /// Inspect a component: world, imports, size, digest. Exits non-zero when
     /// the host would refuse it.
@@ -52,12 +60,48 @@ pub enum PolicyCommand {
         /// Directory of case directories.
         cases: PathBuf,
     },
+    /// Where two policies decide differently: evaluates both on every input under
+    /// `--inputs` and prints each difference and `N inputs, D differ`. Exits 0 when none
+    /// differ, 1 when some do, 2 on trouble (like `diff`).
+    Diff {
+        /// The old policy: a `.wasm` component, or `builtin`.
+        old: PathBuf,
+        /// The new policy: a `.wasm` component, or `builtin`.
+        new: PathBuf,
+        /// Inputs: golden case directories (`<case>/input.json`) and/or `*.json` files.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// World of the inputs; needed only when both policies are `builtin`.
+        #[arg(long, value_parser = ["failover", "replication", "alert"])]
+        world: Option<String>,
+    },
+    /// Check a component as a function would, upload it (and its ed25519 signature
+    /// `<key>.sig` with --sign) to S3, and print the configuration that pins it.
+    Publish(publish::PublishArgs),
+    /// Make an ed25519 key pair for `publish --sign`: `<prefix>.key` (private, mode 0600)
+    /// and `<prefix>.pub` (the `KBHA_POLICY_PUBLIC_KEY` value).
+    Keygen {
+        /// Path prefix of the two files.
+        prefix: PathBuf,
+    },
+    /// Scaffold a policy crate `<dir>/<name>/`: SDK dependency, `src/lib.rs`, README,
+    /// example golden cases and their test.
+    New {
+        /// Crate name (lowercase letters, digits, `-`).
+        name: String,
+        /// The world it implements.
+        #[arg(long, value_parser = ["failover", "replication", "alert"])]
+        world: String,
+        /// Parent directory [default: the current directory].
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Runs one `kbha policy` subcommand.
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Build { out, only } => build::run(out, &only),
+        PolicyCommand::Build { out, only, crates } => build::run(out, &only, &crates),
         PolicyCommand::Check { component } => check::run(&component),
         PolicyCommand::Eval {
             component,
@@ -66,6 +110,13 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             verbose,
         } => eval::run(&component, &input, world.as_deref(), verbose),
         PolicyCommand::Test { component, cases } => test::run(&component, &cases),
+        PolicyCommand::Diff { old, new, inputs, world } => diff::run(&old, &new, &inputs, world.as_deref()),
+        PolicyCommand::Publish(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(publish::publish(&args)).map(|()| ExitCode::SUCCESS)
+        }
+        PolicyCommand::Keygen { prefix } => publish::keygen(&prefix),
+        PolicyCommand::New { name, world, dir } => new::run(&name, &world, &dir),
     }
 }
 
