@@ -30,9 +30,15 @@ On top of moto it adds:
       "method": "POST", "status": 400, "code": "PriorRequestNotComplete",
       "message": "...", "count": 2}``: the next ``count`` matching requests get
       that error instead of reaching moto; with ``"delay_ms": n`` they are held n ms
-      first (and without ``code`` then passed on: a slow service). Every key but
-      ``code`` or ``delay_ms`` is optional; ``target`` matches X-Amz-Target;
-    - ``DELETE /_kbha/faults`` clears them; ``GET /_kbha/ping`` answers ``ok``.
+      first (and without ``code`` then passed on: a slow service); with
+      ``"reset": "before"`` the connection is reset (RST, no answer) before moto sees
+      the request, with ``"reset": "after"`` once moto has handled it (the change is
+      made, the answer is lost). Every key but one of ``code``, ``delay_ms`` or
+      ``reset`` is optional; ``target`` matches X-Amz-Target; ``"skip": k`` lets the
+      first k matching requests through untouched;
+    - ``DELETE /_kbha/faults`` clears them; ``GET /_kbha/ping`` answers ``ok``;
+    - ``GET /_kbha/changes/<zone id>``: the comments of every change batch the zone
+      accepted, in order (so tests count changes, not just read the end state).
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ import os
 import random
 import re
 import signal
+import socket
 import string
+import struct
 import sys
 import threading
 import time
@@ -272,6 +280,11 @@ def apply_change_batch(zone: Any, changes: list[dict[str, Any]]) -> None:
     ]
 
 
+# zone id -> comments of the change batches it accepted, in order (tests count changes).
+_change_log: dict[str, list[str]] = defaultdict(list)
+_change_log_guard = threading.Lock()
+
+
 def _change_id() -> str:
     return "C" + "".join(random.choices(string.ascii_uppercase + string.digits, k=20))
 
@@ -283,6 +296,8 @@ def _strict_change_resource_record_sets(self: Route53) -> ActionResult:
     zone = self.backend.get_hosted_zone(zone_id)  # raises NoSuchHostedZone
     with _zone_lock(zone.id):
         apply_change_batch(zone, changes)
+        with _change_log_guard:
+            _change_log[str(zone.id).split("/")[-1]].append(comment or "")
     info: dict[str, Any] = {
         "Id": "/change/" + _change_id(),
         # Route 53 answers PENDING and reaches INSYNC later; moto's GetChange says INSYNC.
@@ -408,6 +423,10 @@ def _take_fault(environ: dict[str, Any]) -> dict[str, Any] | None:
                 continue
             if fault.get("target") and fault["target"] != target:
                 continue
+            if fault.get("skip", 0) > 0:
+                # The first `skip` matching requests pass (fail the second PUT, not the first).
+                fault["skip"] -= 1
+                return None
             fault["count"] = fault.get("count", 1) - 1
             if fault["count"] <= 0:
                 _faults.remove(fault)
@@ -442,6 +461,48 @@ def _fault_response(environ: dict[str, Any], fault: dict[str, Any]) -> tuple[str
     if service == "s3" or "json" in content_type:
         headers.append(("x-amzn-ErrorType", code))
     return f"{status} Injected", headers, body
+
+
+def _reset(environ: dict[str, Any]) -> None:
+    """Aborts the client's connection with a TCP RST and no answer.
+
+    SO_LINGER 0 makes the close abortive; SHUT_RD ends werkzeug's keep-alive loop without
+    sending a FIN; the server's ``shutdown_request`` (see ``_abortive_shutdown``) then
+    closes without the SHUT_WR it would normally send. Raising ConnectionResetError
+    makes werkzeug treat it as a dropped connection.
+    """
+    # Read the body first: werkzeug would otherwise parse it as the next request and
+    # answer that, which the client sees as garbage rather than a reset.
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length:
+            environ["wsgi.input"].read(length)
+    except (OSError, ValueError):
+        pass
+    sock = environ["werkzeug.socket"]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+    raise ConnectionResetError("kbha fault: connection reset")
+
+
+def _abortive_shutdown(server: Any) -> None:
+    """Closes reset connections without the FIN socketserver sends before closing."""
+    normal = server.shutdown_request
+
+    def shutdown_request(request: socket.socket) -> None:
+        try:
+            linger = struct.unpack("ii", request.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))
+        except OSError:
+            linger = (0, 0)
+        if linger == (1, 0):
+            server.close_request(request)
+        else:
+            normal(request)
+
+    server.shutdown_request = shutdown_request
 
 
 def _json_response(start_response: Callable, status: str, obj: Any) -> list[bytes]:
@@ -487,12 +548,22 @@ def _control(environ: dict[str, Any], start_response: Callable) -> Iterable[byte
             {"id": hc_id, "failing_checkers": failing, "checkers": len(CHECKER_REGIONS)},
         )
 
+    m = re.fullmatch(r"/_kbha/changes/([^/]+)", path)
+    if m:
+        with _change_log_guard:
+            comments = list(_change_log.get(m.group(1), []))
+        return _json_response(start_response, "200 OK", {"zone": m.group(1), "comments": comments})
+
     if path == "/_kbha/faults":
         with _faults_guard:
             if method == "POST":
-                if "code" not in body and "delay_ms" not in body:
+                if "code" not in body and "delay_ms" not in body and "reset" not in body:
                     return _json_response(
-                        start_response, "400 Bad Request", {"error": "fault needs `code` or `delay_ms`"}
+                        start_response, "400 Bad Request", {"error": "fault needs `code`, `delay_ms` or `reset`"}
+                    )
+                if body.get("reset") not in (None, "before", "after"):
+                    return _json_response(
+                        start_response, "400 Bad Request", {"error": '`reset` is "before" or "after"'}
                     )
                 _faults.append(body)
             elif method == "DELETE":
@@ -515,6 +586,18 @@ class KbhaMiddleware:
         if fault is not None:
             if fault.get("delay_ms"):
                 time.sleep(float(fault["delay_ms"]) / 1000.0)
+            if fault.get("reset") == "after":
+                # Let moto do the work (a change is applied), then lose the answer.
+                result = self.app(environ, lambda *_a, **_k: (lambda _data: None))
+                try:
+                    for _ in result:
+                        pass
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
+            if fault.get("reset"):
+                _reset(environ)
             if fault.get("code"):
                 status, headers, body = _fault_response(environ, fault)
                 start_response(status, headers)
@@ -538,6 +621,7 @@ def main() -> None:
     install_route53_patches()
     app = KbhaMiddleware(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    _abortive_shutdown(server)
 
     def stop(*_: Any) -> None:
         # os._exit: serve_forever runs in the main thread and moto holds no state worth flushing.

@@ -315,6 +315,22 @@ impl Emulator {
         Ok(v.as_array().cloned().unwrap_or_default())
     }
 
+    /// Comments of every change batch `zone_id` accepted, in order: counts changes,
+    /// which the records' end state cannot (a repeated change leaves the same weights).
+    pub async fn change_comments(&self, zone_id: &str) -> Result<Vec<String>> {
+        let v = self
+            .control("GET", &format!("/_kbha/changes/{zone_id}"), None)
+            .await?;
+        Ok(v["comments"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| c.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     // ---------------------------------------------------------------- Route 53
 
     /// Creates a hosted zone, a health check per target and the weighted records.
@@ -668,8 +684,13 @@ pub struct Fault {
     pub message: Option<String>,
     /// Hold the request this long first.
     pub delay_ms: Option<u64>,
+    /// Reset the connection (TCP RST, no answer): `before` moto sees the request, or
+    /// `after` it handled it (the change is made, the answer is lost).
+    pub reset: Option<String>,
     /// How many requests it applies to.
     pub count: u32,
+    /// Matching requests let through untouched before it applies.
+    pub skip: u32,
 }
 
 impl Fault {
@@ -694,6 +715,28 @@ impl Fault {
         }
     }
 
+    /// Reset the connection of one request before the emulator handles it: the
+    /// request never arrives.
+    pub fn reset(service: &str) -> Fault {
+        Fault {
+            service: Some(service.into()),
+            reset: Some("before".into()),
+            count: 1,
+            ..Fault::default()
+        }
+    }
+
+    /// Reset the connection of one request after the emulator handled it: the
+    /// change is made but the client never hears so.
+    pub fn reset_after(service: &str) -> Fault {
+        Fault {
+            service: Some(service.into()),
+            reset: Some("after".into()),
+            count: 1,
+            ..Fault::default()
+        }
+    }
+
     /// Only requests with this HTTP method.
     pub fn method(mut self, method: &str) -> Fault {
         self.method = Some(method.into());
@@ -703,6 +746,13 @@ impl Fault {
     /// Only requests whose path matches this regex.
     pub fn path(mut self, regex: &str) -> Fault {
         self.path_regex = Some(regex.into());
+        self
+    }
+
+    /// Lets the first `k` matching requests through, then applies (e.g. the second
+    /// write of an object, not the first).
+    pub fn after(mut self, k: u32) -> Fault {
+        self.skip = k;
         self
     }
 
@@ -727,7 +777,11 @@ impl Fault {
         put("code", serde_json::json!(self.code));
         put("message", serde_json::json!(self.message));
         put("delay_ms", serde_json::json!(self.delay_ms));
+        put("reset", serde_json::json!(self.reset));
         put("count", serde_json::json!(self.count));
+        if self.skip > 0 {
+            put("skip", serde_json::json!(self.skip));
+        }
         serde_json::Value::Object(m)
     }
 }
