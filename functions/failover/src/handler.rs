@@ -19,8 +19,14 @@ use sha2::{Digest, Sha256};
 use crate::config::FailoverConfig;
 use crate::{Decided, Policies};
 
-/// Attempts at writing the state object when another invocation wrote it meanwhile.
-const STATE_WRITE_ATTEMPTS: u32 = 8;
+/// Attempts at writing the state object when another invocation wrote it meanwhile
+/// (a change takes three writes: intent, applied, done; 8 concurrent copies contend).
+const STATE_WRITE_ATTEMPTS: u32 = 16;
+/// Unfinished changes kept in the state object (oldest dropped first).
+const MAX_PENDING: usize = 32;
+/// Another invocation's unfinished change this much older than ours is left over from
+/// a run that was never retried, not a rival for the same transition.
+const RIVAL_WINDOW_MS: TimestampMs = 5 * 60 * 1000;
 
 /// Why an invocation failed. [`FailoverError::retryable`] tells Lambda's caller
 /// whether the same event can succeed later.
@@ -137,6 +143,93 @@ pub struct DecisionRecord {
 
 pub use kbha_core::ReplicationStatus;
 
+/// The state object: kbha-core's [`FailoverState`] plus the journal of changes this
+/// function started and has not finished announcing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredState {
+    /// Alarms, last change, handled events.
+    #[serde(flatten)]
+    pub state: FailoverState,
+    /// Unfinished changes, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingChange>,
+}
+
+/// A Route 53 change in flight: written before the change batch, marked applied by the
+/// state write after it, removed once its notice is out. A redelivered event that finds
+/// its own entry finishes the job (records the change, sends the notice) instead of
+/// deciding again on records it already changed, so a crash or lost answer between
+/// the steps neither loses the notice nor changes Route 53 twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// Event that asked for the change.
+    pub event_id: String,
+    /// Decision time.
+    pub at_ms: TimestampMs,
+    /// The alarm transition, recorded when the change is finished.
+    pub alarm: Option<Alarm>,
+    /// Weights before.
+    pub from: Vec<Weight>,
+    /// Weights asked for.
+    pub to: Vec<Weight>,
+    /// The policy's reason.
+    pub reason: String,
+    /// `last_change` when the intent was written: if it moved since, another invocation
+    /// made a change, and matching records may be its work, not ours.
+    pub seen_last_change: Option<LastChange>,
+    /// The change batch is known to have landed and the state records it.
+    pub applied: bool,
+    /// Route 53 change id, when its answer arrived.
+    pub change_id: Option<String>,
+    /// The notice to send once the change is made.
+    pub notice: Notice,
+}
+
+/// One SNS message, built before it is needed so a retry sends the same one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Subject.
+    pub subject: String,
+    /// Body (JSON).
+    pub message: Value,
+    /// Message attributes.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl StoredState {
+    /// Replaces the entry of `p.event_id` (if any) with `p`.
+    fn put_pending(&mut self, p: PendingChange) {
+        self.pending.retain(|e| e.event_id != p.event_id);
+        self.pending.push(p);
+        if self.pending.len() > MAX_PENDING {
+            let extra = self.pending.len() - MAX_PENDING;
+            self.pending.drain(..extra);
+        }
+    }
+
+    fn drop_pending(&mut self, event_id: &str) {
+        self.pending.retain(|e| e.event_id != event_id);
+    }
+
+    /// Records a finished change (alarm, event, last change) and marks its entry applied.
+    fn finish(&mut self, p: &PendingChange, change_id: Option<&str>) {
+        if let Some(a) = &p.alarm {
+            self.state.record_alarm(a);
+        }
+        self.state.remember_event(&p.event_id);
+        if self.state.last_change.as_ref().is_none_or(|l| l.at_ms <= p.at_ms) {
+            self.state.last_change = Some(LastChange { at_ms: p.at_ms, weights: p.to.clone(), reason: p.reason.clone() });
+        }
+        if let Some(e) = self.pending.iter_mut().find(|e| e.event_id == p.event_id) {
+            e.applied = true;
+            e.change_id = change_id.map(str::to_owned).or(e.change_id.take());
+            if let Some(id) = &e.change_id {
+                e.notice.message["change_id"] = Value::String(id.clone());
+            }
+        }
+    }
+}
+
 /// The failover function, generic over its AWS dependencies.
 pub struct FailoverFunction<D, S, N> {
     cfg: FailoverConfig,
@@ -221,19 +314,32 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
         for attempt in 1..=self.cfg.max_attempts {
             rec.attempts = attempt;
             let t_gather = Instant::now();
-            let (state, _) = self.load_state().await?;
+            let (stored, _) = self.load_state().await?;
+            if let Some(p) = stored.pending.iter().find(|p| p.event_id == event_id)
+                && let Some(done) = self.resume(p, &stored, rec.clone()).await?
+            {
+                return Ok(done);
+            }
+            let unfinished = stored.pending.iter().any(|p| p.event_id == event_id);
+            let state = stored.state;
             if let Some(a) = &alarm {
                 match state.freshness(&event_id, a) {
                     Freshness::New => {}
                     Freshness::Duplicate => {
+                        if unfinished {
+                            // Our change lost to another copy of this transition, which
+                            // recorded it: our intent is moot.
+                            self.close_pending(&event_id).await;
+                        }
                         rec.action = ActionTaken::SkippedDuplicate;
                         log_record(&rec);
                         return Ok(rec);
                     }
                     Freshness::Stale => {
                         self.update_state(|s| {
-                            s.record_alarm(a);
-                            s.remember_event(&event_id);
+                            s.state.record_alarm(a);
+                            s.state.remember_event(&event_id);
+                            s.drop_pending(&event_id);
                         })
                         .await?;
                         rec.action = ActionTaken::SkippedStale;
@@ -269,7 +375,7 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
             let t_act = Instant::now();
             rec.old_weights = weights_of(&facts.targets);
             rec.new_weights = rec.old_weights.clone();
-            let mut applied: Option<LastChange> = None;
+            let mut applied: Option<PendingChange> = None;
             match &verdict {
                 GuardrailVerdict::NoChange => rec.action = ActionTaken::NoChange,
                 GuardrailVerdict::Refused { refusals } => {
@@ -284,17 +390,40 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
                     if self.cfg.dry_run {
                         rec.action = ActionTaken::DryRun;
                     } else {
+                        // The intent goes to the state object first: whatever is lost
+                        // after the change batch, a retry of this event can finish it.
+                        let mut planned = rec.clone();
+                        planned.action = ActionTaken::Applied;
+                        planned.policy = Some(decided.clone());
+                        planned.guardrail = Some(verdict.clone());
+                        let notice = self.build_notice(&planned, alarm.as_ref(), now_ms);
+                        let intent = PendingChange {
+                            event_id: event_id.clone(),
+                            at_ms: now_ms,
+                            alarm: alarm.clone(),
+                            from: rec.old_weights.clone(),
+                            to: weights.clone(),
+                            reason: decided.decision.reason.clone(),
+                            seen_last_change: state.last_change.clone(),
+                            applied: false,
+                            change_id: None,
+                            notice: notice.clone().unwrap_or_else(|| Notice {
+                                subject: String::new(),
+                                message: Value::Null,
+                                attributes: BTreeMap::new(),
+                            }),
+                        };
+                        self.update_state(|s| s.put_pending(intent.clone())).await?;
                         match self.swap(&facts.records, weights, &decided.decision, &event_id).await {
                             Ok(change_id) => {
                                 rec.change_id = Some(change_id);
                                 rec.action = ActionTaken::Applied;
-                                applied = Some(LastChange {
-                                    at_ms: now_ms,
-                                    weights: weights.clone(),
-                                    reason: decided.decision.reason.clone(),
-                                });
+                                applied = Some(intent);
                             }
                             Err(AwsError::Conflict { message, .. }) => {
+                                // Either another writer changed the records, or our own
+                                // batch landed and its answer was lost (the SDK's retry
+                                // then conflicts): the next attempt's journal check tells.
                                 tracing::info!(attempt, "route 53 records changed since read ({message}); re-reading and deciding again");
                                 continue;
                             }
@@ -305,17 +434,29 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
             }
             self.update_state(|s| {
                 if let Some(a) = &alarm {
-                    s.record_alarm(a);
-                    s.remember_event(&event_id);
+                    s.state.record_alarm(a);
+                    s.state.remember_event(&event_id);
                 }
-                if let Some(change) = applied.as_ref().filter(|c| s.last_change.as_ref().is_none_or(|l| l.at_ms <= c.at_ms)) {
-                    s.last_change = Some(change.clone());
+                match &applied {
+                    Some(p) => s.finish(p, rec.change_id.as_deref()),
+                    None => s.drop_pending(&event_id),
                 }
             })
             .await?;
             rec.policy = Some(decided);
             rec.guardrail = Some(verdict);
-            rec.notice_id = self.notify(&rec, alarm.as_ref(), now_ms).await?;
+            let notice = match &applied {
+                Some(p) => {
+                    let mut n = p.notice.clone();
+                    n.message["change_id"] = serde_json::json!(rec.change_id);
+                    Some(n)
+                }
+                None => self.build_notice(&rec, alarm.as_ref(), now_ms),
+            };
+            rec.notice_id = self.send(notice).await?;
+            if applied.is_some() {
+                self.close_pending(&event_id).await;
+            }
             rec.durations.act_ms = ms(t_act);
             log_record(&rec);
             return Ok(rec);
@@ -323,11 +464,50 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
         Err(FailoverError::ConflictExhausted { attempts: self.cfg.max_attempts })
     }
 
+    /// Finishes a change this event started in an earlier invocation. `Some`: done (the
+    /// change is recorded and its notice sent); `None`: the change never landed, decide
+    /// afresh.
+    async fn resume(&self, p: &PendingChange, stored: &StoredState, mut rec: DecisionRecord) -> Result<Option<DecisionRecord>, FailoverError> {
+        rec.action = ActionTaken::Applied;
+        rec.old_weights = p.from.clone();
+        rec.new_weights = p.to.clone();
+        if !p.applied {
+            let records = self.dns.weighted_records(&self.cfg.hosted_zone_id, &self.cfg.record_name, &self.cfg.record_type).await?;
+            let landed = p.to.iter().all(|w| records.iter().any(|r| r.set_identifier == w.set_identifier && r.weight == w.weight));
+            // Matching records are ours only if no other invocation may have made them.
+            let rival = stored.state.last_change != p.seen_last_change
+                || stored.pending.iter().any(|o| {
+                    o.event_id != p.event_id && o.to == p.to && (o.at_ms - p.at_ms).abs() <= RIVAL_WINDOW_MS
+                });
+            if !landed || rival {
+                tracing::info!(event_id = %p.event_id, landed, rival, "an earlier attempt's change did not land (or is not ours); deciding again");
+                return Ok(None);
+            }
+            tracing::warn!(event_id = %p.event_id, "an earlier attempt changed route 53 but did not finish; recording it and sending its notice");
+            self.update_state(|s| s.finish(p, None)).await?;
+        }
+        rec.change_id = p.change_id.clone();
+        let mut notice = p.notice.clone();
+        notice.message["change_id"] = serde_json::json!(p.change_id);
+        rec.notice_id = self.send(Some(notice)).await?;
+        self.close_pending(&p.event_id).await;
+        log_record(&rec);
+        Ok(Some(rec))
+    }
+
+    /// Removes a finished change's journal entry. Best effort: the notice is out; a
+    /// leftover entry only means a redelivery of this event sends it once more.
+    async fn close_pending(&self, event_id: &str) {
+        if let Err(e) = self.update_state(|s| s.drop_pending(event_id)).await {
+            tracing::warn!(event_id, "could not clear the finished change from the state object: {e}");
+        }
+    }
+
     /// Reads the state object; a missing object is the empty state.
-    async fn load_state(&self) -> Result<(FailoverState, Option<String>), FailoverError> {
+    async fn load_state(&self) -> Result<(StoredState, Option<String>), FailoverError> {
         let key = self.cfg.state_key();
         match self.store.get(&self.cfg.state.bucket, &key).await? {
-            None => Ok((FailoverState::default(), None)),
+            None => Ok((StoredState::default(), None)),
             Some(obj) => serde_json::from_slice(&obj.bytes).map(|s| (s, Some(obj.etag))).map_err(|e| {
                 FailoverError::CorruptState { bucket: self.cfg.state.bucket.clone(), key, message: e.to_string() }
             }),
@@ -337,7 +517,7 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
     /// Applies `update` to the freshest state and writes it with If-Match (or
     /// If-None-Match for the first write); on a lost race, re-reads and re-applies.
     /// Updates are merges (newest alarm wins, events remembered), so order is immaterial.
-    async fn update_state(&self, update: impl Fn(&mut FailoverState)) -> Result<(), FailoverError> {
+    async fn update_state(&self, update: impl Fn(&mut StoredState)) -> Result<(), FailoverError> {
         let key = self.cfg.state_key();
         for _ in 0..STATE_WRITE_ATTEMPTS {
             let (mut state, etag) = self.load_state().await?;
@@ -430,14 +610,21 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
         self.dns.swap_records(&self.cfg.hosted_zone_id, &swaps, &comment).await
     }
 
-    /// Publishes one notice per decision worth a human's attention: every decision on a
-    /// new alarm transition, and any tick that changed something, was refused or alerted.
-    async fn notify(&self, rec: &DecisionRecord, alarm: Option<&Alarm>, now_ms: TimestampMs) -> Result<Option<String>, FailoverError> {
-        let (Some(decided), Some(verdict)) = (&rec.policy, &rec.guardrail) else { return Ok(None) };
+    /// Publishes a notice built by [`Self::build_notice`].
+    async fn send(&self, notice: Option<Notice>) -> Result<Option<String>, FailoverError> {
+        let Some(n) = notice.filter(|n| !n.message.is_null()) else { return Ok(None) };
+        let id = self.notifier.publish(&self.cfg.notify_topic_arn, &n.subject, &n.message.to_string(), &n.attributes).await?;
+        Ok(Some(id))
+    }
+
+    /// One notice per decision worth a human's attention: every decision on a new alarm
+    /// transition, and any tick that changed something, was refused or alerted.
+    fn build_notice(&self, rec: &DecisionRecord, alarm: Option<&Alarm>, now_ms: TimestampMs) -> Option<Notice> {
+        let (Some(decided), Some(verdict)) = (&rec.policy, &rec.guardrail) else { return None };
         let alerts = &decided.decision.alerts;
         let notable = alarm.is_some() || rec.action != ActionTaken::NoChange || !alerts.is_empty();
         if !notable {
-            return Ok(None);
+            return None;
         }
         let mut severity = alerts.iter().map(|a| a.severity).max().unwrap_or(Severity::Info);
         let refusals = match verdict {
@@ -488,8 +675,7 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
             ("kind".to_owned(), serde_json::to_value(rec.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
             ("dry_run".to_owned(), self.cfg.dry_run.to_string()),
         ]);
-        let id = self.notifier.publish(&self.cfg.notify_topic_arn, &subject, &notice.to_string(), &attributes).await?;
-        Ok(Some(id))
+        Some(Notice { subject, message: notice, attributes })
     }
 
     /// A warning notice for an event the function cannot use; best effort, since the
@@ -551,5 +737,79 @@ fn log_record(rec: &DecisionRecord) {
         // and the drill can parse it.
         Ok(line) => println!("{line}"),
         Err(e) => tracing::error!("cannot serialise decision record: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(p: u32, s: u32) -> Vec<Weight> {
+        vec![Weight { set_identifier: "primary".into(), weight: p }, Weight { set_identifier: "secondary".into(), weight: s }]
+    }
+
+    fn pending(event_id: &str, at_ms: TimestampMs) -> PendingChange {
+        PendingChange {
+            event_id: event_id.into(),
+            at_ms,
+            alarm: None,
+            from: w(100, 0),
+            to: w(0, 100),
+            reason: "primary down".into(),
+            seen_last_change: None,
+            applied: false,
+            change_id: None,
+            notice: Notice { subject: "s".into(), message: serde_json::json!({"change_id": null}), attributes: BTreeMap::new() },
+        }
+    }
+
+    #[test]
+    fn a_state_object_written_before_the_journal_still_parses_and_an_empty_journal_is_not_written() {
+        let old = r#"{"alarms":{},"last_change":null,"handled_events":["e-1"]}"#;
+        let s: StoredState = serde_json::from_str(old).expect("old state parses");
+        assert_eq!(s.state.handled_events, ["e-1"]);
+        assert!(s.pending.is_empty());
+        let back = serde_json::to_value(&s).expect("serialises");
+        assert!(back.get("pending").is_none(), "{back}");
+        assert_eq!(back["handled_events"][0], "e-1", "core fields stay at the top level: {back}");
+    }
+
+    #[test]
+    fn finishing_a_change_records_it_once_and_marks_the_entry_applied_with_its_change_id() {
+        let mut s = StoredState::default();
+        let p = pending("e-1", 1_000);
+        s.put_pending(p.clone());
+        s.put_pending(p.clone());
+        assert_eq!(s.pending.len(), 1, "one entry per event");
+        s.finish(&p, Some("C123"));
+        assert!(s.state.handled_events.iter().any(|e| e == "e-1"));
+        assert_eq!(s.state.last_change.as_ref().map(|l| l.weights.clone()), Some(w(0, 100)));
+        assert!(s.pending[0].applied);
+        assert_eq!(s.pending[0].change_id.as_deref(), Some("C123"));
+        assert_eq!(s.pending[0].notice.message["change_id"], "C123");
+        // Finishing again (a retry after a lost answer) changes nothing and keeps the id.
+        let before = s.clone();
+        s.finish(&p, None);
+        assert_eq!(s, before);
+        s.drop_pending("e-1");
+        assert!(s.pending.is_empty());
+    }
+
+    #[test]
+    fn an_older_change_never_overwrites_a_newer_last_change() {
+        let mut s = StoredState::default();
+        s.state.last_change = Some(LastChange { at_ms: 5_000, weights: w(100, 0), reason: "failback".into() });
+        s.finish(&pending("e-old", 1_000), None);
+        assert_eq!(s.state.last_change.as_ref().map(|l| l.at_ms), Some(5_000));
+    }
+
+    #[test]
+    fn the_journal_is_bounded() {
+        let mut s = StoredState::default();
+        for i in 0..(MAX_PENDING + 5) {
+            s.put_pending(pending(&format!("e-{i}"), i as TimestampMs));
+        }
+        assert_eq!(s.pending.len(), MAX_PENDING);
+        assert_eq!(s.pending[0].event_id, "e-5", "oldest dropped first");
     }
 }

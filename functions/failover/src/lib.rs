@@ -9,7 +9,7 @@ pub mod config;
 pub mod handler;
 
 pub use config::{ConfigError, FailoverConfig};
-pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};
+pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, Notice, PendingChange, ReplicationStatus, StoredState};
 pub use kbha_hosting::{LoadError, PolicyFault};
 
 /// The failover policy and its fallback.
