@@ -396,10 +396,27 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         Ok(rec)
     }
 
-    /// The object was verified before: send the notice if that run could not, nothing else.
+    /// The object was verified before: finish what that run may not have (the status
+    /// objects, the notice), nothing else.
     async fn duplicate(&self, mut rec: DecisionRecord, mut previous: VerificationRecord, etag: String) -> Result<DecisionRecord, VerifierError> {
         rec.action = ActionTaken::Duplicate;
         rec.verdict = Some(previous.verdict);
+        // The run that wrote the record may have failed before raising the status
+        // objects; raising is idempotent (never backwards), so a retry completes it.
+        if previous.verdict != Verdict::Corrupt && previous.decided_by != "hold" {
+            let source = self.cfg.sources.iter().find(|s| s.name == previous.source);
+            let mut regions = vec![previous.region.clone()];
+            if previous.facts.cross_region_copy == CopyCheck::Present
+                && let Some(copy) = source.and_then(|s| s.copy.as_ref())
+            {
+                regions.push(copy.region.clone());
+            }
+            for region in regions {
+                if self.raise_status(&region, previous.facts.created_at_ms, &previous.key, &previous.source).await? {
+                    rec.status_updated.push(region);
+                }
+            }
+        }
         if previous.verdict != Verdict::Ok && !previous.notified {
             rec.notice_id = Some(self.notify(&previous, &[]).await?);
             previous.notified = true;
