@@ -448,7 +448,12 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                 Plan::Deliver { kind, entry } => {
                     let claim_etag = match self.put_entry(&key, &entry, etag).await {
                         Ok(t) => t,
-                        Err(e) if e.is_conflict() => continue,
+                        Err(e) if e.is_conflict() => match self.own_claim(&key, &entry).await? {
+                            // Our claim landed and its answer was lost (the SDK's retry
+                            // of the same write then conflicts): it is still ours.
+                            Some(t) => t,
+                            None => continue,
+                        },
                         Err(e) => return Err(e.into()),
                     };
                     let (token, mut reached) = entry
@@ -500,6 +505,15 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             bucket: self.cfg.state_bucket.clone(),
             key,
             attempts: STATE_WRITE_ATTEMPTS,
+        })
+    }
+
+    /// The ETag of the state object if it holds exactly `entry` (the claim this
+    /// invocation wrote; its token names this event and time), else `None`.
+    async fn own_claim(&self, key: &str, entry: &AlertEntry) -> Result<Option<String>, RouterError> {
+        Ok(match self.load_entry(key).await? {
+            (Some(current), Some(etag)) if current == *entry => Some(etag),
+            _ => None,
         })
     }
 
