@@ -6,7 +6,10 @@
 //! verification throughput (`stream::scan` over a generated `.tar.gz` file
 //! against `sha256sum` on the same file), peak RSS (VmHWM, reset through
 //! `/proc/self/clear_refs` before each phase) and the size of the release
-//! binaries in `target/lambda` if they exist. Cold start is not measured yet.
+//! binaries in `target/lambda` if they exist, and cold start: process start to
+//! the first `GET /2018-06-01/runtime/invocation/next` on a loopback Runtime
+//! API, for each function binary next to this one, against kbha-hosting's
+//! `hello_lambda` example (the same profile), with each function's `kbha.init` steps.
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -60,13 +63,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     decision_rows(decisions, &mut rows)?;
     verification_rows(&args.work_dir, archive_bytes, &mut rows)?;
     size_rows(&mut rows);
-    rows.push(row(
-        "cold start",
-        "not measured".into(),
-        "hello-world lambda_runtime".into(),
-        "-".into(),
-        "<= hello-world + 2 ms",
-    ));
+    cold_start_rows(&mut rows);
     println!(
         "kbha bench ({}; profile: {profile}; {} cores)",
         if args.quick { "quick" } else { "full" },
@@ -285,5 +282,142 @@ fn size_rows(rows: &mut Vec<Row>) {
             Err(_) => "skipped: no release build in target/lambda".into(),
         };
         rows.push(row(&format!("binary size {f} (stripped arm64 release)"), value, "-".into(), "-".into(), "<= 20 MB"));
+    }
+}
+
+/// Env every binary gets: a loopback Runtime API, the Lambda variables
+/// `lambda_runtime` reads, and static credentials so the SDK never looks for
+/// instance metadata.
+fn lambda_env(cmd: &mut Command, api: &str) {
+    cmd.env("AWS_LAMBDA_RUNTIME_API", api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+}
+
+/// The minimal `KBHA_*` configuration with which each function's init succeeds.
+fn function_env(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "kbha-failover" => &[
+            ("KBHA_HOSTED_ZONE_ID", "Z123"),
+            ("KBHA_RECORD_NAME", "api.example.com"),
+            ("KBHA_TARGETS", r#"[{"set_identifier":"primary","region":"us-east-1","primary":true,"alarms":["a1"]},{"set_identifier":"secondary","region":"us-west-2","alarms":["a2"]}]"#),
+            ("KBHA_NOTIFY_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:kbha-notices"),
+            ("KBHA_STATE_BUCKET", "state"),
+        ],
+        "kbha-replication-verifier" => &[
+            ("KBHA_BACKUP_SOURCES", r#"[{"name":"chromadb","bucket":"b1","prefix":"chromadb/","region":"us-east-1"}]"#),
+            ("KBHA_STATE_BUCKET", "state"),
+            ("KBHA_NOTIFY_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:kbha-notices"),
+        ],
+        "kbha-alert-router" => &[
+            ("KBHA_DESTINATIONS", r#"{"critical":"arn:aws:sns:us-east-1:1:crit","warning":"arn:aws:sns:us-east-1:1:warn"}"#),
+            ("KBHA_STATE_BUCKET", "state"),
+        ],
+        _ => &[],
+    }
+}
+
+/// One cold start: time from spawn to the first Runtime API request, and the
+/// function's own `kbha.init` record (where its init time went), if it printed one.
+struct ColdStart {
+    elapsed: Duration,
+    init: Option<serde_json::Value>,
+}
+
+/// The median of 5 cold starts of `bin`, each against a fresh loopback Runtime API.
+fn cold_start(bin: &Path, env: &[(&str, &str)]) -> Result<ColdStart> {
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let api = listener.local_addr()?.to_string();
+        let mut cmd = Command::new(bin);
+        lambda_env(&mut cmd, &api);
+        cmd.envs(env.iter().copied()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd.spawn().with_context(|| bin.display().to_string())?;
+        let waited = loop {
+            match listener.accept() {
+                // The first connection is the runtime asking for its first event.
+                Ok(_) => break Ok(start.elapsed()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(status) = child.try_wait()? {
+                        let mut err = String::new();
+                        if let Some(mut s) = child.stderr.take() {
+                            let _ = s.read_to_string(&mut err);
+                        }
+                        break Err(anyhow::anyhow!("{} exited during init ({status}): {err}", bin.display()));
+                    }
+                    if start.elapsed() > Duration::from_secs(10) {
+                        break Err(anyhow::anyhow!("{} did not ask for an event within 10 s", bin.display()));
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut out = String::new();
+        if let Some(mut s) = child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        let init = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["record"] == "kbha.init");
+        runs.push(ColdStart { elapsed: waited?, init });
+    }
+    runs.sort_by_key(|r| r.elapsed);
+    Ok(runs.swap_remove(runs.len() / 2))
+}
+
+/// "config 0.1 + sdk 1.2 + policy 3.4 ms" from a `kbha.init` record.
+fn init_breakdown(init: &serde_json::Value) -> String {
+    let steps = init["steps_ms"].as_object().map(|m| {
+        ["config", "sdk", "policy"]
+            .iter()
+            .filter_map(|k| m.get(*k).and_then(serde_json::Value::as_f64).map(|v| format!("{k} {v:.1}")))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    });
+    format!("init: {} ms", steps.unwrap_or_default())
+}
+
+fn cold_start_rows(rows: &mut Vec<Row>) {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let goal = "<= hello-world + 2 ms";
+    // Binaries of the same profile sit next to this executable; the baseline is
+    // kbha-hosting's example (cargo build --bins --examples).
+    let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+    let hello = match cold_start(&dir.join("examples/hello_lambda"), &[]) {
+        Ok(d) => d.elapsed,
+        Err(e) => {
+            let why = format!("skipped: {e} (cargo build --bins --examples)");
+            rows.push(row("cold start", why, "hello-world lambda_runtime".into(), "-".into(), goal));
+            return;
+        }
+    };
+    for f in ["kbha-failover", "kbha-replication-verifier", "kbha-alert-router"] {
+        let bin = dir.join(f);
+        let (value, ratio) = if !bin.exists() {
+            (format!("skipped: no {f} next to kbha (cargo build --bins)"), "-".into())
+        } else {
+            match cold_start(&bin, function_env(f)) {
+                Ok(c) => {
+                    let extra = c.init.as_ref().map(init_breakdown).unwrap_or_else(|| "no kbha.init record".into());
+                    (format!("{} ({extra})", ms(c.elapsed)), format!("+{:.1} ms", (c.elapsed.as_secs_f64() - hello.as_secs_f64()) * 1e3))
+                }
+                Err(e) => (format!("failed: {e}"), "-".into()),
+            }
+        };
+        rows.push(row(&format!("cold start {f} (median of 5)"), value, format!("hello-world {}", ms(hello)), ratio, goal));
     }
 }

@@ -26,6 +26,14 @@ fn quick_bench_prints_the_table() {
         // Measured rows carry a number, not a placeholder.
         assert!(line.chars().any(|c| c.is_ascii_digit()) || line.contains("skipped"), "{line}");
     }
+    // Cold start: measured against the hello-world example that `cargo test` builds
+    // next to this binary; a function binary that is not built is skipped, never faked.
+    let cold: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| cold start")).collect();
+    assert!(!cold.is_empty(), "no cold start rows in\n{stdout}");
+    for line in cold {
+        assert!(!line.contains("failed"), "{line}");
+        assert!(line.contains(" ms (init: ") || line.contains("skipped"), "{line}");
+    }
     assert!(stdout.contains(" µs / "), "latencies in µs: {stdout}");
     assert!(stdout.contains(" MiB/s |"), "throughput measured: {stdout}");
 }
