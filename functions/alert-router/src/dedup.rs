@@ -179,6 +179,17 @@ fn fresh(alert: &IncomingAlert, d: &AlertDecision, now: TimestampMs) -> AlertEnt
     }
 }
 
+/// Whether `alert` is a late copy (SNS redelivers at least once, in any order) of a
+/// transition older than the incident `prev` records: one from before that incident
+/// began, or, once it resolved, the firing that began it. Acting on it would reopen a
+/// resolved incident, or resolve a newer one, and page for something already said.
+fn is_late_copy(prev: &AlertEntry, alert: &IncomingAlert) -> bool {
+    alert.at_ms < prev.since_ms
+        || (prev.status == AlertStatus::Resolved
+            && alert.status == AlertStatus::Firing
+            && alert.at_ms <= prev.since_ms)
+}
+
 /// Decides what to do about `alert` (decided as `d`, delivered as `event_id`) given the
 /// stored entry `prev`.
 pub fn plan(
@@ -214,6 +225,12 @@ pub fn plan(
         e.labels = alert.labels.clone();
         e
     };
+    if prev.is_some_and(|p| is_late_copy(p, alert)) {
+        return Plan::Skip {
+            why: Skip::Duplicate,
+            entry: None,
+        };
+    }
     match alert.status {
         AlertStatus::Firing => {
             let Some(prev) = prev.filter(|p| p.status == AlertStatus::Firing) else {
@@ -580,15 +597,112 @@ mod tests {
                 entry: None
             }
         );
-        let (kind, reopened) = deliver(
+        // A new ALARM transition (later than the one that began the closed incident).
+        let mut again = alert(AlertStatus::Firing);
+        again.at_ms = T.now_ms + 6 * MIN;
+        let Plan::Deliver {
+            kind,
+            entry: reopened,
+        } = plan(
             Some(&closed),
-            AlertStatus::Firing,
+            &again,
+            &decision(None),
+            "e",
             at(T, T.now_ms + 7 * MIN),
-        );
+        )
+        else {
+            panic!("a new incident is delivered")
+        };
         assert_eq!(
             (kind, reopened.sent_count, reopened.since_ms),
-            (Some(DeliveryKind::Firing), 1, T.now_ms - MIN)
+            (DeliveryKind::Firing, 0, T.now_ms + 6 * MIN)
         );
+    }
+
+    /// Late copies of old transitions (as the storm in tests/integration/tests/storm.rs
+    /// delivers them) used to reopen a resolved incident (a second "firing" page for an
+    /// alarm that is OK) and resolve a newer one (a "resolved" page for an alarm in ALARM).
+    #[test]
+    fn late_copies_of_older_transitions_change_nothing() {
+        let (_, fired) = deliver(None, AlertStatus::Firing, T);
+        let (_, closed) = deliver(
+            Some(&fired),
+            AlertStatus::Resolved,
+            at(T, T.now_ms + 5 * MIN),
+        );
+        let skip = Plan::Skip {
+            why: Skip::Duplicate,
+            entry: None,
+        };
+        // The ALARM that began the closed incident, delivered again after its OK.
+        let late = plan(
+            Some(&closed),
+            &alert(AlertStatus::Firing),
+            &decision(None),
+            "copy",
+            at(T, T.now_ms + 6 * MIN),
+        );
+        assert_eq!(late, skip);
+        // A newer incident is firing; a late OK (and ALARM) of the old one arrive.
+        let mut newer = alert(AlertStatus::Firing);
+        newer.at_ms = T.now_ms + 10 * MIN;
+        let Plan::Deliver { entry, .. } = plan(
+            Some(&closed),
+            &newer,
+            &decision(None),
+            "new",
+            at(T, T.now_ms + 10 * MIN),
+        ) else {
+            panic!("the new incident is delivered")
+        };
+        let firing = confirm(
+            &entry,
+            &entry
+                .claim
+                .as_ref()
+                .map(|c| c.token.clone())
+                .unwrap_or_default(),
+            T.now_ms + 10 * MIN,
+        )
+        .expect("ours");
+        let mut old_ok = alert(AlertStatus::Resolved);
+        old_ok.at_ms = T.now_ms + 4 * MIN;
+        assert_eq!(
+            plan(
+                Some(&firing),
+                &old_ok,
+                &decision(None),
+                "late-ok",
+                at(T, T.now_ms + 11 * MIN)
+            ),
+            skip
+        );
+        assert_eq!(
+            plan(
+                Some(&firing),
+                &alert(AlertStatus::Firing),
+                &decision(None),
+                "late-alarm",
+                at(T, T.now_ms + 11 * MIN)
+            ),
+            skip
+        );
+        // The newer incident's own OK still resolves it.
+        let mut ok = alert(AlertStatus::Resolved);
+        ok.at_ms = T.now_ms + 12 * MIN;
+        assert!(matches!(
+            plan(
+                Some(&firing),
+                &ok,
+                &decision(None),
+                "ok",
+                at(T, T.now_ms + 12 * MIN)
+            ),
+            Plan::Deliver {
+                kind: DeliveryKind::Resolved,
+                ..
+            }
+        ));
     }
 
     #[test]
