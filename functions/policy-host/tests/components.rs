@@ -179,24 +179,6 @@ mod failover_default {
     }
 
     #[test]
-    fn a_loaded_policys_artifact_loads_without_compiling_and_decides_the_same() -> Result<()> {
-        let wasm = artifact("failover-default", "wasm");
-        let fresh = engine().load_failover(&wasm)?;
-        let cached = engine().load_failover_precompiled(&fresh.artifact()?, fresh.digest())?;
-        assert_eq!(cached.digest(), fresh.digest());
-        for (name, input, _) in golden_cases()? {
-            assert_eq!(outcome(&cached, &input), outcome(&fresh, &input), "case `{name}`");
-        }
-        // Pinned to its digest like any artifact.
-        let other = format!("sha256:{}", "0".repeat(64));
-        assert!(matches!(
-            engine().load_failover_precompiled(&fresh.artifact()?, &other),
-            Err(PolicyError::Precompiled(_))
-        ));
-        Ok(())
-    }
-
-    #[test]
     fn precompiled_artifact_is_pinned_and_integrity_checked() {
         let mut cwasm = artifact("failover-default", "cwasm");
         let digest = kbha_policy_host::digest(&artifact("failover-default", "wasm"));
