@@ -9,6 +9,14 @@ use kbha_replication_verifier::ActionTaken;
 
 const HOUR: i64 = 3_600_000;
 
+/// A backup time five minutes before the real clock, in whole seconds. S3 stamps uploads
+/// with the real clock and the verdicts compare the two, so a fixed backup time would make
+/// them depend on the hour the tests run (a fixed 10:00 UTC turned "ok" into "breach" at 11:00).
+fn recent() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    (i64::try_from(now).unwrap_or(i64::MAX) - 300) * 1000
+}
+
 fn files() -> Vec<(&'static str, &'static [u8])> {
     vec![("chroma.sqlite3", &b"SQLite format 3\0 rows and rows"[..]), ("index/segment-0001.bin", &[7u8; 4096][..])]
 }
@@ -17,7 +25,7 @@ fn files() -> Vec<(&'static str, &'static [u8])> {
 async fn a_good_backup_is_ok_its_record_written_and_both_regions_status_raised() -> Result<()> {
     let w = ReplicationWorld::start().await?;
     let key = "chromadb/2026/11/26/chroma-10-00.tar.gz";
-    let taken_at = kbha_integration::t0();
+    let taken_at = recent();
     let up = w.put_backup(key, &files(), taken_at).await?;
     w.emu.put_bytes(REPLICA, key, w.emu.s3().await.get_object().bucket(BACKUPS).key(key).send().await?.body.collect().await?.to_vec()).await?;
     let v = w.verifier(&[]).await?;
@@ -91,10 +99,10 @@ async fn damaged_backups_are_corrupt_each_with_a_critical_notice() -> Result<()>
 #[tokio::test]
 async fn a_backup_older_than_the_rpo_is_a_breach() -> Result<()> {
     let w = ReplicationWorld::start().await?;
-    let taken_at = kbha_integration::t0();
+    let taken_at = recent() - 2 * HOUR;
     let up = w.put_backup("chromadb/late.tar.gz", &files(), taken_at).await?;
     let v = w.verifier(&[]).await?;
-    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), taken_at + HOUR + 5 * 60_000).await?;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), up.last_modified_ms + 60_000).await?;
     assert_eq!(records[0].verdict, Some(Verdict::Breach));
     let rec = w.record(BACKUPS, &up.key).await?.expect("record");
     assert!(rec.reason.contains("past the RPO"), "{}", rec.reason);
@@ -109,7 +117,7 @@ async fn a_backup_older_than_the_rpo_is_a_breach() -> Result<()> {
 #[tokio::test]
 async fn the_dead_man_check_breaches_when_no_backup_is_within_the_rpo() -> Result<()> {
     let w = ReplicationWorld::start().await?;
-    let up = w.put_backup("chromadb/only.tar.gz", &files(), kbha_integration::t0()).await?;
+    let up = w.put_backup("chromadb/only.tar.gz", &files(), recent()).await?;
     let v = w.verifier(&[]).await?;
 
     // Just after the backup: chromadb fine, redis has never had one.
@@ -156,7 +164,7 @@ async fn url_encoded_keys_with_spaces_and_non_ascii_characters_are_found() -> Re
         (S3Shape::Sns, "chromadb/2026/11/26/sauvegarde région+été 11:00.tar.gz"),
         (S3Shape::EventBridge, "chromadb/2026/11/26/バックアップ 12:00 (1).tar.gz"),
     ] {
-        let up = w.put_backup(key, &files(), kbha_integration::t0()).await?;
+        let up = w.put_backup(key, &files(), recent()).await?;
         let records = v.handle(&s3_event(shape, &[&up]), up.last_modified_ms + 1000).await?;
         assert_eq!(records[0].action, ActionTaken::Recorded, "{shape:?} {key}: {:?}", records[0].skipped);
         assert_eq!(records[0].subject, format!("s3://{BACKUPS}/{key}"));
@@ -169,7 +177,7 @@ async fn url_encoded_keys_with_spaces_and_non_ascii_characters_are_found() -> Re
 #[tokio::test]
 async fn manifests_and_keys_no_source_owns_are_skipped() -> Result<()> {
     let w = ReplicationWorld::start().await?;
-    let up = w.put_backup("chromadb/with-manifest.tar.gz", &files(), kbha_integration::t0()).await?;
+    let up = w.put_backup("chromadb/with-manifest.tar.gz", &files(), recent()).await?;
     let manifest = w.head(BACKUPS, "chromadb/with-manifest.tar.gz.manifest.json").await?;
     let stray = w.put(BACKUPS, "elsewhere/file.bin", b"x".to_vec()).await?;
     let v = w.verifier(&[]).await?;
