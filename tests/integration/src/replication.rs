@@ -116,14 +116,7 @@ impl ReplicationWorld {
 
     /// What S3 reports about an object.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Uploaded> {
-        let h = self.emu.s3().await.head_object().bucket(bucket).key(key).send().await.with_context(|| format!("HeadObject {key}"))?;
-        Ok(Uploaded {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            size: u64::try_from(h.content_length().unwrap_or_default()).unwrap_or_default(),
-            etag: h.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-            last_modified_ms: h.last_modified().map(|t| t.to_millis().unwrap_or_default()).unwrap_or_default(),
-        })
+        head_object(&self.emu, bucket, key).await
     }
 
     /// Uploads a `.tar.gz` of `files` with a matching manifest (taken at `created_at_ms`).
@@ -233,5 +226,17 @@ pub fn manifest_for(files: &[(&str, &[u8])], archive: &[u8], created_at_ms: i64)
         "created_at": format_timestamp(created_at_ms),
         "archive": {"sha256": hex::encode(Sha256::digest(archive)), "size": archive.len()},
         "files": files.iter().map(|(p, c)| json!({"path": p, "size": c.len(), "sha256": hex::encode(Sha256::digest(c))})).collect::<Vec<_>>(),
+    })
+}
+
+/// What S3 reports about an object (HeadObject), for tests without a [`ReplicationWorld`].
+pub async fn head_object(emu: &kbha_test_harness::Emulator, bucket: &str, key: &str) -> Result<Uploaded> {
+    let h = emu.s3().await.head_object().bucket(bucket).key(key).send().await.with_context(|| format!("HeadObject {key}"))?;
+    Ok(Uploaded {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        size: u64::try_from(h.content_length().unwrap_or_default()).unwrap_or_default(),
+        etag: h.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        last_modified_ms: h.last_modified().map(|t| t.to_millis().unwrap_or_default()).unwrap_or_default(),
     })
 }

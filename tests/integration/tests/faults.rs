@@ -23,7 +23,7 @@ use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier};
 use kbha_core::Verdict;
 use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction, Policies, StoredState};
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
-use kbha_integration::replication::{S3Shape, manifest_for, s3_event, tar_gz, Uploaded};
+use kbha_integration::replication::{S3Shape, head_object, manifest_for, s3_event, tar_gz};
 use kbha_integration::{PRIMARY_ALARM, Shape, World, alarm_event, fixture, t0, weights};
 use kbha_replication_verifier::{ActionTaken as VerifierAction, VerificationRecord, VerifierConfig, VerifierFunction};
 use kbha_test_harness::{Emulator, Fault, TopicQueue};
@@ -405,17 +405,6 @@ async fn verifier_fn(emu: &Emulator, c: &VerifierCase, settings: Option<&AwsSett
         .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2")))
 }
 
-async fn uploaded(emu: &Emulator, bucket: &str, key: &str) -> Result<Uploaded> {
-    let h = emu.s3().await.head_object().bucket(bucket).key(key).send().await?;
-    Ok(Uploaded {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        size: u64::try_from(h.content_length().unwrap_or_default()).unwrap_or_default(),
-        etag: h.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-        last_modified_ms: h.last_modified().map(|t| t.to_millis().unwrap_or_default()).unwrap_or_default(),
-    })
-}
-
 async fn get_json(emu: &Emulator, bucket: &str, key: &str) -> Result<Option<Value>> {
     match emu.s3().await.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => Ok(Some(serde_json::from_slice(&out.body.collect().await?.into_bytes())?)),
@@ -488,7 +477,7 @@ async fn verifier_every_call_failing_n_times_then_succeeding_verifies_once() -> 
             cases += 1;
             let c = verifier_case(&emu, cases).await?;
             let v = verifier_fn(&emu, &c, None).await?;
-            let up = uploaded(&emu, &c.backups, key).await?;
+            let up = head_object(&emu, &c.backups, key).await?;
             let ev = s3_event(S3Shape::Direct, &[&up]);
             emu.inject(&call.fault(kind, N)).await?;
             let outcome: Result<()> = async {
@@ -522,7 +511,7 @@ async fn verifier_status_write_failing_for_good_is_finished_by_the_retry() -> Re
     let emu = Emulator::start()?;
     let c = verifier_case(&emu, 1).await?;
     let v = verifier_fn(&emu, &c, None).await?;
-    let up = uploaded(&emu, &c.backups, BACKUP_KEY).await?;
+    let up = head_object(&emu, &c.backups, BACKUP_KEY).await?;
     let ev = s3_event(S3Shape::Direct, &[&up]);
     emu.inject(&Fault::error("s3", 503, "SlowDown").method("PUT").path("/kbha/replication/status/").times(FOREVER)).await?;
     let err = v.handle(&ev, up.last_modified_ms + 60 * SEC).await.expect_err("status write fails");
@@ -542,7 +531,7 @@ async fn verifier_notice_failing_for_good_is_sent_exactly_once_by_the_retry() ->
     let emu = Emulator::start()?;
     let c = verifier_case(&emu, 1).await?;
     let v = verifier_fn(&emu, &c, None).await?;
-    let up = uploaded(&emu, &c.backups, BROKEN_KEY).await?;
+    let up = head_object(&emu, &c.backups, BROKEN_KEY).await?;
     let ev = s3_event(S3Shape::Direct, &[&up]);
     emu.inject(&Fault::error("sns", 500, "InternalError").times(FOREVER)).await?;
     let err = v.handle(&ev, up.last_modified_ms + 60 * SEC).await.expect_err("publish fails");
@@ -566,7 +555,7 @@ async fn verifier_under_a_stalled_s3_fails_retryably_in_bounded_time() -> Result
     let c = verifier_case(&emu, 1).await?;
     let settings = AwsSettings { attempt_timeout: Duration::from_millis(300), operation_timeout: Duration::from_secs(1), max_attempts: 3, ..emu.aws_settings() };
     let v = verifier_fn(&emu, &c, Some(&settings)).await?;
-    let up = uploaded(&emu, &c.backups, BACKUP_KEY).await?;
+    let up = head_object(&emu, &c.backups, BACKUP_KEY).await?;
     emu.inject(&Fault::delay("s3", 5_000).method("HEAD").times(FOREVER)).await?;
     let started = Instant::now();
     let err = v.handle(&s3_event(S3Shape::Direct, &[&up]), up.last_modified_ms + 60 * SEC).await.expect_err("s3 stalls");
