@@ -5,6 +5,16 @@
 //! `kbha:policy/host@0.1.0` (its `log`), and every call gets a fresh store with
 //! a fuel budget, a memory cap and an output-size cap.
 //!
+//! An engine built with [`Limits::wasi`] on (see [`Limits::python`]) also
+//! offers WASI 0.2, for interpreted policies such as CPython components built
+//! with componentize-py, which import it whether they use it or not. That WASI
+//! is an empty sandbox, built fresh for each decision: no preopened
+//! directories, no environment variables, no arguments, an empty stdin,
+//! stdout and stderr discarded, no network (TCP, UDP and name lookup refused,
+//! every socket address denied), a wall clock that always reads the input's
+//! `now`, a monotonic clock that always reads 0, and random bytes from a fixed
+//! sequence, so a replayed decision is still the same decision.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), kbha_policy_host::PolicyError> {
 //! # let component_bytes: Vec<u8> = vec![];
@@ -34,6 +44,47 @@ use convert::OutputSize;
 /// Import names a policy component may have; everything else is refused.
 pub const ALLOWED_IMPORTS: &[&str] = &["kbha:policy/host@0.1.0", "kbha:policy/types@0.1.0"];
 
+/// WASI 0.2 interfaces an engine with [`Limits::wasi`] on also accepts, as
+/// `wasi:<package>/<interface>` (any `@0.2.x` version): the ones
+/// `wasmtime_wasi::p2::add_to_linker_sync` provides, each backed by the empty
+/// sandbox described in the crate docs. Any other interface (`wasi:http`,
+/// `wasi:keyvalue`, WASI 0.3, anything foreign) stays refused.
+pub const WASI_IMPORTS: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+];
+
+/// Whether `name` is one of [`WASI_IMPORTS`] at a 0.2 version.
+fn is_offered_wasi(name: &str) -> bool {
+    name.split_once("@0.2.")
+        .is_some_and(|(interface, _)| WASI_IMPORTS.contains(&interface))
+}
+
 /// Per-evaluation limits, fixed for an engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -51,6 +102,11 @@ pub struct Limits {
     /// Policy instances alive at once across the engine (pooling allocator
     /// slots); one per concurrent decision.
     pub max_concurrent: u32,
+    /// Offer the empty WASI 0.2 sandbox (see the crate docs) to policies that
+    /// import it. Off by default: a policy importing WASI is then refused with
+    /// [`PolicyError::ForbiddenImport`]. Turn it on only for an engine that
+    /// runs interpreted policies ([`Limits::python`]); Rust policies never need it.
+    pub wasi: bool,
 }
 
 impl Default for Limits {
@@ -62,6 +118,24 @@ impl Default for Limits {
             log_lines: 64,
             log_line_bytes: 2048,
             max_concurrent: 8,
+            wasi: false,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits for a CPython component (componentize-py): WASI on and
+    /// 100 million units of fuel. The sample's decision burns ~0.5 million
+    /// (the Rust sample ~14 thousand: CPython interprets, and its start-up is
+    /// snapshotted into the component at build time, so it costs no fuel), so
+    /// this leaves 200x headroom for heavier policies while still stopping a
+    /// loop within a few hundred milliseconds. Memory stays at the default
+    /// 64 MiB: the sample decides within 16 MiB.
+    pub fn python() -> Self {
+        Self {
+            fuel: 100_000_000,
+            wasi: true,
+            ..Self::default()
         }
     }
 }
@@ -141,6 +215,11 @@ pub struct Inspection {
 
 /// Store data for one decision.
 struct State {
+    /// The empty WASI sandbox; built on first use, so policies that do not
+    /// import WASI never pay for it.
+    wasi: Option<WasiState>,
+    /// What the sandbox's wall clock reads: the decision input's `now`.
+    now_ms: i64,
     memory_limit: usize,
     memory_limit_hit: bool,
     logs: Vec<LogLine>,
@@ -196,6 +275,80 @@ impl bindings::host::Host for State {
 
 impl bindings::types::Host for State {}
 
+/// A [`WasiCtx`](wasmtime_wasi::WasiCtx) and its resource table.
+struct WasiState {
+    ctx: wasmtime_wasi::WasiCtx,
+    table: wasmtime_wasi::ResourceTable,
+}
+
+/// A wall clock stopped at the decision input's `now`.
+struct FixedWallClock(Duration);
+
+impl wasmtime_wasi::HostWallClock for FixedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A monotonic clock that never moves: durations measured inside a policy are 0.
+struct StoppedMonotonicClock;
+
+impl wasmtime_wasi::HostMonotonicClock for StoppedMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Random bytes a policy gets: a fixed sequence, so decisions replay.
+const WASI_RANDOM_BYTES: &[u8] = b"kbha-policy-deterministic-random";
+
+impl WasiState {
+    /// The empty sandbox (see the crate docs), its wall clock at `now_ms`.
+    fn empty(now_ms: i64) -> Self {
+        use wasmtime_wasi::p2::pipe::{ClosedInputStream, SinkOutputStream};
+        // Before the epoch a WASI wall clock cannot go: such inputs read 0.
+        let wall = Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
+        let mut b = wasmtime_wasi::WasiCtxBuilder::new();
+        b.stdin(ClosedInputStream)
+            .stdout(SinkOutputStream)
+            .stderr(SinkOutputStream)
+            .wall_clock(FixedWallClock(wall))
+            .monotonic_clock(StoppedMonotonicClock)
+            .secure_random(wasmtime_wasi::Deterministic::new(
+                WASI_RANDOM_BYTES.to_vec(),
+            ))
+            .insecure_random(wasmtime_wasi::Deterministic::new(
+                WASI_RANDOM_BYTES.to_vec(),
+            ))
+            .insecure_random_seed(0)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        Self {
+            ctx: b.build(),
+            table: wasmtime_wasi::ResourceTable::new(),
+        }
+    }
+}
+
+impl wasmtime_wasi::WasiView for State {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        let now_ms = self.now_ms;
+        let w = self.wasi.get_or_insert_with(|| WasiState::empty(now_ms));
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut w.ctx,
+            table: &mut w.table,
+        }
+    }
+}
+
 /// The wasmtime engine plus kbha's limits; cheap to clone, share one per
 /// process.
 #[derive(Clone)]
@@ -224,13 +377,21 @@ impl PolicyEngine {
     pub fn new(limits: Limits) -> Result<Self, PolicyError> {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         let n = limits.max_concurrent.max(1);
+        // A wit-component component holds its module plus small shim modules;
+        // a few core instances and tables each is plenty. A componentize-py
+        // component links CPython, libc and the WASI adapter as separate core
+        // modules: more instances, memories and tables, and a larger table.
+        let per = if limits.wasi { 16 } else { 4 };
         pool.total_component_instances(n)
-            // A wit-component component holds its module plus small shim
-            // modules; a few core instances and tables each is plenty.
-            .total_core_instances(n * 4)
-            .total_memories(n)
-            .total_tables(n * 4)
+            .total_core_instances(n * per)
+            .total_memories(n * if limits.wasi { 4 } else { 1 })
+            .total_tables(n * per)
             .max_memory_size(limits.memory_bytes);
+        if limits.wasi {
+            pool.max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .table_elements(100_000);
+        }
         let mut config = wasmtime::Config::new();
         config
             .consume_fuel(true)
@@ -240,6 +401,9 @@ impl PolicyEngine {
         let mut linker = Linker::new(&engine);
         bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(host_err)?;
+        if limits.wasi {
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host_err)?;
+        }
         Ok(Self {
             engine,
             linker: std::sync::Arc::new(linker),
@@ -380,7 +544,8 @@ impl PolicyEngine {
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        let mut problems: Vec<PolicyError> = forbidden_imports(&imports).collect();
+        let mut problems: Vec<PolicyError> =
+            forbidden_imports(&imports, self.limits.wasi).collect();
         let world = if problems.is_empty() {
             let pre = self
                 .linker
@@ -430,7 +595,7 @@ impl PolicyEngine {
             .imports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        if let Some(e) = forbidden_imports(&imports).next() {
+        if let Some(e) = forbidden_imports(&imports, self.limits.wasi).next() {
             return Err(e);
         }
         if ty.get_export(&self.engine, "decide").is_none() {
@@ -490,11 +655,14 @@ impl PolicyEngine {
             .map_err(|e| PolicyError::Precompiled(format!("{e:#}")))
     }
 
-    fn store(&self) -> Result<Store<State>, PolicyError> {
+    /// A fresh store for one decision taken at `now_ms`.
+    fn store(&self, now_ms: i64) -> Result<Store<State>, PolicyError> {
         let l = &self.limits;
         let mut store = Store::new(
             &self.engine,
             State {
+                wasi: None,
+                now_ms,
                 memory_limit: l.memory_bytes,
                 memory_limit_hit: false,
                 logs: vec![],
@@ -520,10 +688,13 @@ fn wrong(world: World, e: wasmtime::Error) -> PolicyError {
     }
 }
 
-fn forbidden_imports(imports: &[String]) -> impl Iterator<Item = PolicyError> + '_ {
+fn forbidden_imports(imports: &[String], wasi: bool) -> impl Iterator<Item = PolicyError> + '_ {
     imports
         .iter()
-        .filter(|n| !ALLOWED_IMPORTS.contains(&n.as_str()))
+        .filter(move |n| {
+            let offered = ALLOWED_IMPORTS.contains(&n.as_str()) || (wasi && is_offered_wasi(n));
+            !offered
+        })
         .map(|n| PolicyError::ForbiddenImport { name: n.clone() })
 }
 
@@ -560,25 +731,42 @@ struct Loaded<P> {
 }
 
 impl<P> Loaded<P> {
-    /// Runs one decision in a fresh store and turns every failure into its
-    /// typed error.
+    /// Runs one decision taken at `now_ms` in a fresh store and turns every
+    /// failure into its typed error.
     fn run<W, D>(
         &self,
+        now_ms: i64,
         call: impl FnOnce(
             &P,
             &mut Store<State>,
-        ) -> wasmtime::Result<Result<W, bindings::types::PolicyError>>,
+        ) -> wasmtime::Result<Result<W, bindings::types::PolicyError>>
+        + Send,
     ) -> Result<Evaluation<D>, PolicyError>
     where
         D: From<W> + OutputSize,
+        W: Send,
+        P: Sync,
     {
         let start = Instant::now();
         let limits = &self.engine.limits;
-        let mut store = self.engine.store()?;
-        let result = call(&self.pre, &mut store);
+        let body = || -> Result<_, PolicyError> {
+            let mut store = self.engine.store(now_ms)?;
+            let result = call(&self.pre, &mut store);
+            let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+            Ok((result, fuel_used, store.into_data()))
+        };
+        // wasmtime-wasi's synchronous bindings enter a tokio runtime for some
+        // calls (streams, poll), which panics on a thread already inside one,
+        // as a Lambda handler is. A WASI decision therefore runs on its own
+        // short-lived thread (tens of microseconds, next to milliseconds of
+        // CPython); a Rust policy never imports WASI and runs inline.
+        let (result, fuel_used, state) = if limits.wasi {
+            std::thread::scope(|s| s.spawn(body).join())
+                .map_err(|_| PolicyError::Host("the policy's thread panicked".to_string()))??
+        } else {
+            body()?
+        };
         let duration = start.elapsed();
-        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
-        let state = store.into_data();
         let decision = match result {
             Ok(Ok(d)) => D::from(d),
             Ok(Err(refusal)) => return Err(PolicyError::Refused(refusal.into())),
@@ -650,7 +838,7 @@ macro_rules! policy_type {
             /// limits.
             pub fn decide(&self, input: &$input) -> Result<Evaluation<$decision>, PolicyError> {
                 let wit_input = input.clone().into();
-                self.inner.run(|pre, store| {
+                self.inner.run(input.now_ms, |pre, store| {
                     let instance = pre.instantiate(&mut *store)?;
                     instance.call_decide(&mut *store, &wit_input)
                 })
@@ -678,7 +866,8 @@ impl FailoverPolicy {
     /// Production code uses [`FailoverPolicy::decide`]: a fresh store per
     /// decision, so no state leaks from one decision into the next.
     pub fn reused_instance(&self) -> Result<ReusedFailoverInstance<'_>, PolicyError> {
-        let mut store = self.inner.engine.store()?;
+        // The sandbox's wall clock (WASI policies only) reads the epoch.
+        let mut store = self.inner.engine.store(0)?;
         let instance = self.inner.pre.instantiate(&mut store).map_err(host_err)?;
         Ok(ReusedFailoverInstance {
             policy: self,

@@ -1,0 +1,332 @@
+"""Sample kbha failover policy in Python: no automatic failback outside business hours.
+
+A line-for-line port of `samples/policies/business-hours` (Rust), which builds on
+`policies/failover-default`: failing over happens at any hour exactly as the default
+policy decides it; failing back to the primary is kept only inside business hours
+(`open_hour` to `close_hour` UTC, the end excluded), otherwise the policy holds and
+says why. The time is the input's `now`: the policy reads no clock, so the same input
+always gives the same decision. Both implementations pass the same golden cases
+(`samples/policies/business-hours/cases`).
+
+Config keys: every key of the default policy (`active_weight`, `hysteresis_s`,
+`failback`, `rpo_s`, `allow_data_loss`), plus `open_hour` (default 9) and
+`close_hour` (default 17).
+"""
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import types as t
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+U64_MAX = 2**64 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+def invalid_config(message):
+    return Err(t.PolicyError_InvalidConfig(message))
+
+
+def invalid_input(message):
+    return Err(t.PolicyError_InvalidInput(message))
+
+
+# ------------------------------------------------------------------ config
+# The same parsing and messages as the Rust SDK's `Config` (policies/sdk/src/config.rs).
+
+
+class Config:
+    def __init__(self, entries):
+        self.entries = entries
+
+    def raw(self, key):
+        # The first entry of a key wins, as in the SDK.
+        for e in self.entries:
+            if e.key == key:
+                return e.value
+        return None
+
+    def get_u64(self, key, default):
+        v = self.raw(key)
+        if v is None:
+            return default
+        s = v.strip()
+        digits = s[1:] if s.startswith("+") else s
+        # Rust's u64 parse: ASCII digits only (no `_`, no sign other than `+`).
+        if not digits or not all("0" <= c <= "9" for c in digits) or int(digits) > U64_MAX:
+            raise invalid_config(f"`{key}` must be a non-negative integer, got `{v}`")
+        return int(digits)
+
+    def get_bool(self, key, default):
+        v = self.raw(key)
+        if v is None:
+            return default
+        s = v.strip().lower()
+        if s in ("true", "yes", "1"):
+            return True
+        if s in ("false", "no", "0"):
+            return False
+        raise invalid_config(f"`{key}` must be `true` or `false`, got `{v}`")
+
+    def get_choice(self, key, allowed, default):
+        v = self.raw(key)
+        if v is None:
+            return default
+        if v in allowed:
+            return v
+        choices = ", ".join(f"`{a}`" for a in allowed)
+        raise invalid_config(f"`{key}` must be one of {choices}, got `{v}`")
+
+
+# Rust integer semantics the default policy relies on.
+
+
+def sat_mul_u64(a, b):
+    return min(a * b, U64_MAX)
+
+
+def as_i64(u):
+    return u - 2**64 if u > I64_MAX else u
+
+
+def sat_add_i64(a, b):
+    return max(I64_MIN, min(I64_MAX, a + b))
+
+
+def fmt_secs(s):
+    """Human-readable duration for reasons, e.g. `9m 30s`."""
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    if h == 0 and m == 0:
+        return f"{sec}s"
+    if h == 0:
+        return f"{m}m {sec}s"
+    return f"{h}h {m}m"
+
+
+def alert(severity, summary, detail):
+    return t.Alert(severity=severity, summary=summary, detail=detail)
+
+
+def hold(reason, alerts):
+    return t.FailoverDecision(action=t.FailoverAction_Hold(), reason=reason, alerts=alerts)
+
+
+def shift(targets, to, weight, reason, alerts):
+    weights = [
+        t.Weight(set_identifier=x.set_identifier, weight=weight if x.set_identifier == to else 0)
+        for x in targets
+    ]
+    return t.FailoverDecision(
+        action=t.FailoverAction_ShiftWeights(t.Shift(weights=weights, force=False)),
+        reason=reason,
+        alerts=alerts,
+    )
+
+
+# -------------------------------------------------------- default failover
+# policies/failover-default/src/lib.rs
+
+
+class Settings:
+    def __init__(self, config):
+        active_weight = config.get_u64("active_weight", 100)
+        if active_weight == 0 or active_weight > 255:
+            raise invalid_config(f"`active_weight` must be between 1 and 255, got `{active_weight}`")
+        self.active_weight = active_weight
+        self.hysteresis_s = config.get_u64("hysteresis_s", 600)
+        self.manual_failback = config.get_choice("failback", ["auto", "manual"], "auto") == "manual"
+        self.rpo_s = config.get_u64("rpo_s", 3600)
+        self.allow_data_loss = config.get_bool("allow_data_loss", False)
+
+
+def is_down(x):
+    return x.alarm_state == t.AlarmState.ALARM or x.health == t.Health.UNHEALTHY
+
+
+def default_decide(inp):
+    settings = Settings(Config(inp.config))
+    primaries = [x for x in inp.targets if x.primary]
+    if not primaries:
+        raise invalid_input(f"no target of `{inp.record_name}` is marked primary; mark exactly one")
+    if len(primaries) > 1:
+        raise invalid_input(
+            f"more than one target of `{inp.record_name}` is marked primary; mark exactly one"
+        )
+    primary = primaries[0]
+    p_id = primary.set_identifier
+
+    if primary.alarm_state == t.AlarmState.INSUFFICIENT_DATA:
+        return hold(
+            f"primary `{p_id}` has insufficient alarm data; holding until its state is known",
+            [
+                alert(
+                    t.Severity.WARNING,
+                    f"kbha: `{p_id}` alarm has insufficient data",
+                    f"The alarm for primary `{p_id}` of `{inp.record_name}` reports INSUFFICIENT_DATA; "
+                    "no failover decision is taken until it reports OK or ALARM.",
+                )
+            ],
+        )
+
+    if is_down(primary):
+        if primary.weight == 0:
+            return hold(f"primary `{p_id}` is down but already carries no traffic", [])
+        return fail_over(inp, primary, settings)
+
+    # The primary is OK and healthy (or health unknown).
+    if primary.weight > 0:
+        return hold(f"primary `{p_id}` is OK and carrying traffic", [])
+    if settings.manual_failback:
+        return hold(
+            f"primary `{p_id}` is OK again; failback is manual",
+            [
+                alert(
+                    t.Severity.INFO,
+                    f"kbha: `{p_id}` recovered, manual failback pending",
+                    f"Primary `{p_id}` of `{inp.record_name}` is OK and healthy but carries no traffic. "
+                    "Failback is configured as manual: shift the weights back when ready.",
+                )
+            ],
+        )
+    hysteresis_ms = as_i64(sat_mul_u64(settings.hysteresis_s, 1000))
+    since = primary.alarm_state_since
+    if since is None:
+        return hold(
+            f"primary `{p_id}` is OK but since when is unknown; waiting for hysteresis of "
+            f"{fmt_secs(settings.hysteresis_s)} before failback",
+            [],
+        )
+    due = sat_add_i64(since, hysteresis_ms)
+    if due <= inp.now:
+        return shift(
+            inp.targets,
+            p_id,
+            settings.active_weight,
+            f"primary `{p_id}` has been OK for at least {fmt_secs(settings.hysteresis_s)}; failing back",
+            [],
+        )
+    remaining_s = -(-(due - inp.now) // 1000)
+    return hold(
+        f"primary `{p_id}` is OK; waiting for hysteresis, {fmt_secs(remaining_s)} remaining before failback",
+        [],
+    )
+
+
+def fail_over(inp, primary, settings):
+    """The primary is down and carries traffic: choose where it goes, if anywhere."""
+    p_id = primary.set_identifier
+    candidates = [
+        x
+        for x in inp.targets
+        if not x.primary and x.health != t.Health.UNHEALTHY and x.alarm_state != t.AlarmState.ALARM
+    ]
+    if not candidates:
+        return hold(
+            f"primary `{p_id}` is down and no secondary is healthy; both regions unhealthy",
+            [
+                alert(
+                    t.Severity.CRITICAL,
+                    f"kbha: both regions unhealthy for `{inp.record_name}`",
+                    f"Primary `{p_id}` is down and no secondary target is healthy. "
+                    "Traffic stays where it is; manual intervention is needed.",
+                )
+            ],
+        )
+    secondary = candidates[0]
+    s_id = secondary.set_identifier
+    rpo_ms = sat_mul_u64(settings.rpo_s, 1000)
+    age = secondary.replication_age_ms
+    alerts = []
+    if age is not None and age > rpo_ms and not settings.allow_data_loss:
+        return hold(
+            f"primary `{p_id}` is down but `{s_id}` replication is {fmt_secs(age // 1000)} old, "
+            f"over the RPO of {fmt_secs(settings.rpo_s)}; holding",
+            [
+                alert(
+                    t.Severity.CRITICAL,
+                    f"kbha: failover to `{s_id}` blocked by RPO",
+                    f"Primary `{p_id}` of `{inp.record_name}` is down. Secondary `{s_id}` has data "
+                    f"{fmt_secs(age // 1000)} old, over the RPO of {fmt_secs(settings.rpo_s)}; "
+                    "failing over would lose data. Set `allow_data_loss = true` or fail over by "
+                    "hand to accept the loss.",
+                )
+            ],
+        )
+    if age is not None and age > rpo_ms:
+        alerts.append(
+            alert(
+                t.Severity.WARNING,
+                f"kbha: failover to `{s_id}` past the RPO",
+                f"Secondary `{s_id}` has data {fmt_secs(age // 1000)} old, over the RPO of "
+                f"{fmt_secs(settings.rpo_s)}; shifting anyway because `allow_data_loss` is set.",
+            )
+        )
+    elif age is None:
+        alerts.append(
+            alert(
+                t.Severity.WARNING,
+                f"kbha: replication age of `{s_id}` unknown",
+                f"Failing over to `{s_id}` without knowing how fresh its data is; "
+                "check the replication verifier.",
+            )
+        )
+    return shift(
+        inp.targets,
+        s_id,
+        settings.active_weight,
+        f"primary `{p_id}` is down; shifting traffic to `{s_id}`",
+        alerts,
+    )
+
+
+# ---------------------------------------------------------- business hours
+# samples/policies/business-hours/src/lib.rs
+
+
+def parse_hours(config):
+    open_hour = config.get_u64("open_hour", 9)
+    close_hour = config.get_u64("close_hour", 17)
+    if open_hour >= close_hour or close_hour > 24:
+        raise invalid_config(
+            "business hours must satisfy 0 <= `open_hour` < `close_hour` <= 24, "
+            f"got {open_hour} and {close_hour}"
+        )
+    return open_hour, close_hour
+
+
+def contain(hours, now_ms):
+    """Whether `now_ms` falls in `[open_hour, close_hour)` UTC (Python's % is Euclidean here)."""
+    of_day = now_ms % DAY_MS
+    return hours[0] * HOUR_MS <= of_day < hours[1] * HOUR_MS
+
+
+def is_failback(inp, decision):
+    """Whether `decision` gives weight back to a primary that carries none now."""
+    if not isinstance(decision.action, t.FailoverAction_ShiftWeights):
+        return False
+    weights = decision.action.value.weights
+    return any(
+        w.set_identifier == p.set_identifier and w.weight > 0
+        for p in inp.targets
+        if p.primary and p.weight == 0
+        for w in weights
+    )
+
+
+def decide(inp):
+    hours = parse_hours(Config(inp.config))
+    decision = default_decide(inp)
+    if not is_failback(inp, decision) or contain(hours, inp.now):
+        return decision
+    return hold(
+        f"outside business hours ({hours[0]:02}:00-{hours[1]:02}:00 UTC): holding the failback "
+        f"the default policy would make ({decision.reason})",
+        decision.alerts,
+    )
+
+
+class WitWorld(wit_world.WitWorld):
+    """The component's export: `decide`, raising `Err(policy-error)` to refuse."""
+
+    def decide(self, input: t.FailoverInput) -> t.FailoverDecision:
+        return decide(input)
