@@ -9,7 +9,10 @@
 //! binaries in `target/lambda` if they exist, and cold start: process start to
 //! the first `GET /2018-06-01/runtime/invocation/next` on a loopback Runtime
 //! API, for each function binary next to this one, against kbha-hosting's
-//! `hello_lambda` example (the same profile), with each function's `kbha.init` steps.
+//! `hello_lambda` example (the same profile), with each function's `kbha.init` steps,
+//! and own overhead: the failover handler against a loopback AWS stub that answers at
+//! once, event to the Route 53 change request, against the same AWS calls made without
+//! the handler (see `overhead`).
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +23,8 @@ use anyhow::{Context, Result, bail};
 use kbha_core::FailoverInput;
 use kbha_policy_host::{Limits, PolicyEngine};
 
+mod overhead;
+
 /// `kbha bench` options.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -29,6 +34,9 @@ pub struct BenchArgs {
     /// Where the generated archive is written (deleted afterwards).
     #[arg(long, default_value = "target/bench")]
     work_dir: PathBuf,
+    /// Internal: the own-overhead measurement's child process (N invocations per path).
+    #[arg(long, hide = true)]
+    overhead_child: Option<usize>,
 }
 
 /// One row of the table.
@@ -57,6 +65,10 @@ fn target_dir() -> PathBuf {
 
 /// Runs the benchmarks and prints the table.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    if let Some(n) = args.overhead_child {
+        overhead::child(n)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let profile = if cfg!(debug_assertions) { "dev (opt-level 1, deps 2)" } else { "release" };
     let (decisions, archive_bytes) = if args.quick { (300, 64u64 << 20) } else { (5_000, 1u64 << 30) };
     let mut rows = Vec::new();
@@ -64,6 +76,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     verification_rows(&args.work_dir, archive_bytes, &mut rows)?;
     size_rows(&mut rows);
     cold_start_rows(&mut rows);
+    overhead_rows(if args.quick { 100 } else { 2_000 }, &mut rows)?;
     println!(
         "kbha bench ({}; profile: {profile}; {} cores)",
         if args.quick { "quick" } else { "full" },
@@ -420,4 +433,34 @@ fn cold_start_rows(rows: &mut Vec<Row>) {
         };
         rows.push(row(&format!("cold start {f} (median of 5)"), value, format!("hello-world {}", ms(hello)), ratio, goal));
     }
+}
+
+fn overhead_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
+    let o = overhead::run_child(n)?;
+    let ms = |v: f64| format!("{:.2} ms", v / 1e3);
+    let pair = |sorted: &[f64]| {
+        let (p50, p99) = overhead::p50_p99(sorted);
+        (p50, p99, format!("{} / {}", ms(p50), ms(p99)))
+    };
+    let calls = o.kbha.ops.iter().position(|op| op.ends_with("ChangeResourceRecordSets")).unwrap_or(0);
+    for (what, kbha, base, goal) in [
+        (
+            format!("own overhead: event to Route 53 change request, warm, instant loopback AWS stub ({calls} AWS calls before it) (p50 / p99)"),
+            &o.kbha.to_change_us,
+            &o.sdk_only.to_change_us,
+            "<= 2 ms warm",
+        ),
+        (format!("whole failover invocation, same stub ({} AWS calls) (p50 / p99)", o.kbha.ops.len()), &o.kbha.whole_us, &o.sdk_only.whole_us, "-"),
+    ] {
+        let (k50, k99, value) = pair(kbha);
+        let (b50, b99, baseline) = pair(base);
+        rows.push(row(
+            &what,
+            value,
+            format!("same AWS calls through kbha-aws, no handler {baseline}"),
+            format!("{:.1}x / {:.1}x (handler's own: +{} p50)", k50 / b50, k99 / b99, ms(k50 - b50)),
+            goal,
+        ));
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `kbha bench --quick` (the CI mode) runs and prints its one table with every
 //! measured row, and the component and native policies agreed (it fails
-//! otherwise). Needs `target/policies/failover-default.wasm`.
+//! otherwise), and the failover handler shifted traffic against the loopback AWS stub
+//! making the same calls as the baseline (it fails otherwise). Needs
+//! `target/policies/failover-default.wasm`.
 
 use std::process::Command;
 
@@ -33,6 +35,12 @@ fn quick_bench_prints_the_table() {
     for line in cold {
         assert!(!line.contains("failed"), "{line}");
         assert!(line.contains(" ms (init: ") || line.contains("skipped"), "{line}");
+    }
+    // Own overhead: the real failover handler against the loopback AWS stub, next to the
+    // same AWS calls made without the handler (the child fails if the calls differ).
+    for row in ["| own overhead: event to Route 53 change request", "| whole failover invocation, same stub"] {
+        let line = stdout.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no row {row:?} in\n{stdout}"));
+        assert!(line.contains(" ms / ") && line.contains("no handler ") && line.contains("x / "), "{line}");
     }
     assert!(stdout.contains(" µs / "), "latencies in µs: {stdout}");
     assert!(stdout.contains(" MiB/s |"), "throughput measured: {stdout}");

@@ -1,0 +1,416 @@
+//! Own overhead (issue 9, item 3): event received to the Route 53 change request
+//! arriving at a loopback AWS stub that answers every call at once, so only kbha's work
+//! (and the SDK's) is timed.
+//!
+//! The real failover function (`kbha_failover::FailoverFunction` with the built-in
+//! component policy and real SDK clients, built as `tests/integration` builds them
+//! against the emulator, endpoint URL pointed at the stub) handles a primary-alarm event
+//! that shifts traffic. The stub records when `ChangeResourceRecordSets` arrives. The
+//! baseline, in the same process and run, makes the same AWS calls in the same order
+//! through the same kbha-aws adapters without the handler (no event parsing, state
+//! logic, policy or guardrails), so the difference is the handler's own work.
+//!
+//! The handler prints a decision record per event on stdout (as in Lambda), so this runs
+//! in a child process (`kbha bench --overhead-child N`) whose stdout the parent reads;
+//! the child's last line is a `kbha.bench.overhead` record with the timings.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use kbha_aws::{AwsSettings, Dns, Notifier, ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier};
+use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction};
+use kbha_hosting::Failover;
+use serde_json::{Value, json};
+
+const ZONE: &str = "Z0BENCH";
+const RECORD: &str = "api.example.com";
+const BUCKET: &str = "kbha-state";
+const PRIMARY_ALARM: &str = "kbha-api-primary-unhealthy";
+
+/// What the stub saw: request names in order, when the change batch arrived, and the
+/// state object (the one object the function writes and reads back).
+#[derive(Default)]
+struct Seen {
+    ops: Vec<&'static str>,
+    change_at: Option<Instant>,
+    state: Option<(Vec<u8>, u64)>,
+    etags: u64,
+}
+
+/// A loopback AWS endpoint for the calls the failover function makes. One thread per
+/// connection (the SDK keeps one or two alive); every answer is canned and immediate.
+struct Stub {
+    url: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Stub {
+    fn start() -> Result<Stub> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let shared = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let seen = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = conn.set_nodelay(true);
+                    let _ = serve_connection(conn, &seen);
+                });
+            }
+        });
+        Ok(Stub { url, seen })
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the state object and the log: each invocation starts as the first event
+    /// of a fresh deployment (no cooldown, no remembered events).
+    fn reset(&self) {
+        let mut s = self.seen();
+        s.ops.clear();
+        s.change_at = None;
+        s.state = None;
+    }
+}
+
+/// One parsed request.
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    arrived: Instant,
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let arrived = Instant::now();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned());
+    let (mut length, mut chunked, mut aws_chunked, mut expect) = (0usize, false, false, false);
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':').unwrap_or((h, ""));
+        let value = value.trim().to_ascii_lowercase();
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.parse().context("content-length")?,
+            "transfer-encoding" => chunked = value.contains("chunked"),
+            "content-encoding" => aws_chunked = value.contains("aws-chunked"),
+            "expect" => expect = value == "100-continue",
+            _ => {}
+        }
+    }
+    if expect {
+        r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    let mut body = if chunked {
+        read_chunks(r)?
+    } else {
+        let mut b = vec![0; length];
+        r.read_exact(&mut b)?;
+        b
+    };
+    if aws_chunked {
+        // S3's aws-chunked framing (checksum trailer): keep the payload only.
+        body = read_chunks(&mut BufReader::new(&body[..]))?;
+    }
+    Ok(Some(Request { method, path, body, arrived }))
+}
+
+/// `<hex size>[;ext]\r\n<data>\r\n ... 0\r\n<trailers>\r\n`.
+fn read_chunks(r: &mut impl BufRead) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size)?;
+        let hex = size.trim().split(';').next().unwrap_or_default();
+        let n = usize::from_str_radix(hex, 16).with_context(|| format!("chunk size {size:?}"))?;
+        if n == 0 {
+            // Trailers until the empty line (or the end of an in-memory body).
+            loop {
+                let mut t = String::new();
+                if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                    return Ok(out);
+                }
+            }
+        }
+        let start = out.len();
+        out.resize(start + n, 0);
+        r.read_exact(&mut out[start..])?;
+        let mut crlf = String::new();
+        r.read_line(&mut crlf)?;
+    }
+}
+
+fn serve_connection(conn: TcpStream, seen: &Mutex<Seen>) -> Result<()> {
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        let (status, headers, body) = answer(&req, seen);
+        let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nx-amz-request-id: stub\r\nx-amzn-RequestId: stub\r\n", body.len());
+        for (k, v) in headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        let stream = r.get_mut();
+        stream.write_all(out.as_bytes())?;
+        stream.write_all(&body)?;
+    }
+    Ok(())
+}
+
+const R53: &str = "https://route53.amazonaws.com/doc/2013-04-01/";
+
+/// The canned answer to one request (status line, extra headers, body).
+fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str, String)>, Vec<u8>) {
+    let mut s = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    let path = req.path.split('?').next().unwrap_or_default();
+    let xml = |body: String| ("200 OK", vec![("Content-Type", "text/xml".to_owned())], body.into_bytes());
+    if let Some(rest) = path.strip_prefix("/2013-04-01/") {
+        if rest.starts_with("healthcheck/") {
+            s.ops.push("route53:GetHealthCheckStatus");
+            let status = if rest.contains("primary") { "Failure: HTTP Status Code 503" } else { "Success: HTTP Status Code 200, OK" };
+            let obs: String = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+                .iter()
+                .map(|r| format!("<HealthCheckObservation><Region>{r}</Region><IPAddress>192.0.2.1</IPAddress><StatusReport><Status>{status}</Status><CheckedTime>2026-11-26T10:00:00Z</CheckedTime></StatusReport></HealthCheckObservation>"))
+                .collect();
+            return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><GetHealthCheckStatusResponse xmlns="{R53}"><HealthCheckObservations>{obs}</HealthCheckObservations></GetHealthCheckStatusResponse>"#));
+        }
+        if req.method == "POST" {
+            s.ops.push("route53:ChangeResourceRecordSets");
+            s.change_at = Some(req.arrived);
+            return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsResponse xmlns="{R53}"><ChangeInfo><Id>/change/C0BENCH</Id><Status>PENDING</Status><SubmittedAt>2026-11-26T10:00:00.000Z</SubmittedAt><Comment>bench</Comment></ChangeInfo></ChangeResourceRecordSetsResponse>"#));
+        }
+        s.ops.push("route53:ListResourceRecordSets");
+        let rrs: String = [("primary", 100, "192.0.2.10"), ("secondary", 0, "198.51.100.10")]
+            .iter()
+            .map(|(id, w, ip)| format!("<ResourceRecordSet><Name>{RECORD}.</Name><Type>A</Type><SetIdentifier>{id}</SetIdentifier><Weight>{w}</Weight><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>{ip}</Value></ResourceRecord></ResourceRecords><HealthCheckId>hc-{id}</HealthCheckId></ResourceRecordSet>"))
+            .collect();
+        return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><ListResourceRecordSetsResponse xmlns="{R53}"><ResourceRecordSets>{rrs}</ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>300</MaxItems></ListResourceRecordSetsResponse>"#));
+    }
+    if req.method == "POST" && path == "/" {
+        s.ops.push("sns:Publish");
+        return xml(r#"<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult><MessageId>0b5e7c1e-bench-4c6e-9d0a-000000000001</MessageId></PublishResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></PublishResponse>"#.to_owned());
+    }
+    // S3, path style: /<bucket>/<key>.
+    let key = path.trim_start_matches('/').split_once('/').map(|(_, k)| k).unwrap_or_default();
+    if let Some(region) = key.strip_prefix("replication/").and_then(|k| k.strip_suffix(".json")) {
+        s.ops.push("s3:GetObject(replication)");
+        let now = kbha_hosting::lambda::now_ms();
+        let body = json!({"region": region, "newest_verified_backup_at_ms": now - 60_000, "key": "chromadb/backup.tar.gz", "source": "chromadb"});
+        return ("200 OK", vec![("Content-Type", "application/json".into()), ("ETag", "\"r1\"".into())], body.to_string().into_bytes());
+    }
+    match req.method.as_str() {
+        "PUT" => {
+            s.ops.push("s3:PutObject(state)");
+            s.etags += 1;
+            let tag = s.etags;
+            s.state = Some((req.body.clone(), tag));
+            ("200 OK", vec![("ETag", format!("\"{tag}\""))], vec![])
+        }
+        _ => {
+            s.ops.push("s3:GetObject(state)");
+            match &s.state {
+                Some((body, tag)) => ("200 OK", vec![("Content-Type", "application/json".into()), ("ETag", format!("\"{tag}\""))], body.clone()),
+                None => (
+                    "404 Not Found",
+                    vec![("Content-Type", "application/xml".into())],
+                    format!(r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><Key>{key}</Key><RequestId>stub</RequestId></Error>"#).into_bytes(),
+                ),
+            }
+        }
+    }
+}
+
+/// Timings of one path, in microseconds, sorted.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Timings {
+    /// Start to the change request's arrival at the stub.
+    pub to_change_us: Vec<f64>,
+    /// Start to the end of the invocation.
+    pub whole_us: Vec<f64>,
+    /// Requests the stub saw before the change batch, and after it.
+    pub ops: Vec<String>,
+}
+
+impl Timings {
+    fn push(&mut self, start: Instant, change_at: Option<Instant>, end: Instant) -> Result<()> {
+        let change_at = change_at.context("the stub saw no ChangeResourceRecordSets")?;
+        self.to_change_us.push((change_at - start).as_secs_f64() * 1e6);
+        self.whole_us.push((end - start).as_secs_f64() * 1e6);
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        self.to_change_us.sort_by(f64::total_cmp);
+        self.whole_us.sort_by(f64::total_cmp);
+    }
+}
+
+/// p50 and p99 of sorted microseconds.
+pub fn p50_p99(sorted: &[f64]) -> (f64, f64) {
+    if sorted.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// The child's result record.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Overhead {
+    /// The failover handler.
+    pub kbha: Timings,
+    /// The same calls through the adapters, no handler.
+    pub sdk_only: Timings,
+}
+
+fn env() -> BTreeMap<String, String> {
+    let targets = json!([
+        {"set_identifier": "primary", "region": "us-east-1", "primary": true, "alarms": [PRIMARY_ALARM]},
+        {"set_identifier": "secondary", "region": "us-west-2", "alarms": ["kbha-api-secondary-unhealthy"]},
+    ]);
+    [
+        ("KBHA_HOSTED_ZONE_ID", ZONE.to_owned()),
+        ("KBHA_RECORD_NAME", RECORD.to_owned()),
+        ("KBHA_NOTIFY_TOPIC_ARN", "arn:aws:sns:us-east-1:111122223333:kbha-notices".to_owned()),
+        ("KBHA_STATE_BUCKET", BUCKET.to_owned()),
+        ("KBHA_REPLICATION_STATUS", format!("s3://{BUCKET}/replication/")),
+        ("KBHA_TARGETS", targets.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The child: runs `n` invocations of each path (after a warm-up) and prints the
+/// `kbha.bench.overhead` record as its last stdout line.
+pub fn child(n: usize) -> Result<()> {
+    // As the Lambda binary runs (`#[tokio::main]`: multi-thread).
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let out = rt.block_on(measure(n))?;
+    println!("{}", json!({"record": "kbha.bench.overhead", "result": out}));
+    Ok(())
+}
+
+async fn measure(n: usize) -> Result<Overhead> {
+    let stub = Stub::start()?;
+    let settings = AwsSettings { endpoint_url: Some(stub.url.clone()), region: Some("us-east-1".into()), ..AwsSettings::default() };
+    let conf = kbha_aws::config_loader(&settings)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("bench", "bench", None, None, "kbha-bench"))
+        .load()
+        .await;
+    let env = env();
+    let cfg = FailoverConfig::from_lookup(|k| env.get(k).cloned())?;
+    let state_key = cfg.state_key();
+    let policies = kbha_failover::Policies::single(kbha_hosting::builtin::<Failover>()?);
+    let (dns, store, notifier) = (Route53Dns::from_conf(&conf), S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf));
+    let function = FailoverFunction::new(cfg, dns.clone(), store.clone(), notifier.clone(), policies);
+
+    let mut kbha = Timings::default();
+    let warm = n.min(50);
+    for i in 0..warm + n {
+        let now = kbha_hosting::lambda::now_ms();
+        let event = kbha_integration::alarm_event(kbha_integration::Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", now - 5_000, &format!("bench-{i}"))?;
+        // The event as Lambda hands it over: bytes, parsed in the timed part.
+        let bytes = serde_json::to_vec(&event)?;
+        stub.reset();
+        let start = Instant::now();
+        let event: Value = serde_json::from_slice(&bytes)?;
+        let records = function.handle(&event, kbha_hosting::lambda::now_ms()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        // What `kbha_hosting::lambda::serve` does after the handler: the metrics line.
+        println!("{}", kbha_hosting::emf::metrics_line("failover", &serde_json::to_value(&records)?, now));
+        let end = Instant::now();
+        if records.first().map(|r| r.action) != Some(ActionTaken::Applied) {
+            bail!("the failover function did not shift traffic against the stub: {}", serde_json::to_string(&records)?);
+        }
+        let seen = stub.seen();
+        if i >= warm {
+            kbha.push(start, seen.change_at, end)?;
+        }
+        kbha.ops = seen.ops.iter().map(|s| (*s).to_owned()).collect();
+    }
+    kbha.finish();
+
+    // Baseline: the same calls, in the same order, through the same adapters.
+    let (before, after) = kbha.ops.split_at(kbha.ops.iter().position(|o| o.ends_with("ChangeResourceRecordSets")).unwrap_or(0));
+    let mut sdk_only = Timings::default();
+    let state_body = serde_json::to_vec_pretty(&json!({"alarms": {}, "events": ["bench"], "pending": []}))?;
+    let message = json!({"kind": "kbha.notice", "summary": "traffic shifted: primary 0, secondary 100"}).to_string();
+    let attributes = BTreeMap::from([("severity".to_owned(), "warning".to_owned()), ("source".to_owned(), "kbha.failover".to_owned())]);
+    for i in 0..warm + n {
+        stub.reset();
+        let start = Instant::now();
+        let mut records = Vec::new();
+        let mut etag = None;
+        let mut health_ids = ["hc-primary", "hc-secondary"].into_iter();
+        let mut regions = ["us-east-1", "us-west-2"].into_iter();
+        for op in before.iter().chain(after) {
+            match op.as_str() {
+                "s3:GetObject(state)" => etag = store.get(BUCKET, &state_key).await?.map(|o| o.etag),
+                "s3:PutObject(state)" => {
+                    let cond = etag.take().map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
+                    store.put(BUCKET, &state_key, state_body.clone(), cond).await?;
+                }
+                "s3:GetObject(replication)" => {
+                    store.get(BUCKET, &format!("replication/{}.json", regions.next().unwrap_or("us-east-1"))).await?;
+                }
+                "route53:ListResourceRecordSets" => records = dns.weighted_records(ZONE, RECORD, "A").await?,
+                "route53:GetHealthCheckStatus" => {
+                    dns.health_status(health_ids.next().unwrap_or("hc-primary")).await?;
+                }
+                "route53:ChangeResourceRecordSets" => {
+                    let swaps = kbha_aws::swaps_for_weights(&records, [("primary", 0), ("secondary", 100)])
+                        .map_err(|u| anyhow::anyhow!("unknown targets {u:?}"))?;
+                    dns.swap_records(ZONE, &swaps, "kbha failover (bench): primary alarm").await?;
+                }
+                "sns:Publish" => {
+                    notifier.publish("arn:aws:sns:us-east-1:111122223333:kbha-notices", "[kbha warning] api: traffic shifted", &message, &attributes).await?;
+                }
+                other => bail!("no baseline call for {other}"),
+            }
+        }
+        let end = Instant::now();
+        let seen = stub.seen();
+        if i >= warm {
+            sdk_only.push(start, seen.change_at, end)?;
+        }
+        sdk_only.ops = seen.ops.iter().map(|s| (*s).to_owned()).collect();
+    }
+    sdk_only.finish();
+    if sdk_only.ops != kbha.ops {
+        bail!("the baseline made other calls than the handler: {:?} vs {:?}", sdk_only.ops, kbha.ops);
+    }
+    Ok(Overhead { kbha, sdk_only })
+}
+
+/// Runs the child (`current_exe bench --overhead-child n`) and returns its record.
+pub fn run_child(n: usize) -> Result<Overhead> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(&exe)
+        .args(["bench", "--overhead-child", &n.to_string()])
+        .env("RUST_LOG", "off")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .with_context(|| exe.display().to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("overhead child failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let line = stdout.lines().rev().find(|l| l.contains("\"kbha.bench.overhead\"")).context("no kbha.bench.overhead record")?;
+    let v: Value = serde_json::from_str(line)?;
+    Ok(serde_json::from_value(v["result"].clone())?)
+}
