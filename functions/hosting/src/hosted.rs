@@ -40,11 +40,18 @@ pub enum LoadError {
     },
 }
 
-/// One engine per process: compiled code and the instance pool are shared.
+/// One engine per process: compiled code and the instance pool are shared. Its limits
+/// follow `KBHA_POLICY_WASI` (`on`: WASI-importing policies such as Python ones load, in
+/// an empty sandbox, with [`Limits::python`]; unset or `off`: they are refused).
 fn engine() -> Result<&'static PolicyEngine, LoadError> {
     static ENGINE: OnceLock<Result<PolicyEngine, String>> = OnceLock::new();
     ENGINE
-        .get_or_init(|| PolicyEngine::new(Limits::default()).map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            let setting = std::env::var("KBHA_POLICY_WASI").ok();
+            Limits::for_wasi_setting(setting.as_deref())
+                .and_then(PolicyEngine::new)
+                .map_err(|e| e.to_string())
+        })
         .as_ref()
         .map_err(|e| LoadError::Engine(e.clone()))
 }

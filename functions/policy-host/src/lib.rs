@@ -124,6 +124,18 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The limits for the `KBHA_POLICY_WASI` setting: unset or `off` gives
+    /// [`Limits::default`] (WASI refused), `on` gives [`Limits::python`].
+    pub fn for_wasi_setting(value: Option<&str>) -> Result<Self, PolicyError> {
+        match value.map(str::trim) {
+            None | Some("") | Some("off") => Ok(Self::default()),
+            Some("on") => Ok(Self::python()),
+            Some(other) => Err(PolicyError::Host(format!(
+                "`KBHA_POLICY_WASI` must be `on` or `off`, got `{other}`"
+            ))),
+        }
+    }
+
     /// Limits for a CPython component (componentize-py): WASI on and
     /// 100 million units of fuel. The sample's decision burns ~0.5 million
     /// (the Rust sample ~14 thousand: CPython interprets, and its start-up is
@@ -435,6 +447,7 @@ impl PolicyEngine {
             .map_err(|e| wrong(World::Failover, e))?;
         Ok(FailoverPolicy {
             inner: Loaded {
+                wasi: self.imports_wasi(pre.instance_pre().component()),
                 engine: self.clone(),
                 digest,
                 pre,
@@ -449,6 +462,7 @@ impl PolicyEngine {
             .map_err(|e| wrong(World::Replication, e))?;
         Ok(ReplicationPolicy {
             inner: Loaded {
+                wasi: self.imports_wasi(pre.instance_pre().component()),
                 engine: self.clone(),
                 digest,
                 pre,
@@ -462,6 +476,7 @@ impl PolicyEngine {
         let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
         Ok(AlertPolicy {
             inner: Loaded {
+                wasi: self.imports_wasi(pre.instance_pre().component()),
                 engine: self.clone(),
                 digest,
                 pre,
@@ -482,6 +497,7 @@ impl PolicyEngine {
             .map_err(|e| wrong(World::Failover, e))?;
         Ok(FailoverPolicy {
             inner: Loaded {
+                wasi: self.imports_wasi(pre.instance_pre().component()),
                 engine: self.clone(),
                 digest: expected_digest.to_string(),
                 pre,
@@ -501,6 +517,7 @@ impl PolicyEngine {
             .map_err(|e| wrong(World::Replication, e))?;
         Ok(ReplicationPolicy {
             inner: Loaded {
+                wasi: self.imports_wasi(pre.instance_pre().component()),
                 engine: self.clone(),
                 digest: expected_digest.to_string(),
                 pre,
@@ -519,6 +536,7 @@ impl PolicyEngine {
         let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
         Ok(AlertPolicy {
             inner: Loaded {
+                wasi: self.imports_wasi(pre.instance_pre().component()),
                 engine: self.clone(),
                 digest: expected_digest.to_string(),
                 pre,
@@ -598,6 +616,14 @@ impl PolicyEngine {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         Ok((self.link(&component, world)?, digest(bytes)))
+    }
+
+    /// Whether `component` imports any WASI interface.
+    fn imports_wasi(&self, component: &Component) -> bool {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(n, _)| n.starts_with("wasi:"))
     }
 
     /// Checks imports and exports and builds the `InstancePre`.
@@ -737,6 +763,8 @@ fn envelope(digest: &str, code: &[u8]) -> Vec<u8> {
 
 /// A loaded policy of any world: digest, engine and the `InstancePre`.
 struct Loaded<P> {
+    /// Whether the component imports WASI (only possible on a WASI engine).
+    wasi: bool,
     engine: PolicyEngine,
     digest: String,
     pre: P,
@@ -771,8 +799,9 @@ impl<P> Loaded<P> {
         // calls (streams, poll), which panics on a thread already inside one,
         // as a Lambda handler is. A WASI decision therefore runs on its own
         // short-lived thread (tens of microseconds, next to milliseconds of
-        // CPython); a Rust policy never imports WASI and runs inline.
-        let (result, fuel_used, state) = if limits.wasi {
+        // CPython); a policy without WASI imports (any Rust one) runs inline,
+        // on a WASI engine too.
+        let (result, fuel_used, state) = if self.wasi {
             std::thread::scope(|s| s.spawn(body).join())
                 .map_err(|_| PolicyError::Host("the policy's thread panicked".to_string()))??
         } else {
@@ -971,6 +1000,29 @@ mod tests {
         assert_eq!(World::parse("failover"), Some(World::Failover));
         assert_eq!(World::parse("alert-policy"), Some(World::Alert));
         assert_eq!(World::parse("nope"), None);
+    }
+
+    #[test]
+    fn wasi_setting_is_on_off_or_refused() {
+        assert_eq!(Limits::for_wasi_setting(None).ok(), Some(Limits::default()));
+        assert_eq!(
+            Limits::for_wasi_setting(Some("off")).ok(),
+            Some(Limits::default())
+        );
+        assert_eq!(
+            Limits::for_wasi_setting(Some("on")).ok(),
+            Some(Limits::python())
+        );
+        assert!(Limits::for_wasi_setting(Some("yes")).is_err());
+    }
+
+    #[test]
+    fn offered_wasi_is_the_0_2_set() {
+        assert!(is_offered_wasi("wasi:cli/environment@0.2.9"));
+        assert!(is_offered_wasi("wasi:sockets/tcp@0.2.0"));
+        assert!(!is_offered_wasi("wasi:cli/environment@0.3.0"));
+        assert!(!is_offered_wasi("wasi:http/outgoing-handler@0.2.0"));
+        assert!(!is_offered_wasi("wasi:cli/environment"));
     }
 
     #[test]

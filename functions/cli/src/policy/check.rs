@@ -4,12 +4,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kbha_policy_host::{Limits, PolicyEngine};
+use kbha_policy_host::PolicyEngine;
 
 /// Prints what the host sees in the component; non-zero exit on problems.
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    let engine = PolicyEngine::new(Limits::default())?;
+    let engine = PolicyEngine::new(super::limits()?)?;
     let inspection = engine
         .inspect(&bytes)
         .with_context(|| format!("`{}`", path.display()))?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use kbha_hosting::{Alerting, Decider, Failover, Hosted, Kind, Replication, builtin};
-use kbha_policy_host::{Limits, PolicyEngine, World};
+use kbha_policy_host::{PolicyEngine, World};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -125,7 +125,7 @@ where
 }
 
 fn diff(old: &Path, new: &Path, dir: &Path, world: Option<&str>) -> anyhow::Result<Summary> {
-    let engine = PolicyEngine::new(Limits::default())?;
+    let engine = PolicyEngine::new(super::limits()?)?;
     let (old, new) = (Operand::read(old)?, Operand::read(new)?);
     let given = world.map(|w| World::parse(w).with_context(|| format!("unknown world `{w}`"))).transpose()?;
     let found = [old.world(&engine)?, new.world(&engine)?, given];

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use kbha_policy_host::{Evaluation, Limits, PolicyEngine, World};
+use kbha_policy_host::{Evaluation, PolicyEngine, World};
 use serde::Serialize;
 
 /// Evaluates the component on the input and prints the decision JSON.
@@ -27,7 +27,7 @@ pub fn run(
         std::fs::read_to_string(input)
             .with_context(|| format!("cannot read `{}`", input.display()))?
     };
-    let engine = PolicyEngine::new(Limits::default())?;
+    let engine = PolicyEngine::new(super::limits()?)?;
     let world = match world {
         Some(w) => World::parse(w).with_context(|| format!("unknown world `{w}`"))?,
         None => match engine.inspect(&bytes)?.world {

@@ -13,6 +13,13 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+/// The engine limits for `KBHA_POLICY_WASI` (as the functions read it): `on` lets
+/// `check`, `eval`, `test`, `diff` and `publish` load WASI-importing (Python) policies.
+fn limits() -> anyhow::Result<kbha_policy_host::Limits> {
+    let setting = std::env::var("KBHA_POLICY_WASI").ok();
+    Ok(kbha_policy_host::Limits::for_wasi_setting(setting.as_deref())?)
+}
+
 /// `kbha policy` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {

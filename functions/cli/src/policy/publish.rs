@@ -21,7 +21,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use kbha_aws::{AwsSettings, ObjectStore, PutCondition, S3Store, load_sdk_config};
 use kbha_hosting::verify::load_checked;
 use kbha_hosting::{Alerting, Failover, Kind, PolicySource, Replication};
-use kbha_policy_host::{Limits, PolicyEngine, World};
+use kbha_policy_host::{PolicyEngine, World};
 
 /// DER prefix of an OpenSSL ed25519 PKCS#8 private key; the 32-byte seed follows.
 const PKCS8_ED25519_PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
@@ -81,7 +81,7 @@ pub fn keygen(prefix: &Path) -> anyhow::Result<ExitCode> {
 
 /// Checks the component as a function would before it runs it.
 fn verify(bytes: &[u8], path: &Path) -> anyhow::Result<World> {
-    let engine = PolicyEngine::new(Limits::default())?;
+    let engine = PolicyEngine::new(super::limits()?)?;
     let inspection = engine.inspect(bytes).with_context(|| format!("`{}`", path.display()))?;
     if let Some(p) = inspection.problems.first() {
         bail!("`{}` would be refused: {p}; see `kbha policy check`", path.display());

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use kbha_policy_host::{Evaluation, Limits, PolicyEngine, PolicyError, World};
+use kbha_policy_host::{Evaluation, PolicyEngine, PolicyError, World};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ fn outcome<D: Serialize>(result: Result<Evaluation<D>, PolicyError>) -> anyhow::
 /// Runs every case directory under `cases` and prints one line per failure and a summary.
 pub fn run(component: &Path, cases: &Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(component).with_context(|| format!("cannot read `{}`", component.display()))?;
-    let engine = PolicyEngine::new(Limits::default())?;
+    let engine = PolicyEngine::new(super::limits()?)?;
     let Some(world) = engine.inspect(&bytes)?.world else {
         bail!("`{}` implements no kbha world; run `kbha policy check` on it", component.display());
     };
