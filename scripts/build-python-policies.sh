@@ -27,13 +27,13 @@ build() {
     local dir=$1 name world start
     name=$(basename "$dir")
     world=$(tr -d '[:space:]' < "$dir/world")
-    start=$(date +%s.%N)
+    start=$(date +%s%N)
     (cd "$dir" && "$root/$venv/bin/componentize-py" -d "$root/wit" -w "kbha:policy/$world@0.1.0" \
         componentize app -o "$root/$out/$name.wasm" >/dev/null)
     # componentize-py leaves the bytecode it compiled beside the source (also git-ignored).
     rm -rf "$dir/__pycache__"
-    printf '%s: %s (%s bytes, %.1f s)\n' "$name" "$out/$name.wasm" "$(stat -c %s "$out/$name.wasm")" \
-        "$(echo "$(date +%s.%N) - $start" | bc)"
+    printf '%s: %s (%s bytes, %s ms)\n' "$name" "$out/$name.wasm" "$(stat -c %s "$out/$name.wasm")" \
+        "$(( ($(date +%s%N) - start) / 1000000 ))"
 }
 root=$PWD
 # One componentize-py per core: each is single-threaded for most of its ~10 s.
