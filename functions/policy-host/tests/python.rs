@@ -206,6 +206,25 @@ fn the_wasi_sandbox_is_empty() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_wasi_decision_runs_inside_an_async_handler() -> Result<()> {
+    // A Lambda handler decides on a tokio worker thread. wasmtime-wasi's
+    // synchronous streams enter a tokio runtime, which panics there; the host
+    // runs WASI decisions on a thread of their own. The probe prints, so its
+    // decision goes through those streams.
+    let probe = load("sandbox-probe-py");
+    let dir = workspace().join("samples/policies/business-hours/cases/failback-at-noon");
+    let (input, _) = case(&dir)?;
+    for rt in [
+        tokio::runtime::Builder::new_current_thread().build()?,
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).build()?,
+    ] {
+        let eval = rt.block_on(async { probe.decide(&input) })?;
+        assert!(eval.decision.reason.contains("\"env\": {}"), "{}", eval.decision.reason);
+    }
+    Ok(())
+}
+
 fn component_importing(name: &str) -> Vec<u8> {
     wat::parse_str(format!(
         r#"(component (import "{name}" (instance (export "get-arguments" (func (result (list string)))))))"#
