@@ -398,6 +398,9 @@ impl PolicyEngine {
             .total_core_instances(n * per)
             .total_memories(n * if limits.wasi { 4 } else { 1 })
             .total_tables(n * per)
+            // Fiber stacks serve async calls only, which policies never make; the
+            // default 1000 slots cost ~1000 mprotect calls at engine creation (cold start).
+            .total_stacks(n)
             .max_memory_size(limits.memory_bytes);
         if limits.wasi {
             pool.max_memories_per_component(4)
