@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use kbha_hosting::claim::{self, Claim, Holder};
+
 use kbha_aws::{AwsError, Dns, Notifier, ObjectStore, PutCondition, WeightedRecord};
 use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failover_event};
 use kbha_core::guardrails::{GuardrailSettings, GuardrailVerdict, check_failover};
@@ -24,6 +26,8 @@ use crate::{Decided, Policies};
 const STATE_WRITE_ATTEMPTS: u32 = 16;
 /// Unfinished changes kept in the state object (oldest dropped first).
 const MAX_PENDING: usize = 32;
+/// Unsent notices kept in the state object (oldest dropped first).
+const MAX_OUTBOX: usize = 32;
 /// Another invocation's unfinished change this much older than ours is left over from
 /// a run that was never retried, not a rival for the same transition.
 const RIVAL_WINDOW_MS: TimestampMs = 5 * 60 * 1000;
@@ -45,6 +49,12 @@ pub enum FailoverError {
         name: String,
         /// What does not match.
         problem: String,
+    },
+    /// Another copy of this event holds the notice and has not finished sending it.
+    #[error("another invocation is sending the notice for event `{event_id}` and has not finished; the event will be retried")]
+    NoticeInProgress {
+        /// Event id.
+        event_id: String,
     },
     /// Route 53 kept changing between read and write.
     #[error("the record set changed between read and write {attempts} times in a row; the event will be retried")]
@@ -70,7 +80,7 @@ impl FailoverError {
         match self {
             FailoverError::Event(_) | FailoverError::RecordSet { .. } | FailoverError::CorruptState { .. } => false,
             FailoverError::Aws(e) => e.retryable(),
-            FailoverError::ConflictExhausted { .. } => true,
+            FailoverError::ConflictExhausted { .. } | FailoverError::NoticeInProgress { .. } => true,
         }
     }
 }
@@ -153,10 +163,32 @@ pub struct StoredState {
     /// Unfinished changes, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<PendingChange>,
+    /// Notices due and not yet sent, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Outgoing>,
 }
 
-/// A Route 53 change in flight: written before the change batch, marked applied by the
-/// state write after it, removed once its notice is out. A redelivered event that finds
+/// A notice due for one event, and who sends it. Staged in the same conditional write
+/// that records the decision, so two copies of one transition stage it once, and only
+/// the claim's holder publishes it (see [`kbha_hosting::claim`]); removed once sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing {
+    /// Event whose decision it announces.
+    pub event_id: String,
+    /// The alarm transition, so a copy with another event id finds it.
+    pub alarm: Option<Alarm>,
+    /// What the decision did (a retry that only sends the notice reports it).
+    pub action: ActionTaken,
+    /// Route 53 change id, for a change whose answer arrived.
+    pub change_id: Option<String>,
+    /// The message.
+    pub notice: Notice,
+    /// Who sends it.
+    pub claim: Claim,
+}
+
+/// A Route 53 change in flight: written before the change batch, replaced by its notice
+/// in the outbox by the state write after it. A redelivered event that finds
 /// its own entry finishes the job (records the change, sends the notice) instead of
 /// deciding again on records it already changed, so a crash or lost answer between
 /// the steps neither loses the notice nor changes Route 53 twice.
@@ -177,9 +209,11 @@ pub struct PendingChange {
     /// `last_change` when the intent was written: if it moved since, another invocation
     /// made a change, and matching records may be its work, not ours.
     pub seen_last_change: Option<LastChange>,
-    /// The change batch is known to have landed and the state records it.
+    /// The change batch is known to have landed and the state records it. (Only versions
+    /// that kept entries until the notice was out wrote `true`; finishing now closes the
+    /// entry and stages the notice in the outbox.)
     pub applied: bool,
-    /// Route 53 change id, when its answer arrived.
+    /// Route 53 change id, when its answer arrived (same versions).
     pub change_id: Option<String>,
     /// The notice to send once the change is made.
     pub notice: Notice,
@@ -211,8 +245,23 @@ impl StoredState {
         self.pending.retain(|e| e.event_id != event_id);
     }
 
-    /// Records a finished change (alarm, event, last change) and marks its entry applied.
-    fn finish(&mut self, p: &PendingChange, change_id: Option<&str>) {
+    /// Records a finished change (alarm, event, last change), stages its notice (a change
+    /// is always announced) and closes its journal entry.
+    fn finish(&mut self, p: &PendingChange, change_id: Option<&str>, claim: &Claim) {
+        let mut notice = p.notice.clone();
+        let change_id = change_id.map(str::to_owned).or(p.change_id.clone());
+        if change_id.is_some() && !notice.message.is_null() {
+            notice.message["change_id"] = serde_json::json!(change_id);
+        }
+        let o = Outgoing {
+            event_id: p.event_id.clone(),
+            alarm: p.alarm.clone(),
+            action: ActionTaken::Applied,
+            change_id,
+            notice,
+            claim: claim.clone(),
+        };
+        self.stage(o, true);
         if let Some(a) = &p.alarm {
             self.state.record_alarm(a);
         }
@@ -220,14 +269,44 @@ impl StoredState {
         if self.state.last_change.as_ref().is_none_or(|l| l.at_ms <= p.at_ms) {
             self.state.last_change = Some(LastChange { at_ms: p.at_ms, weights: p.to.clone(), reason: p.reason.clone() });
         }
-        if let Some(e) = self.pending.iter_mut().find(|e| e.event_id == p.event_id) {
-            e.applied = true;
-            e.change_id = change_id.map(str::to_owned).or(e.change_id.take());
-            if let Some(id) = &e.change_id {
-                e.notice.message["change_id"] = Value::String(id.clone());
-            }
+        self.drop_pending(&p.event_id);
+    }
+
+    /// Puts a notice in the outbox, unless it is staged already (by an earlier attempt,
+    /// or a copy of the event with the same id) or, when not `always`, its transition is
+    /// handled elsewhere: recorded by another copy, or the subject of another copy's
+    /// unfinished change (whose notice announces it). Call it before recording the
+    /// alarm, which makes the transition a duplicate.
+    fn stage(&mut self, o: Outgoing, always: bool) {
+        if o.notice.message.is_null() || self.outbox.iter().any(|e| e.event_id == o.event_id) {
+            return;
+        }
+        if !always
+            && let Some(a) = &o.alarm
+            && (self.state.freshness(&o.event_id, a) == Freshness::Duplicate
+                || self.pending.iter().any(|p| p.event_id != o.event_id && p.alarm.as_ref().is_some_and(|pa| same_transition(pa, a))))
+        {
+            return;
+        }
+        self.outbox.push(o);
+        if self.outbox.len() > MAX_OUTBOX {
+            let extra = self.outbox.len() - MAX_OUTBOX;
+            self.outbox.drain(..extra);
         }
     }
+
+    /// The staged notice for this event, or for another copy of its transition.
+    fn outgoing(&self, event_id: &str, alarm: Option<&Alarm>) -> Option<&Outgoing> {
+        self.outbox.iter().find(|o| o.event_id == event_id).or_else(|| {
+            let a = alarm?;
+            self.outbox.iter().find(|o| o.alarm.as_ref().is_some_and(|oa| same_transition(oa, a)))
+        })
+    }
+}
+
+/// Two alarms describe the same transition (copies of one CloudWatch state change).
+fn same_transition(a: &Alarm, b: &Alarm) -> bool {
+    a.name == b.name && a.state == b.state && a.state_changed_at_ms == b.state_changed_at_ms
 }
 
 /// The failover function, generic over its AWS dependencies.
@@ -311,17 +390,28 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
             log_record(&rec);
             return Ok(rec);
         }
+        // Tells this invocation's notice claim from another copy's.
+        let me = claim::token();
         for attempt in 1..=self.cfg.max_attempts {
             rec.attempts = attempt;
             let t_gather = Instant::now();
             let (stored, _) = self.load_state().await?;
             if let Some(p) = stored.pending.iter().find(|p| p.event_id == event_id)
-                && let Some(done) = self.resume(p, &stored, rec.clone()).await?
+                && let Some(done) = self.resume(p, &stored, rec.clone(), &me).await?
             {
                 return Ok(done);
             }
+            if let Some(o) = stored.outbox.iter().find(|o| o.event_id == event_id) {
+                // An earlier attempt at this event decided and recorded; only its notice
+                // is left to send.
+                rec.action = o.action;
+                rec.change_id = o.change_id.clone();
+                rec.notice_id = self.deliver(&event_id, &me, stored).await?;
+                log_record(&rec);
+                return Ok(rec);
+            }
             let unfinished = stored.pending.iter().any(|p| p.event_id == event_id);
-            let state = stored.state;
+            let state = stored.state.clone();
             if let Some(a) = &alarm {
                 match state.freshness(&event_id, a) {
                     Freshness::New => {}
@@ -330,6 +420,12 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
                             // Our change lost to another copy of this transition, which
                             // recorded it: our intent is moot.
                             self.close_pending(&event_id).await;
+                        }
+                        if let Some(o) = stored.outgoing(&event_id, Some(a)) {
+                            // Another copy staged the notice: see it sent (take it over
+                            // if that copy died), never send a second one.
+                            let theirs = o.event_id.clone();
+                            rec.notice_id = self.deliver(&theirs, &me, stored.clone()).await?;
                         }
                         rec.action = ActionTaken::SkippedDuplicate;
                         log_record(&rec);
@@ -432,31 +528,39 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
                     }
                 }
             }
-            self.update_state(|s| {
-                if let Some(a) = &alarm {
-                    s.state.record_alarm(a);
-                    s.state.remember_event(&event_id);
-                }
-                match &applied {
-                    Some(p) => s.finish(p, rec.change_id.as_deref()),
-                    None => s.drop_pending(&event_id),
-                }
-            })
-            .await?;
             rec.policy = Some(decided);
             rec.guardrail = Some(verdict);
-            let notice = match &applied {
-                Some(p) => {
-                    let mut n = p.notice.clone();
-                    n.message["change_id"] = serde_json::json!(rec.change_id);
-                    Some(n)
-                }
-                None => self.build_notice(&rec, alarm.as_ref(), now_ms),
-            };
-            rec.notice_id = self.send(notice).await?;
-            if applied.is_some() {
-                self.close_pending(&event_id).await;
-            }
+            // A change's notice was built with its intent; any other decision's now.
+            let notice = if applied.is_none() { self.build_notice(&rec, alarm.as_ref(), now_ms) } else { None };
+            let mine = Claim::new(&me, kbha_hosting::lambda::now_ms());
+            // Recording the decision and staging its notice is one conditional write: of
+            // two copies of this transition, only the first stages a notice.
+            let stored = self
+                .update_state(|s| {
+                    match &applied {
+                        Some(p) => s.finish(p, rec.change_id.as_deref(), &mine),
+                        None => {
+                            if let Some(notice) = &notice {
+                                let o = Outgoing {
+                                    event_id: event_id.clone(),
+                                    alarm: alarm.clone(),
+                                    action: rec.action,
+                                    change_id: None,
+                                    notice: notice.clone(),
+                                    claim: mine.clone(),
+                                };
+                                s.stage(o, false);
+                            }
+                            s.drop_pending(&event_id);
+                        }
+                    }
+                    if let Some(a) = &alarm {
+                        s.state.record_alarm(a);
+                        s.state.remember_event(&event_id);
+                    }
+                })
+                .await?;
+            rec.notice_id = self.deliver(&event_id, &me, stored).await?;
             rec.durations.act_ms = ms(t_act);
             log_record(&rec);
             return Ok(rec);
@@ -467,7 +571,13 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
     /// Finishes a change this event started in an earlier invocation. `Some`: done (the
     /// change is recorded and its notice sent); `None`: the change never landed, decide
     /// afresh.
-    async fn resume(&self, p: &PendingChange, stored: &StoredState, mut rec: DecisionRecord) -> Result<Option<DecisionRecord>, FailoverError> {
+    async fn resume(
+        &self,
+        p: &PendingChange,
+        stored: &StoredState,
+        mut rec: DecisionRecord,
+        me: &str,
+    ) -> Result<Option<DecisionRecord>, FailoverError> {
         rec.action = ActionTaken::Applied;
         rec.old_weights = p.from.clone();
         rec.new_weights = p.to.clone();
@@ -484,19 +594,86 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
                 return Ok(None);
             }
             tracing::warn!(event_id = %p.event_id, "an earlier attempt changed route 53 but did not finish; recording it and sending its notice");
-            self.update_state(|s| s.finish(p, None)).await?;
         }
+        // (A journal entry marked applied comes from a version that kept entries until
+        // their notice was out; finishing it stages that notice.)
+        let mine = Claim::new(me, kbha_hosting::lambda::now_ms());
+        let stored = self.update_state(|s| s.finish(p, None, &mine)).await?;
         rec.change_id = p.change_id.clone();
-        let mut notice = p.notice.clone();
-        notice.message["change_id"] = serde_json::json!(p.change_id);
-        rec.notice_id = self.send(Some(notice)).await?;
-        self.close_pending(&p.event_id).await;
+        rec.notice_id = self.deliver(&p.event_id, me, stored).await?;
         log_record(&rec);
         Ok(Some(rec))
     }
 
-    /// Removes a finished change's journal entry. Best effort: the notice is out; a
-    /// leftover entry only means a redelivery of this event sends it once more.
+    /// Sends the staged notice of `event_id` when this invocation holds its claim, or
+    /// can take it over (released, or its holder's lease ran out); waits while another
+    /// copy holds it. `None`: nothing staged (sent already, or never due).
+    async fn deliver(&self, event_id: &str, me: &str, mut stored: StoredState) -> Result<Option<String>, FailoverError> {
+        let started = Instant::now();
+        loop {
+            let Some(o) = stored.outbox.iter().find(|o| o.event_id == event_id) else { return Ok(None) };
+            let now = kbha_hosting::lambda::now_ms();
+            match o.claim.holder(me, now) {
+                Holder::Mine => {
+                    return match self.send(Some(o.notice.clone())).await {
+                        Ok(id) => {
+                            self.close_outgoing(event_id).await;
+                            Ok(id)
+                        }
+                        Err(e) => {
+                            self.release(event_id, me).await;
+                            Err(e)
+                        }
+                    };
+                }
+                Holder::Free => {
+                    let take = Claim::new(me, now);
+                    stored = self
+                        .update_state(|s| {
+                            if let Some(o) = s.outbox.iter_mut().find(|o| o.event_id == event_id)
+                                && o.claim.holder(me, now) == Holder::Free
+                            {
+                                o.claim = take.clone();
+                            }
+                        })
+                        .await?;
+                }
+                Holder::Other => {
+                    if started.elapsed() >= claim::WAIT {
+                        return Err(FailoverError::NoticeInProgress { event_id: event_id.to_owned() });
+                    }
+                    tokio::time::sleep(claim::POLL).await;
+                    stored = self.load_state().await?.0;
+                }
+            }
+        }
+    }
+
+    /// Removes a sent notice. Best effort: a leftover entry only means a redelivery of
+    /// this event, once the lease has run out, sends it once more.
+    async fn close_outgoing(&self, event_id: &str) {
+        if let Err(e) = self.update_state(|s| s.outbox.retain(|o| o.event_id != event_id)).await {
+            tracing::warn!(event_id, "could not clear the sent notice from the state object: {e}");
+        }
+    }
+
+    /// Gives up this invocation's claim after a failed publish, so the retry need not
+    /// wait for the lease. Best effort: otherwise the lease runs out.
+    async fn release(&self, event_id: &str, me: &str) {
+        let released = self
+            .update_state(|s| {
+                if let Some(o) = s.outbox.iter_mut().find(|o| o.event_id == event_id && o.claim.by == me) {
+                    o.claim.release();
+                }
+            })
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(event_id, "could not release the notice claim; a retry waits for its lease: {e}");
+        }
+    }
+
+    /// Removes a moot change's journal entry. Best effort: a leftover entry is checked
+    /// against Route 53 by a redelivery of its event.
     async fn close_pending(&self, event_id: &str) {
         if let Err(e) = self.update_state(|s| s.drop_pending(event_id)).await {
             tracing::warn!(event_id, "could not clear the finished change from the state object: {e}");
@@ -517,14 +694,15 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
     /// Applies `update` to the freshest state and writes it with If-Match (or
     /// If-None-Match for the first write); on a lost race, re-reads and re-applies.
     /// Updates are merges (newest alarm wins, events remembered), so order is immaterial.
-    async fn update_state(&self, update: impl Fn(&mut StoredState)) -> Result<(), FailoverError> {
+    /// Returns the state as written (or found, when the update changed nothing).
+    async fn update_state(&self, update: impl Fn(&mut StoredState)) -> Result<StoredState, FailoverError> {
         let key = self.cfg.state_key();
         for _ in 0..STATE_WRITE_ATTEMPTS {
             let (mut state, etag) = self.load_state().await?;
             let before = state.clone();
             update(&mut state);
             if etag.is_some() && state == before {
-                return Ok(());
+                return Ok(state);
             }
             let body = serde_json::to_vec_pretty(&state).map_err(|e| AwsError::Invalid {
                 operation: "PutObject",
@@ -532,7 +710,7 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
             })?;
             let cond = etag.map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
             match self.store.put(&self.cfg.state.bucket, &key, body, cond).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(state),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -774,32 +952,97 @@ mod tests {
         assert_eq!(back["handled_events"][0], "e-1", "core fields stay at the top level: {back}");
     }
 
+    fn alarm(at_ms: TimestampMs) -> Alarm {
+        serde_json::from_value(serde_json::json!({
+            "name": "primary-down", "region": "us-east-1", "state": "alarm", "state_changed_at_ms": at_ms
+        }))
+        .expect("alarm")
+    }
+
+    fn notice() -> Notice {
+        Notice { subject: "s".into(), message: serde_json::json!({"summary": "x"}), attributes: BTreeMap::new() }
+    }
+
+    fn outgoing(event_id: &str, alarm: Option<&Alarm>, by: &str) -> Outgoing {
+        Outgoing {
+            event_id: event_id.into(),
+            alarm: alarm.cloned(),
+            action: ActionTaken::NoChange,
+            change_id: None,
+            notice: notice(),
+            claim: Claim::new(by, 0),
+        }
+    }
+
     #[test]
-    fn finishing_a_change_records_it_once_and_marks_the_entry_applied_with_its_change_id() {
+    fn finishing_a_change_records_it_stages_its_notice_with_the_change_id_and_closes_the_journal_entry() {
         let mut s = StoredState::default();
         let p = pending("e-1", 1_000);
         s.put_pending(p.clone());
         s.put_pending(p.clone());
         assert_eq!(s.pending.len(), 1, "one entry per event");
-        s.finish(&p, Some("C123"));
+        s.finish(&p, Some("C123"), &Claim::new("me", 0));
         assert!(s.state.handled_events.iter().any(|e| e == "e-1"));
         assert_eq!(s.state.last_change.as_ref().map(|l| l.weights.clone()), Some(w(0, 100)));
-        assert!(s.pending[0].applied);
-        assert_eq!(s.pending[0].change_id.as_deref(), Some("C123"));
-        assert_eq!(s.pending[0].notice.message["change_id"], "C123");
-        // Finishing again (a retry after a lost answer) changes nothing and keeps the id.
-        let before = s.clone();
-        s.finish(&p, None);
-        assert_eq!(s, before);
-        s.drop_pending("e-1");
         assert!(s.pending.is_empty());
+        assert_eq!(s.outbox.len(), 1);
+        assert_eq!(s.outbox[0].notice.message["change_id"], "C123");
+        assert_eq!(s.outbox[0].claim.by, "me");
+        // Finishing again (a retry after a lost answer, or a copy with the same id)
+        // changes nothing: the first claim stands.
+        let before = s.clone();
+        s.finish(&p, None, &Claim::new("other", 0));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn of_two_copies_of_one_transition_only_the_first_stages_a_notice() {
+        let a = alarm(1_000);
+        let mut s = StoredState::default();
+        // Copy one records the transition and stages its notice in one write.
+        s.stage(outgoing("copy-1", Some(&a), "one"), false);
+        s.state.record_alarm(&a);
+        s.state.remember_event("copy-1");
+        // Copy two, with another event id, re-applies its write on that state.
+        s.stage(outgoing("copy-2", Some(&a), "two"), false);
+        assert_eq!(s.outbox.len(), 1);
+        assert_eq!(s.outbox[0].claim.by, "one");
+        // It finds copy one's notice through the transition, to wait for it.
+        assert_eq!(s.outgoing("copy-2", Some(&a)).map(|o| o.event_id.as_str()), Some("copy-1"));
+        // A later transition of the same alarm is news again.
+        s.stage(outgoing("copy-3", Some(&alarm(2_000)), "three"), false);
+        assert_eq!(s.outbox.len(), 2);
+    }
+
+    #[test]
+    fn a_transition_whose_change_another_copy_has_in_flight_is_announced_by_that_copy() {
+        let a = alarm(1_000);
+        let mut s = StoredState::default();
+        s.put_pending(PendingChange { alarm: Some(a.clone()), ..pending("copy-1", 1_000) });
+        s.stage(outgoing("copy-2", Some(&a), "two"), false);
+        assert!(s.outbox.is_empty(), "copy two decided on records copy one already changed");
+        // A change is always announced, whoever staged first.
+        s.stage(outgoing("copy-2", Some(&a), "two"), true);
+        assert_eq!(s.outbox.len(), 1);
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_and_a_null_notice_is_never_staged() {
+        let mut s = StoredState::default();
+        s.stage(Outgoing { notice: Notice { message: Value::Null, ..notice() }, ..outgoing("e-null", None, "me") }, true);
+        assert!(s.outbox.is_empty());
+        for i in 0..(MAX_OUTBOX + 3) {
+            s.stage(outgoing(&format!("e-{i}"), None, "me"), false);
+        }
+        assert_eq!(s.outbox.len(), MAX_OUTBOX);
+        assert_eq!(s.outbox[0].event_id, "e-3", "oldest dropped first");
     }
 
     #[test]
     fn an_older_change_never_overwrites_a_newer_last_change() {
         let mut s = StoredState::default();
         s.state.last_change = Some(LastChange { at_ms: 5_000, weights: w(100, 0), reason: "failback".into() });
-        s.finish(&pending("e-old", 1_000), None);
+        s.finish(&pending("e-old", 1_000), None, &Claim::new("me", 0));
         assert_eq!(s.state.last_change.as_ref().map(|l| l.at_ms), Some(5_000));
     }
 

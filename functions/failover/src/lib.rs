@@ -26,6 +26,7 @@ impl From<FailoverError> for lambda_runtime::Diagnostic {
             FailoverError::Aws(_) => "Aws",
             FailoverError::RecordSet { .. } => "RecordSetMismatch",
             FailoverError::ConflictExhausted { .. } => "ConflictExhausted",
+            FailoverError::NoticeInProgress { .. } => "NoticeInProgress",
             FailoverError::CorruptState { .. } => "CorruptState",
         };
         lambda_runtime::Diagnostic { error_type: format!("kbha.{class}.{kind}"), error_message: e.to_string() }

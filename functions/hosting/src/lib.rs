@@ -7,6 +7,7 @@
 //! wasmtime itself stays in `kbha-policy-host`; this crate only uses its typed API.
 
 pub mod cache;
+pub mod claim;
 pub mod emf;
 mod hosted;
 mod kinds;

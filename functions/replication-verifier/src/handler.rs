@@ -5,7 +5,9 @@
 //! Exactly-once where it matters: the verification record is created with
 //! `If-None-Match: *`, so a redelivered event finds it and changes nothing; the record
 //! says whether its notice went out, so a retry after a crash between the record and the
-//! notice sends the notice then (at least once, never silently lost).
+//! notice sends the notice then (at least once, never silently lost). Two copies of one
+//! event running at once send one notice: the record carries a claim on it
+//! ([`kbha_hosting::claim`]), and only its holder publishes.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -18,6 +20,7 @@ use kbha_core::{
     Alert, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, ReplicationDecision, ReplicationInput, ReplicationStatus,
     ReplicationSubject, Severity, SourceStatus, TimestampMs, Verdict,
 };
+use kbha_hosting::claim::{self, Claim, Holder};
 use kbha_hosting::{Decided, Policies, Replication};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -77,15 +80,30 @@ pub enum VerifierError {
         /// Attempts made.
         attempts: u32,
     },
+    /// Another copy of the event holds the notice and has not finished sending it.
+    #[error("another invocation is sending the notice of verification record s3://{bucket}/{key} and has not finished; the event will be retried")]
+    NoticeInProgress {
+        /// Bucket of the verification record.
+        bucket: String,
+        /// Key of the verification record.
+        key: String,
+    },
 }
 
 impl VerifierError {
+    fn notice_in_progress(bucket: &str, key: &str) -> Self {
+        VerifierError::NoticeInProgress { bucket: bucket.to_owned(), key: key.to_owned() }
+    }
+
     /// Whether Lambda (or SNS) should deliver the event again.
     pub fn retryable(&self) -> bool {
         match self {
             VerifierError::Event(_) | VerifierError::CorruptRecord { .. } => false,
             VerifierError::Aws(e) => e.retryable(),
-            VerifierError::Read { .. } | VerifierError::Changed { .. } | VerifierError::ConflictExhausted { .. } => true,
+            VerifierError::Read { .. }
+            | VerifierError::Changed { .. }
+            | VerifierError::ConflictExhausted { .. }
+            | VerifierError::NoticeInProgress { .. } => true,
         }
     }
 }
@@ -185,6 +203,9 @@ pub struct VerificationRecord {
     pub policy_digest: String,
     /// Whether the notice for a non-ok verdict was published.
     pub notified: bool,
+    /// Who publishes the notice while it is due; absent once sent, or when none is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifying: Option<Claim>,
 }
 
 /// The replication verifier, generic over its AWS dependencies.
@@ -287,6 +308,8 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     }
 
     async fn verify_object(&self, o: &ObjectCreated, now_ms: TimestampMs) -> Result<DecisionRecord, VerifierError> {
+        // Tells this invocation's notice claim from another copy's.
+        let me = claim::token();
         let started = Instant::now();
         let subject = format!("s3://{}/{}", o.bucket, o.key);
         let mut rec = self.record(&o.event_id, now_ms, subject, ActionTaken::Skipped);
@@ -312,7 +335,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         if let Some((previous, etag)) = &existing
             && previous.etag == head.etag
         {
-            return self.duplicate(rec, previous.clone(), etag.clone()).await;
+            return self.duplicate(rec, previous.clone(), etag.clone(), &me).await;
         }
 
         let facts = self.gather(source, o, &head).await?;
@@ -331,7 +354,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
 
         let acted_at = Instant::now();
         let verdict = decided.decision.verdict;
-        let mut vrec = VerificationRecord {
+        let vrec = VerificationRecord {
             kind: "kbha.verification".into(),
             bucket: o.bucket.clone(),
             key: o.key.clone(),
@@ -348,6 +371,10 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             policy_source: decided.policy_source.clone(),
             policy_digest: decided.policy_digest.clone(),
             notified: false,
+            // The notice is claimed in the same create that records the verdict, so of two
+            // copies of this event only the one whose record stands publishes it.
+            notifying: (verdict != Verdict::Ok || decided.fault_alert.is_some())
+                .then(|| Claim::new(&me, kbha_hosting::lambda::now_ms())),
         };
         let cond = match &existing {
             Some((_, etag)) => PutCondition::IfMatch(etag.clone()),
@@ -360,7 +387,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
                 if let Some((theirs, etag)) = self.read_record(&record_key).await?
                     && theirs.etag == head.etag
                 {
-                    return self.duplicate(rec, theirs, etag).await;
+                    return self.duplicate(rec, theirs, etag, &me).await;
                 }
                 return Err(e.into());
             }
@@ -383,13 +410,8 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
                 }
             }
         }
-        if verdict != Verdict::Ok || decided.fault_alert.is_some() {
-            rec.notice_id = Some(self.notify(&vrec, &decided.faults).await?);
-            vrec.notified = true;
-            if let Err(e) = self.store.put(&self.cfg.state_bucket, &record_key, to_json(&vrec), PutCondition::IfMatch(record_etag)).await {
-                // The notice is out; at worst a retry sends it once more.
-                tracing::warn!(record = %record_key, "could not mark the notice as sent: {e}");
-            }
+        if vrec.notifying.is_some() {
+            rec.notice_id = self.deliver(&record_key, vrec, record_etag, &me, &decided.faults).await?;
         }
         rec.policy = Some(decided);
         rec.durations.act_ms = ms(acted_at);
@@ -398,7 +420,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
 
     /// The object was verified before: finish what that run may not have (the status
     /// objects, the notice), nothing else.
-    async fn duplicate(&self, mut rec: DecisionRecord, mut previous: VerificationRecord, etag: String) -> Result<DecisionRecord, VerifierError> {
+    async fn duplicate(&self, mut rec: DecisionRecord, previous: VerificationRecord, etag: String, me: &str) -> Result<DecisionRecord, VerifierError> {
         rec.action = ActionTaken::Duplicate;
         rec.verdict = Some(previous.verdict);
         // The run that wrote the record may have failed before raising the status
@@ -417,15 +439,82 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
                 }
             }
         }
-        if previous.verdict != Verdict::Ok && !previous.notified {
-            rec.notice_id = Some(self.notify(&previous, &[]).await?);
-            previous.notified = true;
+        // Due: a non-ok verdict (records written before claims existed say no more), or
+        // a claim, which is only written when a notice is due.
+        if (previous.verdict != Verdict::Ok || previous.notifying.is_some()) && !previous.notified {
             let key = rec.record_key.clone().unwrap_or_default();
-            if let Err(e) = self.store.put(&self.cfg.state_bucket, &key, to_json(&previous), PutCondition::IfMatch(etag)).await {
-                tracing::warn!(record = %key, "could not mark the notice as sent: {e}");
-            }
+            rec.notice_id = self.deliver(&key, previous, etag, me, &[]).await?;
         }
         Ok(rec)
+    }
+
+    /// Publishes the record's notice when this invocation holds its claim, or can take
+    /// it over (released, or its holder's lease ran out), then marks it sent; waits while
+    /// another copy holds it. `None`: sent by another copy meanwhile.
+    async fn deliver(
+        &self,
+        key: &str,
+        mut v: VerificationRecord,
+        mut etag: String,
+        me: &str,
+        faults: &[kbha_hosting::PolicyFault],
+    ) -> Result<Option<String>, VerifierError> {
+        let started = Instant::now();
+        let bucket = &self.cfg.state_bucket;
+        loop {
+            if v.notified {
+                return Ok(None);
+            }
+            let now = kbha_hosting::lambda::now_ms();
+            match v.notifying.as_ref().map_or(Holder::Free, |c| c.holder(me, now)) {
+                Holder::Mine => {
+                    let sent = self.notify(&v, faults).await;
+                    match &sent {
+                        Ok(_) => {
+                            v.notified = true;
+                            v.notifying = None;
+                        }
+                        // Released, so the retry need not wait for the lease.
+                        Err(_) => {
+                            if let Some(c) = v.notifying.as_mut() {
+                                c.release();
+                            }
+                        }
+                    }
+                    if let Err(e) = self.store.put(bucket, key, to_json(&v), PutCondition::IfMatch(etag)).await {
+                        // Sent but not marked: a retry after the lease sends it once more.
+                        // Failed and not released: a retry waits for the lease.
+                        tracing::warn!(record = %key, "could not update the notice claim: {e}");
+                    }
+                    return sent.map(Some);
+                }
+                Holder::Free => {
+                    v.notifying = Some(Claim::new(me, now));
+                    match self.store.put(bucket, key, to_json(&v), PutCondition::IfMatch(etag.clone())).await {
+                        Ok(new) => etag = new,
+                        Err(e) if e.is_conflict() => (v, etag) = self.reread(key).await?,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Holder::Other => {
+                    if started.elapsed() >= claim::WAIT {
+                        return Err(VerifierError::notice_in_progress(bucket, key));
+                    }
+                    tokio::time::sleep(claim::POLL).await;
+                    (v, etag) = self.reread(key).await?;
+                }
+            }
+        }
+    }
+
+    /// The record again, while delivering its notice (it cannot vanish: records are
+    /// only ever replaced).
+    async fn reread(&self, key: &str) -> Result<(VerificationRecord, String), VerifierError> {
+        self.read_record(key).await?.ok_or_else(|| VerifierError::Changed {
+            bucket: self.cfg.state_bucket.clone(),
+            key: key.to_owned(),
+            problem: "the verification record disappeared while its notice was sent".into(),
+        })
     }
 
     async fn read_record(&self, key: &str) -> Result<Option<(VerificationRecord, String)>, VerifierError> {

@@ -29,6 +29,7 @@ impl From<VerifierError> for lambda_runtime::Diagnostic {
             VerifierError::Changed { .. } => "ObjectChanged",
             VerifierError::CorruptRecord { .. } => "CorruptRecord",
             VerifierError::ConflictExhausted { .. } => "ConflictExhausted",
+            VerifierError::NoticeInProgress { .. } => "NoticeInProgress",
         };
         lambda_runtime::Diagnostic { error_type: format!("kbha.{class}.{kind}"), error_message: e.to_string() }
     }

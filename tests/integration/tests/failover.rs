@@ -136,6 +136,35 @@ async fn eight_concurrent_invocations_for_one_transition_apply_one_change() -> R
     }
     assert_eq!(applied(&all), 1, "{:?}", all.iter().map(|r| (r.action, r.attempts)).collect::<Vec<_>>());
     assert_eq!(w.weights().await?, weights(0, 100));
+    // One notice: only the copy holding the notice claim publishes it.
+    let notices = w.notices(8, 3).await?;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["type"], "applied");
+    assert_eq!(all.iter().filter(|r| r.notice_id.is_some()).count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn eight_concurrent_copies_of_a_transition_that_changes_nothing_send_one_notice() -> Result<()> {
+    let w = World::start().await?;
+    let f = w.function(&[], builtin()).await?;
+    // The secondary's alarm fires while the primary serves: a notice, no change.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let f = Arc::clone(&f);
+        let ev = alarm_event(Shape::Sns, SECONDARY_ALARM, "us-west-2", "ALARM", t0(), &format!("quiet-{i}"))?;
+        tasks.push(tokio::spawn(async move { f.handle(&ev, t0() + 5 * SEC).await }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    assert_eq!(applied(&all), 0);
+    assert_eq!(w.weights().await?, weights(100, 0));
+    let notices = w.notices(8, 3).await?;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["type"], "no_change");
+    assert_eq!(all.iter().filter(|r| r.notice_id.is_some()).count(), 1, "{:?}", all.iter().map(|r| r.action).collect::<Vec<_>>());
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use kbha_core::{ArchiveCheck, ChecksumCheck, CopyCheck, ManifestCheck, Verdict};
-use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, s3_event, schedule, tar_gz};
+use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, STATE, s3_event, schedule, tar_gz};
 use kbha_replication_verifier::ActionTaken;
 
 const HOUR: i64 = 3_600_000;
@@ -152,6 +152,62 @@ async fn the_same_event_twice_gives_one_record_and_one_notice() -> Result<()> {
     assert_eq!(second[0].verdict, Some(Verdict::Corrupt));
     assert_eq!(w.record(BACKUPS, &up.key).await?, Some(before), "the record is unchanged");
     assert_eq!(w.notices(3, 3).await?.len(), 1, "exactly one notice");
+    Ok(())
+}
+
+#[tokio::test]
+async fn eight_concurrent_copies_of_one_event_give_one_record_and_one_notice() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let up = w.put(BACKUPS, "redis/empty-eight.tar.gz", Vec::new()).await?;
+    let v = std::sync::Arc::new(w.verifier(&[]).await?);
+    let at = up.last_modified_ms + 1000;
+    let mut tasks = Vec::new();
+    for shape in [S3Shape::Direct, S3Shape::Sns, S3Shape::EventBridge, S3Shape::Direct].repeat(2) {
+        let (v, event) = (std::sync::Arc::clone(&v), s3_event(shape, &[&up]));
+        tasks.push(tokio::spawn(async move { v.handle(&event, at).await }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let recorded = all.iter().filter(|r| r.action == ActionTaken::Recorded).count();
+    assert_eq!(recorded, 1, "{:?}", all.iter().map(|r| r.action).collect::<Vec<_>>());
+    assert!(all.iter().all(|r| r.verdict == Some(Verdict::Corrupt)));
+    // Only the copy holding the notice claim publishes; the record says it was sent.
+    assert_eq!(w.notices(8, 3).await?.len(), 1, "exactly one notice");
+    assert_eq!(all.iter().filter(|r| r.notice_id.is_some()).count(), 1);
+    let rec = w.record(BACKUPS, &up.key).await?.expect("record");
+    assert!(rec.notified && rec.notifying.is_none(), "{rec:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_notice_claimed_by_a_copy_that_died_waits_for_its_lease_then_is_sent_once() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let up = w.put(BACKUPS, "redis/empty-orphan.tar.gz", Vec::new()).await?;
+    let v = w.verifier(&[]).await?;
+    let event = s3_event(S3Shape::Direct, &[&up]);
+    v.handle(&event, up.last_modified_ms + 1000).await?;
+    assert_eq!(w.notices(3, 3).await?.len(), 1);
+    // Rewind the record to what a copy that claimed the notice and died leaves behind.
+    let key = format!("kbha/replication/records/{BACKUPS}/{}.json", up.key);
+    let mut orphan = w.record(BACKUPS, &up.key).await?.expect("record");
+    orphan.notified = false;
+    let lease_end = kbha_hosting::lambda::now_ms() + 60_000;
+    orphan.notifying = Some(kbha_hosting::claim::Claim { by: "a-copy-that-died".into(), until_ms: lease_end });
+    w.emu.put_bytes(STATE, &key, serde_json::to_vec(&orphan)?).await?;
+    // While its lease runs, a redelivery waits (bounded), sends nothing, fails retryably.
+    let err = v.handle(&event, up.last_modified_ms + 2000).await.expect_err("the lease still runs");
+    assert!(err.retryable() && err.to_string().contains("another invocation is sending"), "{err}");
+    assert!(w.notices(3, 2).await?.is_empty());
+    // Once it has run out, the next redelivery takes the claim over and sends it once.
+    orphan.notifying = Some(kbha_hosting::claim::Claim { by: "a-copy-that-died".into(), until_ms: 1 });
+    w.emu.put_bytes(STATE, &key, serde_json::to_vec(&orphan)?).await?;
+    let recs = v.handle(&event, up.last_modified_ms + 3000).await?;
+    assert!(recs[0].notice_id.is_some());
+    assert_eq!(w.notices(3, 3).await?.len(), 1);
+    let rec = w.record(BACKUPS, &up.key).await?.expect("record");
+    assert!(rec.notified && rec.notifying.is_none(), "{rec:?}");
     Ok(())
 }
 
