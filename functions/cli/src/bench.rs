@@ -12,7 +12,8 @@
 //! `hello_lambda` example (the same profile), with each function's `kbha.init` steps,
 //! and own overhead: the failover handler against a loopback AWS stub that answers at
 //! once, event to the Route 53 change request, against the same AWS calls made without
-//! the handler (see `overhead`).
+//! the handler (see `overhead`), and in full mode the Python sample policy next to the
+//! Rust one (see `python`).
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use kbha_core::FailoverInput;
 use kbha_policy_host::{Limits, PolicyEngine};
 
 mod overhead;
+mod python;
 
 /// `kbha bench` options.
 #[derive(Debug, clap::Args)]
@@ -77,6 +79,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     size_rows(&mut rows);
     cold_start_rows(&mut rows);
     overhead_rows(if args.quick { 100 } else { 2_000 }, &mut rows)?;
+    python::rows(args.quick, decisions.min(1_000), &mut rows)?;
     println!(
         "kbha bench ({}; profile: {profile}; {} cores)",
         if args.quick { "quick" } else { "full" },
@@ -220,7 +223,9 @@ impl Read for Generated {
 /// Writes a `.tar.gz` of about `bytes` uncompressed bytes in 64 MiB entries.
 fn write_archive(path: &Path, bytes: u64) -> Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    // gzip's default level, as `tar czf` writes backups (the compressed size, which
+    // sha256sum reads, then does not depend on flate2's backend).
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let entry = 64u64 << 20;
     let mut done = 0;
