@@ -13,6 +13,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dirs=(samples/policies/business-hours-py functions/policy-host/tests/sandbox-probe-py)
 requirements=samples/policies/business-hours-py/requirements.txt
 target=${CARGO_TARGET_DIR:-target}
+# Absolute, as the builds run from each policy's directory.
+[[ "$target" = /* ]] || target=$PWD/$target
 venv=$target/py-venv
 out=$target/policies
 mkdir -p "$out"
@@ -28,8 +30,8 @@ build() {
     name=$(basename "$dir")
     world=$(tr -d '[:space:]' < "$dir/world")
     start=$(date +%s%N)
-    (cd "$dir" && "$root/$venv/bin/componentize-py" -d "$root/wit" -w "kbha:policy/$world@0.1.0" \
-        componentize app -o "$root/$out/$name.wasm" >/dev/null)
+    (cd "$dir" && "$venv/bin/componentize-py" -d "$root/wit" -w "kbha:policy/$world@0.1.0" \
+        componentize app -o "$out/$name.wasm" >/dev/null)
     # componentize-py leaves the bytecode it compiled beside the source (also git-ignored).
     rm -rf "$dir/__pycache__"
     printf '%s: %s (%s bytes, %s ms)\n' "$name" "$out/$name.wasm" "$(stat -c %s "$out/$name.wasm")" \
