@@ -140,9 +140,10 @@ impl Limits {
     /// 100 million units of fuel. The sample's decision burns ~0.5 million
     /// (the Rust sample ~14 thousand: CPython interprets, and its start-up is
     /// snapshotted into the component at build time, so it costs no fuel), so
-    /// this leaves 200x headroom for heavier policies while still stopping a
-    /// loop within a few hundred milliseconds. Memory stays at the default
-    /// 64 MiB: the sample decides within 16 MiB.
+    /// this leaves 200x headroom for heavier policies, while an endless Python
+    /// loop (tests/python.rs) is stopped after about 20 ms. Memory stays at the
+    /// default 64 MiB: the sample decides within 16 MiB, and a policy
+    /// allocating without end gets [`PolicyError::MemoryLimit`].
     pub fn python() -> Self {
         Self {
             fuel: 100_000_000,

@@ -243,6 +243,37 @@ fn a_wasi_decision_runs_inside_an_async_handler() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_hostile_python_policy_is_contained_with_typed_errors() -> Result<()> {
+    let probe = load("sandbox-probe-py");
+    let dir = workspace().join("samples/policies/business-hours/cases/failback-at-noon");
+    let (mut input, _) = case(&dir)?;
+    let limits = Limits::python();
+    input.event_id = "loop".into();
+    let start = std::time::Instant::now();
+    let e = probe.decide(&input).expect_err("stopped");
+    let spent = start.elapsed();
+    assert!(
+        matches!(e, PolicyError::OutOfFuel { fuel } if fuel == limits.fuel),
+        "{e}"
+    );
+    // The budget stops an endless loop in bounded time (dev profile, loaded CI).
+    assert!(spent < std::time::Duration::from_secs(20), "{spent:?}");
+    input.event_id = "hog".into();
+    let e = probe.decide(&input).expect_err("stopped");
+    assert!(
+        matches!(e, PolicyError::MemoryLimit { limit_bytes } if limit_bytes == limits.memory_bytes),
+        "{e}"
+    );
+    input.event_id = "raise".into();
+    let e = probe.decide(&input).expect_err("trapped");
+    assert!(matches!(e, PolicyError::Trap(_)), "{e}");
+    // Each decision has a fresh store: the faults leave the policy usable.
+    input.event_id = "after the faults".into();
+    assert!(probe.decide(&input).is_ok());
+    Ok(())
+}
+
 fn component_importing(name: &str) -> Vec<u8> {
     wat::parse_str(format!(
         r#"(component (import "{name}" (instance (export "get-arguments" (func (result (list string)))))))"#

@@ -1,5 +1,8 @@
 """Test policy: reports what the WASI sandbox lets a CPython policy reach.
 
+With `event_id` `loop`, `hog` or `raise` it misbehaves instead (endless loop, unbounded
+memory, an exception that is not a policy-error), for the host's limits.
+
 Built by scripts/build-python-policies.sh into target/policies/sandbox-probe-py.wasm;
 functions/policy-host/tests/python.rs decides once with it and checks every finding.
 It holds, with a JSON object of findings as its reason.
@@ -60,8 +63,23 @@ def probe():
     }
 
 
+def hostile(kind):
+    """Misbehaviour the host must contain, chosen by the input's `event_id`."""
+    if kind == "loop":
+        n = 0
+        while True:
+            n += 1
+    if kind == "hog":
+        blocks = []
+        while True:
+            blocks.append(bytearray(16 << 20))
+    if kind == "raise":
+        raise RuntimeError("not a policy-error")
+
+
 class WitWorld(wit_world.WitWorld):
     def decide(self, input: t.FailoverInput) -> t.FailoverDecision:
+        hostile(input.event_id)
         return t.FailoverDecision(
             action=t.FailoverAction_Hold(), reason=json.dumps(probe(), sort_keys=True), alerts=[]
         )
