@@ -12,6 +12,7 @@ use kbha_core::{
     AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression,
     TimestampMs,
 };
+use kbha_hosting::record::ms;
 use kbha_hosting::{Alerting, Decided, Policies};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -151,18 +152,10 @@ pub struct AlertRef {
     pub summary: String,
 }
 
-/// Milliseconds spent per step.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Durations {
-    /// Listing and reading the state objects.
-    pub gather_ms: f64,
-    /// Policy evaluation.
-    pub decide_ms: f64,
-    /// Claim, publish, confirm.
-    pub act_ms: f64,
-}
+pub use kbha_hosting::record::Durations;
 
-/// One JSON line per alert in the log, and the invocation's response.
+/// One JSON line per alert in the log, and the invocation's response. Its first fields
+/// are the ones every function's record has ([`kbha_hosting::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
     /// Always `kbha.decision`.
@@ -173,14 +166,19 @@ pub struct DecisionRecord {
     pub event_id: String,
     /// Decision time.
     pub now: String,
-    /// The alert.
-    pub alert: AlertRef,
+    /// The alert decided about: `<source>:<name>`.
+    pub subject: String,
     /// `sha256:<hex>` of the policy input JSON, so a decision can be replayed.
     pub input_digest: String,
     /// The policy's answer and who gave it.
     pub policy: Decided<AlertDecision>,
-    /// What became of the alert.
+    /// Always null: the router has no guardrails (the field is common to all records).
+    pub guardrail: Option<kbha_core::guardrails::GuardrailVerdict>,
+    /// What became of the alert (`action` in the record, as in every function's).
+    #[serde(rename = "action")]
     pub outcome: Outcome,
+    /// The alert.
+    pub alert: AlertRef,
     /// Why it was not delivered, when suppressed.
     pub suppression: Option<Suppression>,
     /// Publishes made.
@@ -315,6 +313,8 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             function: "alert-router",
             event_id: m.event_id.clone(),
             now: format_timestamp(now_ms),
+            subject: format!("{}:{}", m.alert.source.as_str(), m.alert.name),
+            guardrail: None,
             alert: AlertRef {
                 source: m.alert.source,
                 name: m.alert.name.clone(),
@@ -728,9 +728,6 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     }
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
 
 /// `sha256:<hex>` of a value's JSON.
 pub fn digest_json<T: Serialize>(v: &T) -> String {

@@ -25,7 +25,7 @@ async fn replay_failover_applies_a_recorded_alarm_against_the_emulator() -> Resu
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
-    assert_eq!(record["record"], "kbha.decision");
+    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
     assert_eq!(record["action"], "applied");
     assert_eq!(w.weights().await?, weights(0, 100));
     Ok(())
@@ -66,7 +66,8 @@ async fn replay_alerting_delivers_a_recorded_notice_through_the_emulator() -> Re
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
-    assert_eq!((record["function"].as_str(), record["outcome"].as_str()), (Some("alert-router"), Some("delivered")));
+    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
+    assert_eq!((record["function"].as_str(), record["action"].as_str()), (Some("alert-router"), Some("delivered")));
     let got = emu.drain_messages(&warning, 2, std::time::Duration::from_secs(3)).await?;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].attributes["source"], "kbha");
@@ -184,6 +185,7 @@ async fn replay_replication_verifies_a_256_mib_backup_with_bounded_memory() -> R
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
+    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
     assert_eq!(record["verdict"], "ok", "{record}");
     assert_eq!(record["facts"]["size_bytes"], object_size);
     assert_eq!(record["facts"]["archive"]["entries"], 4);

@@ -459,6 +459,17 @@ pub enum AlertSource {
     Generic,
 }
 
+impl AlertSource {
+    /// The serialised name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSource::Cloudwatch => "cloudwatch",
+            AlertSource::Kbha => "kbha",
+            AlertSource::Generic => "generic",
+        }
+    }
+}
+
 /// Firing or resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use kbha_hosting::claim::{self, Claim, Holder};
+use kbha_hosting::record::ms;
 
 use kbha_aws::{AwsError, Dns, Notifier, ObjectStore, PutCondition, WeightedRecord};
 use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failover_event};
@@ -105,18 +106,10 @@ pub enum ActionTaken {
     SkippedUnmapped,
 }
 
-/// Milliseconds spent per step.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Durations {
-    /// Reading state and facts.
-    pub gather_ms: f64,
-    /// Policy evaluation.
-    pub decide_ms: f64,
-    /// Route 53 change, state write, notice.
-    pub act_ms: f64,
-}
+pub use kbha_hosting::record::Durations;
 
-/// One JSON line per decision in the log, and the invocation's response.
+/// One JSON line per decision in the log, and the invocation's response. Its first
+/// fields are the ones every function's record has ([`kbha_hosting::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
     /// Always `kbha.decision`.
@@ -127,6 +120,8 @@ pub struct DecisionRecord {
     pub event_id: String,
     /// Decision time.
     pub now: String,
+    /// The record set decided about: `<name> <type>`.
+    pub subject: String,
     /// Alarm name, for alarm triggers.
     pub alarm: Option<String>,
     /// `sha256:<hex>` of the policy input JSON, so a decision can be replayed.
@@ -372,6 +367,7 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
             function: "failover",
             event_id: event_id.clone(),
             now: format_timestamp(now_ms),
+            subject: format!("{} {}", self.cfg.record_name, self.cfg.record_type),
             alarm: alarm.as_ref().map(|a| a.name.clone()),
             input_digest: None,
             policy: None,
@@ -899,9 +895,6 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
 
 /// `sha256:<hex>` of a value's JSON.
 pub fn digest_json<T: Serialize>(v: &T) -> String {

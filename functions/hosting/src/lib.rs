@@ -12,6 +12,7 @@ pub mod emf;
 mod hosted;
 mod kinds;
 pub mod lambda;
+pub mod record;
 mod policies;
 pub mod settings;
 mod source;

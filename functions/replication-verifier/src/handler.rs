@@ -21,6 +21,7 @@ use kbha_core::{
     ReplicationSubject, Severity, SourceStatus, TimestampMs, Verdict,
 };
 use kbha_hosting::claim::{self, Claim, Holder};
+use kbha_hosting::record::ms;
 use kbha_hosting::{Decided, Policies, Replication};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -122,18 +123,10 @@ pub enum ActionTaken {
     Checked,
 }
 
-/// Step durations, milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Durations {
-    /// S3 reads and the streaming pass.
-    pub gather_ms: f64,
-    /// Policy evaluation.
-    pub decide_ms: f64,
-    /// Record, status and notice writes.
-    pub act_ms: f64,
-}
+pub use kbha_hosting::record::Durations;
 
-/// One JSON line per object or source in the log, and the invocation's response.
+/// One JSON line per object or source in the log, and the invocation's response. Its
+/// first fields are the ones every function's record has ([`kbha_hosting::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
     /// Always `kbha.decision`.
@@ -150,6 +143,8 @@ pub struct DecisionRecord {
     pub input_digest: Option<String>,
     /// The policy's answer and who gave it.
     pub policy: Option<Decided<ReplicationDecision>>,
+    /// Always null: the verifier has no guardrails (the field is common to all records).
+    pub guardrail: Option<kbha_core::guardrails::GuardrailVerdict>,
     /// The facts the policy was given, for backups.
     pub facts: Option<BackupFacts>,
     /// The verdict (the policy's, or the recorded one for duplicates).
@@ -222,9 +217,6 @@ pub struct VerifierFunction<S, N> {
 /// Writers racing on one status object get this many tries.
 const STATUS_ATTEMPTS: u32 = 5;
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
 
 impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     /// Wires configuration, AWS adapters and policies.
@@ -291,6 +283,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             subject,
             input_digest: None,
             policy: None,
+            guardrail: None,
             facts: None,
             verdict: None,
             action,
