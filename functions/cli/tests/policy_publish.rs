@@ -32,6 +32,12 @@ fn settings(lines: &[(String, String)]) -> Env<impl Fn(&str) -> Option<String> +
     Env::new(move |k: &str| lines.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
 }
 
+/// The policy source a publish printed.
+fn env_of(stdout: &str) -> Result<PolicySource> {
+    let lines = config_lines(stdout);
+    Ok(settings(&lines).policy_source()?)
+}
+
 fn config_lines(stdout: &str) -> Vec<(String, String)> {
     stdout.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
@@ -100,6 +106,17 @@ async fn a_signed_publish_loads_as_a_function_loads_it_and_tampering_is_refused(
     // The printed source names the published version: still exactly what was published.
     let (policies, _) = load_swappable::<Failover, _>(&source, env.policy_fallback()?, &lifecycle, &store, 0).await?;
     assert_eq!(policies.decide(&input).digest, digest);
+    // Another component published and signed over it replaces `<key>.sig`; the source
+    // pinned to the first version still verifies, by the signature kept under its digest.
+    let other = repo_root().join("target/policies/business-hours.wasm");
+    let (ok, out, err) = kbha(&emu, &["policy", "publish", other.to_str().context("utf-8 path")?, "--to", &to, "--sign", &private])?;
+    anyhow::ensure!(ok, "second publish failed: {err}\n{out}");
+    let (policies, _) = load_swappable::<Failover, _>(&source, env.policy_fallback()?, &lifecycle, &store, 0).await?;
+    let d = policies.decide(&input);
+    assert_eq!((d.digest.as_str(), d.faults.len()), (digest.as_str(), 0), "{:?}", d.faults);
+    let newest = env_of(&out)?;
+    let (policies, _) = load_swappable::<Failover, _>(&newest, env.policy_fallback()?, &lifecycle, &store, 0).await?;
+    assert_eq!(policies.decide(&input).faults.len(), 0, "the new version loads too");
 
     // A component the host would refuse is not uploaded.
     let (ok, _, err) = kbha(&emu, &["policy", "publish", "Cargo.toml", "--to", &format!("s3://{BUCKET}/bad.wasm")])?;

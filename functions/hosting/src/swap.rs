@@ -176,15 +176,22 @@ impl<K: Kind> SwappablePolicy<K> {
             Err(e) => return Checked::Unreachable(e.to_string()),
             Ok(Fetched::Object(o)) => o,
         };
-        let sig_name = format!("s3://{}/{}.sig", self.bucket, self.key);
-        let signature = match &self.lifecycle.public_key {
-            None => None,
-            Some(_) => match store.get(&self.bucket, &format!("{}.sig", self.key)).await {
-                Ok(s) => s.map(|s| s.bytes),
-                Err(e) => return Checked::Unreachable(format!("reading {sig_name}: {e}")),
-            },
-        };
         let digest = kbha_policy_host::digest(&object.bytes);
+        let sig_keys = crate::verify::signature_keys(&self.key, &digest);
+        let sig_name = format!("s3://{}/{} (or {})", self.bucket, sig_keys[0], sig_keys[1]);
+        let mut signature = None;
+        if self.lifecycle.public_key.is_some() {
+            for key in &sig_keys {
+                match store.get(&self.bucket, key).await {
+                    Ok(Some(s)) => {
+                        signature = Some(s.bytes);
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Checked::Unreachable(format!("reading s3://{}/{key}: {e}", self.bucket)),
+                }
+            }
+        }
         let verdict = check_object(&object.bytes, self.sha256.as_deref(), self.lifecycle.public_key.as_ref(), signature.as_deref(), &sig_name)
             .and_then(|_| load_checked::<K>(&self.name, &object.bytes));
         let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);

@@ -1,9 +1,9 @@
 //! Whether a policy object may run: its pinned digest, its ed25519 signature, then the
 //! engine's checks (world, imports, limits) and a smoke evaluation on a canned input.
 //!
-//! The signature is detached: the object `<key>.sig` beside the component holds the 64
-//! signature bytes (raw, hex or base64), made over the component's bytes with the key
-//! whose public half is `KBHA_POLICY_PUBLIC_KEY`.
+//! The signature is detached: an object beside the component holds the 64 signature
+//! bytes (raw, hex or base64), made over the component's bytes with the key whose public
+//! half is `KBHA_POLICY_PUBLIC_KEY`. See [`signature_keys`] for where.
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -73,6 +73,15 @@ pub fn parse_signature(bytes: &[u8]) -> Result<Signature, VerifyError> {
     Ok(Signature::from_bytes(&raw))
 }
 
+/// Where the signature of the component at `key` with `digest` is looked for, in order:
+/// `<key>.sha256-<hex>.sig`, written by `kbha policy publish` for exactly those bytes and
+/// never overwritten by a later publish (so a source pinned to an older S3 version keeps
+/// its signature), then `<key>.sig`, the latest publish's (and what other tools write).
+pub fn signature_keys(key: &str, digest: &str) -> [String; 2] {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    [format!("{key}.sha256-{hex}.sig"), format!("{key}.sig")]
+}
+
 /// Checks the pin and the signature (when configured) of `bytes`; returns its digest.
 pub fn check_object(
     bytes: &[u8],
@@ -126,6 +135,12 @@ mod tests {
         assert_eq!(check_object(b"component", Some(hex), None, None, "k.sig"), Ok(d.clone()));
         let e = check_object(b"tampered", Some(hex), None, None, "k.sig").expect_err("must be refused");
         assert!(matches!(e, VerifyError::DigestMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_signature_of_exactly_these_bytes_is_looked_for_before_the_latest_one() {
+        let keys = signature_keys("failover/current.wasm", "sha256:ab12");
+        assert_eq!(keys, ["failover/current.wasm.sha256-ab12.sig", "failover/current.wasm.sig"]);
     }
 
     #[test]

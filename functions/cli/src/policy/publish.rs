@@ -133,15 +133,18 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     let settings = AwsSettings { endpoint_url: args.endpoint_url.clone(), region: args.region.clone(), ..AwsSettings::default() };
     let store = S3Store::from_conf(&load_sdk_config(&settings).await);
     let digest = kbha_policy_host::digest(&bytes);
-    // The signature goes first: a warm function only re-reads `<key>.sig` when the
-    // component changed, so it never sees the new component beside the old signature.
+    // The signatures go first: a warm function only reads them when the component
+    // changed, so it never sees the new component without its signature. One under the
+    // component's digest (kept for a version-pinned source after later publishes), one
+    // as `<key>.sig` (the latest).
     if let Some(signer) = &signer {
         let sig = hex::encode(signer.sign(&bytes).to_bytes());
-        let sig_key = format!("{key}.sig");
-        store
-            .put(&bucket, &sig_key, sig.into_bytes(), PutCondition::Always)
-            .await
-            .with_context(|| format!("cannot upload the signature s3://{bucket}/{sig_key}"))?;
+        for sig_key in kbha_hosting::verify::signature_keys(&key, &digest) {
+            store
+                .put(&bucket, &sig_key, sig.clone().into_bytes(), PutCondition::Always)
+                .await
+                .with_context(|| format!("cannot upload the signature s3://{bucket}/{sig_key}"))?;
+        }
     }
     let etag = store
         .put(&bucket, &key, bytes, PutCondition::Always)
