@@ -14,7 +14,7 @@
 //! in a child process (`kbha bench --overhead-child N`) whose stdout the parent reads;
 //! the child's last line is a `kbha.bench.overhead` record with the timings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,13 +31,14 @@ const RECORD: &str = "api.example.com";
 const BUCKET: &str = "kbha-state";
 const PRIMARY_ALARM: &str = "kbha-api-primary-unhealthy";
 
-/// What the stub saw: request names in order, when the change batch arrived, and the
-/// state object (the one object the function writes and reads back).
+/// What the stub saw: requests in order (S3 ones with their `bucket/key`), when the
+/// change batch arrived, and the objects written (the state object, and any other the
+/// function writes and reads back).
 #[derive(Default)]
 struct Seen {
-    ops: Vec<&'static str>,
+    ops: Vec<String>,
     change_at: Option<Instant>,
-    state: Option<(Vec<u8>, u64)>,
+    objects: HashMap<String, (Vec<u8>, u64)>,
     etags: u64,
 }
 
@@ -76,7 +77,7 @@ impl Stub {
         let mut s = self.seen();
         s.ops.clear();
         s.change_at = None;
-        s.state = None;
+        s.objects.clear();
     }
 }
 
@@ -181,7 +182,7 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
     let xml = |body: String| ("200 OK", vec![("Content-Type", "text/xml".to_owned())], body.into_bytes());
     if let Some(rest) = path.strip_prefix("/2013-04-01/") {
         if rest.starts_with("healthcheck/") {
-            s.ops.push("route53:GetHealthCheckStatus");
+            s.ops.push("route53:GetHealthCheckStatus".into());
             let status = if rest.contains("primary") { "Failure: HTTP Status Code 503" } else { "Success: HTTP Status Code 200, OK" };
             let obs: String = ["us-east-1", "eu-west-1", "ap-southeast-1"]
                 .iter()
@@ -190,11 +191,11 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
             return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><GetHealthCheckStatusResponse xmlns="{R53}"><HealthCheckObservations>{obs}</HealthCheckObservations></GetHealthCheckStatusResponse>"#));
         }
         if req.method == "POST" {
-            s.ops.push("route53:ChangeResourceRecordSets");
+            s.ops.push("route53:ChangeResourceRecordSets".into());
             s.change_at = Some(req.arrived);
             return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsResponse xmlns="{R53}"><ChangeInfo><Id>/change/C0BENCH</Id><Status>PENDING</Status><SubmittedAt>2026-11-26T10:00:00.000Z</SubmittedAt><Comment>bench</Comment></ChangeInfo></ChangeResourceRecordSetsResponse>"#));
         }
-        s.ops.push("route53:ListResourceRecordSets");
+        s.ops.push("route53:ListResourceRecordSets".into());
         let rrs: String = [("primary", 100, "192.0.2.10"), ("secondary", 0, "198.51.100.10")]
             .iter()
             .map(|(id, w, ip)| format!("<ResourceRecordSet><Name>{RECORD}.</Name><Type>A</Type><SetIdentifier>{id}</SetIdentifier><Weight>{w}</Weight><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>{ip}</Value></ResourceRecord></ResourceRecords><HealthCheckId>hc-{id}</HealthCheckId></ResourceRecordSet>"))
@@ -202,36 +203,52 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
         return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><ListResourceRecordSetsResponse xmlns="{R53}"><ResourceRecordSets>{rrs}</ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>300</MaxItems></ListResourceRecordSetsResponse>"#));
     }
     if req.method == "POST" && path == "/" {
-        s.ops.push("sns:Publish");
+        s.ops.push("sns:Publish".into());
         return xml(r#"<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult><MessageId>0b5e7c1e-bench-4c6e-9d0a-000000000001</MessageId></PublishResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></PublishResponse>"#.to_owned());
     }
-    // S3, path style: /<bucket>/<key>.
-    let key = path.trim_start_matches('/').split_once('/').map(|(_, k)| k).unwrap_or_default();
-    if let Some(region) = key.strip_prefix("replication/").and_then(|k| k.strip_suffix(".json")) {
-        s.ops.push("s3:GetObject(replication)");
-        let now = kbha_hosting::lambda::now_ms();
-        let body = json!({"region": region, "newest_verified_backup_at_ms": now - 60_000, "key": "chromadb/backup.tar.gz", "source": "chromadb"});
-        return ("200 OK", vec![("Content-Type", "application/json".into()), ("ETag", "\"r1\"".into())], body.to_string().into_bytes());
-    }
-    match req.method.as_str() {
-        "PUT" => {
-            s.ops.push("s3:PutObject(state)");
+    // S3, path style: /<bucket>/<key>. Objects the function wrote are served back; a
+    // replication status is canned; anything else is absent.
+    let object = path.trim_start_matches('/').to_owned();
+    let key = object.split_once('/').map(|(_, k)| k).unwrap_or_default().to_owned();
+    let name = match req.method.as_str() {
+        "PUT" => "PutObject",
+        "HEAD" => "HeadObject",
+        "DELETE" => "DeleteObject",
+        _ => "GetObject",
+    };
+    s.ops.push(format!("s3:{name} {object}"));
+    match name {
+        "PutObject" => {
             s.etags += 1;
             let tag = s.etags;
-            s.state = Some((req.body.clone(), tag));
-            ("200 OK", vec![("ETag", format!("\"{tag}\""))], vec![])
+            s.objects.insert(object, (req.body.clone(), tag));
+            return ("200 OK", vec![("ETag", format!("\"{tag}\""))], vec![]);
         }
-        _ => {
-            s.ops.push("s3:GetObject(state)");
-            match &s.state {
-                Some((body, tag)) => ("200 OK", vec![("Content-Type", "application/json".into()), ("ETag", format!("\"{tag}\""))], body.clone()),
-                None => (
-                    "404 Not Found",
-                    vec![("Content-Type", "application/xml".into())],
-                    format!(r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><Key>{key}</Key><RequestId>stub</RequestId></Error>"#).into_bytes(),
-                ),
-            }
+        "DeleteObject" => {
+            s.objects.remove(&object);
+            return ("204 No Content", vec![], vec![]);
         }
+        _ => {}
+    }
+    let found = match s.objects.get(&object) {
+        Some((body, tag)) => Some((body.clone(), format!("\"{tag}\""))),
+        None => key.strip_prefix("replication/").and_then(|k| k.strip_suffix(".json")).map(|region| {
+            let now = kbha_hosting::lambda::now_ms();
+            let body = json!({"region": region, "newest_verified_backup_at_ms": now - 60_000, "key": "chromadb/backup.tar.gz", "source": "chromadb"});
+            (body.to_string().into_bytes(), "\"r1\"".to_owned())
+        }),
+    };
+    match (found, name) {
+        // HEAD: the headers a GET would have, no body (Content-Length then says 0, which
+        // the SDK's HeadObject does not read).
+        (Some((_, etag)), "HeadObject") => ("200 OK", vec![("ETag", etag)], vec![]),
+        (Some((body, etag)), _) => ("200 OK", vec![("Content-Type", "application/json".into()), ("ETag", etag)], body),
+        (None, "HeadObject") => ("404 Not Found", vec![], vec![]),
+        (None, _) => (
+            "404 Not Found",
+            vec![("Content-Type", "application/xml".into())],
+            format!(r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><Key>{key}</Key><RequestId>stub</RequestId></Error>"#).into_bytes(),
+        ),
     }
 }
 
@@ -341,7 +358,7 @@ async fn measure(n: usize) -> Result<Overhead> {
         if i >= warm {
             kbha.push(start, seen.change_at, end)?;
         }
-        kbha.ops = seen.ops.iter().map(|s| (*s).to_owned()).collect();
+        kbha.ops = seen.ops.clone();
     }
     kbha.finish();
 
@@ -355,18 +372,24 @@ async fn measure(n: usize) -> Result<Overhead> {
         stub.reset();
         let start = Instant::now();
         let mut records = Vec::new();
-        let mut etag = None;
+        let mut etags: HashMap<&str, String> = HashMap::new();
         let mut health_ids = ["hc-primary", "hc-secondary"].into_iter();
-        let mut regions = ["us-east-1", "us-west-2"].into_iter();
         for op in before.iter().chain(after) {
-            match op.as_str() {
-                "s3:GetObject(state)" => etag = store.get(BUCKET, &state_key).await?.map(|o| o.etag),
-                "s3:PutObject(state)" => {
-                    let cond = etag.take().map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
-                    store.put(BUCKET, &state_key, state_body.clone(), cond).await?;
+            let (name, object) = op.split_once(' ').unwrap_or((op.as_str(), ""));
+            let (bucket, key) = object.split_once('/').unwrap_or((BUCKET, object));
+            match name {
+                "s3:GetObject" => {
+                    if let Some(o) = store.get(bucket, key).await? {
+                        etags.insert(object, o.etag);
+                    }
                 }
-                "s3:GetObject(replication)" => {
-                    store.get(BUCKET, &format!("replication/{}.json", regions.next().unwrap_or("us-east-1"))).await?;
+                "s3:HeadObject" => {
+                    store.head(bucket, key).await?;
+                }
+                "s3:PutObject" => {
+                    let cond = etags.remove(object).map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
+                    let body = if key == state_key { state_body.clone() } else { b"{}".to_vec() };
+                    store.put(bucket, key, body, cond).await?;
                 }
                 "route53:ListResourceRecordSets" => records = dns.weighted_records(ZONE, RECORD, "A").await?,
                 "route53:GetHealthCheckStatus" => {
@@ -380,7 +403,7 @@ async fn measure(n: usize) -> Result<Overhead> {
                 "sns:Publish" => {
                     notifier.publish("arn:aws:sns:us-east-1:111122223333:kbha-notices", "[kbha warning] api: traffic shifted", &message, &attributes).await?;
                 }
-                other => bail!("no baseline call for {other}"),
+                other => bail!("no baseline call for {other} (the failover handler makes a call the bench does not know)"),
             }
         }
         let end = Instant::now();
@@ -388,7 +411,7 @@ async fn measure(n: usize) -> Result<Overhead> {
         if i >= warm {
             sdk_only.push(start, seen.change_at, end)?;
         }
-        sdk_only.ops = seen.ops.iter().map(|s| (*s).to_owned()).collect();
+        sdk_only.ops = seen.ops.clone();
     }
     sdk_only.finish();
     if sdk_only.ops != kbha.ops {
