@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 
+use kbha_core::events::region_from_arn;
 use kbha_core::time::parse_timestamp;
 use kbha_core::{AlertSource, AlertStatus, IncomingAlert, Severity, TimestampMs};
 use serde_json::{Map, Value};
@@ -107,14 +108,6 @@ fn resolves(word: &str) -> bool {
         word.trim().to_ascii_lowercase().as_str(),
         "ok" | "resolved" | "recovered"
     )
-}
-
-fn region_from_arn(arn: &str) -> Option<String> {
-    arn.split(':')
-        .nth(3)
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
 }
 
 fn sns_record(sns: &Value, now_ms: TimestampMs) -> IncomingMessage {

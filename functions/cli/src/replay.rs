@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_failover::{FailoverConfig, FailoverFunction};
+use kbha_hosting::lambda::now_ms;
 use kbha_hosting::{Alerting, Failover, Replication, load_policies};
 
 /// Arguments of `kbha replay failover` and `kbha replay alerting`.
@@ -91,7 +92,3 @@ pub async fn replication(args: &ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}

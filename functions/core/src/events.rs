@@ -112,7 +112,7 @@ fn describe(event: &Value) -> String {
 }
 
 /// Region code from an ARN (`arn:aws:cloudwatch:us-east-1:...`).
-fn region_from_arn(arn: &str) -> Option<String> {
+pub fn region_from_arn(arn: &str) -> Option<String> {
     let region = arn.split(':').nth(3)?.trim();
     (!region.is_empty()).then(|| region.to_owned())
 }

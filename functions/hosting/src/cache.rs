@@ -1,7 +1,9 @@
 //! Compiled policies by digest, so one component is compiled once.
 //!
-//! In memory for the life of the process: a hot swap back to an earlier object, or a
-//! shadow or fallback that is the same component as the primary, costs nothing. On
+//! In memory, the [`MEMORY_ENTRIES`] most recently used: a hot swap back to the previous
+//! object, or a shadow or fallback that is the same component as the primary, costs
+//! nothing, and a warm function swapping through many versions does not keep them all
+//! (a loaded policy holds its own reference, so dropping an entry never unloads it). On
 //! disk as precompiled artifacts in `KBHA_POLICY_CACHE_DIR` (default
 //! `/tmp/kbha-policy-cache`; `off` disables it): Lambda keeps `/tmp` when it restarts
 //! the runtime process in the same execution environment (after a crash or a timeout),
@@ -40,17 +42,48 @@ pub enum Origin {
 
 type Entry = Arc<dyn Any + Send + Sync>;
 
+/// Compiled components kept in memory: the policy, its fallback, its shadow, and the
+/// one a hot swap is bringing in.
+pub const MEMORY_ENTRIES: usize = 4;
+
+/// Compiled components by world and digest, with when each was last used.
+#[derive(Debug, Default)]
+struct Memory {
+    entries: HashMap<(&'static str, String), (Entry, u64)>,
+    clock: u64,
+}
+
+impl Memory {
+    fn get(&mut self, key: &(&'static str, String)) -> Option<Entry> {
+        self.clock += 1;
+        let now = self.clock;
+        self.entries.get_mut(key).map(|(e, used)| {
+            *used = now;
+            Arc::clone(e)
+        })
+    }
+
+    fn insert(&mut self, key: (&'static str, String), entry: Entry) {
+        self.clock += 1;
+        self.entries.insert(key, (entry, self.clock));
+        while self.entries.len() > MEMORY_ENTRIES {
+            let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else { break };
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
 /// Compiled components by world and digest.
 #[derive(Debug)]
 pub struct Cache {
     dir: Option<PathBuf>,
-    memory: Mutex<HashMap<(&'static str, String), Entry>>,
+    memory: Mutex<Memory>,
 }
 
 impl Cache {
     /// A cache keeping artifacts in `dir` (`None`: in memory only).
     pub fn new(dir: Option<PathBuf>) -> Cache {
-        Cache { dir, memory: Mutex::new(HashMap::new()) }
+        Cache { dir, memory: Mutex::new(Memory::default()) }
     }
 
     /// The process's cache, configured by `KBHA_POLICY_CACHE_DIR`.
@@ -75,7 +108,7 @@ impl Cache {
         digest: &str,
     ) -> Result<(Arc<K::Component>, Origin), PolicyError> {
         let key = (K::NAME, digest.to_owned());
-        if let Some(hit) = self.memory().get(&key).cloned().and_then(|e| e.downcast::<K::Component>().ok()) {
+        if let Some(hit) = self.memory().get(&key).and_then(|e| e.downcast::<K::Component>().ok()) {
             return Ok((hit, Origin::Memory));
         }
         let file = self.dir.as_deref().map(|d| artifact_path(d, K::NAME, digest));
@@ -95,7 +128,7 @@ impl Cache {
         Ok((component, origin))
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Entry>> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -212,6 +245,23 @@ mod tests {
         let cache = Cache::new(None);
         cache.load::<Failover>(&engine, bytes, &digest).expect("compiles");
         assert!(matches!(cache.load::<Replication>(&engine, bytes, &digest), Err(PolicyError::WrongWorld { .. })));
+    }
+
+    #[test]
+    fn memory_keeps_the_most_recently_used_entries_only() {
+        let mut m = Memory::default();
+        let key = |i: usize| ("failover", format!("sha256:{i}"));
+        for i in 0..MEMORY_ENTRIES {
+            m.insert(key(i), Arc::new(i));
+        }
+        // Using the oldest makes the second-oldest the one to go.
+        assert!(m.get(&key(0)).is_some());
+        m.insert(key(99), Arc::new(99usize));
+        assert_eq!(m.entries.len(), MEMORY_ENTRIES);
+        assert!(m.get(&key(1)).is_none(), "least recently used dropped");
+        for i in [0, 2, 3, 99] {
+            assert!(m.get(&key(i)).is_some(), "{i} kept");
+        }
     }
 
     #[test]
