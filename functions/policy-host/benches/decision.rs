@@ -8,25 +8,12 @@
 //! confidence intervals for the same three paths.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kbha_core::FailoverInput;
 use kbha_policy_host::{Limits, PolicyEngine};
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("workspace root")
-}
-
-fn policies_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => workspace().join(d).join("policies"),
-        _ => workspace().join("target/policies"),
-    }
-}
+use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
 
 fn decision(c: &mut Criterion) {
     let wasm_path = policies_dir().join("failover-default.wasm");

@@ -12,26 +12,13 @@
 //! fresh-instance decision time p50/p99 and fuel on the golden case
 //! `failback-at-noon`. The README's Python section quotes its output.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kbha_core::FailoverInput;
 use kbha_policy_host::{Limits, PolicyEngine};
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("workspace root")
-}
-
-fn policies_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => workspace().join(d).join("policies"),
-        _ => workspace().join("target/policies"),
-    }
-}
+use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)

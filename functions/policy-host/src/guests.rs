@@ -4,7 +4,25 @@
 //! [`foreach_guest!`](crate::foreach_guest) so a guest without a test fails to
 //! compile (the wasmtime test-programs pattern).
 
+use std::path::{Path, PathBuf};
+
 use crate::World;
+
+/// The workspace this crate was built in: where the tests, benches and examples find
+/// the guests' sources and golden cases.
+pub fn workspace_dir() -> &'static Path {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().nth(2).unwrap_or(here)
+}
+
+/// Where `cargo kbha policy build` and `scripts/build-python-policies.sh` put the built
+/// components: `$CARGO_TARGET_DIR/policies`, else `target/policies`.
+pub fn built_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace_dir().join(d).join("policies"),
+        _ => workspace_dir().join("target/policies"),
+    }
+}
 
 /// Calls `$mac! { (ident, "artifact-name", "cargo-package", World) ... }`
 /// with every guest crate.

@@ -3,7 +3,6 @@
 //! policy, hostile guests contained with their specific errors, precompiled
 //! artifacts deciding the same.
 
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -12,19 +11,7 @@ use kbha_core::{FailoverDecision, FailoverInput, PolicyRefusal};
 use kbha_policy_host::{FailoverPolicy, Limits, PolicyEngine, PolicyError};
 use serde::Deserialize;
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("workspace root")
-}
-
-fn policies_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => workspace().join(d).join("policies"),
-        _ => workspace().join("target/policies"),
-    }
-}
+use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
 
 fn artifact(name: &str, ext: &str) -> Vec<u8> {
     let path = policies_dir().join(format!("{name}.{ext}"));

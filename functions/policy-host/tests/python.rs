@@ -11,7 +11,7 @@
 //! and its compiled code is kept in `target/policies/<name>.<engine>.cwasm`
 //! (checked by digest before use; a stale or foreign file is compiled again).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
@@ -19,19 +19,7 @@ use kbha_core::{FailoverDecision, FailoverInput, PolicyRefusal};
 use kbha_policy_host::{FailoverPolicy, Limits, PolicyEngine, PolicyError};
 use serde::Deserialize;
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("workspace root")
-}
-
-fn policies_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => workspace().join(d).join("policies"),
-        _ => workspace().join("target/policies"),
-    }
-}
+use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
 
 fn engine() -> &'static PolicyEngine {
     static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
