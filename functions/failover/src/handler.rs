@@ -717,20 +717,24 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
     /// Route 53 records, health checks, replication ages, recorded alarm states.
     async fn gather_facts(&self, state: &FailoverState, now_ms: TimestampMs) -> Result<Facts, FailoverError> {
         let records = self.dns.weighted_records(&self.cfg.hosted_zone_id, &self.cfg.record_name, &self.cfg.record_type).await?;
-        let mut targets = Vec::with_capacity(self.cfg.targets.len());
-        for tc in &self.cfg.targets {
+        // Every target's health check and replication status at once: they are
+        // independent, and sequential reads were most of an invocation's own time.
+        let targets = futures::future::try_join_all(self.cfg.targets.iter().map(|tc| async {
             let rec = records.iter().find(|r| r.set_identifier == tc.set_identifier).ok_or_else(|| {
                 FailoverError::RecordSet {
                     name: self.cfg.record_name.clone(),
                     problem: format!("has no {} record with SetIdentifier `{}`", self.cfg.record_type, tc.set_identifier),
                 }
             })?;
-            let health = match tc.health_check_id.as_ref().or(rec.health_check_id.as_ref()) {
-                Some(id) => self.dns.health_status(id).await?,
-                None => Health::Unknown,
+            let health = async {
+                match tc.health_check_id.as_ref().or(rec.health_check_id.as_ref()) {
+                    Some(id) => Ok(self.dns.health_status(id).await?),
+                    None => Ok::<_, FailoverError>(Health::Unknown),
+                }
             };
+            let (health, replication_age_ms) = futures::future::try_join(health, self.replication_age(&tc.region, now_ms)).await?;
             let (alarm_state, since) = state.target_alarm_state(&tc.set_identifier);
-            targets.push(Target {
+            Ok::<_, FailoverError>(Target {
                 set_identifier: tc.set_identifier.clone(),
                 region: tc.region.clone(),
                 primary: tc.primary,
@@ -738,9 +742,10 @@ impl<D: Dns, S: ObjectStore, N: Notifier> FailoverFunction<D, S, N> {
                 health,
                 alarm_state,
                 alarm_state_since_ms: since,
-                replication_age_ms: self.replication_age(&tc.region, now_ms).await?,
-            });
-        }
+                replication_age_ms,
+            })
+        }))
+        .await?;
         if let Some(extra) = records.iter().find(|r| !self.cfg.targets.iter().any(|t| t.set_identifier == r.set_identifier)) {
             return Err(FailoverError::RecordSet {
                 name: self.cfg.record_name.clone(),
