@@ -6,10 +6,10 @@
 
 use kbha_core::backup_events::{BackupEvent, decode_key, encode_key, normalise_backup_event};
 use kbha_core::events::{FailoverEvent, normalise_failover_event};
-use kbha_core::guardrails::{GuardrailSettings, GuardrailVerdict, MAX_WEIGHT, check_failover};
+use kbha_core::guardrails::{GuardrailSettings, GuardrailVerdict, MAX_WEIGHT, Move, check_failover, classify, share_changes};
 use kbha_core::time::{format_timestamp, parse_timestamp};
 use kbha_core::{
-    AlarmState, AlertDecision, FailoverAction, FailoverDecision, FailoverInput, FailoverTrigger, Health, IncomingAlert,
+    AlarmState, AlertDecision, Condition, FailoverAction, FailoverDecision, FailoverInput, FailoverTrigger, Health, IncomingAlert,
     LastChange, ReplicationDecision, Target, TimestampMs, Weight,
 };
 use serde_json::Value;
@@ -144,8 +144,14 @@ fn record_set(b: &mut Bytes<'_>) -> FailoverInput {
             primary: i == 0,
             weight: u32::from(b.u8()),
             health: b.health(),
-            alarm_state: AlarmState::Ok,
+            alarm_state: match b.u8() % 4 {
+                0 => AlarmState::Alarm,
+                1 => AlarmState::InsufficientData,
+                _ => AlarmState::Ok,
+            },
             alarm_state_since_ms: None,
+            up_since_ms: b.bool().then(|| now_ms - i64::from(b.u32())),
+            last_down_at_ms: None,
             replication_age_ms: None,
         })
         .collect();
@@ -167,9 +173,11 @@ fn ensure(cond: bool, broken: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 /// The guardrails' promises for one verdict: an applied change names every target once,
-/// keeps some traffic, stays within 0..=255, moves no traffic onto an unhealthy target
-/// unless forced under break-glass, changes something and respects the cooldown; a
-/// refusal says why; "no change" really changes nothing. `Err` names the broken promise.
+/// keeps some traffic, stays within 0..=255, raises the share of no down target unless
+/// forced under break-glass, changes something, respects the minimum interval, and unless
+/// it is an evacuation the cooldown, and unless forced returns only onto targets up for
+/// the hysteresis (never with manual failback); a refusal says why; "no change" really
+/// changes nothing. `Err` names the broken promise.
 pub fn check_guardrail_verdict(
     input: &FailoverInput,
     decision: &FailoverDecision,
@@ -177,20 +185,30 @@ pub fn check_guardrail_verdict(
     verdict: &GuardrailVerdict,
 ) -> Result<(), String> {
     match verdict {
-        GuardrailVerdict::Apply { weights, forced } => {
+        GuardrailVerdict::Apply { weights, forced, kind } => {
             ensure(weights.len() == input.targets.len(), || format!("not one weight per target: {weights:?}"))?;
             ensure(weights.iter().any(|w| w.weight > 0), || format!("every weight is 0: {weights:?}"))?;
             ensure(weights.iter().all(|w| w.weight <= MAX_WEIGHT), || format!("weight out of range: {weights:?}"))?;
             let force = matches!(decision.action, FailoverAction::ShiftWeights { force: true, .. });
-            for (t, w) in input.targets.iter().zip(weights) {
+            let old: Vec<u32> = input.targets.iter().map(|t| t.weight).collect();
+            let changes = share_changes(&old, &weights.iter().map(|w| w.weight).collect::<Vec<_>>());
+            for ((t, w), change) in input.targets.iter().zip(weights).zip(&changes) {
                 ensure(t.set_identifier == w.set_identifier, || format!("weights out of record-set order: {weights:?}"))?;
-                if t.health == Health::Unhealthy && w.weight > t.weight {
-                    ensure(*forced && force && settings.break_glass, || format!("traffic moved onto unhealthy `{}`", t.set_identifier))?;
+                if change.is_gt() && t.condition() == Condition::Down {
+                    ensure(*forced && force && settings.break_glass, || format!("traffic share raised onto down `{}`", t.set_identifier))?;
+                }
+                if change.is_gt() && *kind != Move::Evacuation {
+                    ensure(!settings.manual_failback || t.up_for(settings.hysteresis_ms, input.now_ms), || "returned with manual failback".into())?;
+                    ensure(*forced || t.up_for(settings.hysteresis_ms, input.now_ms), || format!("returned onto unproven `{}`", t.set_identifier))?;
                 }
             }
+            ensure(*kind == classify(&input.targets, weights, settings.hysteresis_ms, input.now_ms), || "move misclassified".into())?;
             ensure(input.targets.iter().zip(weights).any(|(t, w)| t.weight != w.weight), || "applied a change that changes nothing".into())?;
             if let Some(last) = &input.last_change {
-                ensure(input.now_ms >= last.at_ms.saturating_add(settings.cooldown_ms), || "applied inside the cooldown".into())?;
+                ensure(input.now_ms >= last.at_ms.saturating_add(settings.min_interval_ms), || "applied inside the minimum interval".into())?;
+                if *kind != Move::Evacuation {
+                    ensure(input.now_ms >= last.at_ms.saturating_add(settings.cooldown_ms), || "applied inside the cooldown".into())?;
+                }
             }
         }
         GuardrailVerdict::Refused { refusals } => ensure(!refusals.is_empty(), || "refused without a reason".into())?,
@@ -204,6 +222,17 @@ pub fn check_guardrail_verdict(
         }
     }
     Ok(())
+}
+
+/// Guardrail settings from fuzz bytes.
+fn settings(b: &mut Bytes<'_>) -> GuardrailSettings {
+    GuardrailSettings {
+        cooldown_ms: i64::from(b.u32()),
+        min_interval_ms: i64::from(b.u16()),
+        hysteresis_ms: i64::from(b.u32()),
+        manual_failback: b.bool(),
+        break_glass: b.bool(),
+    }
 }
 
 /// Runs the guardrails on `decision` and panics if the verdict breaks a promise.
@@ -220,7 +249,7 @@ fn assert_guardrails_hold(input: &FailoverInput, decision: &FailoverDecision, se
 pub fn guardrails(data: &[u8]) {
     let mut b = Bytes(data);
     let input = record_set(&mut b);
-    let settings = GuardrailSettings { cooldown_ms: i64::from(b.u32()), break_glass: b.bool() };
+    let settings = settings(&mut b);
     let force = b.bool();
     let hold = b.u8() == 0xff;
     let asked = usize::from(b.u8() % 7);
@@ -244,9 +273,11 @@ pub fn policy_decision(data: &[u8]) {
     if let Ok(d) = serde_json::from_slice::<FailoverDecision>(data) {
         let text = serde_json::to_string(&d).expect("a decision serialises");
         assert_eq!(serde_json::from_str::<FailoverDecision>(&text).ok().as_ref(), Some(&d), "{text}");
-        let input = record_set(&mut Bytes(data));
+        let mut b = Bytes(data);
+        let input = record_set(&mut b);
+        let settings = settings(&mut b);
         for break_glass in [false, true] {
-            assert_guardrails_hold(&input, &d, GuardrailSettings { cooldown_ms: 600_000, break_glass });
+            assert_guardrails_hold(&input, &d, GuardrailSettings { break_glass, ..settings });
         }
     }
     if let Ok(d) = serde_json::from_slice::<ReplicationDecision>(data) {

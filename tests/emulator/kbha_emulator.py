@@ -22,6 +22,8 @@ On top of moto it adds:
 * ListResourceRecordSets paged like Route 53 (StartRecordIdentifier honoured).
 * GetHealthCheckStatus that reports what tests set through the control API,
   as observations from several checker regions like Route 53 does.
+* CloudWatch PutCompositeAlarm, which moto 5.2 lacks (moto's alarms already model
+  composite alarms: an alarm with a rule, listed by DescribeAlarms as CompositeAlarms).
 * a control API on the same port, under ``/_kbha/``:
     - ``PUT  /_kbha/health-checks/<id>`` body ``{"status": "healthy"|"unhealthy"}``
       or ``{"failing_checkers": n}`` (n of the 8 checkers report failure);
@@ -38,7 +40,11 @@ On top of moto it adds:
       first k matching requests through untouched;
     - ``DELETE /_kbha/faults`` clears them; ``GET /_kbha/ping`` answers ``ok``;
     - ``GET /_kbha/changes/<zone id>``: the comments of every change batch the zone
-      accepted, in order (so tests count changes, not just read the end state).
+      accepted, in order (so tests count changes, not just read the end state);
+    - ``PUT /_kbha/alarm-state`` body ``{"region": "us-east-1", "name": "...",
+      "state": "ALARM", "reason": "...", "since_ms": n}``: sets the alarm's state like
+      SetAlarmState, but with StateUpdatedTimestamp = ``since_ms`` (ms since epoch)
+      instead of the real clock, for tests that run in simulated time.
 """
 
 from __future__ import annotations
@@ -57,9 +63,13 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from moto.core.responses import ActionResult
+from moto.cloudwatch.models import cloudwatch_backends
+from moto.cloudwatch.responses import CloudWatchResponse
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -395,6 +405,55 @@ def install_route53_patches() -> None:
     Route53.list_resource_record_sets = _list_resource_record_sets  # type: ignore[method-assign]
 
 
+# ------------------------------------------------------------------ CloudWatch additions
+
+_ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
+
+
+def _put_composite_alarm(self: CloudWatchResponse) -> ActionResult:
+    """PutCompositeAlarm: an alarm with a rule and no metric, as moto models composite alarms.
+
+    The rule is stored, not evaluated (moto evaluates no alarm); set states with SetAlarmState.
+    """
+    self.cloudwatch_backend.put_metric_alarm(
+        name=self._get_param("AlarmName"),
+        namespace=None,  # type: ignore[arg-type]
+        metric_name=None,  # type: ignore[arg-type]
+        comparison_operator=None,  # type: ignore[arg-type]
+        evaluation_periods=None,  # type: ignore[arg-type]
+        period=None,  # type: ignore[arg-type]
+        threshold=None,  # type: ignore[arg-type]
+        statistic=None,  # type: ignore[arg-type]
+        description=self._get_param("AlarmDescription"),
+        dimensions=[],
+        alarm_actions=self._get_param("AlarmActions", []),
+        ok_actions=self._get_param("OKActions", []),
+        insufficient_data_actions=self._get_param("InsufficientDataActions", []),
+        actions_enabled=self._get_bool_param("ActionsEnabled", True),
+        rule=self._get_param("AlarmRule"),
+        tags=self._get_param("Tags", []),
+    )
+    return EmptyResult()
+
+
+def set_alarm_state_at(region: str, name: str, state: str, reason: str, since_ms: int) -> str | None:
+    """Sets an alarm's state with a given StateUpdatedTimestamp; returns an error or None."""
+    if state not in _ALARM_STATES:
+        return f"state must be one of {', '.join(_ALARM_STATES)}"
+    alarm = cloudwatch_backends[DEFAULT_ACCOUNT_ID][region].alarms.get(name)
+    if alarm is None:
+        return f"no alarm {name} in {region}"
+    alarm.update_state(reason, "{}", state)
+    # moto keeps naive UTC datetimes (moto.core.utils.utcnow); timedelta keeps the ms exact.
+    alarm.state_updated_timestamp = datetime(1970, 1, 1) + timedelta(milliseconds=since_ms)
+    return None
+
+
+def install_cloudwatch_patches() -> None:
+    """Adds what moto's CloudWatch lacks (the response layer dispatches by action name)."""
+    CloudWatchResponse.put_composite_alarm = _put_composite_alarm  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------ control + faults
 
 _faults: list[dict[str, Any]] = []
@@ -554,6 +613,22 @@ def _control(environ: dict[str, Any], start_response: Callable) -> Iterable[byte
             comments = list(_change_log.get(m.group(1), []))
         return _json_response(start_response, "200 OK", {"zone": m.group(1), "comments": comments})
 
+    if path == "/_kbha/alarm-state" and method == "PUT":
+        # The name travels in the body: alarm names may hold `/` and `%`.
+        try:
+            region, name = str(body["region"]), str(body["name"])
+            state, since_ms = str(body["state"]), int(body["since_ms"])
+        except (KeyError, TypeError, ValueError):
+            return _json_response(
+                start_response,
+                "400 Bad Request",
+                {"error": 'body must be {"region": r, "name": n, "state": "OK"|"ALARM"|"INSUFFICIENT_DATA", "since_ms": ms}'},
+            )
+        error = set_alarm_state_at(region, name, state, str(body.get("reason", "set by a kbha test")), since_ms)
+        if error is not None:
+            return _json_response(start_response, "400 Bad Request", {"error": error})
+        return _json_response(start_response, "200 OK", {"alarm": name, "state": state, "since_ms": since_ms})
+
     if path == "/_kbha/faults":
         with _faults_guard:
             if method == "POST":
@@ -619,6 +694,7 @@ def main() -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     install_route53_patches()
+    install_cloudwatch_patches()
     app = KbhaMiddleware(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     _abortive_shutdown(server)

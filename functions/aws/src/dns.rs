@@ -59,21 +59,31 @@ impl WeightedRecord {
 }
 
 /// The `(current, new)` pairs that set `weights` (set identifier -> weight) on the
-/// `current` records, for [`Dns::swap_records`]. Records whose weight does not change
-/// are left out; set identifiers not in `current` are reported back as unknown.
+/// `current` records, for [`Dns::swap_records`]: one pair for *every* record of the set,
+/// unchanged ones too (DELETE and CREATE of the same values), so the batch is a
+/// compare-and-swap over the whole set. Route 53 then rejects it if any record changed
+/// since it was read, even one this change leaves alone: two writers each draining a
+/// different record cannot both succeed and leave every weight at 0. Set identifiers not
+/// in `current` are reported back as unknown.
 pub fn swaps_for_weights<'a>(
     current: &[WeightedRecord],
     weights: impl IntoIterator<Item = (&'a str, u32)>,
 ) -> Result<Vec<(WeightedRecord, WeightedRecord)>, Vec<String>> {
-    let mut swaps = Vec::new();
+    let mut weighted = Vec::new();
     let mut unknown = Vec::new();
     for (set_identifier, weight) in weights {
         match current.iter().find(|r| r.set_identifier == set_identifier) {
-            Some(r) if r.weight != weight => swaps.push((r.clone(), r.with_weight(weight))),
-            Some(_) => {}
+            Some(_) => weighted.push((set_identifier, weight)),
             None => unknown.push(set_identifier.to_owned()),
         }
     }
+    let swaps = current
+        .iter()
+        .map(|r| {
+            let w = weighted.iter().rev().find(|(id, _)| *id == r.set_identifier).map_or(r.weight, |(_, w)| *w);
+            (r.clone(), r.with_weight(w))
+        })
+        .collect::<Vec<_>>();
     if unknown.is_empty() {
         Ok(swaps)
     } else {
@@ -352,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn swaps_cover_only_changed_weights() {
+    fn swaps_cover_every_record_of_the_set() {
         let rec = |id: &str, w: u32| WeightedRecord {
             name: "app.example.com.".into(),
             rtype: "A".into(),
@@ -365,7 +375,11 @@ mod tests {
         };
         let current = [rec("a", 100), rec("b", 0)];
         let swaps = swaps_for_weights(&current, [("a", 0), ("b", 0)]).expect("known ids");
-        assert_eq!(swaps, vec![(rec("a", 100), rec("a", 0))]);
+        assert_eq!(
+            swaps,
+            vec![(rec("a", 100), rec("a", 0)), (rec("b", 0), rec("b", 0))],
+            "the unchanged record is in the batch too, so a concurrent change to it conflicts"
+        );
         assert_eq!(
             swaps_for_weights(&current, [("c", 1)]),
             Err(vec!["c".to_owned()])

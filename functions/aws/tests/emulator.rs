@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use kbha_aws::{
-    AwsError, Dns, Notifier, ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier,
-    WeightedRecord,
+    AlarmStatus, Alarms, AwsError, CloudWatchAlarms, Dns, Notifier, ObjectStore, PutCondition,
+    Route53Dns, S3Store, SnsNotifier, WeightedRecord,
 };
-use kbha_core::Health;
+use kbha_core::{AlarmState, Health};
 use kbha_test_harness::{Emulator, Fault, WeightedFixture, WeightedSpec};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -90,6 +90,30 @@ async fn good_swap_changes_both_records_atomically() -> Result<()> {
         .swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(50))], "stale")
         .await;
     assert!(matches!(again, Err(AwsError::Conflict { .. })), "{again:?}");
+    Ok(())
+}
+
+/// Two writers read 100/100; one drains `primary`, the other `secondary`. Each batch
+/// covers the whole set, so the second conflicts instead of leaving every weight at 0.
+#[tokio::test]
+async fn two_writers_draining_different_records_cannot_both_succeed() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    emu.set_weight(&fx, "secondary", 100).await?;
+    let read = dns
+        .weighted_records(&fx.zone_id, &fx.record_name, "A")
+        .await?;
+    let first = kbha_aws::swaps_for_weights(&read, [("primary", 0)]).expect("known ids");
+    let second = kbha_aws::swaps_for_weights(&read, [("secondary", 0)]).expect("known ids");
+    dns.swap_records(&fx.zone_id, &first, "writer one").await?;
+    let err = dns
+        .swap_records(&fx.zone_id, &second, "writer two")
+        .await
+        .expect_err("the set changed");
+    assert!(err.is_conflict(), "{err}");
+    assert_eq!(
+        emu.weights(&fx).await?,
+        weights(&[("primary", 0), ("secondary", 100)])
+    );
     Ok(())
 }
 
@@ -625,6 +649,240 @@ async fn s3_slow_down_is_retried() -> Result<()> {
         s3.get("kbha-state", "k").await?.expect("exists").bytes,
         b"v"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- CloudWatch
+
+const EAST: &str = "us-east-1";
+const WEST: &str = "us-west-2";
+
+async fn alarms_fixture() -> Result<(Emulator, CloudWatchAlarms)> {
+    let emu = Emulator::start()?;
+    let alarms = CloudWatchAlarms::from_conf(&emu.sdk_config().await);
+    Ok((emu, alarms))
+}
+
+fn names(ns: &[&str]) -> Vec<String> {
+    ns.iter().map(|n| (*n).to_owned()).collect()
+}
+
+fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(d.as_millis()).expect("ms fit i64")
+}
+
+/// `(name, state)` of each status, to compare without the timestamps.
+fn states(got: &[AlarmStatus]) -> Vec<(&str, AlarmState)> {
+    got.iter().map(|a| (a.name.as_str(), a.state)).collect()
+}
+
+#[tokio::test]
+async fn alarm_states_reads_each_regions_alarms_with_their_state_and_since() -> Result<()> {
+    let (emu, alarms) = alarms_fixture().await?;
+    let before = now_ms();
+    for n in ["api-primary", "api-db", "api-quiet"] {
+        emu.put_alarm(EAST, n).await?;
+    }
+    emu.put_alarm(WEST, "api-secondary").await?;
+    emu.set_alarm_state(EAST, "api-primary", "ALARM", "health check failing")
+        .await?;
+    emu.set_alarm_state(EAST, "api-db", "INSUFFICIENT_DATA", "no data")
+        .await?;
+    emu.set_alarm_state(WEST, "api-secondary", "ALARM", "health check failing")
+        .await?;
+    let after = now_ms();
+
+    let asked = names(&[
+        "api-primary",
+        "api-db",
+        "api-quiet",
+        "api-secondary",
+        "no-such-alarm",
+    ]);
+    let east = alarms.alarm_states(EAST, &asked).await?;
+    assert_eq!(
+        states(&east),
+        vec![
+            ("api-db", AlarmState::InsufficientData),
+            ("api-primary", AlarmState::Alarm),
+            ("api-quiet", AlarmState::Ok),
+        ],
+        "sorted by name; the west alarm and the unknown name are absent"
+    );
+    // The emulator stamps changes with its real clock (the same machine's).
+    for a in &east {
+        assert!(
+            a.since_ms >= before - 1_000 && a.since_ms <= after + 1_000,
+            "{a:?} not within [{before}, {after}]"
+        );
+    }
+
+    let west = alarms.alarm_states(WEST, &asked).await?;
+    assert_eq!(states(&west), vec![("api-secondary", AlarmState::Alarm)]);
+
+    // A later change moves `since`; reading again sees it (no caching of states).
+    let first = east[1].since_ms;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    emu.set_alarm_state(EAST, "api-primary", "OK", "recovered")
+        .await?;
+    let again = alarms.alarm_states(EAST, &names(&["api-primary"])).await?;
+    assert_eq!(states(&again), vec![("api-primary", AlarmState::Ok)]);
+    assert!(again[0].since_ms > first, "{again:?} after {first}");
+
+    assert!(
+        alarms
+            .alarm_states(EAST, &names(&["no-such-alarm"]))
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_names_make_no_call() -> Result<()> {
+    let (emu, alarms) = alarms_fixture().await?;
+    // Any CloudWatch request would consume this fault and fail.
+    emu.inject(&Fault::error("monitoring", 400, "AccessDenied"))
+        .await?;
+    assert!(alarms.alarm_states(EAST, &[]).await?.is_empty());
+    assert_eq!(emu.pending_faults().await?.len(), 1, "no request was made");
+    Ok(())
+}
+
+#[tokio::test]
+async fn more_than_100_names_are_asked_in_batches() -> Result<()> {
+    let (emu, alarms) = alarms_fixture().await?;
+    let all: Vec<String> = (0..105).map(|i| format!("alarm-{i:03}")).collect();
+    for n in &all {
+        emu.put_alarm(EAST, n).await?;
+    }
+    emu.set_alarm_state(EAST, "alarm-000", "ALARM", "first batch")
+        .await?;
+    emu.set_alarm_state(EAST, "alarm-104", "ALARM", "second batch")
+        .await?;
+
+    // A pass-through fault counts the CloudWatch requests.
+    emu.inject(&Fault::delay("monitoring", 0).times(100))
+        .await?;
+    let mut asked = all.clone();
+    asked.extend(all[..5].iter().cloned()); // duplicates are asked once
+    let got = alarms.alarm_states(EAST, &asked).await?;
+    let left = emu.pending_faults().await?;
+    emu.clear_faults().await?;
+    assert_eq!(
+        left[0]["count"], 98,
+        "two DescribeAlarms calls: 100 names, then 5"
+    );
+
+    assert_eq!(got.iter().map(|a| a.name.clone()).collect::<Vec<_>>(), all);
+    let alarmed: Vec<&str> = got
+        .iter()
+        .filter(|a| a.state == AlarmState::Alarm)
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(alarmed, vec!["alarm-000", "alarm-104"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn composite_alarms_are_read_with_metric_alarms() -> Result<()> {
+    // moto 5.2 has no PutCompositeAlarm; tests/emulator/kbha_emulator.py adds it.
+    let (emu, alarms) = alarms_fixture().await?;
+    emu.put_alarm(EAST, "api-primary").await?;
+    emu.put_alarm(EAST, "api-db").await?;
+    emu.put_composite_alarm(
+        EAST,
+        "api-down",
+        r#"ALARM("api-primary") OR ALARM("api-db")"#,
+    )
+    .await?;
+    emu.set_alarm_state(EAST, "api-down", "ALARM", "composite")
+        .await?;
+    let got = alarms
+        .alarm_states(EAST, &names(&["api-down", "api-primary"]))
+        .await?;
+    assert_eq!(
+        states(&got),
+        vec![
+            ("api-down", AlarmState::Alarm),
+            ("api-primary", AlarmState::Ok)
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn alarm_since_can_be_set_for_simulated_time() -> Result<()> {
+    let (emu, alarms) = alarms_fixture().await?;
+    emu.put_alarm(EAST, "api-primary").await?;
+    let at = 1_700_000_000_123;
+    emu.set_alarm_state_at(EAST, "api-primary", "ALARM", "simulated", at)
+        .await?;
+    let got = alarms.alarm_states(EAST, &names(&["api-primary"])).await?;
+    assert_eq!(
+        got,
+        vec![AlarmStatus {
+            name: "api-primary".into(),
+            state: AlarmState::Alarm,
+            since_ms: at,
+        }]
+    );
+    assert!(
+        emu.set_alarm_state_at(EAST, "nope", "ALARM", "", at)
+            .await
+            .is_err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cloudwatch_throttling_is_retried_then_reported() -> Result<()> {
+    let (emu, alarms) = alarms_fixture().await?;
+    emu.put_alarm(WEST, "api-secondary").await?;
+    let throttling = || Fault::error("monitoring", 400, "Throttling");
+    emu.inject(&throttling().times(2)).await?;
+    let got = alarms
+        .alarm_states(WEST, &names(&["api-secondary"]))
+        .await?;
+    assert_eq!(states(&got), vec![("api-secondary", AlarmState::Ok)]);
+    assert!(
+        emu.pending_faults().await?.is_empty(),
+        "both faults were hit, then the call went through"
+    );
+
+    emu.inject(&throttling().times(50)).await?;
+    let err = alarms
+        .alarm_states(WEST, &names(&["api-secondary"]))
+        .await
+        .expect_err("retries are bounded");
+    assert!(
+        matches!(err, AwsError::Throttled { ref code, .. } if code == "Throttling"),
+        "{err}"
+    );
+    assert!(err.retryable());
+    assert_eq!(
+        emu.pending_faults().await?[0]["count"],
+        45,
+        "exactly max_attempts (5) attempts were made"
+    );
+    emu.clear_faults().await?;
+
+    // Not retryable: a rejected request surfaces at once.
+    emu.inject(&Fault::error("monitoring", 400, "InvalidParameterValue").times(10))
+        .await?;
+    let err = alarms
+        .alarm_states(WEST, &names(&["api-secondary"]))
+        .await
+        .expect_err("rejected");
+    assert!(
+        matches!(err, AwsError::Service { ref code, status: 400, .. } if code == "InvalidParameterValue"),
+        "{err}"
+    );
+    assert!(!err.retryable());
+    assert_eq!(emu.pending_faults().await?[0]["count"], 9, "one attempt");
     Ok(())
 }
 

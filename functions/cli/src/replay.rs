@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
+use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_failover::{FailoverConfig, FailoverFunction};
 use kbha_hosting::lambda::now_ms;
 use kbha_hosting::{Alerting, Failover, Replication, load_policies};
@@ -41,7 +41,14 @@ pub async fn failover(args: &ReplayArgs) -> Result<()> {
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
     let policies = load_policies::<Failover, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let function = FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), store, SnsNotifier::from_conf(&conf), policies);
+    let function = FailoverFunction::new(
+        cfg,
+        Route53Dns::from_conf(&conf),
+        CloudWatchAlarms::from_conf(&conf),
+        store,
+        SnsNotifier::from_conf(&conf),
+        policies,
+    );
     let records = function.handle(&event, now).await.map_err(|e| {
         let class = if e.retryable() { "retryable" } else { "not retryable" };
         anyhow::anyhow!("{e} ({class})")

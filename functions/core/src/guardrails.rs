@@ -1,10 +1,20 @@
 //! Guardrails: checks the host applies to every failover decision. No policy can
-//! override them. Modelled on Route 53 ARC safety rules (ATLEAST 1), orchestrator's
-//! anti-flapping cooldown, and "never onto a failing target" unless break-glass.
+//! override them. Modelled on Route 53 ARC safety rules (ATLEAST 1, a wait period between
+//! changes), orchestrator's anti-flapping, and "never onto a failing target" unless
+//! break-glass.
+//!
+//! They reason in traffic *shares*, not absolute weights (at 100/100, zeroing the healthy
+//! side moves everything onto the sick one), and tell two moves apart:
+//!
+//! | move | what it is | held by |
+//! |---|---|---|
+//! | evacuation | lowers the share of a down target, raises only targets that are not down | the minimum interval only |
+//! | return | raises the share of a target not proven up (observed up for the hysteresis) | the minimum interval, the hysteresis, the cooldown, manual failback |
+//! | rebalance | anything else (moves among proven targets) | the minimum interval, the cooldown |
 
 use serde::Serialize;
 
-use crate::{FailoverAction, FailoverDecision, FailoverInput, Health, TimestampMs, Weight};
+use crate::{Condition, FailoverAction, FailoverDecision, FailoverInput, Target, TimestampMs, Weight};
 
 /// Route 53's largest weight.
 pub const MAX_WEIGHT: u32 = 255;
@@ -12,10 +22,29 @@ pub const MAX_WEIGHT: u32 = 255;
 /// Host settings the guardrails need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardrailSettings {
-    /// Minimum time between two automatic changes of one record set.
+    /// Minimum time between a change and a return or rebalance that follows it.
     pub cooldown_ms: i64,
+    /// Minimum time between any two changes, evacuations included (ARC's wait period):
+    /// it stops thrashing, never a needed evacuation for long.
+    pub min_interval_ms: i64,
+    /// How long a target must have been observed up before traffic returns to it.
+    pub hysteresis_ms: i64,
+    /// Returns wait for an operator.
+    pub manual_failback: bool,
     /// Whether a policy's `force` may move traffic onto a failing target.
     pub break_glass: bool,
+}
+
+/// Which kind of move a change is (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Move {
+    /// Traffic leaves a down target for targets that are not down.
+    Evacuation,
+    /// Traffic goes to a target not yet proven up.
+    Return,
+    /// Traffic moves among proven targets.
+    Rebalance,
 }
 
 /// One reason a decision was refused.
@@ -41,24 +70,44 @@ pub enum Refusal {
     },
     /// Every weight would be 0: traffic would be black-holed.
     NoTrafficLeft,
-    /// Traffic would move onto a target whose health check fails.
+    /// The share of traffic of a target that is down would rise.
     OntoUnhealthyTarget {
         /// Target.
         set_identifier: String,
     },
     /// The policy asked for `force` but break-glass is not enabled.
     ForceNotAllowed,
-    /// Another automatic change happened within the cooldown.
+    /// A return or rebalance within the cooldown after the last change.
     Cooldown {
         /// When the last change was applied.
         last_change_at_ms: TimestampMs,
         /// When the next change is allowed.
         allowed_from_ms: TimestampMs,
     },
+    /// Any change within the minimum interval after the last change.
+    TooSoon {
+        /// When the last change was applied.
+        last_change_at_ms: TimestampMs,
+        /// When the next change is allowed.
+        allowed_from_ms: TimestampMs,
+    },
+    /// Traffic would return to a target not observed up for the hysteresis.
+    NotProvenUp {
+        /// Target.
+        set_identifier: String,
+        /// Since when it has been observed up (`None`: it is not up now).
+        up_since_ms: Option<TimestampMs>,
+    },
+    /// Traffic would return to a target while failback is manual.
+    ManualFailback {
+        /// Target.
+        set_identifier: String,
+    },
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::time::format_timestamp as ts;
         match self {
             Refusal::UnknownTarget { set_identifier } => write!(f, "target `{set_identifier}` is not in the record set"),
             Refusal::DuplicateTarget { set_identifier } => write!(f, "target `{set_identifier}` is named twice"),
@@ -67,14 +116,28 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::NoTrafficLeft => write!(f, "every weight would be 0, leaving no target to serve traffic"),
             Refusal::OntoUnhealthyTarget { set_identifier } => {
-                write!(f, "traffic would move onto `{set_identifier}` whose health check is failing")
+                write!(f, "the traffic share of `{set_identifier}` would rise although it is down (health check failing or alarm in ALARM)")
             }
             Refusal::ForceNotAllowed => write!(f, "the policy asked for force but break-glass is not enabled"),
             Refusal::Cooldown { allowed_from_ms, .. } => write!(
                 f,
-                "another automatic change happened within the cooldown; next change allowed at {}",
-                crate::time::format_timestamp(*allowed_from_ms)
+                "a return or rebalance within the cooldown after the last change; next one allowed at {}",
+                ts(*allowed_from_ms)
             ),
+            Refusal::TooSoon { allowed_from_ms, .. } => {
+                write!(f, "within the minimum interval after the last change; next change allowed at {}", ts(*allowed_from_ms))
+            }
+            Refusal::NotProvenUp { set_identifier, up_since_ms: Some(since) } => write!(
+                f,
+                "traffic would return to `{set_identifier}`, up only since {}, before the hysteresis has passed",
+                ts(*since)
+            ),
+            Refusal::NotProvenUp { set_identifier, up_since_ms: None } => {
+                write!(f, "traffic would return to `{set_identifier}`, which is not observed up")
+            }
+            Refusal::ManualFailback { set_identifier } => {
+                write!(f, "traffic would return to `{set_identifier}` but failback is manual (KBHA_FAILBACK=manual)")
+            }
         }
     }
 }
@@ -91,12 +154,41 @@ pub enum GuardrailVerdict {
         weights: Vec<Weight>,
         /// Traffic moves onto a failing target under break-glass.
         forced: bool,
+        /// Which kind of move it is.
+        #[serde(rename = "move")]
+        kind: Move,
     },
     /// Refused; the weights stay.
     Refused {
         /// Every reason, so an operator sees them all at once.
         refusals: Vec<Refusal>,
     },
+}
+
+/// How each target's share of traffic changes from `old` to `new` weights: -1, 0 or +1.
+/// Route 53 spreads traffic evenly when every weight is 0, so all-zero counts as equal.
+pub fn share_changes(old: &[u32], new: &[u32]) -> Vec<std::cmp::Ordering> {
+    let even = |w: &[u32]| -> Vec<u64> {
+        if w.iter().all(|x| *x == 0) { w.iter().map(|_| 1).collect() } else { w.iter().map(|x| u64::from(*x)).collect() }
+    };
+    let (o, n) = (even(old), even(new));
+    let (so, sn) = (o.iter().sum::<u64>(), n.iter().sum::<u64>());
+    // share_new = n/sn against share_old = o/so, without division.
+    o.iter().zip(&n).map(|(o, n)| (n * so).cmp(&(o * sn))).collect()
+}
+
+/// Which move takes traffic from `targets` (current weights) to `new`.
+pub fn classify(targets: &[Target], new: &[Weight], hysteresis_ms: i64, now_ms: TimestampMs) -> Move {
+    let old: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+    let neu: Vec<u32> = new.iter().map(|w| w.weight).collect();
+    let changes = share_changes(&old, &neu);
+    let moves = || targets.iter().zip(&changes);
+    let sheds_down = moves().any(|(t, c)| c.is_lt() && t.condition() == Condition::Down);
+    let rises_onto_down = moves().any(|(t, c)| c.is_gt() && t.condition() == Condition::Down);
+    if sheds_down && !rises_onto_down {
+        return Move::Evacuation;
+    }
+    if moves().any(|(t, c)| c.is_gt() && !t.up_for(hysteresis_ms, now_ms)) { Move::Return } else { Move::Rebalance }
 }
 
 /// Checks `decision` against the guardrails for the record set described by `input`.
@@ -125,9 +217,15 @@ pub fn check_failover(input: &FailoverInput, decision: &FailoverDecision, settin
     if new.iter().all(|w| w.weight == 0) {
         refusals.push(Refusal::NoTrafficLeft);
     }
+    let unchanged = input.targets.iter().zip(&new).all(|(t, w)| t.weight == w.weight);
+    if refusals.is_empty() && unchanged {
+        return GuardrailVerdict::NoChange;
+    }
+    let old: Vec<u32> = input.targets.iter().map(|t| t.weight).collect();
+    let changes = share_changes(&old, &new.iter().map(|w| w.weight).collect::<Vec<_>>());
     let mut forced = false;
-    for (target, w) in input.targets.iter().zip(&new) {
-        if w.weight > target.weight && target.health == Health::Unhealthy {
+    for (target, change) in input.targets.iter().zip(&changes) {
+        if change.is_gt() && target.condition() == Condition::Down {
             if force && settings.break_glass {
                 forced = true;
             } else {
@@ -138,32 +236,53 @@ pub fn check_failover(input: &FailoverInput, decision: &FailoverDecision, settin
     if force && !settings.break_glass && refusals.iter().any(|r| matches!(r, Refusal::OntoUnhealthyTarget { .. })) {
         refusals.push(Refusal::ForceNotAllowed);
     }
-    let unchanged = input.targets.iter().zip(&new).all(|(t, w)| t.weight == w.weight);
-    if refusals.is_empty() && unchanged {
-        return GuardrailVerdict::NoChange;
+    let kind = classify(&input.targets, &new, settings.hysteresis_ms, input.now_ms);
+    if let Some(last) = &input.last_change {
+        let allowed_from_ms = last.at_ms.saturating_add(settings.min_interval_ms);
+        if input.now_ms < allowed_from_ms {
+            refusals.push(Refusal::TooSoon { last_change_at_ms: last.at_ms, allowed_from_ms });
+        }
     }
-    if let Some(last) = input.last_change.as_ref().filter(|_| !unchanged) {
+    if kind == Move::Return {
+        for (target, change) in input.targets.iter().zip(&changes) {
+            if !change.is_gt() {
+                continue;
+            }
+            // A down target is refused above, or let through by break-glass, which
+            // overrides health, not the operator's failback mode.
+            if target.condition() != Condition::Down && !target.up_for(settings.hysteresis_ms, input.now_ms) {
+                refusals.push(Refusal::NotProvenUp {
+                    set_identifier: target.set_identifier.clone(),
+                    up_since_ms: target.up_since_ms.filter(|_| target.condition() == Condition::Up),
+                });
+            }
+            if settings.manual_failback {
+                refusals.push(Refusal::ManualFailback { set_identifier: target.set_identifier.clone() });
+            }
+        }
+    }
+    if kind != Move::Evacuation
+        && let Some(last) = &input.last_change
+    {
         let allowed_from_ms = last.at_ms.saturating_add(settings.cooldown_ms);
         if input.now_ms < allowed_from_ms {
             refusals.push(Refusal::Cooldown { last_change_at_ms: last.at_ms, allowed_from_ms });
         }
     }
-    if refusals.is_empty() {
-        GuardrailVerdict::Apply { weights: new, forced }
-    } else {
-        GuardrailVerdict::Refused { refusals }
-    }
+    if refusals.is_empty() { GuardrailVerdict::Apply { weights: new, forced, kind } } else { GuardrailVerdict::Refused { refusals } }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AlarmState, FailoverTrigger, LastChange, Target};
+    use crate::{AlarmState, FailoverTrigger, Health, LastChange, Target};
 
     const MIN: i64 = 60_000;
+    const NOW: i64 = 1000 * MIN;
 
-    fn target(id: &str, weight: u32, health: Health) -> Target {
-        Target {
+    /// A target up (healthy) since `up_for_ms` before now, or down/unproven per `health`.
+    fn target(id: &str, weight: u32, health: Health, up_for_ms: i64) -> Target {
+        let mut t = Target {
             set_identifier: id.into(),
             region: format!("region-{id}"),
             primary: id == "primary",
@@ -171,20 +290,34 @@ mod tests {
             health,
             alarm_state: AlarmState::Ok,
             alarm_state_since_ms: None,
+            up_since_ms: None,
+            last_down_at_ms: None,
             replication_age_ms: None,
+        };
+        if t.condition() == Condition::Up {
+            t.up_since_ms = Some(NOW - up_for_ms);
         }
+        t
     }
 
-    fn input(primary: (u32, Health), secondary: (u32, Health)) -> FailoverInput {
+    fn input(primary: Target, secondary: Target, last_change_ago_ms: Option<i64>) -> FailoverInput {
         FailoverInput {
-            now_ms: 100 * MIN,
+            now_ms: NOW,
             event_id: "e".into(),
             trigger: FailoverTrigger::Schedule,
             record_name: "api.example.com.".into(),
-            targets: vec![target("primary", primary.0, primary.1), target("secondary", secondary.0, secondary.1)],
-            last_change: None,
+            targets: vec![primary, secondary],
+            last_change: last_change_ago_ms.map(|ago| LastChange { at_ms: NOW - ago, weights: vec![], reason: "r".into() }),
             config: Default::default(),
         }
+    }
+
+    fn healthy(id: &str, w: u32) -> Target {
+        target(id, w, Health::Healthy, 60 * MIN)
+    }
+
+    fn sick(id: &str, w: u32) -> Target {
+        target(id, w, Health::Unhealthy, 0)
     }
 
     fn shift(weights: &[(&str, u32)], force: bool) -> FailoverDecision {
@@ -198,7 +331,13 @@ mod tests {
         }
     }
 
-    const SETTINGS: GuardrailSettings = GuardrailSettings { cooldown_ms: 10 * MIN, break_glass: false };
+    const SETTINGS: GuardrailSettings = GuardrailSettings {
+        cooldown_ms: 10 * MIN,
+        min_interval_ms: 5_000,
+        hysteresis_ms: 10 * MIN,
+        manual_failback: false,
+        break_glass: false,
+    };
 
     fn refusals(v: GuardrailVerdict) -> Vec<Refusal> {
         match v {
@@ -207,9 +346,16 @@ mod tests {
         }
     }
 
+    fn applied_move(v: GuardrailVerdict) -> Move {
+        match v {
+            GuardrailVerdict::Apply { kind, .. } => kind,
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_healthy_failover_is_applied_with_complete_weights() {
-        let i = input((100, Health::Unhealthy), (0, Health::Healthy));
+    fn a_healthy_failover_is_an_evacuation_applied_with_complete_weights() {
+        let i = input(sick("primary", 100), healthy("secondary", 0), None);
         let v = check_failover(&i, &shift(&[("primary", 0), ("secondary", 100)], false), SETTINGS);
         assert_eq!(
             v,
@@ -218,14 +364,15 @@ mod tests {
                     Weight { set_identifier: "primary".into(), weight: 0 },
                     Weight { set_identifier: "secondary".into(), weight: 100 }
                 ],
-                forced: false
+                forced: false,
+                kind: Move::Evacuation,
             }
         );
     }
 
     #[test]
     fn hold_and_same_weights_are_no_change() {
-        let i = input((100, Health::Healthy), (0, Health::Healthy));
+        let i = input(healthy("primary", 100), healthy("secondary", 0), None);
         let hold = FailoverDecision { action: FailoverAction::Hold, reason: "r".into(), alerts: vec![] };
         assert_eq!(check_failover(&i, &hold, SETTINGS), GuardrailVerdict::NoChange);
         assert_eq!(check_failover(&i, &shift(&[("primary", 100)], false), SETTINGS), GuardrailVerdict::NoChange);
@@ -233,28 +380,45 @@ mod tests {
 
     #[test]
     fn all_zero_is_refused() {
-        let i = input((100, Health::Healthy), (0, Health::Healthy));
+        let i = input(healthy("primary", 100), healthy("secondary", 0), None);
         assert_eq!(refusals(check_failover(&i, &shift(&[("primary", 0)], false), SETTINGS)), vec![Refusal::NoTrafficLeft]);
     }
 
     #[test]
     fn weights_over_255_are_refused() {
-        let i = input((100, Health::Healthy), (0, Health::Healthy));
+        let i = input(healthy("primary", 100), healthy("secondary", 0), None);
         let r = refusals(check_failover(&i, &shift(&[("secondary", 256)], false), SETTINGS));
         assert_eq!(r, vec![Refusal::WeightOutOfRange { set_identifier: "secondary".into(), weight: 256 }]);
     }
 
     #[test]
     fn unknown_and_duplicate_targets_are_refused() {
-        let i = input((100, Health::Healthy), (0, Health::Healthy));
+        let i = input(healthy("primary", 100), healthy("secondary", 0), None);
         let r = refusals(check_failover(&i, &shift(&[("tertiary", 5), ("secondary", 1), ("secondary", 2)], false), SETTINGS));
         assert!(r.contains(&Refusal::UnknownTarget { set_identifier: "tertiary".into() }));
         assert!(r.contains(&Refusal::DuplicateTarget { set_identifier: "secondary".into() }));
     }
 
     #[test]
-    fn never_onto_an_unhealthy_target_without_break_glass() {
-        let i = input((100, Health::Unhealthy), (0, Health::Unhealthy));
+    fn shares_not_weights_decide_what_moves_onto_a_sick_target() {
+        // At 100/100 with the primary sick, zeroing the healthy secondary raises the
+        // primary's share from half to all, although its weight stays 100.
+        let i = input(sick("primary", 100), healthy("secondary", 100), None);
+        assert_eq!(
+            refusals(check_failover(&i, &shift(&[("secondary", 0)], false), SETTINGS)),
+            vec![Refusal::OntoUnhealthyTarget { set_identifier: "primary".into() }]
+        );
+        // Raising both weights in proportion moves nothing.
+        let v = check_failover(&i, &shift(&[("primary", 200), ("secondary", 200)], false), SETTINGS);
+        assert_eq!(applied_move(v), Move::Rebalance);
+        // All-zero weights spread traffic evenly in Route 53: 0/0 -> 0/10 sheds the sick primary.
+        let i = input(sick("primary", 0), healthy("secondary", 0), None);
+        assert_eq!(applied_move(check_failover(&i, &shift(&[("secondary", 10)], false), SETTINGS)), Move::Evacuation);
+    }
+
+    #[test]
+    fn never_onto_a_down_target_without_break_glass() {
+        let i = input(sick("primary", 100), sick("secondary", 0), None);
         let d = shift(&[("primary", 0), ("secondary", 100)], false);
         assert_eq!(
             refusals(check_failover(&i, &d, SETTINGS)),
@@ -267,18 +431,74 @@ mod tests {
         assert!(matches!(check_failover(&i, &forced, glass), GuardrailVerdict::Apply { forced: true, .. }));
         // break-glass alone does not let an unforced decision through
         assert!(matches!(check_failover(&i, &d, glass), GuardrailVerdict::Refused { .. }));
+        // An alarm in ALARM makes a target down as a failing health check does.
+        let mut alarmed = healthy("secondary", 0);
+        alarmed.alarm_state = AlarmState::Alarm;
+        let i = input(sick("primary", 100), alarmed, None);
+        assert!(matches!(check_failover(&i, &d, SETTINGS), GuardrailVerdict::Refused { .. }));
     }
 
     #[test]
-    fn a_second_change_within_the_cooldown_is_held() {
-        let mut i = input((0, Health::Healthy), (100, Health::Healthy));
-        i.last_change = Some(LastChange { at_ms: i.now_ms - 3 * MIN, weights: vec![], reason: "failover".into() });
-        let d = shift(&[("primary", 100), ("secondary", 0)], false);
+    fn an_evacuation_is_not_held_by_the_cooldown_only_by_the_minimum_interval() {
+        // Sequence 1: failed back 2 minutes ago, the primary fails again.
+        let i = input(sick("primary", 100), healthy("secondary", 0), Some(2 * MIN));
+        let d = shift(&[("primary", 0), ("secondary", 100)], false);
+        assert_eq!(applied_move(check_failover(&i, &d, SETTINGS)), Move::Evacuation);
+        let i = input(sick("primary", 100), healthy("secondary", 0), Some(2_000));
         assert_eq!(
             refusals(check_failover(&i, &d, SETTINGS)),
-            vec![Refusal::Cooldown { last_change_at_ms: i.now_ms - 3 * MIN, allowed_from_ms: i.now_ms + 7 * MIN }]
+            vec![Refusal::TooSoon { last_change_at_ms: NOW - 2_000, allowed_from_ms: NOW + 3_000 }]
         );
-        i.last_change = Some(LastChange { at_ms: i.now_ms - 10 * MIN, weights: vec![], reason: "failover".into() });
-        assert!(matches!(check_failover(&i, &d, SETTINGS), GuardrailVerdict::Apply { .. }));
+    }
+
+    #[test]
+    fn evacuating_a_sick_carrier_onto_a_target_that_just_recovered_is_allowed_even_with_manual_failback() {
+        // Sequence 2: the secondary carries everything and fails; the primary has been up 2 minutes.
+        let i = input(target("primary", 0, Health::Healthy, 2 * MIN), sick("secondary", 100), Some(3 * MIN));
+        let d = shift(&[("primary", 100), ("secondary", 0)], false);
+        let manual = GuardrailSettings { manual_failback: true, ..SETTINGS };
+        assert_eq!(applied_move(check_failover(&i, &d, manual)), Move::Evacuation);
+    }
+
+    #[test]
+    fn a_return_needs_the_hysteresis_the_cooldown_and_auto_failback() {
+        let d = shift(&[("primary", 100), ("secondary", 0)], false);
+        // Up for 4 minutes only (a health flap 4 minutes ago), last change long ago.
+        let i = input(target("primary", 0, Health::Healthy, 4 * MIN), healthy("secondary", 100), Some(60 * MIN));
+        assert_eq!(
+            refusals(check_failover(&i, &d, SETTINGS)),
+            vec![Refusal::NotProvenUp { set_identifier: "primary".into(), up_since_ms: Some(NOW - 4 * MIN) }]
+        );
+        // Proven up, but the last change was 3 minutes ago.
+        let i = input(healthy("primary", 0), healthy("secondary", 100), Some(3 * MIN));
+        let r = refusals(check_failover(&i, &d, SETTINGS));
+        assert!(matches!(r.as_slice(), [Refusal::Cooldown { .. }]), "{r:?}");
+        // Proven up, no recent change: a rebalance among proven targets goes through...
+        let i = input(healthy("primary", 0), healthy("secondary", 100), Some(60 * MIN));
+        assert_eq!(applied_move(check_failover(&i, &d, SETTINGS)), Move::Rebalance);
+        // ...and a return with manual failback does not.
+        let i = input(target("primary", 0, Health::Healthy, 4 * MIN), healthy("secondary", 100), Some(60 * MIN));
+        let manual = GuardrailSettings { manual_failback: true, ..SETTINGS };
+        let r = refusals(check_failover(&i, &d, manual));
+        assert!(r.contains(&Refusal::ManualFailback { set_identifier: "primary".into() }), "{r:?}");
+    }
+
+    #[test]
+    fn an_unproven_target_gets_no_traffic_back() {
+        let mut unproven = healthy("primary", 0);
+        unproven.alarm_state = AlarmState::InsufficientData;
+        unproven.up_since_ms = None;
+        let i = input(unproven, healthy("secondary", 100), None);
+        let r = refusals(check_failover(&i, &shift(&[("primary", 100), ("secondary", 0)], false), SETTINGS));
+        assert_eq!(r, vec![Refusal::NotProvenUp { set_identifier: "primary".into(), up_since_ms: None }]);
+    }
+
+    #[test]
+    fn share_changes_compare_fractions_exactly() {
+        use std::cmp::Ordering::*;
+        assert_eq!(share_changes(&[100, 100], &[100, 0]), vec![Greater, Less]);
+        assert_eq!(share_changes(&[1, 3], &[2, 6]), vec![Equal, Equal]);
+        assert_eq!(share_changes(&[0, 0], &[0, 5]), vec![Less, Greater]);
+        assert_eq!(share_changes(&[255, 0, 0], &[0, 0, 0]), vec![Less, Greater, Greater]);
     }
 }

@@ -2,16 +2,18 @@
 //!
 //! The function keeps one [`FailoverState`] per record set in an S3 object written
 //! with conditional writes (If-Match on its ETag), so it survives cold starts and
-//! concurrent invocations serialise on it. Route 53 stays the truth for weights;
-//! this object holds what Route 53 cannot: the alarm states last seen (for stale and
-//! duplicate detection, and for scheduled re-evaluation) and the last change kbha
-//! made (for the cooldown).
+//! concurrent invocations serialise on it. Route 53, its health checks and CloudWatch
+//! stay the truth, read on every invocation; this object holds only history they cannot
+//! give: the alarm transitions seen (for stale and duplicate detection, and the state of
+//! an alarm CloudWatch does not know), each target's observed up/down history (for the
+//! hysteresis), the last change kbha made (for the cooldown) and the alerts standing
+//! (so a condition that lasts is announced once).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Alarm, AlarmState, LastChange, TimestampMs};
+use crate::{Alarm, AlarmState, Condition, LastChange, TimestampMs};
 
 /// How many handled event ids are remembered for duplicate detection.
 pub const REMEMBERED_EVENTS: usize = 256;
@@ -40,6 +42,53 @@ pub struct FailoverState {
     /// Ids of recently handled events, oldest first.
     #[serde(default)]
     pub handled_events: Vec<String>,
+    /// Observed up/down history of each target, by set identifier.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub history: BTreeMap<String, TargetHistory>,
+    /// The alerts of the last decision (`severity: summary`), so an alert that stands
+    /// tick after tick is announced once, not on every tick.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standing_alerts: Vec<String>,
+}
+
+/// What kbha has observed of one target over time. Hysteresis counts from here, not
+/// from alarm transitions: a health-check flap that never trips an alarm still counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHistory {
+    /// The last time it was seen down (an observation, or the end of an ALARM period
+    /// that an event or CloudWatch reported).
+    #[serde(default)]
+    pub last_down_at_ms: Option<TimestampMs>,
+    /// Since when every observation found it up; `None` while it is not up.
+    #[serde(default)]
+    pub up_since_ms: Option<TimestampMs>,
+}
+
+impl TargetHistory {
+    /// Notes that the target was down at `at_ms` (possibly in the past: an alarm period
+    /// that ended then). An up period that started before it is broken.
+    pub fn down_at(&mut self, at_ms: TimestampMs) {
+        self.last_down_at_ms = Some(self.last_down_at_ms.map_or(at_ms, |t| t.max(at_ms)));
+        if self.up_since_ms.is_some_and(|s| s <= at_ms) {
+            self.up_since_ms = None;
+        }
+    }
+
+    /// Notes the target's condition observed at `now_ms`. An up period starts at the first
+    /// observation that finds it up after the last time it was down (sampling cannot tell
+    /// when, in between, it recovered; assuming later is the safe side).
+    pub fn observe(&mut self, condition: Condition, now_ms: TimestampMs) {
+        match condition {
+            Condition::Down => self.down_at(now_ms),
+            Condition::Unproven => self.up_since_ms = None,
+            Condition::Up => {
+                // `down_at` clears the period it breaks, so a recorded start is still good.
+                let start = self.up_since_ms.unwrap_or_else(|| self.last_down_at_ms.map_or(now_ms, |d| d.max(now_ms)));
+                // A replay earlier than the recorded start: the period began by now at the latest.
+                self.up_since_ms = Some(start.min(now_ms.max(self.last_down_at_ms.unwrap_or(now_ms))));
+            }
+        }
+    }
 }
 
 /// How an alarm event relates to what was already recorded.
@@ -74,15 +123,51 @@ impl FailoverState {
         Freshness::New
     }
 
-    /// Records a transition if it is newer than the one recorded for that alarm.
+    /// Records a transition if it is newer than the one recorded for that alarm, and
+    /// what it says of its target's history: down at the transition when it entered
+    /// ALARM, down until the transition when it left ALARM.
     pub fn record_alarm(&mut self, alarm: &Alarm) {
-        let newer = self.alarms.get(&alarm.name).is_none_or(|r| alarm.state_changed_at_ms >= r.changed_at_ms);
+        let was_alarm = alarm.previous_state == Some(AlarmState::Alarm);
+        self.record_alarm_state(&alarm.name, alarm.state, alarm.state_changed_at_ms, alarm.target.as_deref(), was_alarm);
+    }
+
+    /// Records an alarm's state as of `changed_at_ms` (from an event, or read from
+    /// CloudWatch) if newer than the recorded one. `left_alarm`: the state before was
+    /// ALARM (when the caller knows; a recorded ALARM counts too).
+    pub fn record_alarm_state(
+        &mut self,
+        name: &str,
+        state: AlarmState,
+        changed_at_ms: TimestampMs,
+        target: Option<&str>,
+        left_alarm: bool,
+    ) {
+        let recorded = self.alarms.get(name);
+        let newer = recorded.is_none_or(|r| changed_at_ms >= r.changed_at_ms);
+        let left_alarm = left_alarm || recorded.is_some_and(|r| r.state == AlarmState::Alarm && changed_at_ms > r.changed_at_ms);
+        if let Some(t) = target
+            && (state == AlarmState::Alarm || left_alarm)
+        {
+            self.history.entry(t.to_owned()).or_default().down_at(changed_at_ms);
+        }
         if newer {
             self.alarms.insert(
-                alarm.name.clone(),
-                RecordedAlarm { state: alarm.state, changed_at_ms: alarm.state_changed_at_ms, target: alarm.target.clone() },
+                name.to_owned(),
+                RecordedAlarm { state, changed_at_ms, target: target.map(str::to_owned) },
             );
         }
+    }
+
+    /// Notes each target's condition observed at `now_ms`.
+    pub fn observe<'a>(&mut self, observed: impl IntoIterator<Item = (&'a str, Condition)>, now_ms: TimestampMs) {
+        for (set_identifier, condition) in observed {
+            self.history.entry(set_identifier.to_owned()).or_default().observe(condition, now_ms);
+        }
+    }
+
+    /// A target's history (empty when never observed).
+    pub fn history_of(&self, set_identifier: &str) -> TargetHistory {
+        self.history.get(set_identifier).cloned().unwrap_or_default()
     }
 
     /// Remembers an event id as handled (bounded).
@@ -162,6 +247,55 @@ mod tests {
         s.record_alarm(&alarm("api", AlarmState::Alarm, 900, "primary"));
         assert_eq!(s.target_alarm_state("primary"), (AlarmState::Alarm, Some(900)));
         assert_eq!(s.target_alarm_state("secondary"), (AlarmState::Ok, None));
+    }
+
+    #[test]
+    fn an_up_period_starts_at_the_first_up_observation_after_the_last_failure() {
+        let mut h = TargetHistory::default();
+        h.observe(Condition::Up, 1_000);
+        assert_eq!(h.up_since_ms, Some(1_000), "first sight, nothing known before");
+        h.observe(Condition::Up, 2_000);
+        assert_eq!(h.up_since_ms, Some(1_000), "continuous");
+        h.observe(Condition::Down, 3_000);
+        assert_eq!((h.up_since_ms, h.last_down_at_ms), (None, Some(3_000)));
+        h.observe(Condition::Up, 4_000);
+        assert_eq!(h.up_since_ms, Some(4_000));
+        h.observe(Condition::Unproven, 5_000);
+        assert_eq!(h.up_since_ms, None, "insufficient data is not up");
+        h.observe(Condition::Up, 6_000);
+        assert_eq!(h.up_since_ms, Some(6_000));
+    }
+
+    #[test]
+    fn a_failure_reported_afterwards_breaks_the_up_period_it_falls_in() {
+        let mut h = TargetHistory::default();
+        h.observe(Condition::Up, 1_000);
+        // An alarm that went ALARM at 1 500 and back OK at 2 500, both between ticks.
+        h.down_at(2_500);
+        assert_eq!((h.up_since_ms, h.last_down_at_ms), (None, Some(2_500)));
+        h.observe(Condition::Up, 3_000);
+        assert_eq!(h.up_since_ms, Some(3_000));
+        // A failure older than the current period leaves it alone.
+        h.down_at(2_000);
+        assert_eq!((h.up_since_ms, h.last_down_at_ms), (Some(3_000), Some(2_500)));
+    }
+
+    #[test]
+    fn alarm_transitions_feed_the_history_of_their_target() {
+        let mut s = FailoverState::default();
+        s.observe([("primary", Condition::Up)], 500);
+        s.record_alarm(&alarm("api", AlarmState::Alarm, 1_000, "primary"));
+        assert_eq!(s.history_of("primary").last_down_at_ms, Some(1_000));
+        s.observe([("primary", Condition::Down)], 1_200);
+        // CloudWatch later says OK since 2 000 (the OK event itself was lost): down until then.
+        s.record_alarm_state("api", AlarmState::Ok, 2_000, Some("primary"), false);
+        assert_eq!(s.history_of("primary").last_down_at_ms, Some(2_000));
+        s.observe([("primary", Condition::Up)], 2_100);
+        assert_eq!(s.history_of("primary").up_since_ms, Some(2_100));
+        // The same OK read again on the next tick changes nothing.
+        s.record_alarm_state("api", AlarmState::Ok, 2_000, Some("primary"), false);
+        s.observe([("primary", Condition::Up)], 2_200);
+        assert_eq!(s.history_of("primary").up_since_ms, Some(2_100));
     }
 
     #[test]

@@ -174,14 +174,55 @@ pub struct Target {
     pub weight: u32,
     /// Health-check verdict.
     pub health: Health,
-    /// Last recorded alarm state.
+    /// The worst state of the alarms that speak for this target, as CloudWatch reports
+    /// it now (or, for an alarm CloudWatch does not know, as its last event said).
     pub alarm_state: AlarmState,
     /// Since when `alarm_state` holds.
     #[serde(default)]
     pub alarm_state_since_ms: Option<TimestampMs>,
+    /// Since when kbha has observed this target continuously up (health not failing, no
+    /// alarm in ALARM or INSUFFICIENT_DATA); `None` while it is not up.
+    #[serde(default)]
+    pub up_since_ms: Option<TimestampMs>,
+    /// When kbha last observed this target down (health failing or an alarm in ALARM);
+    /// `None` when never, as far as the state object remembers.
+    #[serde(default)]
+    pub last_down_at_ms: Option<TimestampMs>,
     /// Age (at `now`) of the newest verified backup restorable here.
     #[serde(default)]
     pub replication_age_ms: Option<u64>,
+}
+
+/// What kbha makes of a target's health check and alarms taken together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Health check not failing and every alarm OK: it may be given traffic.
+    Up,
+    /// Health check failing or an alarm in ALARM: traffic should leave it.
+    Down,
+    /// Not down, but an alarm has insufficient data: not proven up, so no traffic is
+    /// returned to it, and none is taken away for that alone.
+    Unproven,
+}
+
+impl Target {
+    /// The target's condition now. A failing health check makes it down whatever its
+    /// alarms say (INSUFFICIENT_DATA never hides a failing check).
+    pub fn condition(&self) -> Condition {
+        if self.health == Health::Unhealthy || self.alarm_state == AlarmState::Alarm {
+            Condition::Down
+        } else if self.alarm_state == AlarmState::InsufficientData {
+            Condition::Unproven
+        } else {
+            Condition::Up
+        }
+    }
+
+    /// Whether the target has been observed up, without a break, for at least `for_ms` at `now_ms`.
+    pub fn up_for(&self, for_ms: i64, now_ms: TimestampMs) -> bool {
+        self.condition() == Condition::Up && self.up_since_ms.is_some_and(|s| now_ms.saturating_sub(s) >= for_ms)
+    }
 }
 
 /// A weight for one target.

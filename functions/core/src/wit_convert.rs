@@ -129,6 +129,8 @@ macro_rules! wit_conversions {
                     health: t.health.into(),
                     alarm_state: t.alarm_state.into(),
                     alarm_state_since: t.alarm_state_since_ms,
+                    up_since: t.up_since_ms,
+                    last_down_at: t.last_down_at_ms,
                     replication_age_ms: t.replication_age_ms,
                 }
             }

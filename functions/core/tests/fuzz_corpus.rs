@@ -69,7 +69,7 @@ fn policy_decision_corpus() {
 /// weight 0, traffic onto an unhealthy target, an "apply" that changes nothing) are caught.
 #[test]
 fn the_guardrail_property_rejects_an_unsafe_verdict() {
-    use kbha_core::guardrails::{GuardrailSettings, GuardrailVerdict};
+    use kbha_core::guardrails::{GuardrailSettings, GuardrailVerdict, Move};
     use kbha_core::{FailoverAction, FailoverDecision, FailoverInput, FailoverTrigger, Health, Target, Weight};
     let target = |id: &str, weight, health| Target {
         set_identifier: id.into(),
@@ -79,6 +79,8 @@ fn the_guardrail_property_rejects_an_unsafe_verdict() {
         health,
         alarm_state: kbha_core::AlarmState::Ok,
         alarm_state_since_ms: None,
+        up_since_ms: Some(0),
+        last_down_at_ms: None,
         replication_age_ms: None,
     };
     let input = FailoverInput {
@@ -95,12 +97,13 @@ fn the_guardrail_property_rejects_an_unsafe_verdict() {
         reason: String::new(),
         alerts: vec![],
     };
-    let settings = GuardrailSettings { cooldown_ms: 0, break_glass: false };
+    let settings =
+        GuardrailSettings { cooldown_ms: 0, min_interval_ms: 0, hysteresis_ms: 0, manual_failback: false, break_glass: false };
     let weights = |a, b| vec![Weight { set_identifier: "a".into(), weight: a }, Weight { set_identifier: "b".into(), weight: b }];
     for unsafe_verdict in [
-        GuardrailVerdict::Apply { weights: weights(0, 0), forced: false },
-        GuardrailVerdict::Apply { weights: weights(0, 100), forced: false },
-        GuardrailVerdict::Apply { weights: weights(100, 0), forced: false },
+        GuardrailVerdict::Apply { weights: weights(0, 0), forced: false, kind: Move::Rebalance },
+        GuardrailVerdict::Apply { weights: weights(0, 100), forced: false, kind: Move::Rebalance },
+        GuardrailVerdict::Apply { weights: weights(100, 0), forced: false, kind: Move::Rebalance },
     ] {
         assert!(bodies::check_guardrail_verdict(&input, &decision, settings, &unsafe_verdict).is_err(), "{unsafe_verdict:?} passed");
     }

@@ -63,8 +63,12 @@ pub struct FailoverConfig {
     pub fallback: Fallback,
     /// `KBHA_POLICY_CONFIG`: extra policy parameters (JSON object of strings).
     pub policy_config: PolicyConfig,
-    /// `KBHA_COOLDOWN_SECONDS`: anti-flapping cooldown (default 600).
+    /// `KBHA_COOLDOWN_SECONDS`: minimum time between a change and a return or rebalance
+    /// after it (default 600); evacuations are not held by it.
     pub cooldown_s: u64,
+    /// `KBHA_MIN_INTERVAL_SECONDS`: minimum time between any two changes, evacuations
+    /// included (default 5, like ARC's safety-rule wait period).
+    pub min_interval_s: u64,
     /// `KBHA_FAILBACK`: `auto` or `manual` (default `auto`).
     pub failback: Failback,
     /// `KBHA_HYSTERESIS_SECONDS`: how long the primary must be OK before failback (default 600).
@@ -144,6 +148,7 @@ impl FailoverConfig {
             fallback,
             policy_config,
             cooldown_s: number("KBHA_COOLDOWN_SECONDS", 600, &get)?,
+            min_interval_s: number("KBHA_MIN_INTERVAL_SECONDS", 5, &get)?,
             failback,
             hysteresis_s: number("KBHA_HYSTERESIS_SECONDS", 600, &get)?,
             dry_run: boolean("KBHA_DRY_RUN", &get)?,
@@ -175,6 +180,18 @@ impl FailoverConfig {
         );
         p.extend(self.policy_config.clone());
         p
+    }
+
+    /// The guardrails' settings.
+    pub fn guardrails(&self) -> kbha_core::guardrails::GuardrailSettings {
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        kbha_core::guardrails::GuardrailSettings {
+            cooldown_ms: ms(self.cooldown_s),
+            min_interval_ms: ms(self.min_interval_s),
+            hysteresis_ms: ms(self.hysteresis_s),
+            manual_failback: self.failback == Failback::Manual,
+            break_glass: self.break_glass,
+        }
     }
 
     /// The target an alarm speaks for.

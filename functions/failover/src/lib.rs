@@ -1,15 +1,21 @@
 //! kbha-failover: the failover Lambda's logic, as a library so `kbha replay`, the drill
 //! and the tests drive the same handler the binary runs.
 //!
-//! Flow per alarm transition or tick: normalise event -> gather facts (state object,
-//! Route 53 records, health checks, replication ages) -> policy (wasm component) ->
-//! guardrails -> compare-and-swap change -> state write -> SNS notice -> decision record.
+//! Flow per alarm transition or tick (`handler`): normalise event -> finish earlier work
+//! (`journal`) -> skip duplicates and stale transitions -> observe what AWS says now:
+//! Route 53 records and health checks, CloudWatch alarm states, replication ages, merged
+//! with the observed history (`observe`) -> policy (wasm component) -> guardrails ->
+//! compare-and-swap change -> state write -> SNS notice (`announce`) -> decision record.
 
+mod announce;
 pub mod config;
 pub mod handler;
+pub mod journal;
+pub mod observe;
 
 pub use config::{ConfigError, FailoverConfig};
-pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, Notice, PendingChange, ReplicationStatus, StoredState};
+pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};
+pub use journal::{Notice, PendingChange, StoredState};
 pub use kbha_hosting::{LoadError, PolicyFault};
 
 /// The failover policy and its fallback.

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
+use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_failover::{FailoverConfig, FailoverFunction};
 use kbha_hosting::{Failover, lambda, load_swappable};
 use serde_json::Value;
@@ -25,12 +25,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init.mark("config");
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
-    let (dns, notifier) = (Route53Dns::from_conf(&conf), SnsNotifier::from_conf(&conf));
+    let (dns, alarms, notifier) = (Route53Dns::from_conf(&conf), CloudWatchAlarms::from_conf(&conf), SnsNotifier::from_conf(&conf));
     init.mark("sdk");
     // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
     let (policies, swap) = load_swappable::<Failover, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, lambda::now_ms()).await?;
     init.mark("policy");
-    let function = Arc::new(FailoverFunction::new(cfg, dns, store.clone(), notifier, policies));
+    let function = Arc::new(FailoverFunction::new(cfg, dns, alarms, store.clone(), notifier, policies));
     println!("{}", init.record(FUNCTION));
     lambda::serve(FUNCTION, swap, store, move |event: Value, now| {
         let function = Arc::clone(&function);

@@ -79,7 +79,8 @@ mod tests {
             "trigger": {"kind": "alarm", "name": "a", "region": "us-east-1", "state": "insufficient_data",
                         "state_changed_at_ms": 4, "tags": {"k": "v"}},
             "targets": [{"set_identifier": "p", "region": "us-east-1", "primary": true, "weight": 100,
-                         "health": "unknown", "alarm_state": "alarm", "alarm_state_since_ms": 3}],
+                         "health": "unknown", "alarm_state": "alarm", "alarm_state_since_ms": 3,
+                         "up_since_ms": 1, "last_down_at_ms": 2}],
             "last_change": {"at_ms": 2, "weights": [{"set_identifier": "p", "weight": 7}]},
             "config": {"a": "1", "b": "2"}
         }"#;
@@ -92,6 +93,7 @@ mod tests {
             (w::Health::Unknown, w::AlarmState::Alarm, Some(3))
         );
         assert_eq!(t.replication_age_ms, None);
+        assert_eq!((t.up_since, t.last_down_at), (Some(1), Some(2)));
         assert_eq!(
             i.last_change.as_ref().map(|l| (l.at, l.weights[0].weight)),
             Some((2, 7))

@@ -30,11 +30,21 @@ pub enum PolicyError {
     },
     /// The component imports something the host does not offer.
     #[error(
-        "component imports `{name}`, which kbha does not provide; policies may import only `kbha:policy/host@0.1.0`, and WASI 0.2 only when WASI is on (`KBHA_POLICY_WASI=on`, `Limits::wasi`; for Python policies)"
+        "component imports `{name}`, which kbha does not provide; policies may import only `kbha:policy/host@0.2.0`, and WASI 0.2 only when WASI is on (`KBHA_POLICY_WASI=on`, `Limits::wasi`; for Python policies)"
     )]
     ForbiddenImport {
         /// The import's name.
         name: String,
+    },
+    /// The component was built against another version of the kbha contract.
+    #[error(
+        "component was built against `kbha:policy@{found}`, but this host serves `kbha:policy@{served}`, which is not compatible with it; rebuild the policy against the current wit/kbha.wit (`kbha policy build`)"
+    )]
+    ContractVersion {
+        /// The version the component imports.
+        found: String,
+        /// The version the host serves.
+        served: &'static str,
     },
     /// Compiling or instantiating the component failed.
     #[error("cannot compile the component: {0}")]
@@ -95,6 +105,7 @@ impl PolicyError {
             PolicyError::NotWasm => "not_wasm",
             PolicyError::WrongWorld { .. } => "wrong_world",
             PolicyError::ForbiddenImport { .. } => "forbidden_import",
+            PolicyError::ContractVersion { .. } => "contract_version",
             PolicyError::Compile(_) => "compile",
             PolicyError::Precompiled(_) => "precompiled",
             PolicyError::Trap(_) => "trap",

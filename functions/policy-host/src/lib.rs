@@ -2,7 +2,7 @@
 //!
 //! This is the only crate that depends on wasmtime. A policy is a component
 //! implementing one world of `wit/kbha.wit`; it imports nothing but
-//! `kbha:policy/host@0.1.0` (its `log`), and every call gets a fresh store with
+//! `kbha:policy/host@0.2.0` (its `log`), and every call gets a fresh store with
 //! a fuel budget, a memory cap and an output-size cap.
 //!
 //! An engine built with [`Limits::wasi`] on (see [`Limits::python`]) also
@@ -41,8 +41,11 @@ pub use error::PolicyError;
 
 use convert::OutputSize;
 
+/// The version of the `kbha:policy` package (wit/kbha.wit) this host serves.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
 /// Import names a policy component may have; everything else is refused.
-pub const ALLOWED_IMPORTS: &[&str] = &["kbha:policy/host@0.1.0", "kbha:policy/types@0.1.0"];
+pub const ALLOWED_IMPORTS: &[&str] = &["kbha:policy/host@0.2.0", "kbha:policy/types@0.2.0"];
 
 /// WASI 0.2 interfaces an engine with [`Limits::wasi`] on also accepts, as
 /// `wasi:<package>/<interface>` (any `@0.2.x` version): the ones
@@ -737,7 +740,11 @@ fn forbidden_imports(imports: &[String], wasi: bool) -> impl Iterator<Item = Pol
             let offered = ALLOWED_IMPORTS.contains(&n.as_str()) || (wasi && is_offered_wasi(n));
             !offered
         })
-        .map(|n| PolicyError::ForbiddenImport { name: n.clone() })
+        .map(|n| match n.strip_prefix("kbha:policy/").and_then(|rest| rest.split_once('@')) {
+            // Our own interface at another version: say which versions, not "forbidden".
+            Some((_, found)) => PolicyError::ContractVersion { found: found.to_owned(), served: CONTRACT_VERSION },
+            None => PolicyError::ForbiddenImport { name: n.clone() },
+        })
 }
 
 /// Tells a component from a core module (or garbage) before compiling, so

@@ -1,35 +1,40 @@
 //! The default kbha failover policy.
 //!
-//! Decides whether to move the Route 53 weights of a primary/secondary record
-//! set after an alarm or on a schedule. It is a pure function of its input; the
-//! host's guardrails still check whatever it returns.
+//! Decides whether to move the Route 53 weights of a weighted record set after an alarm
+//! or on a schedule, from what the host observed *now* (level-triggered: the trigger
+//! only says "look"). It is a pure function of its input; the host's guardrails still
+//! check whatever it returns.
 //!
 //! # Config keys
 //!
 //! | key               | default | meaning |
 //! |-------------------|---------|---------|
-//! | `active_weight`   | `100`   | weight given to the target that should carry traffic (0..=255) |
-//! | `hysteresis_s`    | `600`   | how long the primary must be OK and healthy before failback |
+//! | `active_weight`   | `100`   | weight given to the target that should carry traffic (1..=255) |
+//! | `hysteresis_s`    | `600`   | how long the primary must have been observed up before failback |
 //! | `failback`        | `auto`  | `auto` fails back after the hysteresis; `manual` holds and says so |
-//! | `rpo_s`           | `3600`  | largest acceptable replication age of the secondary, in seconds |
-//! | `allow_data_loss` | `false` | shift even when the secondary's replication age exceeds `rpo_s` |
+//! | `rpo_s`           | `3600`  | largest acceptable replication age of a target traffic moves to, in seconds |
+//! | `allow_data_loss` | `false` | evacuate even onto a target whose replication age exceeds `rpo_s` |
 //!
 //! # Rules
 //!
-//! Exactly one target must have `primary: true`. The primary is *down* when
-//! its alarm state is `alarm` or its health is `unhealthy`.
-//! - Primary `insufficient-data`: hold, warning alert.
-//! - Primary down and still carrying traffic: shift all weight to the first
-//!   healthy secondary (health not `unhealthy`, alarm state not `alarm`).
-//!   No such secondary: hold, critical alert. The secondary's replication age
-//!   above `rpo_s` (and `allow_data_loss` off): hold, critical alert.
-//!   Replication age unknown, or past `rpo_s` with `allow_data_loss`: shift,
-//!   with a warning alert saying so.
-//! - Primary down and already without traffic: hold.
-//! - Primary OK and healthy but without traffic: `failback = manual` holds with
-//!   an info alert; otherwise fail back once the primary has been OK for
-//!   `hysteresis_s` (an unknown `alarm_state_since` counts as not yet).
-//! - Primary OK and carrying traffic: hold.
+//! Exactly one target must have `primary: true`. A target is *down* when its health
+//! check fails or an alarm is in `alarm` (an alarm with insufficient data never hides a
+//! failing check), *unproven* when it is not down but an alarm has insufficient data,
+//! and *up* otherwise. Targets *carrying* traffic are those with a weight above 0 (all of
+//! them when every weight is 0: Route 53 then spreads traffic evenly).
+//! - **A carrier is down: evacuate** at once, whatever the hysteresis or failback mode,
+//!   to the best target that is not down: up before unproven, then within the RPO
+//!   (`allow_data_loss` aside), then up the longest, then the primary, then the freshest
+//!   replica, then record-set order. Replication age unknown, or past `rpo_s` with
+//!   `allow_data_loss`: evacuate with a warning. Every candidate past the RPO: hold,
+//!   critical. No target is up or unproven: hold, critical ("every target is down";
+//!   the host announces it once however the failures arrived).
+//! - **A carrier is unproven** (and none is down): hold, warning.
+//! - **The primary is up and carries nothing: return.** `failback = manual` holds with an
+//!   info alert; otherwise fail back once the primary has been observed up for
+//!   `hysteresis_s` (`up_since`, which restarts at every observed failure, health flaps
+//!   included), and hold saying how long remains before that.
+//! - Otherwise hold.
 
 use kbha_policy_sdk::types::{
     AlarmState, Alert, FailoverAction, FailoverDecision, FailoverInput, Health, PolicyError, Shift,
@@ -122,8 +127,22 @@ fn shift(
     }
 }
 
-fn is_down(t: &Target) -> bool {
-    t.alarm_state == AlarmState::Alarm || t.health == Health::Unhealthy
+/// A target's condition, as the host's guardrails see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Condition {
+    Up,
+    Unproven,
+    Down,
+}
+
+fn condition(t: &Target) -> Condition {
+    if t.health == Health::Unhealthy || t.alarm_state == AlarmState::Alarm {
+        Condition::Down
+    } else if t.alarm_state == AlarmState::InsufficientData {
+        Condition::Unproven
+    } else {
+        Condition::Up
+    }
 }
 
 /// Human-readable duration for reasons, e.g. `9m 30s`.
@@ -154,72 +173,87 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
             )));
         }
     };
-    let p_id = &primary.set_identifier;
+    let all_zero = input.targets.iter().all(|t| t.weight == 0);
+    let carries = |t: &Target| all_zero || t.weight > 0;
 
-    if primary.alarm_state == AlarmState::InsufficientData {
+    if let Some(down) = input
+        .targets
+        .iter()
+        .find(|t| carries(t) && condition(t) == Condition::Down)
+    {
+        return Ok(evacuate(input, down, &settings));
+    }
+    if let Some(unproven) = input
+        .targets
+        .iter()
+        .find(|t| carries(t) && condition(t) == Condition::Unproven)
+    {
+        let id = &unproven.set_identifier;
         return Ok(hold(
-            format!(
-                "primary `{p_id}` has insufficient alarm data; holding until its state is known"
-            ),
+            format!("`{id}` carries traffic and has insufficient alarm data; holding until its state is known"),
             vec![warning(
-                format!("kbha: `{p_id}` alarm has insufficient data"),
+                format!("kbha: `{id}` alarm has insufficient data"),
                 format!(
-                    "The alarm for primary `{p_id}` of `{}` reports INSUFFICIENT_DATA; \
-                     no failover decision is taken until it reports OK or ALARM.",
+                    "An alarm of `{id}` of `{}` reports INSUFFICIENT_DATA while its health check \
+                     does not fail; no failover decision is taken until it reports OK or ALARM.",
                     input.record_name
                 ),
             )],
         ));
     }
-
-    if is_down(primary) {
-        if primary.weight == 0 {
+    let p_id = &primary.set_identifier;
+    if carries(primary) {
+        return Ok(hold(format!("primary `{p_id}` is up and carrying traffic"), vec![]));
+    }
+    match condition(primary) {
+        Condition::Down => {
+            return Ok(hold(format!("primary `{p_id}` is down and carries no traffic"), vec![]));
+        }
+        Condition::Unproven => {
             return Ok(hold(
-                format!("primary `{p_id}` is down but already carries no traffic"),
+                format!("primary `{p_id}` has insufficient alarm data; no failback until its state is known"),
                 vec![],
             ));
         }
-        return Ok(fail_over(input, primary, &settings));
+        Condition::Up => {}
     }
+    fail_back(input, primary, &settings)
+}
 
-    // The primary is OK and healthy (or health unknown).
-    if primary.weight > 0 {
-        return Ok(hold(
-            format!("primary `{p_id}` is OK and carrying traffic"),
-            vec![],
-        ));
-    }
+/// The primary is up and carries nothing: fail back once it has been up for the hysteresis.
+fn fail_back(input: &FailoverInput, primary: &Target, settings: &Settings) -> Result<FailoverDecision, PolicyError> {
+    let p_id = &primary.set_identifier;
     if settings.manual_failback {
         return Ok(hold(
-            format!("primary `{p_id}` is OK again; failback is manual"),
+            format!("primary `{p_id}` is up again; failback is manual"),
             vec![info(
                 format!("kbha: `{p_id}` recovered, manual failback pending"),
                 format!(
-                    "Primary `{p_id}` of `{}` is OK and healthy but carries no traffic. \
+                    "Primary `{p_id}` of `{}` is up but carries no traffic. \
                      Failback is configured as manual: shift the weights back when ready.",
                     input.record_name
                 ),
             )],
         ));
     }
-    let hysteresis_ms = settings.hysteresis_s.saturating_mul(1000);
-    match primary.alarm_state_since {
-        Some(since) if since.saturating_add(hysteresis_ms as i64) <= input.now => Ok(shift(
+    let hysteresis_ms = settings.hysteresis_s.saturating_mul(1000) as i64;
+    match primary.up_since {
+        Some(since) if since.saturating_add(hysteresis_ms) <= input.now => Ok(shift(
             &input.targets,
             p_id,
             settings.active_weight,
             format!(
-                "primary `{p_id}` has been OK for at least {}; failing back",
+                "primary `{p_id}` has been up for at least {}; failing back",
                 fmt_secs(settings.hysteresis_s)
             ),
             vec![],
         )),
         Some(since) => {
-            let remaining_ms = since.saturating_add(hysteresis_ms as i64) - input.now;
+            let remaining_ms = since.saturating_add(hysteresis_ms) - input.now;
             let remaining_s = (remaining_ms as u64).div_ceil(1000);
             Ok(hold(
                 format!(
-                    "primary `{p_id}` is OK; waiting for hysteresis, {} remaining before failback",
+                    "primary `{p_id}` is up; waiting for hysteresis, {} remaining before failback",
                     fmt_secs(remaining_s)
                 ),
                 vec![],
@@ -227,7 +261,7 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
         }
         None => Ok(hold(
             format!(
-                "primary `{p_id}` is OK but since when is unknown; waiting for hysteresis of {} before failback",
+                "primary `{p_id}` is up but since when is unknown; waiting for hysteresis of {} before failback",
                 fmt_secs(settings.hysteresis_s)
             ),
             vec![],
@@ -235,39 +269,61 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
     }
 }
 
-/// The primary is down and carries traffic: choose where it goes, if anywhere.
-fn fail_over(input: &FailoverInput, primary: &Target, settings: &Settings) -> FailoverDecision {
-    let p_id = &primary.set_identifier;
-    let candidate = input.targets.iter().find(|t| {
-        !t.primary && t.health != Health::Unhealthy && t.alarm_state != AlarmState::Alarm
-    });
-    let Some(secondary) = candidate else {
+/// Ranks evacuation candidates: smaller is better.
+fn rank(t: &Target, rpo_ms: u64, index: usize) -> impl Ord {
+    // Within the RPO, then unknown (shift with a warning), then past it (hold, or shift
+    // with `allow_data_loss`).
+    let rpo_class = match t.replication_age_ms {
+        Some(a) if a <= rpo_ms => 0,
+        None => 1,
+        Some(_) => 2,
+    };
+    (
+        condition(t),
+        rpo_class,
+        // Up the longest first; unknown last.
+        t.up_since.unwrap_or(i64::MAX),
+        !t.primary,
+        t.replication_age_ms.unwrap_or(u64::MAX),
+        index,
+    )
+}
+
+/// A target carrying traffic is down: choose where the traffic goes, if anywhere.
+fn evacuate(input: &FailoverInput, down: &Target, settings: &Settings) -> FailoverDecision {
+    let d_id = &down.set_identifier;
+    let rpo_ms = settings.rpo_s.saturating_mul(1000);
+    let candidates = input
+        .targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| condition(t) != Condition::Down);
+    let Some((_, best)) = candidates.min_by_key(|(i, t)| rank(t, rpo_ms, *i)) else {
         return hold(
-            format!("primary `{p_id}` is down and no secondary is healthy; both regions unhealthy"),
+            format!("`{d_id}` is down and every other target is down too; nowhere to move traffic"),
             vec![critical(
-                format!("kbha: both regions unhealthy for `{}`", input.record_name),
+                format!("kbha: every target of `{}` is down", input.record_name),
                 format!(
-                    "Primary `{p_id}` is down and no secondary target is healthy. \
+                    "`{d_id}` carries traffic and is down, and no other target is up. \
                      Traffic stays where it is; manual intervention is needed."
                 ),
             )],
         );
     };
-    let s_id = &secondary.set_identifier;
-    let rpo_ms = settings.rpo_s.saturating_mul(1000);
+    let b_id = &best.set_identifier;
     let mut alerts = vec![];
-    match secondary.replication_age_ms {
+    match best.replication_age_ms {
         Some(age) if age > rpo_ms && !settings.allow_data_loss => {
             return hold(
                 format!(
-                    "primary `{p_id}` is down but `{s_id}` replication is {} old, over the RPO of {}; holding",
+                    "`{d_id}` is down but `{b_id}` replication is {} old, over the RPO of {}; holding",
                     fmt_secs(age / 1000),
                     fmt_secs(settings.rpo_s)
                 ),
                 vec![critical(
-                    format!("kbha: failover to `{s_id}` blocked by RPO"),
+                    format!("kbha: failover to `{b_id}` blocked by RPO"),
                     format!(
-                        "Primary `{p_id}` of `{}` is down. Secondary `{s_id}` has data {} old, \
+                        "`{d_id}` of `{}` is down. `{b_id}` has data {} old, \
                          over the RPO of {}; failing over would lose data. Set \
                          `allow_data_loss = true` or fail over by hand to accept the loss.",
                         input.record_name,
@@ -278,9 +334,9 @@ fn fail_over(input: &FailoverInput, primary: &Target, settings: &Settings) -> Fa
             );
         }
         Some(age) if age > rpo_ms => alerts.push(warning(
-            format!("kbha: failover to `{s_id}` past the RPO"),
+            format!("kbha: failover to `{b_id}` past the RPO"),
             format!(
-                "Secondary `{s_id}` has data {} old, over the RPO of {}; shifting anyway \
+                "`{b_id}` has data {} old, over the RPO of {}; shifting anyway \
                  because `allow_data_loss` is set.",
                 fmt_secs(age / 1000),
                 fmt_secs(settings.rpo_s)
@@ -288,20 +344,25 @@ fn fail_over(input: &FailoverInput, primary: &Target, settings: &Settings) -> Fa
         )),
         Some(_) => {}
         None => alerts.push(warning(
-            format!("kbha: replication age of `{s_id}` unknown"),
+            format!("kbha: replication age of `{b_id}` unknown"),
             format!(
-                "Failing over to `{s_id}` without knowing how fresh its data is; \
+                "Failing over to `{b_id}` without knowing how fresh its data is; \
                  check the replication verifier."
             ),
         )),
     }
-    shift(
-        &input.targets,
-        s_id,
-        settings.active_weight,
-        format!("primary `{p_id}` is down; shifting traffic to `{s_id}`"),
-        alerts,
-    )
+    if condition(best) == Condition::Unproven {
+        alerts.push(warning(
+            format!("kbha: evacuating to `{b_id}` with insufficient alarm data"),
+            format!("`{d_id}` is down; `{b_id}` is the best target left although an alarm of it has insufficient data."),
+        ));
+    }
+    let reason = if down.primary {
+        format!("primary `{d_id}` is down; shifting traffic to `{b_id}`")
+    } else {
+        format!("`{d_id}` carries traffic and is down; evacuating to `{b_id}`")
+    };
+    shift(&input.targets, b_id, settings.active_weight, reason, alerts)
 }
 
 #[cfg(test)]

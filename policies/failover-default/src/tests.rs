@@ -18,6 +18,9 @@ fn target(id: &str, primary: bool, weight: u32, health: Health, alarm: AlarmStat
         health,
         alarm_state: alarm,
         alarm_state_since: Some(NOW - 60_000),
+        // Up for an hour when up, as the host would report after steady observations.
+        up_since: (health != Health::Unhealthy && alarm == AlarmState::Ok).then_some(NOW - 3_600_000),
+        last_down_at: None,
         replication_age_ms: Some(60_000),
     }
 }
@@ -128,7 +131,7 @@ fn both_unhealthy_holds_with_critical_alert() {
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Critical]);
     assert!(
-        d.alerts[0].summary.contains("both regions unhealthy"),
+        d.alerts[0].summary.contains("every target") && d.alerts[0].summary.contains("is down"),
         "{}",
         d.alerts[0].summary
     );
@@ -205,7 +208,7 @@ fn primary_down_without_traffic_holds_quietly() {
 
 fn recovered_primary(since_ms_ago: Option<i64>) -> Vec<Target> {
     let mut p = target("primary", true, 0, Health::Healthy, AlarmState::Ok);
-    p.alarm_state_since = since_ms_ago.map(|ago| NOW - ago);
+    p.up_since = since_ms_ago.map(|ago| NOW - ago);
     let mut s = secondary_ok();
     s.weight = 100;
     vec![p, s]
@@ -290,6 +293,153 @@ fn malformed_config_is_refused_naming_the_key() {
             "{k}={v}: {r:?}"
         );
     }
+}
+
+// ------------------------------------------------ incident sequences (issue 15)
+
+/// Sequence 1: the primary fails again two minutes after a failback. The policy
+/// evacuates at once (the host's guardrails do not hold an evacuation by the cooldown).
+#[test]
+fn a_primary_that_fails_again_soon_after_failback_is_evacuated_at_once() {
+    let mut p = primary_down();
+    p.last_down_at = Some(NOW);
+    let mut i = input(vec![p, secondary_ok()], &[]);
+    i.last_change = Some(kbha_policy_sdk::types::LastChange {
+        at: NOW - 120_000,
+        weights: vec![],
+        reason: "failback".into(),
+    });
+    assert_eq!(
+        weights(&ok(&i)),
+        vec![("primary".into(), 0), ("secondary".into(), 100)]
+    );
+}
+
+/// Sequence 2: the secondary carries everything and fails while the primary recovered
+/// only two minutes ago: evacuate to the primary now, hysteresis and manual failback
+/// notwithstanding.
+#[test]
+fn a_failing_secondary_is_evacuated_onto_a_freshly_recovered_primary_even_with_manual_failback() {
+    let mut p = target("primary", true, 0, Health::Healthy, AlarmState::Ok);
+    p.up_since = Some(NOW - 120_000);
+    let s = target("secondary", false, 100, Health::Unhealthy, AlarmState::Alarm);
+    for config in [&[][..], &[("failback", "manual")][..]] {
+        let d = ok(&input(vec![p.clone(), s.clone()], config));
+        assert_eq!(
+            weights(&d),
+            vec![("primary".into(), 100), ("secondary".into(), 0)],
+            "{config:?}"
+        );
+        assert!(d.reason.contains("evacuating"), "{}", d.reason);
+    }
+}
+
+/// Sequence 3 is the host's (a lost OK event no longer matters once it reads CloudWatch);
+/// for the policy it is a recovered primary whose alarm has been OK for hours: it fails
+/// back when `up_since` allows, whatever the trigger.
+#[test]
+fn a_primary_up_for_hours_fails_back_on_a_tick() {
+    let d = ok(&input(recovered_primary(Some(4 * 3_600_000)), &[]));
+    assert_eq!(weights(&d)[0], ("primary".into(), 100));
+}
+
+/// Sequence 4: a health flap that never tripped the alarm. The alarm has been OK for
+/// days, but `up_since` restarted at the flap: no failback until the hysteresis from it.
+#[test]
+fn a_health_flap_restarts_the_hysteresis_although_the_alarm_stayed_ok() {
+    let mut ps = recovered_primary(Some(60_000));
+    ps[0].alarm_state_since = Some(NOW - 5 * 86_400_000);
+    ps[0].last_down_at = Some(NOW - 90_000);
+    let d = ok(&input(ps, &[]));
+    assert_hold(&d);
+    assert!(d.reason.contains("9m 0s remaining"), "{}", d.reason);
+}
+
+/// Sequence 5: INSUFFICIENT_DATA on the alarm does not hide a failing health check.
+#[test]
+fn insufficient_data_with_a_failing_health_check_is_down() {
+    let p = target(
+        "primary",
+        true,
+        100,
+        Health::Unhealthy,
+        AlarmState::InsufficientData,
+    );
+    assert_eq!(
+        weights(&ok(&input(vec![p, secondary_ok()], &[]))),
+        vec![("primary".into(), 0), ("secondary".into(), 100)]
+    );
+}
+
+/// Sequence 6: the regions fail one after the other; the second failure is as critical
+/// as both failing at once.
+#[test]
+fn the_second_region_failing_after_the_first_is_critical() {
+    let mut p = target("primary", true, 0, Health::Unhealthy, AlarmState::Alarm);
+    p.last_down_at = Some(NOW);
+    let s = target("secondary", false, 100, Health::Unhealthy, AlarmState::Alarm);
+    let d = ok(&input(vec![p, s], &[]));
+    assert_hold(&d);
+    assert_eq!(severities(&d), vec![Severity::Critical]);
+}
+
+/// Sequence 7 (the policy's side): at 100/100 with the primary down, the policy moves
+/// everything off it rather than touching the healthy side.
+#[test]
+fn at_even_weights_a_down_primary_is_drained() {
+    let mut s = secondary_ok();
+    s.weight = 100;
+    assert_eq!(
+        weights(&ok(&input(vec![primary_down(), s], &[]))),
+        vec![("primary".into(), 0), ("secondary".into(), 100)]
+    );
+}
+
+/// More than two targets: the best healthy target within the RPO wins, not the first.
+#[test]
+fn with_three_targets_the_best_candidate_within_the_rpo_wins() {
+    let mut stale = target("west", false, 0, Health::Healthy, AlarmState::Ok);
+    stale.replication_age_ms = Some(7_200_000);
+    let mut fresh_but_new = target("central", false, 0, Health::Healthy, AlarmState::Ok);
+    fresh_but_new.up_since = Some(NOW - 60_000);
+    let steady = target("east2", false, 0, Health::Healthy, AlarmState::Ok);
+    let d = ok(&input(
+        vec![primary_down(), stale, fresh_but_new, steady],
+        &[],
+    ));
+    assert_eq!(weights(&d)[3], ("east2".into(), 100), "{}", d.reason);
+    // Unproven targets come after up ones, but before nothing.
+    let mut unproven = target(
+        "west",
+        false,
+        0,
+        Health::Healthy,
+        AlarmState::InsufficientData,
+    );
+    unproven.up_since = None;
+    let d = ok(&input(vec![primary_down(), unproven], &[]));
+    assert_eq!(weights(&d)[1], ("west".into(), 100));
+    assert!(
+        severities(&d).contains(&Severity::Warning),
+        "{:?}",
+        d.alerts
+    );
+}
+
+/// A secondary carrying traffic with insufficient data and a healthy check holds.
+#[test]
+fn an_unproven_carrier_holds_with_a_warning() {
+    let p = target("primary", true, 0, Health::Healthy, AlarmState::Ok);
+    let s = target(
+        "secondary",
+        false,
+        100,
+        Health::Healthy,
+        AlarmState::InsufficientData,
+    );
+    let d = ok(&input(vec![p, s], &[]));
+    assert_hold(&d);
+    assert_eq!(severities(&d), vec![Severity::Warning]);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use kbha_aws::{AwsError, Dns, Route53Dns, S3Store, SnsNotifier, WeightedRecord};
+use kbha_aws::{AwsError, CloudWatchAlarms, Dns, Route53Dns, S3Store, SnsNotifier, WeightedRecord};
 use kbha_core::time::{format_timestamp, parse_timestamp};
 use kbha_failover::{FailoverConfig, FailoverFunction, Policies};
 use kbha_test_harness::{Emulator, TopicQueue, WeightedFixture};
@@ -97,7 +97,7 @@ pub fn tick(at_ms: i64, id: &str) -> Result<Value> {
 }
 
 /// The function type the tests drive.
-pub type Function = FailoverFunction<Route53Dns, S3Store, SnsNotifier>;
+pub type Function = FailoverFunction<Route53Dns, CloudWatchAlarms, S3Store, SnsNotifier>;
 
 /// An emulator seeded with the weighted record set, a notice topic with a queue, and
 /// the state bucket.
@@ -155,11 +155,18 @@ impl World {
         extra: &[(&str, &str)],
         policies: Policies,
         dns: D,
-    ) -> Result<Arc<FailoverFunction<D, S3Store, SnsNotifier>>> {
+    ) -> Result<Arc<FailoverFunction<D, CloudWatchAlarms, S3Store, SnsNotifier>>> {
         let env = self.env(extra);
         let cfg = FailoverConfig::from_lookup(|k| env.get(k).cloned())?;
         let conf = self.emu.sdk_config().await;
-        Ok(Arc::new(FailoverFunction::new(cfg, dns, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), policies)))
+        Ok(Arc::new(FailoverFunction::new(
+            cfg,
+            dns,
+            CloudWatchAlarms::from_conf(&conf),
+            S3Store::from_conf(&conf),
+            SnsNotifier::from_conf(&conf),
+            policies,
+        )))
     }
 
     /// Writes the replication status the verifier would write for `region`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use kbha_alert_router::{AlertRouter, Outcome, RouterConfig};
-use kbha_aws::{AwsSettings, Route53Dns, S3Store, SnsNotifier};
+use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier};
 use kbha_core::Verdict;
 use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction, Policies, StoredState};
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
@@ -149,7 +149,7 @@ fn failover_env(c: &FailoverCase) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn failover_fn(w: &World, c: &FailoverCase, settings: Option<&AwsSettings>) -> Result<FailoverFunction<Route53Dns, S3Store, SnsNotifier>> {
+async fn failover_fn(w: &World, c: &FailoverCase, settings: Option<&AwsSettings>) -> Result<FailoverFunction<Route53Dns, CloudWatchAlarms, S3Store, SnsNotifier>> {
     let extra = failover_env(c);
     let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let env = w.env(&extra);
@@ -158,7 +158,7 @@ async fn failover_fn(w: &World, c: &FailoverCase, settings: Option<&AwsSettings>
         Some(s) => w.emu.sdk_config_with(s).await,
         None => w.emu.sdk_config().await,
     };
-    Ok(FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), builtin_failover()?))
+    Ok(FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), CloudWatchAlarms::from_conf(&conf), S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), builtin_failover()?))
 }
 
 fn failover_calls(w: &World, bucket: &str) -> Vec<Call> {

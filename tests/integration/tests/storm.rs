@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use kbha_alert_router::{AlertRouter, RouterConfig};
-use kbha_aws::{AwsError, Dns, Route53Dns, S3Store, SnsNotifier, WeightedRecord};
+use kbha_aws::{AwsError, CloudWatchAlarms, Dns, Route53Dns, S3Store, SnsNotifier, WeightedRecord};
 use kbha_failover::FailoverFunction;
 use kbha_hosting::{Alerting, Failover, Policies, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, STATE, Uploaded, manifest_for, s3_event, tar_gz};
@@ -363,7 +363,7 @@ impl Dns for CountingDns {
     }
 }
 
-type Failovers = FailoverFunction<CountingDns, S3Store, SnsNotifier>;
+type Failovers = FailoverFunction<CountingDns, CloudWatchAlarms, S3Store, SnsNotifier>;
 type Router = AlertRouter<S3Store, SnsNotifier>;
 type Verifier = kbha_integration::replication::Verifier;
 

@@ -335,7 +335,8 @@ async fn measure(n: usize) -> Result<Overhead> {
     let state_key = cfg.state_key();
     let policies = kbha_failover::Policies::single(kbha_hosting::builtin::<Failover>()?);
     let (dns, store, notifier) = (Route53Dns::from_conf(&conf), S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf));
-    let function = FailoverFunction::new(cfg, dns.clone(), store.clone(), notifier.clone(), policies);
+    let alarms = kbha_aws::CloudWatchAlarms::from_conf(&conf);
+    let function = FailoverFunction::new(cfg, dns.clone(), alarms, store.clone(), notifier.clone(), policies);
 
     let mut kbha = Timings::default();
     let warm = n.min(50);
