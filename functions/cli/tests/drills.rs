@@ -61,3 +61,48 @@ expect = { weights = { primary = 100, secondary = 0 }, action = "NoChange" }
     assert!(out.contains("FAILED: 2 expectation(s)"), "{out}");
     Ok(())
 }
+
+#[test]
+fn a_lost_alarm_is_read_from_cloudwatch_and_an_exceeded_unhealthy_traffic_bound_fails() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("kbha-drill-bound-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("bound.toml");
+    // The primary's ALARM reaches CloudWatch only: the tick reads it there and evacuates.
+    // Then the secondary fails too and keeps all the traffic (nowhere to go) from 3m to the
+    // end of the timeline (the last step, 4m, plus 5 min): 360 traffic-seconds, over the 60
+    // allowed.
+    std::fs::write(
+        &path,
+        r#"name = "unhealthy-traffic-bound"
+[expect]
+max_unhealthy_traffic = "1m"
+[[step]]
+at = "0m"
+backup = { kind = "good" }
+[[step]]
+at = "1m"
+alarm = { target = "primary", state = "ALARM", lost = true }
+expect = { weights = { primary = 100, secondary = 0 } }
+[[step]]
+at = "2m"
+tick = true
+expect = { action = "Applied", weights = { primary = 0, secondary = 100 } }
+[[step]]
+at = "3m"
+health = { target = "secondary", healthy = false }
+[[step]]
+at = "4m"
+tick = true
+expect = { weights = { primary = 0, secondary = 100 } }
+"#,
+    )?;
+    let (ok, out) = kbha(&["drill", path.to_str().context("path")?])?;
+    assert!(!ok, "an exceeded bound must fail the run:\n{out}");
+    assert!(out.contains("alarm primary ALARM (lost: CloudWatch only)"), "{out}");
+    assert!(out.contains("expectation failed over the drill: traffic-seconds served by an unhealthy region"), "{out}");
+    assert!(out.contains("- expected at most 60") && out.contains("+ got      360.0"), "{out}");
+    assert!(out.contains("FAILED: 1 expectation(s)"), "{out}");
+    let report = std::fs::read_to_string(kbha_test_harness::repo_root().join("target/drill/unhealthy-traffic-bound/report.html"))?;
+    assert!(report.contains("traffic-seconds served by an unhealthy region") && report.contains("360 (&gt; 60!)"), "{report}");
+    Ok(())
+}

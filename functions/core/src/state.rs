@@ -51,15 +51,21 @@ pub struct FailoverState {
     pub standing_alerts: Vec<String>,
 }
 
-/// What kbha has observed of one target over time. Hysteresis counts from here, not
-/// from alarm transitions: a health-check flap that never trips an alarm still counts.
+/// What kbha has observed of one target over time. Hysteresis counts from the last
+/// observed failure, not from alarm transitions: a health-check flap that never tripped an
+/// alarm still counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetHistory {
-    /// The last time it was seen down (an observation, or the end of an ALARM period
-    /// that an event or CloudWatch reported).
+    /// The last time it was seen down: an observation (health check failing or an alarm
+    /// in ALARM), or the end of an ALARM period that an event or CloudWatch reported.
     #[serde(default)]
     pub last_down_at_ms: Option<TimestampMs>,
-    /// Since when every observation found it up; `None` while it is not up.
+    /// The last time it was seen unproven (an alarm with insufficient data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unproven_at_ms: Option<TimestampMs>,
+    /// Since when it has been up: the last time it was seen down or unproven, provided
+    /// every observation since found it up; the first observation when there is no such
+    /// time. `None` while it is not up.
     #[serde(default)]
     pub up_since_ms: Option<TimestampMs>,
 }
@@ -69,23 +75,27 @@ impl TargetHistory {
     /// that ended then). An up period that started before it is broken.
     pub fn down_at(&mut self, at_ms: TimestampMs) {
         self.last_down_at_ms = Some(self.last_down_at_ms.map_or(at_ms, |t| t.max(at_ms)));
-        if self.up_since_ms.is_some_and(|s| s <= at_ms) {
+        if self.up_since_ms.is_some_and(|s| s < at_ms) {
             self.up_since_ms = None;
         }
     }
 
-    /// Notes the target's condition observed at `now_ms`. An up period starts at the first
-    /// observation that finds it up after the last time it was down (sampling cannot tell
-    /// when, in between, it recovered; assuming later is the safe side).
+    /// Notes the target's condition observed at `now_ms`.
     pub fn observe(&mut self, condition: Condition, now_ms: TimestampMs) {
         match condition {
-            Condition::Down => self.down_at(now_ms),
-            Condition::Unproven => self.up_since_ms = None,
+            Condition::Down => {
+                self.down_at(now_ms);
+                self.up_since_ms = None;
+            }
+            Condition::Unproven => {
+                self.last_unproven_at_ms = Some(self.last_unproven_at_ms.map_or(now_ms, |t| t.max(now_ms)));
+                self.up_since_ms = None;
+            }
             Condition::Up => {
-                // `down_at` clears the period it breaks, so a recorded start is still good.
-                let start = self.up_since_ms.unwrap_or_else(|| self.last_down_at_ms.map_or(now_ms, |d| d.max(now_ms)));
-                // A replay earlier than the recorded start: the period began by now at the latest.
-                self.up_since_ms = Some(start.min(now_ms.max(self.last_down_at_ms.unwrap_or(now_ms))));
+                let last_not_up = self.last_down_at_ms.max(self.last_unproven_at_ms);
+                let start = self.up_since_ms.or(last_not_up).unwrap_or(now_ms);
+                // A replay earlier than the recorded start: up since `now` at the latest.
+                self.up_since_ms = Some(start.min(now_ms));
             }
         }
     }
@@ -250,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn an_up_period_starts_at_the_first_up_observation_after_the_last_failure() {
+    fn an_up_period_counts_from_the_last_observed_failure() {
         let mut h = TargetHistory::default();
         h.observe(Condition::Up, 1_000);
         assert_eq!(h.up_since_ms, Some(1_000), "first sight, nothing known before");
@@ -259,11 +269,11 @@ mod tests {
         h.observe(Condition::Down, 3_000);
         assert_eq!((h.up_since_ms, h.last_down_at_ms), (None, Some(3_000)));
         h.observe(Condition::Up, 4_000);
-        assert_eq!(h.up_since_ms, Some(4_000));
+        assert_eq!(h.up_since_ms, Some(3_000), "from the last observed failure");
         h.observe(Condition::Unproven, 5_000);
         assert_eq!(h.up_since_ms, None, "insufficient data is not up");
         h.observe(Condition::Up, 6_000);
-        assert_eq!(h.up_since_ms, Some(6_000));
+        assert_eq!(h.up_since_ms, Some(5_000));
     }
 
     #[test]
@@ -274,10 +284,10 @@ mod tests {
         h.down_at(2_500);
         assert_eq!((h.up_since_ms, h.last_down_at_ms), (None, Some(2_500)));
         h.observe(Condition::Up, 3_000);
-        assert_eq!(h.up_since_ms, Some(3_000));
+        assert_eq!(h.up_since_ms, Some(2_500));
         // A failure older than the current period leaves it alone.
         h.down_at(2_000);
-        assert_eq!((h.up_since_ms, h.last_down_at_ms), (Some(3_000), Some(2_500)));
+        assert_eq!((h.up_since_ms, h.last_down_at_ms), (Some(2_500), Some(2_500)));
     }
 
     #[test]
@@ -291,11 +301,11 @@ mod tests {
         s.record_alarm_state("api", AlarmState::Ok, 2_000, Some("primary"), false);
         assert_eq!(s.history_of("primary").last_down_at_ms, Some(2_000));
         s.observe([("primary", Condition::Up)], 2_100);
-        assert_eq!(s.history_of("primary").up_since_ms, Some(2_100));
+        assert_eq!(s.history_of("primary").up_since_ms, Some(2_000));
         // The same OK read again on the next tick changes nothing.
         s.record_alarm_state("api", AlarmState::Ok, 2_000, Some("primary"), false);
         s.observe([("primary", Condition::Up)], 2_200);
-        assert_eq!(s.history_of("primary").up_since_ms, Some(2_100));
+        assert_eq!(s.history_of("primary").up_since_ms, Some(2_000));
     }
 
     #[test]

@@ -162,7 +162,7 @@ struct Decision {
 /// What the "apply" step did.
 enum Applied {
     /// Route 53 holds the new weights; the journal entry to finish.
-    Changed(PendingChange),
+    Changed(Box<PendingChange>),
     /// Nothing to change, refused, or dry-run.
     Nothing,
     /// The record set changed since it was read: observe and decide again.
@@ -256,7 +256,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             rec.new_weights = rec.old_weights.clone();
             let applied = match self.apply(&decision, &observed, alarm.as_ref(), &stored, &mut rec, now_ms).await? {
                 Applied::Conflict => continue,
-                Applied::Changed(p) => Some(p),
+                Applied::Changed(p) => Some(*p),
                 Applied::Nothing => None,
             };
             rec.policy = Some(decision.decided);
@@ -437,7 +437,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             Ok(change_id) => {
                 rec.change_id = Some(change_id);
                 rec.action = ActionTaken::Applied;
-                Ok(Applied::Changed(intent))
+                Ok(Applied::Changed(Box::new(intent)))
             }
             Err(AwsError::Conflict { message, .. }) => {
                 // Either another writer changed the records, or our own batch landed and

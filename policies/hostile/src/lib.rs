@@ -13,6 +13,7 @@
 //! | `oversized`   | returns a 10 MiB reason (output size cap) |
 //! | `log-flood`   | logs 10 000 lines, then holds (log budget) |
 //! | `refuse`      | returns `internal` policy-error |
+//! | `weights`     | asks for the weights in `weights` (`id=w,id=w`), whatever the facts (guardrail tests) |
 //! | anything else | holds |
 
 use kbha_policy_sdk::Config;
@@ -77,6 +78,29 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
         "refuse" => Err(PolicyError::Internal(
             "hostile policy refuses on purpose".into(),
         )),
+        "weights" => {
+            let mut weights = Vec::new();
+            for pair in config.get_str("weights", "").split(',').filter(|p| !p.is_empty()) {
+                let (id, w) = pair.split_once('=').ok_or_else(|| {
+                    PolicyError::InvalidConfig(format!("`weights` entry `{pair}` is not `id=weight`"))
+                })?;
+                let weight = w.parse().map_err(|_| {
+                    PolicyError::InvalidConfig(format!("`weights` entry `{pair}` has no number"))
+                })?;
+                weights.push(kbha_policy_sdk::types::Weight {
+                    set_identifier: id.into(),
+                    weight,
+                });
+            }
+            Ok(FailoverDecision {
+                action: FailoverAction::ShiftWeights(kbha_policy_sdk::types::Shift {
+                    weights,
+                    force: false,
+                }),
+                reason: "hostile policy asks for fixed weights".into(),
+                alerts: vec![],
+            })
+        }
         other => Ok(hold(format!("mode `{other}`: holding"))),
     }
 }

@@ -89,6 +89,15 @@ def as_i64(u):
     return u - 2**64 if u > I64_MAX else u
 
 
+def as_u64(i):
+    return i % 2**64
+
+
+def wrap_i64(x):
+    """Rust's (release-profile) wrapping i64 arithmetic."""
+    return (x + 2**63) % 2**64 - 2**63
+
+
 def sat_add_i64(a, b):
     return max(I64_MIN, min(I64_MAX, a + b))
 
@@ -124,7 +133,10 @@ def shift(targets, to, weight, reason, alerts):
 
 
 # -------------------------------------------------------- default failover
-# policies/failover-default/src/lib.rs
+# policies/failover-default/src/lib.rs (contract kbha:policy@0.2.0): evacuate at once
+# when a target carrying traffic is down, to the best target that is not down; hold
+# while a carrier is unproven; fail back once the primary has been up (`up_since`,
+# not `alarm_state_since`) for the hysteresis.
 
 
 class Settings:
@@ -139,8 +151,17 @@ class Settings:
         self.allow_data_loss = config.get_bool("allow_data_loss", False)
 
 
-def is_down(x):
-    return x.alarm_state == t.AlarmState.ALARM or x.health == t.Health.UNHEALTHY
+# A target's condition, as the host's guardrails see it; ordered as the Rust enum
+# (`Up < Unproven < Down`) for the candidate ranking.
+UP, UNPROVEN, DOWN = 0, 1, 2
+
+
+def condition(x):
+    if x.health == t.Health.UNHEALTHY or x.alarm_state == t.AlarmState.ALARM:
+        return DOWN
+    if x.alarm_state == t.AlarmState.INSUFFICIENT_DATA:
+        return UNPROVEN
+    return UP
 
 
 def default_decide(inp):
@@ -153,46 +174,62 @@ def default_decide(inp):
             f"more than one target of `{inp.record_name}` is marked primary; mark exactly one"
         )
     primary = primaries[0]
-    p_id = primary.set_identifier
+    all_zero = all(x.weight == 0 for x in inp.targets)
 
-    if primary.alarm_state == t.AlarmState.INSUFFICIENT_DATA:
+    def carries(x):
+        return all_zero or x.weight > 0
+
+    down = next((x for x in inp.targets if carries(x) and condition(x) == DOWN), None)
+    if down is not None:
+        return evacuate(inp, down, settings)
+    unproven = next((x for x in inp.targets if carries(x) and condition(x) == UNPROVEN), None)
+    if unproven is not None:
+        u_id = unproven.set_identifier
         return hold(
-            f"primary `{p_id}` has insufficient alarm data; holding until its state is known",
+            f"`{u_id}` carries traffic and has insufficient alarm data; holding until its state is known",
             [
                 alert(
                     t.Severity.WARNING,
-                    f"kbha: `{p_id}` alarm has insufficient data",
-                    f"The alarm for primary `{p_id}` of `{inp.record_name}` reports INSUFFICIENT_DATA; "
-                    "no failover decision is taken until it reports OK or ALARM.",
+                    f"kbha: `{u_id}` alarm has insufficient data",
+                    f"An alarm of `{u_id}` of `{inp.record_name}` reports INSUFFICIENT_DATA while its "
+                    "health check does not fail; no failover decision is taken until it reports OK or ALARM.",
                 )
             ],
         )
+    p_id = primary.set_identifier
+    if carries(primary):
+        return hold(f"primary `{p_id}` is up and carrying traffic", [])
+    c = condition(primary)
+    if c == DOWN:
+        return hold(f"primary `{p_id}` is down and carries no traffic", [])
+    if c == UNPROVEN:
+        return hold(
+            f"primary `{p_id}` has insufficient alarm data; no failback until its state is known",
+            [],
+        )
+    return fail_back(inp, primary, settings)
 
-    if is_down(primary):
-        if primary.weight == 0:
-            return hold(f"primary `{p_id}` is down but already carries no traffic", [])
-        return fail_over(inp, primary, settings)
 
-    # The primary is OK and healthy (or health unknown).
-    if primary.weight > 0:
-        return hold(f"primary `{p_id}` is OK and carrying traffic", [])
+def fail_back(inp, primary, settings):
+    """The primary is up and carries nothing: fail back once it has been up for the hysteresis."""
+    p_id = primary.set_identifier
     if settings.manual_failback:
         return hold(
-            f"primary `{p_id}` is OK again; failback is manual",
+            f"primary `{p_id}` is up again; failback is manual",
             [
                 alert(
                     t.Severity.INFO,
                     f"kbha: `{p_id}` recovered, manual failback pending",
-                    f"Primary `{p_id}` of `{inp.record_name}` is OK and healthy but carries no traffic. "
+                    f"Primary `{p_id}` of `{inp.record_name}` is up but carries no traffic. "
                     "Failback is configured as manual: shift the weights back when ready.",
                 )
             ],
         )
     hysteresis_ms = as_i64(sat_mul_u64(settings.hysteresis_s, 1000))
-    since = primary.alarm_state_since
+    since = primary.up_since
     if since is None:
         return hold(
-            f"primary `{p_id}` is OK but since when is unknown; waiting for hysteresis of "
+            f"primary `{p_id}` is up but since when is unknown; waiting for hysteresis of "
             f"{fmt_secs(settings.hysteresis_s)} before failback",
             [],
         )
@@ -202,50 +239,70 @@ def default_decide(inp):
             inp.targets,
             p_id,
             settings.active_weight,
-            f"primary `{p_id}` has been OK for at least {fmt_secs(settings.hysteresis_s)}; failing back",
+            f"primary `{p_id}` has been up for at least {fmt_secs(settings.hysteresis_s)}; failing back",
             [],
         )
-    remaining_s = -(-(due - inp.now) // 1000)
+    # Rust: `(remaining_ms as u64).div_ceil(1000)` on a wrapping i64 subtraction.
+    remaining_ms = as_u64(wrap_i64(due - inp.now))
+    remaining_s = -(-remaining_ms // 1000)
     return hold(
-        f"primary `{p_id}` is OK; waiting for hysteresis, {fmt_secs(remaining_s)} remaining before failback",
+        f"primary `{p_id}` is up; waiting for hysteresis, {fmt_secs(remaining_s)} remaining before failback",
         [],
     )
 
 
-def fail_over(inp, primary, settings):
-    """The primary is down and carries traffic: choose where it goes, if anywhere."""
-    p_id = primary.set_identifier
-    candidates = [
-        x
-        for x in inp.targets
-        if not x.primary and x.health != t.Health.UNHEALTHY and x.alarm_state != t.AlarmState.ALARM
-    ]
+def rank(x, rpo_ms, index):
+    """Ranks evacuation candidates: smaller is better."""
+    # Within the RPO, then unknown (shift with a warning), then past it (hold, or shift
+    # with `allow_data_loss`).
+    age = x.replication_age_ms
+    if age is None:
+        rpo_class = 1
+    elif age <= rpo_ms:
+        rpo_class = 0
+    else:
+        rpo_class = 2
+    return (
+        condition(x),
+        rpo_class,
+        # Up the longest first; unknown last.
+        I64_MAX if x.up_since is None else x.up_since,
+        not x.primary,
+        U64_MAX if age is None else age,
+        index,
+    )
+
+
+def evacuate(inp, down, settings):
+    """A target carrying traffic is down: choose where the traffic goes, if anywhere."""
+    d_id = down.set_identifier
+    rpo_ms = sat_mul_u64(settings.rpo_s, 1000)
+    candidates = [(i, x) for i, x in enumerate(inp.targets) if condition(x) != DOWN]
     if not candidates:
         return hold(
-            f"primary `{p_id}` is down and no secondary is healthy; both regions unhealthy",
+            f"`{d_id}` is down and every other target is down too; nowhere to move traffic",
             [
                 alert(
                     t.Severity.CRITICAL,
-                    f"kbha: both regions unhealthy for `{inp.record_name}`",
-                    f"Primary `{p_id}` is down and no secondary target is healthy. "
+                    f"kbha: every target of `{inp.record_name}` is down",
+                    f"`{d_id}` carries traffic and is down, and no other target is up. "
                     "Traffic stays where it is; manual intervention is needed.",
                 )
             ],
         )
-    secondary = candidates[0]
-    s_id = secondary.set_identifier
-    rpo_ms = sat_mul_u64(settings.rpo_s, 1000)
-    age = secondary.replication_age_ms
+    _, best = min(candidates, key=lambda c: rank(c[1], rpo_ms, c[0]))
+    b_id = best.set_identifier
+    age = best.replication_age_ms
     alerts = []
     if age is not None and age > rpo_ms and not settings.allow_data_loss:
         return hold(
-            f"primary `{p_id}` is down but `{s_id}` replication is {fmt_secs(age // 1000)} old, "
+            f"`{d_id}` is down but `{b_id}` replication is {fmt_secs(age // 1000)} old, "
             f"over the RPO of {fmt_secs(settings.rpo_s)}; holding",
             [
                 alert(
                     t.Severity.CRITICAL,
-                    f"kbha: failover to `{s_id}` blocked by RPO",
-                    f"Primary `{p_id}` of `{inp.record_name}` is down. Secondary `{s_id}` has data "
+                    f"kbha: failover to `{b_id}` blocked by RPO",
+                    f"`{d_id}` of `{inp.record_name}` is down. `{b_id}` has data "
                     f"{fmt_secs(age // 1000)} old, over the RPO of {fmt_secs(settings.rpo_s)}; "
                     "failing over would lose data. Set `allow_data_loss = true` or fail over by "
                     "hand to accept the loss.",
@@ -256,8 +313,8 @@ def fail_over(inp, primary, settings):
         alerts.append(
             alert(
                 t.Severity.WARNING,
-                f"kbha: failover to `{s_id}` past the RPO",
-                f"Secondary `{s_id}` has data {fmt_secs(age // 1000)} old, over the RPO of "
+                f"kbha: failover to `{b_id}` past the RPO",
+                f"`{b_id}` has data {fmt_secs(age // 1000)} old, over the RPO of "
                 f"{fmt_secs(settings.rpo_s)}; shifting anyway because `allow_data_loss` is set.",
             )
         )
@@ -265,18 +322,25 @@ def fail_over(inp, primary, settings):
         alerts.append(
             alert(
                 t.Severity.WARNING,
-                f"kbha: replication age of `{s_id}` unknown",
-                f"Failing over to `{s_id}` without knowing how fresh its data is; "
+                f"kbha: replication age of `{b_id}` unknown",
+                f"Failing over to `{b_id}` without knowing how fresh its data is; "
                 "check the replication verifier.",
             )
         )
-    return shift(
-        inp.targets,
-        s_id,
-        settings.active_weight,
-        f"primary `{p_id}` is down; shifting traffic to `{s_id}`",
-        alerts,
-    )
+    if condition(best) == UNPROVEN:
+        alerts.append(
+            alert(
+                t.Severity.WARNING,
+                f"kbha: evacuating to `{b_id}` with insufficient alarm data",
+                f"`{d_id}` is down; `{b_id}` is the best target left although an alarm of it "
+                "has insufficient data.",
+            )
+        )
+    if down.primary:
+        reason = f"primary `{d_id}` is down; shifting traffic to `{b_id}`"
+    else:
+        reason = f"`{d_id}` carries traffic and is down; evacuating to `{b_id}`"
+    return shift(inp.targets, b_id, settings.active_weight, reason, alerts)
 
 
 # ---------------------------------------------------------- business hours

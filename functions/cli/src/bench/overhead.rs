@@ -5,10 +5,16 @@
 //! The real failover function (`kbha_failover::FailoverFunction` with the built-in
 //! component policy and real SDK clients, built as `tests/integration` builds them
 //! against the emulator, endpoint URL pointed at the stub) handles a primary-alarm event
-//! that shifts traffic. The stub records when `ChangeResourceRecordSets` arrives. The
-//! baseline, in the same process and run, makes the same AWS calls in the same order
-//! through the same kbha-aws adapters without the handler (no event parsing, state
-//! logic, policy or guardrails), so the difference is the handler's own work.
+//! that shifts traffic. The stub answers Route 53 (records, health checks, the change
+//! batch), CloudWatch DescribeAlarms (every asked alarm `OK`), S3 and SNS, and records
+//! when `ChangeResourceRecordSets` arrives; any other call fails the bench. The
+//! baseline, in the same process and run, makes the same AWS calls (same arguments, same
+//! object bodies) in the order the handler's last invocation made them, one after the
+//! other, through the same kbha-aws adapters without the handler (no event parsing,
+//! state logic, policy or guardrails), so the difference is the handler's own work.
+//! (The handler makes its reads concurrently, so their order varies between
+//! invocations; the baseline's sequential replay of one such order is checked against
+//! it call for call.)
 //!
 //! The handler prints a decision record per event on stdout (as in Lambda), so this runs
 //! in a child process (`kbha bench --overhead-child N`) whose stdout the parent reads;
@@ -21,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kbha_aws::{AwsSettings, Dns, Notifier, ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier};
+use kbha_aws::{Alarms, AwsSettings, CloudWatchAlarms, Dns, Notifier, ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier};
 use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction};
 use kbha_hosting::Failover;
 use serde_json::{Value, json};
@@ -31,13 +37,15 @@ const RECORD: &str = "api.example.com";
 const BUCKET: &str = "kbha-state";
 const PRIMARY_ALARM: &str = "kbha-api-primary-unhealthy";
 
-/// What the stub saw: requests in order (S3 ones with their `bucket/key`), when the
-/// change batch arrived, and the objects written (the state object, and any other the
-/// function writes and reads back).
+/// What the stub saw: requests in order (S3 ones with their `bucket/key`, health checks
+/// with their id, DescribeAlarms with its region and alarm names), when the change batch
+/// arrived, the bodies of the objects written in order, and the objects as they stand
+/// (the state object, and any other the function writes and reads back).
 #[derive(Default)]
 struct Seen {
     ops: Vec<String>,
     change_at: Option<Instant>,
+    puts: Vec<Vec<u8>>,
     objects: HashMap<String, (Vec<u8>, u64)>,
     etags: u64,
 }
@@ -77,6 +85,7 @@ impl Stub {
         let mut s = self.seen();
         s.ops.clear();
         s.change_at = None;
+        s.puts.clear();
         s.objects.clear();
     }
 }
@@ -85,6 +94,8 @@ impl Stub {
 struct Request {
     method: String,
     path: String,
+    /// The region of the SigV4 credential scope (`Credential=<key>/<date>/<region>/...`).
+    region: String,
     body: Vec<u8>,
     arrived: Instant,
 }
@@ -98,6 +109,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>> {
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned());
     let (mut length, mut chunked, mut aws_chunked, mut expect) = (0usize, false, false, false);
+    let mut region = String::new();
     loop {
         let mut h = String::new();
         r.read_line(&mut h)?;
@@ -112,6 +124,10 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>> {
             "transfer-encoding" => chunked = value.contains("chunked"),
             "content-encoding" => aws_chunked = value.contains("aws-chunked"),
             "expect" => expect = value == "100-continue",
+            "authorization" => {
+                let scope = value.split("credential=").nth(1).unwrap_or_default();
+                region = scope.split('/').nth(2).unwrap_or_default().to_owned();
+            }
             _ => {}
         }
     }
@@ -129,7 +145,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>> {
         // S3's aws-chunked framing (checksum trailer): keep the payload only.
         body = read_chunks(&mut BufReader::new(&body[..]))?;
     }
-    Ok(Some(Request { method, path, body, arrived }))
+    Ok(Some(Request { method, path, region, body, arrived }))
 }
 
 /// `<hex size>[;ext]\r\n<data>\r\n ... 0\r\n<trailers>\r\n`.
@@ -174,6 +190,49 @@ fn serve_connection(conn: TcpStream, seen: &Mutex<Seen>) -> Result<()> {
 }
 
 const R53: &str = "https://route53.amazonaws.com/doc/2013-04-01/";
+const CLOUDWATCH: &str = "http://monitoring.amazonaws.com/doc/2010-08-01/";
+
+/// The parameters of an `application/x-www-form-urlencoded` body (an AWS query
+/// protocol request: SNS, CloudWatch), in order.
+fn form(body: &[u8]) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let mut out = Vec::with_capacity(s.len());
+        let mut bytes = s.bytes();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                    match std::str::from_utf8(&hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(v) => out.push(v),
+                        None => {
+                            out.push(b'%');
+                            out.extend(hex);
+                        }
+                    }
+                }
+                b => out.push(b),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// The `Action` of an AWS query protocol request, and DescribeAlarms' `AlarmNames`.
+fn query_action(body: &[u8]) -> (String, Vec<String>) {
+    let params = form(body);
+    let action = params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).unwrap_or_default();
+    let names = params.into_iter().filter(|(k, _)| k.starts_with("AlarmNames.member.")).map(|(_, v)| v).collect();
+    (action, names)
+}
 
 /// The canned answer to one request (status line, extra headers, body).
 fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str, String)>, Vec<u8>) {
@@ -181,8 +240,9 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
     let path = req.path.split('?').next().unwrap_or_default();
     let xml = |body: String| ("200 OK", vec![("Content-Type", "text/xml".to_owned())], body.into_bytes());
     if let Some(rest) = path.strip_prefix("/2013-04-01/") {
-        if rest.starts_with("healthcheck/") {
-            s.ops.push("route53:GetHealthCheckStatus".into());
+        if let Some(check) = rest.strip_prefix("healthcheck/") {
+            let id = check.split('/').next().unwrap_or_default();
+            s.ops.push(format!("route53:GetHealthCheckStatus {id}"));
             let status = if rest.contains("primary") { "Failure: HTTP Status Code 503" } else { "Success: HTTP Status Code 200, OK" };
             let obs: String = ["us-east-1", "eu-west-1", "ap-southeast-1"]
                 .iter()
@@ -203,8 +263,36 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
         return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><ListResourceRecordSetsResponse xmlns="{R53}"><ResourceRecordSets>{rrs}</ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>300</MaxItems></ListResourceRecordSetsResponse>"#));
     }
     if req.method == "POST" && path == "/" {
-        s.ops.push("sns:Publish".into());
-        return xml(r#"<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult><MessageId>0b5e7c1e-bench-4c6e-9d0a-000000000001</MessageId></PublishResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></PublishResponse>"#.to_owned());
+        // The AWS query protocol (SNS, CloudWatch): the action is in the form body.
+        let (action, names) = query_action(&req.body);
+        match action.as_str() {
+            "Publish" => {
+                s.ops.push("sns:Publish".into());
+                return xml(r#"<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult><MessageId>0b5e7c1e-bench-4c6e-9d0a-000000000001</MessageId></PublishResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></PublishResponse>"#.to_owned());
+            }
+            "DescribeAlarms" => {
+                // Every asked alarm is a metric alarm in OK, since an hour ago.
+                s.ops.push(format!("cloudwatch:DescribeAlarms {} {}", req.region, names.join(" ")));
+                let since = aws_sdk_s3::primitives::DateTime::from_millis(kbha_hosting::lambda::now_ms() - 3_600_000)
+                    .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+                    .unwrap_or_default();
+                let members: String = names
+                    .iter()
+                    .map(|n| format!("<member><AlarmName>{n}</AlarmName><AlarmArn>arn:aws:cloudwatch:{}:111122223333:alarm:{n}</AlarmArn><StateValue>OK</StateValue><StateReason>bench</StateReason><StateUpdatedTimestamp>{since}</StateUpdatedTimestamp></member>", req.region))
+                    .collect();
+                return xml(format!(r#"<DescribeAlarmsResponse xmlns="{CLOUDWATCH}"><DescribeAlarmsResult><MetricAlarms>{members}</MetricAlarms><CompositeAlarms/></DescribeAlarmsResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></DescribeAlarmsResponse>"#));
+            }
+            other => {
+                // A call the bench does not know: recorded (the baseline then refuses
+                // it) and answered with an error, so the handler fails too.
+                s.ops.push(format!("query:{other}"));
+                return (
+                    "400 Bad Request",
+                    vec![("Content-Type", "text/xml".to_owned())],
+                    format!(r#"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>the kbha bench stub does not answer `{other}`</Message></Error><RequestId>stub</RequestId></ErrorResponse>"#).into_bytes(),
+                );
+            }
+        }
     }
     // S3, path style: /<bucket>/<key>. Objects the function wrote are served back; a
     // replication status is canned; anything else is absent.
@@ -221,6 +309,7 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
         "PutObject" => {
             s.etags += 1;
             let tag = s.etags;
+            s.puts.push(req.body.clone());
             s.objects.insert(object, (req.body.clone(), tag));
             return ("200 OK", vec![("ETag", format!("\"{tag}\""))], vec![]);
         }
@@ -332,13 +421,14 @@ async fn measure(n: usize) -> Result<Overhead> {
         .await;
     let env = env();
     let cfg = FailoverConfig::from_lookup(|k| env.get(k).cloned())?;
-    let state_key = cfg.state_key();
     let policies = kbha_failover::Policies::single(kbha_hosting::builtin::<Failover>()?);
     let (dns, store, notifier) = (Route53Dns::from_conf(&conf), S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf));
-    let alarms = kbha_aws::CloudWatchAlarms::from_conf(&conf);
-    let function = FailoverFunction::new(cfg, dns.clone(), alarms, store.clone(), notifier.clone(), policies);
+    let alarms = CloudWatchAlarms::from_conf(&conf);
+    let function = FailoverFunction::new(cfg, dns.clone(), alarms.clone(), store.clone(), notifier.clone(), policies);
 
     let mut kbha = Timings::default();
+    // The bodies of the objects the handler's last invocation wrote, in order.
+    let mut puts = Vec::new();
     let warm = n.min(50);
     for i in 0..warm + n {
         let now = kbha_hosting::lambda::now_ms();
@@ -348,7 +438,10 @@ async fn measure(n: usize) -> Result<Overhead> {
         stub.reset();
         let start = Instant::now();
         let event: Value = serde_json::from_slice(&bytes)?;
-        let records = function.handle(&event, kbha_hosting::lambda::now_ms()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let records = match function.handle(&event, kbha_hosting::lambda::now_ms()).await {
+            Ok(records) => records,
+            Err(e) => bail!("the failover function failed against the stub: {e} (the stub saw {:?})", stub.seen().ops),
+        };
         // What `kbha_hosting::lambda::serve` does after the handler: the metrics line.
         println!("{}", kbha_hosting::emf::metrics_line("failover", &serde_json::to_value(&records)?, now));
         let end = Instant::now();
@@ -360,13 +453,13 @@ async fn measure(n: usize) -> Result<Overhead> {
             kbha.push(start, seen.change_at, end)?;
         }
         kbha.ops = seen.ops.clone();
+        puts = seen.puts.clone();
     }
     kbha.finish();
 
     // Baseline: the same calls, in the same order, through the same adapters.
     let (before, after) = kbha.ops.split_at(kbha.ops.iter().position(|o| o.ends_with("ChangeResourceRecordSets")).unwrap_or(0));
     let mut sdk_only = Timings::default();
-    let state_body = serde_json::to_vec_pretty(&json!({"alarms": {}, "events": ["bench"], "pending": []}))?;
     let message = json!({"kind": "kbha.notice", "summary": "traffic shifted: primary 0, secondary 100"}).to_string();
     let attributes = BTreeMap::from([("severity".to_owned(), "warning".to_owned()), ("source".to_owned(), "kbha.failover".to_owned())]);
     for i in 0..warm + n {
@@ -374,7 +467,7 @@ async fn measure(n: usize) -> Result<Overhead> {
         let start = Instant::now();
         let mut records = Vec::new();
         let mut etags: HashMap<&str, String> = HashMap::new();
-        let mut health_ids = ["hc-primary", "hc-secondary"].into_iter();
+        let mut bodies = puts.iter();
         for op in before.iter().chain(after) {
             let (name, object) = op.split_once(' ').unwrap_or((op.as_str(), ""));
             let (bucket, key) = object.split_once('/').unwrap_or((BUCKET, object));
@@ -388,13 +481,25 @@ async fn measure(n: usize) -> Result<Overhead> {
                     store.head(bucket, key).await?;
                 }
                 "s3:PutObject" => {
+                    // Create-once, then compare-and-swap on the ETag last read or written,
+                    // as the handler writes the state object.
                     let cond = etags.remove(object).map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
-                    let body = if key == state_key { state_body.clone() } else { b"{}".to_vec() };
-                    store.put(bucket, key, body, cond).await?;
+                    let body = bodies.next().cloned().unwrap_or_else(|| b"{}".to_vec());
+                    let etag = store.put(bucket, key, body, cond).await?;
+                    etags.insert(object, etag);
                 }
                 "route53:ListResourceRecordSets" => records = dns.weighted_records(ZONE, RECORD, "A").await?,
                 "route53:GetHealthCheckStatus" => {
-                    dns.health_status(health_ids.next().unwrap_or("hc-primary")).await?;
+                    dns.health_status(object).await?;
+                }
+                "cloudwatch:DescribeAlarms" => {
+                    let mut words = object.split_whitespace();
+                    let region = words.next().unwrap_or_default();
+                    let names: Vec<String> = words.map(str::to_owned).collect();
+                    let states = alarms.alarm_states(region, &names).await?;
+                    if states.len() != names.len() {
+                        bail!("the stub answered {} of the {} alarms asked in {region}", states.len(), names.len());
+                    }
                 }
                 "route53:ChangeResourceRecordSets" => {
                     let swaps = kbha_aws::swaps_for_weights(&records, [("primary", 0), ("secondary", 100)])

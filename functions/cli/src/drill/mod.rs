@@ -2,6 +2,10 @@
 //! simulated time, with the real failover and replication-verifier handlers, checks the
 //! scenario's expectations against what is read back from Route 53, SQS (SNS deliveries)
 //! and S3, and writes `target/drill/<name>/report.html`.
+//!
+//! The mapped CloudWatch alarms exist in the emulator and an `alarm` step sets their state
+//! there at the step's simulated time before (unless `lost`) delivering the transition, so
+//! the failover function's DescribeAlarms sees what a real account would.
 
 mod report;
 pub mod scenario;
@@ -20,7 +24,7 @@ use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifes
 use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, fixture, tick};
 use kbha_test_harness::TopicQueue;
 use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
-use scenario::{BackupKind, Expect, Scenario, Step, offset, parse_duration};
+use scenario::{BackupKind, DrillExpect, Expect, Scenario, Step, offset, parse_duration};
 use serde_json::json;
 
 /// Where the verifier writes per-region status; the failover RPO gate reads it.
@@ -29,6 +33,8 @@ const STATUS_PREFIX: &str = "kbha/replication/status/";
 const DELIVERY_MS: i64 = 2_000;
 /// The alert router's dedup state.
 const ALERT_BUCKET: &str = "kbha-alert-state";
+/// The mapped alarms, as `World::env` maps them: (target, alarm name, region).
+const ALARMS: [(&str, &str, &str); 2] = [("primary", PRIMARY_ALARM, "us-east-1"), ("secondary", SECONDARY_ALARM, "us-west-2")];
 
 /// `kbha drill` arguments.
 #[derive(Debug, clap::Args)]
@@ -47,6 +53,10 @@ pub struct Row {
     pub at: i64,
     /// What the step did.
     pub what: String,
+    /// When (offset, ms) the failover handler ran at this step (a delivered alarm: `at`
+    /// plus the delivery delay; a tick: `at`); `None` when it was not called. The weights
+    /// read back after the step hold from then.
+    pub decided_at: Option<i64>,
     /// Failover action or verifier verdict.
     pub outcome: String,
     /// Weights after the step.
@@ -79,12 +89,14 @@ pub struct Outcome {
     pub rows: Vec<Row>,
     /// Report path.
     pub report: PathBuf,
+    /// Failed expectations over the whole drill (`[expect]` of the scenario).
+    pub drill_failures: Vec<String>,
 }
 
 impl Outcome {
     /// Number of failed expectations.
     pub fn failures(&self) -> usize {
-        self.rows.iter().map(|r| r.failures.len()).sum()
+        self.rows.iter().map(|r| r.failures.len()).sum::<usize>() + self.drill_failures.len()
     }
 }
 
@@ -136,13 +148,17 @@ pub async fn run_file(path: &Path) -> Result<Outcome> {
         print_row(&row);
         rows.push(row);
     }
-    let outcome = Outcome { report: PathBuf::new(), base: drill.base, scenario, rows };
+    let mut outcome = Outcome { report: PathBuf::new(), base: drill.base, scenario, rows, drill_failures: Vec::new() };
     let dir = kbha_test_harness::repo_root().join("target/drill").join(&outcome.scenario.name);
     std::fs::create_dir_all(&dir)?;
     let report = dir.join("report.html");
     let figures = report::figures(&outcome);
+    outcome.drill_failures = check_drill(&outcome.scenario.expect, &figures);
     std::fs::write(&report, report::html(&outcome, &figures))?;
     report::print_figures(&figures);
+    for f in &outcome.drill_failures {
+        println!("{f}");
+    }
     let outcome = Outcome { report, ..outcome };
     let n = outcome.failures();
     if n == 0 {
@@ -198,6 +214,7 @@ impl Drill {
         world.emu.s3().await.create_bucket().bucket(REPLICA).create_bucket_configuration(west).send().await.context("CreateBucket replica")?;
         let secs = |d: &str| parse_duration(d).map(|ms| (ms / 1000).to_string());
         let (hyst, cool, rpo) = (secs(&s.settings.hysteresis)?, secs(&s.settings.cooldown)?, secs(&s.settings.rpo)?);
+        let failback = s.settings.failback.as_str();
         let status = format!("s3://{STATE_BUCKET}/{STATUS_PREFIX}");
         let failover = world
             .function(
@@ -206,6 +223,7 @@ impl Drill {
                     ("KBHA_COOLDOWN_SECONDS", &cool),
                     ("KBHA_RPO_SECONDS", &rpo),
                     ("KBHA_REPLICATION_STATUS", &status),
+                    ("KBHA_FAILBACK", failback),
                 ],
                 Policies::single(builtin::<Failover>()?),
             )
@@ -249,8 +267,14 @@ impl Drill {
         // with the real time, which the verifier's dead-man check reads.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
         let base = i64::try_from(now)? / 60_000 * 60_000;
+        // The mapped alarms, in CloudWatch where the failover function reads them, OK
+        // since the start.
+        for (_, alarm, region) in ALARMS {
+            world.emu.put_alarm(region, alarm).await?;
+            world.emu.set_alarm_state_at(region, alarm, "OK", "drill start", base).await?;
+        }
         let both = |v: bool| BTreeMap::from([("primary".to_owned(), v), ("secondary".to_owned(), v)]);
-        println!("  provisioned: zone {} record {} (primary us-east-1, secondary us-west-2), health checks, topic, buckets {BACKUPS} {REPLICA} {STATE_BUCKET}", world.fx.zone_id, world.fx.record_name);
+        println!("  provisioned: zone {} record {} (primary us-east-1, secondary us-west-2), health checks, alarms {PRIMARY_ALARM} (us-east-1) {SECONDARY_ALARM} (us-west-2), topic, buckets {BACKUPS} {REPLICA} {STATE_BUCKET}", world.fx.zone_id, world.fx.record_name);
         Ok(Drill {
             world,
             failover,
@@ -272,9 +296,10 @@ impl Drill {
         let id = format!("drill-{}", i + 1);
         let mut notice_ids = 0usize;
         let mut backup = None;
+        let mut decided_at = None;
         let (what, outcome) = if let Some(a) = &step.alarm {
-            let (alarm, region) =
-                if a.target == "primary" { (PRIMARY_ALARM, "us-east-1") } else { (SECONDARY_ALARM, "us-west-2") };
+            let (_, alarm, region) =
+                ALARMS.into_iter().find(|(t, _, _)| *t == a.target).with_context(|| format!("no alarm for target {}", a.target))?;
             let shape = match a.shape.as_str() {
                 "sns" => Shape::Sns,
                 "eventbridge" => Shape::EventBridge,
@@ -283,9 +308,17 @@ impl Drill {
             };
             let state = a.state.to_ascii_uppercase();
             self.alarms.insert(a.target.clone(), state == "ALARM");
-            let recs = self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, now + DELIVERY_MS).await?;
-            notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
-            (format!("alarm {} {state} ({})", a.target, a.shape), actions(recs.iter().map(|r| r.action)))
+            // CloudWatch first: the handler reads the alarm's current state from there.
+            let reason = format!("kbha drill step {} at {}", i + 1, step.at);
+            self.world.emu.set_alarm_state_at(region, alarm, &state, &reason, now).await?;
+            if a.lost {
+                (format!("alarm {} {state} (lost: CloudWatch only)", a.target), "-".to_owned())
+            } else {
+                let recs = self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, now + DELIVERY_MS).await?;
+                notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
+                decided_at = Some(at + DELIVERY_MS);
+                (format!("alarm {} {state} ({})", a.target, a.shape), actions(recs.iter().map(|r| r.action)))
+            }
         } else if let Some(h) = &step.health {
             self.world.set_health(&h.target, h.healthy).await?;
             self.health.insert(h.target.clone(), h.healthy);
@@ -301,6 +334,7 @@ impl Drill {
         } else if step.tick {
             let recs = self.failover.handle(&tick(now, &id)?, now).await?;
             notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
+            decided_at = Some(at);
             ("failover re-evaluation (schedule)".to_owned(), actions(recs.iter().map(|r| r.action)))
         } else if step.dead_man {
             let recs = self.verifier.handle(&schedule(now, &id), now).await?;
@@ -322,6 +356,7 @@ impl Drill {
         let mut row = Row {
             at,
             what,
+            decided_at,
             outcome,
             weights,
             health: self.health.clone(),
@@ -431,16 +466,17 @@ fn check(e: &Expect, row: &Row, notices: usize, alerts: usize) -> Vec<String> {
     {
         diff("weights", fmt_weights(w), fmt_weights(&row.weights));
     }
-    let is_action = row.backup.is_none() && !row.what.starts_with("verifier");
+    let is_action = row.decided_at.is_some();
     if let Some(a) = &e.action
         && (!is_action || !row.outcome.eq_ignore_ascii_case(a))
     {
         diff("action", a.clone(), if is_action { row.outcome.clone() } else { "(no failover handler call)".into() });
     }
+    let is_verdict = row.backup.is_some() || row.what.starts_with("verifier");
     if let Some(v) = &e.verdict
-        && (is_action || !row.outcome.eq_ignore_ascii_case(v))
+        && (!is_verdict || !row.outcome.eq_ignore_ascii_case(v))
     {
-        diff("verdict", v.clone(), if is_action { "(no verifier call)".into() } else { row.outcome.clone() });
+        diff("verdict", v.clone(), if is_verdict { row.outcome.clone() } else { "(no verifier call)".into() });
     }
     if let Some(n) = e.notices
         && n != notices
@@ -451,6 +487,20 @@ fn check(e: &Expect, row: &Row, notices: usize, alerts: usize) -> Vec<String> {
         && n != alerts
     {
         diff("alerts delivered by the router so far", n.to_string(), alerts.to_string());
+    }
+    out
+}
+
+/// Expected-vs-got lines for every expectation over the whole drill that does not hold.
+fn check_drill(e: &DrillExpect, b: &report::Both) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(max), Some(bound)) = (&e.max_unhealthy_traffic, b.bound_s) {
+        let got = b.kbha.unhealthy_traffic_s;
+        if got > bound {
+            out.push(format!(
+                "      expectation failed over the drill: traffic-seconds served by an unhealthy region\n        - expected at most {bound:.0} (max_unhealthy_traffic = {max:?})\n        + got      {got:.1}"
+            ));
+        }
     }
     out
 }

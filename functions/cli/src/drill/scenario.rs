@@ -1,5 +1,48 @@
 //! The drill scenario format (`samples/drills/*.toml`): settings plus a timeline of
-//! steps at offsets from the start of the drill, each optionally carrying expectations.
+//! steps at offsets from the start of the drill, each optionally carrying expectations,
+//! and expectations over the whole drill.
+//!
+//! ```toml
+//! name = "fail-again-after-failback"   # report: target/drill/<name>/report.html
+//! description = "..."
+//!
+//! [settings]                  # optional; defaults shown
+//! hysteresis = "10m"          # KBHA_HYSTERESIS_SECONDS of the failover function
+//! cooldown = "5m"             # KBHA_COOLDOWN_SECONDS
+//! rpo = "1h"                  # KBHA_RPO_SECONDS of the failover function and the verifier
+//! failback = "auto"           # KBHA_FAILBACK: `auto` or `manual`
+//!
+//! [expect]                    # optional; checked once the last step ran
+//! max_unhealthy_traffic = "1m32s"  # at most this many traffic-seconds served by a region
+//!                                  # whose health check was failing, over the whole drill
+//!
+//! [[step]]
+//! at = "10m30s"
+//! alarm = { target = "primary", state = "ALARM" }           # shape = "sns" | "eventbridge" | "alarm-action"
+//! expect = { action = "Applied", weights = { primary = 0, secondary = 100 } }
+//!
+//! [[step]]
+//! at = "15m30s"
+//! alarm = { target = "primary", state = "OK", lost = true } # CloudWatch changes, no event arrives
+//! ```
+//!
+//! **Alarms.** The drill creates each mapped alarm in the emulator's CloudWatch at the
+//! start (`kbha-api-primary-unhealthy` in us-east-1, `kbha-api-secondary-unhealthy` in
+//! us-west-2, both OK since the start). An `alarm` step sets the alarm's state in
+//! CloudWatch at the step's simulated time (StateUpdatedTimestamp = `at`), which is what
+//! the failover function reads with DescribeAlarms on every event and tick, then delivers
+//! the transition as an event (handled 2 s later), unless `lost = true`: the
+//! state changes in CloudWatch but no event arrives (a dead-letter queue, throttled
+//! delivery), so only a later event or tick sees it.
+//!
+//! **Unhealthy traffic.** `max_unhealthy_traffic` bounds the report's figure
+//! "traffic-seconds served by an unhealthy region": the integral over the drill (until 5
+//! minutes past the last step) of the share of traffic, from the weights read back from
+//! Route 53 after each step (even shares when every weight is 0, as Route 53 spreads
+//! them), sent to targets whose health check is failing at the time (the `health` steps
+//! are the truth). A weight change counts from when the handler ran (a delivered alarm:
+//! `at` plus the delivery delay). A duration such as `"1m30s"` reads as 90
+//! traffic-seconds; exceeding it is one failed expectation of the drill.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +61,9 @@ pub struct Scenario {
     /// Function settings.
     #[serde(default)]
     pub settings: Settings,
+    /// Expectations over the whole drill, checked after the last step.
+    #[serde(default)]
+    pub expect: DrillExpect,
     /// The timeline, in file order (offsets must not go back).
     #[serde(rename = "step")]
     pub steps: Vec<Step>,
@@ -36,6 +82,18 @@ pub struct Settings {
     /// `KBHA_RPO_SECONDS` of both functions.
     #[serde(default = "one_hour")]
     pub rpo: String,
+    /// `KBHA_FAILBACK` of the failover function: `auto` or `manual`.
+    #[serde(default = "auto")]
+    pub failback: String,
+}
+
+/// Expectations over the whole drill; every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillExpect {
+    /// Most traffic-seconds served by a region whose health check is failing, as a
+    /// duration (`"1m30s"`: 90 traffic-seconds).
+    pub max_unhealthy_traffic: Option<String>,
 }
 
 fn ten_minutes() -> String {
@@ -47,10 +105,13 @@ fn five_minutes() -> String {
 fn one_hour() -> String {
     "1h".into()
 }
+fn auto() -> String {
+    "auto".into()
+}
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { hysteresis: ten_minutes(), cooldown: five_minutes(), rpo: one_hour() }
+        Settings { hysteresis: ten_minutes(), cooldown: five_minutes(), rpo: one_hour(), failback: auto() }
     }
 }
 
@@ -60,7 +121,8 @@ impl Default for Settings {
 pub struct Step {
     /// Offset from the start, e.g. `"10m"`, `"1h30m"`, `"90s"`.
     pub at: String,
-    /// A CloudWatch alarm changes state; delivered to the failover handler.
+    /// A CloudWatch alarm changes state (in CloudWatch, at `at`); the transition is
+    /// delivered to the failover handler unless `lost`.
     pub alarm: Option<AlarmStep>,
     /// A Route 53 health check flips (ground truth of the region's health).
     pub health: Option<HealthStep>,
@@ -87,6 +149,9 @@ pub struct AlarmStep {
     /// `sns` (default), `eventbridge` or `alarm-action`.
     #[serde(default = "sns")]
     pub shape: String,
+    /// The state changes in CloudWatch but no event is delivered (default false).
+    #[serde(default)]
+    pub lost: bool,
 }
 
 fn sns() -> String {
@@ -179,6 +244,12 @@ impl Scenario {
         for d in [&s.settings.hysteresis, &s.settings.cooldown, &s.settings.rpo] {
             parse_duration(d).context("settings")?;
         }
+        if !matches!(s.settings.failback.as_str(), "auto" | "manual") {
+            bail!("settings: failback = {:?}; expected \"auto\" or \"manual\"", s.settings.failback);
+        }
+        if let Some(m) = &s.expect.max_unhealthy_traffic {
+            parse_duration(m).context("expect: max_unhealthy_traffic")?;
+        }
         Ok(s)
     }
 }
@@ -244,5 +315,29 @@ mod tests {
         assert!(Scenario::load(&p).is_err());
         std::fs::write(&p, "name='a'\n[[step]]\nat='5m'\ntick=true\nexpect={weights={primary=100}}\n").ok();
         assert!(Scenario::load(&p).is_ok());
+    }
+
+    #[test]
+    fn failback_lost_alarms_and_the_unhealthy_traffic_bound_parse() {
+        let dir = std::env::temp_dir().join(format!("kbha-scn2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let p = dir.join("b.toml");
+        let ok = "name='b'\n[settings]\nfailback='manual'\n[expect]\nmax_unhealthy_traffic='1m30s'\n\
+                  [[step]]\nat='5m'\nalarm={target='primary',state='OK',lost=true}\n";
+        std::fs::write(&p, ok).ok();
+        let s = Scenario::load(&p).ok();
+        assert_eq!(s.as_ref().map(|s| s.settings.failback.as_str()), Some("manual"));
+        assert_eq!(s.as_ref().and_then(|s| s.expect.max_unhealthy_traffic.clone()).as_deref(), Some("1m30s"));
+        assert_eq!(s.as_ref().and_then(|s| s.steps[0].alarm.as_ref()).map(|a| a.lost), Some(true));
+        let defaults = "name='b'\n[[step]]\nat='5m'\nalarm={target='primary',state='ALARM'}\n";
+        std::fs::write(&p, defaults).ok();
+        let s = Scenario::load(&p).ok();
+        assert_eq!(s.as_ref().map(|s| s.settings.failback.as_str()), Some("auto"));
+        assert_eq!(s.as_ref().and_then(|s| s.steps[0].alarm.as_ref()).map(|a| a.lost), Some(false));
+        assert!(s.is_some_and(|s| s.expect.max_unhealthy_traffic.is_none()));
+        std::fs::write(&p, "name='b'\n[settings]\nfailback='sometimes'\n[[step]]\nat='5m'\ntick=true\n").ok();
+        assert!(Scenario::load(&p).is_err());
+        std::fs::write(&p, "name='b'\n[expect]\nmax_unhealthy_traffic='90'\n[[step]]\nat='5m'\ntick=true\n").ok();
+        assert!(Scenario::load(&p).is_err());
     }
 }
