@@ -32,9 +32,28 @@ pub struct TargetConfig {
     /// Route 53 health check to read; defaults to the one attached to the record.
     #[serde(default)]
     pub health_check_id: Option<String>,
-    /// CloudWatch alarm names that speak for this target.
+    /// CloudWatch alarms that speak for this target: names (read in the target's region)
+    /// or alarm ARNs (read in the ARN's region; Route 53 health-check alarms live in
+    /// us-east-1, and a stack's own alarms in the stack's region).
     #[serde(default)]
     pub alarms: Vec<String>,
+}
+
+impl TargetConfig {
+    /// Each mapped alarm as (region, name).
+    pub fn alarm_refs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.alarms.iter().map(|a| alarm_ref(a).unwrap_or((self.region.as_str(), a.as_str())))
+    }
+}
+
+/// `(region, name)` of an alarm ARN (`arn:<partition>:cloudwatch:<region>:<account>:alarm:<name>`);
+/// `None` for a plain name.
+fn alarm_ref(a: &str) -> Option<(&str, &str)> {
+    let rest = a.strip_prefix("arn:")?;
+    let mut parts = rest.splitn(6, ':');
+    let (_partition, service, region, _account, kind) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let name = parts.next()?;
+    (service == "cloudwatch" && kind == "alarm" && !region.is_empty() && !name.is_empty()).then_some((region, name))
 }
 
 /// Failback mode.
@@ -196,7 +215,7 @@ impl FailoverConfig {
 
     /// The target an alarm speaks for.
     pub fn target_of_alarm(&self, alarm_name: &str) -> Option<&TargetConfig> {
-        self.targets.iter().find(|t| t.alarms.iter().any(|a| a == alarm_name))
+        self.targets.iter().find(|t| t.alarm_refs().any(|(_, name)| name == alarm_name))
     }
 
     /// Key of the state object of this record set.
@@ -247,8 +266,11 @@ fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {
         if !ids.insert(t.set_identifier.as_str()) {
             return err(format!("names set identifier `{}` twice", t.set_identifier));
         }
-        for a in &t.alarms {
-            if let Some(other) = alarms.insert(a.as_str(), t.set_identifier.as_str()) {
+        if let Some(bad) = t.alarms.iter().find(|a| a.starts_with("arn:") && alarm_ref(a).is_none()) {
+            return err(format!("has alarm `{bad}`, which is neither an alarm name nor a CloudWatch alarm ARN"));
+        }
+        for (_, a) in t.alarm_refs() {
+            if let Some(other) = alarms.insert(a, t.set_identifier.as_str()) {
                 return err(format!("maps alarm `{a}` to both `{other}` and `{}`", t.set_identifier));
             }
         }
@@ -259,6 +281,16 @@ fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alarms_are_names_in_the_target_region_or_arns_in_theirs() {
+        let t: TargetConfig = serde_json::from_str(
+            r#"{"set_identifier":"s","region":"us-west-2","alarms":["plain","arn:aws:cloudwatch:us-east-1:111122223333:alarm:kbha-api:x"]}"#,
+        )
+        .expect("parses");
+        assert_eq!(t.alarm_refs().collect::<Vec<_>>(), [("us-west-2", "plain"), ("us-east-1", "kbha-api:x")]);
+        assert_eq!(alarm_ref("arn:aws:sns:us-east-1:1:topic"), None);
+    }
 
     const TARGETS: &str = r#"[{"set_identifier":"primary","region":"us-east-1","primary":true,"alarms":["a1"]},
                              {"set_identifier":"secondary","region":"us-west-2","alarms":["a2"]}]"#;

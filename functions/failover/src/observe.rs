@@ -98,9 +98,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             .cfg
             .targets
             .iter()
-            .flat_map(|t| &t.alarms)
-            .filter(|name| !alarms.iter().any(|(s, _)| &s.name == *name))
-            .cloned()
+            .flat_map(|t| t.alarm_refs())
+            .filter(|(_, name)| !alarms.iter().any(|(s, _)| s.name == *name))
+            .map(|(_, name)| name.to_owned())
             .collect();
         Ok(Observed { records, reads, alarms, unknown_alarms, at_ms: now_ms })
     }
@@ -109,8 +109,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     /// speaks for (CloudWatch alarms are regional), one call per region.
     async fn read_alarms(&self) -> Result<Vec<(AlarmStatus, String)>, FailoverError> {
         let mut by_region: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for t in &self.cfg.targets {
-            by_region.entry(t.region.as_str()).or_default().extend(t.alarms.iter().cloned());
+        for (region, name) in self.cfg.targets.iter().flat_map(|t| t.alarm_refs()) {
+            by_region.entry(region).or_default().push(name.to_owned());
         }
         let per_region = futures::future::try_join_all(
             by_region.into_iter().filter(|(_, names)| !names.is_empty()).map(|(region, names)| async move {
@@ -150,8 +150,8 @@ pub fn targets(cfg: &crate::FailoverConfig, obs: &Observed, seen: &FailoverState
         .iter()
         .zip(&obs.reads)
         .map(|(tc, read)| {
-            let states = tc.alarms.iter().filter_map(|name| {
-                match obs.alarms.iter().find(|(s, _)| &s.name == name) {
+            let states = tc.alarm_refs().filter_map(|(_, name)| {
+                match obs.alarms.iter().find(|(s, _)| s.name == name) {
                     Some((live, _)) => Some((live.state, live.since_ms)),
                     None => seen.alarms.get(name).map(|r| (r.state, r.changed_at_ms)),
                 }

@@ -2,7 +2,8 @@
 
 A line-for-line port of `samples/policies/business-hours` (Rust), which builds on
 `policies/failover-default`: failing over happens at any hour exactly as the default
-policy decides it; failing back to the primary is kept only inside business hours
+policy decides it (an evacuation onto a recovered primary included); failing back to
+the primary while nothing is down is kept only inside business hours
 (`open_hour` to `close_hour` UTC, the end excluded), otherwise the policy holds and
 says why. The time is the input's `now`: the policy reads no clock, so the same input
 always gives the same decision. Both implementations pass the same golden cases
@@ -365,8 +366,15 @@ def contain(hours, now_ms):
 
 
 def is_failback(inp, decision):
-    """Whether `decision` gives weight back to a primary that carries none now."""
+    """Whether `decision` is a failback: it gives weight back to a primary that carries none
+    now while no target carrying traffic is down. A shift onto the primary away from a
+    down target (the default policy evacuates to a recovered primary when the secondary
+    fails) is an evacuation, urgent at any hour."""
     if not isinstance(decision.action, t.FailoverAction_ShiftWeights):
+        return False
+    # As the default policy counts carriers: all of them when every weight is 0.
+    all_zero = all(x.weight == 0 for x in inp.targets)
+    if any((all_zero or x.weight > 0) and condition(x) == DOWN for x in inp.targets):
         return False
     weights = decision.action.value.weights
     return any(

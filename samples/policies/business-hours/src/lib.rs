@@ -1,11 +1,12 @@
 //! Sample kbha failover policy: no automatic failback outside business hours.
 //!
 //! Failing over is urgent and happens at any hour, exactly as the default policy decides
-//! it. Moving traffic back to the primary is not: the default policy's failback is kept
-//! only inside business hours (09:00 to 17:00 UTC, the end excluded), so someone is
-//! at work when it happens; outside them the policy holds and says until when. The time
-//! is the input's `now`: a policy has no clock, and the same input always gives the
-//! same decision.
+//! it, including an evacuation onto a recovered primary when the target carrying traffic
+//! fails. Moving traffic back to the primary while nothing is down is not: the default
+//! policy's failback is kept only inside business hours (09:00 to 17:00 UTC, the end
+//! excluded), so someone is at work when it happens; outside them the policy holds and
+//! says why. The time is the input's `now`: a policy has no clock, and the same input
+//! always gives the same decision.
 //!
 //! # Config keys
 //!
@@ -17,7 +18,7 @@
 //! | `close_hour` | `17`    | hour (UTC, 1..=24) from which failback waits again; after `open_hour` |
 
 use kbha_policy_sdk::Config;
-use kbha_policy_sdk::types::{FailoverAction, FailoverDecision, FailoverInput, PolicyError};
+use kbha_policy_sdk::types::{AlarmState, FailoverAction, FailoverDecision, FailoverInput, Health, PolicyError};
 
 /// The policy, exported as the component's `decide`.
 pub struct BusinessHours;
@@ -65,12 +66,21 @@ impl Hours {
     }
 }
 
-/// Whether `decision` gives weight back to a primary that carries none now.
+/// Whether `decision` is a failback: it gives weight back to a primary that carries none
+/// now while no target carrying traffic is down. A shift onto the primary away from a
+/// down target (the default policy evacuates to a recovered primary when the secondary
+/// fails) is an evacuation, urgent at any hour.
 fn is_failback(input: &FailoverInput, decision: &FailoverDecision) -> bool {
     let FailoverAction::ShiftWeights(shift) = &decision.action else { return false };
-    input.targets.iter().filter(|t| t.primary && t.weight == 0).any(|p| {
-        shift.weights.iter().any(|w| w.set_identifier == p.set_identifier && w.weight > 0)
-    })
+    // As the default policy counts carriers: all of them when every weight is 0.
+    let all_zero = input.targets.iter().all(|t| t.weight == 0);
+    let evacuating = input.targets.iter().any(|t| {
+        (all_zero || t.weight > 0) && (t.health == Health::Unhealthy || t.alarm_state == AlarmState::Alarm)
+    });
+    !evacuating
+        && input.targets.iter().filter(|t| t.primary && t.weight == 0).any(|p| {
+            shift.weights.iter().any(|w| w.set_identifier == p.set_identifier && w.weight > 0)
+        })
 }
 
 /// The decision, as a plain function so native tests call it directly.

@@ -23,6 +23,7 @@ fn golden_cases() {
             "failback-at-1700-exactly-holds",
             "failback-just-before-0900-holds",
             "failback-just-before-1700",
+            "evacuation-to-primary-at-night-goes",
         ],
         |input: FailoverInput| match kbha_policy_business_hours::decide(&input.into()) {
             Ok(d) => Expected::Decision(FailoverDecision::from(d)),
