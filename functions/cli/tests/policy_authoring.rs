@@ -25,7 +25,7 @@ const SAMPLE_CASES: &str = "samples/policies/business-hours/cases";
 fn the_business_hours_sample_passes_its_cases() -> Result<()> {
     let (code, out, err) = kbha(&["policy", "test", SAMPLE, SAMPLE_CASES])?;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("10 passed, 0 failed"), "{out}");
+    assert!(out.contains("11 passed, 0 failed"), "{out}");
     Ok(())
 }
 
@@ -46,7 +46,7 @@ fn diff_shows_the_business_hours_sample_holds_failback_only_outside_hours() -> R
     );
     assert!(out.contains("  old: {\"decision\":{\"action\":{\"force\":false,\"kind\":\"shift_weights\""), "{out}");
     assert!(out.contains("  new: {\"decision\":{\"action\":{\"kind\":\"hold\"}"), "{out}");
-    assert!(out.ends_with("10 inputs, 4 differ\n"), "{out}");
+    assert!(out.ends_with("11 inputs, 4 differ\n"), "{out}");
 
     // A policy against itself: no difference, exit 0. Plain `*.json` inputs work too.
     let plain = std::env::temp_dir().join(format!("kbha-diff-plain-{}", std::process::id()));
