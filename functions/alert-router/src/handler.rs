@@ -420,9 +420,14 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             repeat_ms: (self.cfg.repeat_interval_s as i64).saturating_mul(1000),
             lease_ms: (self.cfg.claim_lease_s as i64).saturating_mul(1000),
         };
+        // The claim's token must tell this invocation from any other, even one handling
+        // the same message at the same decision time (a redelivery racing the first
+        // delivery): with `event_id@now` alone, the loser of the claim write found the
+        // winner's token equal to its own, took the claim for its own and published too.
+        let me = format!("{}~{}", r.event_id, kbha_hosting::claim::token());
         for attempt in 1..=STATE_WRITE_ATTEMPTS {
             let (prev, etag) = self.load_entry(&key).await?;
-            match dedup::plan(prev.as_ref(), r.alert, r.decision, r.event_id, timing) {
+            match dedup::plan(prev.as_ref(), r.alert, r.decision, &me, timing) {
                 Plan::Busy => {
                     return Err(RouterError::Busy {
                         dedup_key: r.decision.dedup_key.clone(),

@@ -428,6 +428,29 @@ async fn ok_after_alarm_is_delivered_as_resolved_and_closes_the_entry() -> Resul
     Ok(())
 }
 
+/// The same SNS message delivered to eight instances at the same instant (same message
+/// id, same decision time). Found by the storm: claim tokens were `<message id>@<now>`,
+/// so the copy that lost the claim write found a claim equal to its own, took it for its
+/// own and published a second time.
+#[tokio::test]
+async fn eight_copies_of_one_message_at_the_same_instant_deliver_exactly_once() -> Result<()> {
+    let w = AlertWorld::start().await?;
+    let ev = alarm("kbha-api-primary-unhealthy", "us-east-1", "ALARM", "severity=critical", t0(), "m-same")?;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let r = Arc::new(w.router(&[]).await?);
+        let ev = ev.clone();
+        tasks.push(tokio::spawn(async move { r.handle(&ev, t0() + 5 * SEC).await }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let delivered = all.iter().filter(|r| r.outcome == Outcome::Delivered).count();
+    assert_eq!(delivered, 1, "{:?}", outcomes(&all));
+    Ok(())
+}
+
 #[tokio::test]
 async fn eight_concurrent_copies_of_one_alert_deliver_exactly_once() -> Result<()> {
     let w = AlertWorld::start().await?;
