@@ -20,6 +20,8 @@ On top of moto it adds:
   (``<ErrorResponse><Error><Type>Sender</Type><Code>InvalidChangeBatch</Code>
   <Message>[msg, msg]</Message>...``). Change ids are unique.
 * ListResourceRecordSets paged like Route 53 (StartRecordIdentifier honoured).
+* GetChange that answers PENDING, then INSYNC (see ``/_kbha/change-propagation``), and
+  NoSuchChange for an id Route 53 never issued (moto answers INSYNC for anything).
 * GetHealthCheckStatus that reports what tests set through the control API,
   as observations from several checker regions like Route 53 does.
 * CloudWatch PutCompositeAlarm, which moto 5.2 lacks (moto's alarms already model
@@ -41,6 +43,9 @@ On top of moto it adds:
     - ``DELETE /_kbha/faults`` clears them; ``GET /_kbha/ping`` answers ``ok``;
     - ``GET /_kbha/changes/<zone id>``: the comments of every change batch the zone
       accepted, in order (so tests count changes, not just read the end state);
+    - ``PUT /_kbha/change-propagation`` body ``{"pending_reads": n}``: a change made
+      afterwards reports PENDING on its first n GetChange reads, INSYNC after (default 1;
+      0: INSYNC at once), as Route 53 propagates a change in about a minute;
     - ``PUT /_kbha/alarm-state`` body ``{"region": "us-east-1", "name": "...",
       "state": "ALARM", "reason": "...", "since_ms": n}``: sets the alarm's state like
       SetAlarmState, but with StateUpdatedTimestamp = ``since_ms`` (ms since epoch)
@@ -299,6 +304,22 @@ def _change_id() -> str:
     return "C" + "".join(random.choices(string.ascii_uppercase + string.digits, k=20))
 
 
+# change id -> (GetChange reads left that answer PENDING, submitted at).
+_changes: dict[str, list[Any]] = {}
+_pending_reads = 1
+
+
+def _get_change(self: Route53) -> ActionResult:
+    change_id = str(self._get_param("Id") or "").split("/")[-1]
+    with _change_log_guard:
+        entry = _changes.get(change_id)
+        if entry is None:
+            raise Route53ClientError("NoSuchChange", f"A change with the specified change ID does not exist: {change_id}")
+        status = "PENDING" if entry[0] > 0 else "INSYNC"
+        entry[0] = max(0, entry[0] - 1)
+    return ActionResult({"ChangeInfo": {"Id": "/change/" + change_id, "Status": status, "SubmittedAt": entry[1]}})
+
+
 def _strict_change_resource_record_sets(self: Route53) -> ActionResult:
     zone_id = self._get_param("HostedZoneId")
     changes = self._get_param("ChangeBatch.Changes") or []
@@ -308,11 +329,15 @@ def _strict_change_resource_record_sets(self: Route53) -> ActionResult:
         apply_change_batch(zone, changes)
         with _change_log_guard:
             _change_log[str(zone.id).split("/")[-1]].append(comment or "")
+    change_id = _change_id()
+    submitted = utcnow()
+    with _change_log_guard:
+        _changes[change_id] = [_pending_reads, submitted]
     info: dict[str, Any] = {
-        "Id": "/change/" + _change_id(),
-        # Route 53 answers PENDING and reaches INSYNC later; moto's GetChange says INSYNC.
+        "Id": "/change/" + change_id,
+        # Route 53 answers PENDING and reaches INSYNC later (GetChange below).
         "Status": "PENDING",
-        "SubmittedAt": utcnow(),
+        "SubmittedAt": submitted,
     }
     if comment:
         info["Comment"] = comment
@@ -403,6 +428,7 @@ def install_route53_patches() -> None:
     Route53.change_resource_record_sets = _strict_change_resource_record_sets  # type: ignore[method-assign]
     Route53.get_health_check_status = _get_health_check_status  # type: ignore[method-assign]
     Route53.list_resource_record_sets = _list_resource_record_sets  # type: ignore[method-assign]
+    Route53.get_change = _get_change  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ CloudWatch additions
@@ -612,6 +638,16 @@ def _control(environ: dict[str, Any], start_response: Callable) -> Iterable[byte
         with _change_log_guard:
             comments = list(_change_log.get(m.group(1), []))
         return _json_response(start_response, "200 OK", {"zone": m.group(1), "comments": comments})
+
+    if path == "/_kbha/change-propagation" and method == "PUT":
+        global _pending_reads
+        try:
+            n = int(body["pending_reads"])
+        except (KeyError, TypeError, ValueError):
+            return _json_response(start_response, "400 Bad Request", {"error": 'body must be {"pending_reads": n}'})
+        with _change_log_guard:
+            _pending_reads = max(0, n)
+        return _json_response(start_response, "200 OK", {"pending_reads": _pending_reads})
 
     if path == "/_kbha/alarm-state" and method == "PUT":
         # The name travels in the body: alarm names may hold `/` and `%`.

@@ -91,6 +91,15 @@ pub fn swaps_for_weights<'a>(
     }
 }
 
+/// Where a Route 53 change stands (GetChange).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeStatus {
+    /// Not yet on every Route 53 authoritative server.
+    Pending,
+    /// On every authoritative server: DNS answers the new records.
+    InSync,
+}
+
 /// What the failover function needs from DNS.
 pub trait Dns: Send + Sync {
     /// Every weighted record of exactly `name` (trailing dot optional, any case) and
@@ -118,6 +127,10 @@ pub trait Dns: Send + Sync {
         &self,
         health_check_id: &str,
     ) -> impl Future<Output = Result<Health, AwsError>> + Send;
+
+    /// Whether the change `change_id` (as [`Dns::swap_records`] returns it; a `/change/`
+    /// prefix is accepted) has reached every Route 53 authoritative server.
+    fn change_status(&self, change_id: &str) -> impl Future<Output = Result<ChangeStatus, AwsError>> + Send;
 }
 
 /// [`Dns`] over the AWS SDK.
@@ -174,6 +187,7 @@ pub fn aggregate_health<'a>(statuses: impl IntoIterator<Item = &'a str>) -> Heal
 const LIST: &str = "ListResourceRecordSets";
 const CHANGE: &str = "ChangeResourceRecordSets";
 const HEALTH: &str = "GetHealthCheckStatus";
+const GET_CHANGE: &str = "GetChange";
 
 fn from_sdk_record(rrs: &ResourceRecordSet) -> Option<WeightedRecord> {
     let weight = u32::try_from(rrs.weight()?).ok()?;
@@ -324,6 +338,16 @@ impl Dns for Route53Dns {
             .map(|c| c.id().trim_start_matches("/change/").to_owned())
             .ok_or_else(|| AwsError::invalid(CHANGE, "response carried no change id"))?;
         Ok(id)
+    }
+
+    async fn change_status(&self, change_id: &str) -> Result<ChangeStatus, AwsError> {
+        let id = change_id.trim_start_matches("/change/");
+        let out = self.client.get_change().id(id).send().await.map_err(|e| AwsError::from_sdk(GET_CHANGE, e))?;
+        let info = out.change_info().ok_or_else(|| AwsError::invalid(GET_CHANGE, "response carried no change info"))?;
+        Ok(match info.status() {
+            aws_sdk_route53::types::ChangeStatus::Insync => ChangeStatus::InSync,
+            _ => ChangeStatus::Pending,
+        })
     }
 
     async fn health_status(&self, health_check_id: &str) -> Result<Health, AwsError> {

@@ -13,13 +13,19 @@
 //! cargo kbha demo                              # region-failure drill against the local emulator
 //! cargo kbha drill samples/drills/region-failure.toml   # a scenario; report in target/drill/<name>/
 //! cargo kbha drill --all samples/drills        # every scenario
+//! cargo kbha ops status                        # a live deployment: KBHA_* or --config, --endpoint-url
+//! cargo kbha ops pause --reason "db migration"  # also resume, shift, drain, undrain, approve-failback
+//! cargo kbha report --since 30d --html report.html
 //! ```
 
 mod bench;
 mod demo;
 mod drill;
+mod ops;
 mod policy;
 mod replay;
+mod report;
+mod timeline;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +54,12 @@ enum Command {
     /// Run a drill scenario (`samples/drills/*.toml`) against a local AWS emulator in
     /// simulated time; writes `target/drill/<name>/report.html`.
     Drill(drill::DrillArgs),
+    /// Look at and steer a live deployment: status, pause/resume, shift, drain/undrain,
+    /// approve-failback, close-incident (the failover function's `KBHA_*` configuration).
+    Ops(ops::OpsArgs),
+    /// Whether the promises held: availability and error budget, and per incident the time
+    /// to detect, evacuate, INSYNC, the achieved RPO and the RTO, from the incident ledger.
+    Report(report::ReportArgs),
 }
 
 /// Functions `kbha replay` can run.
@@ -76,6 +88,8 @@ fn main() -> std::process::ExitCode {
         Command::Replay(ReplayCommand::Alerting(args)) => block_on(replay::alerting(&args)),
         Command::Demo => block_on(demo::run()),
         Command::Bench(args) => bench::run(&args),
+        Command::Ops(args) => block_on(ops::run(&args)),
+        Command::Report(args) => block_on(report::run(&args)),
         Command::Drill(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(drill::run(&args)))
         }

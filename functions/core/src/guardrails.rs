@@ -12,7 +12,7 @@
 //! | return | raises the share of a target not proven up (observed up for the hysteresis) | the minimum interval, the hysteresis, the cooldown, manual failback |
 //! | rebalance | anything else (moves among proven targets) | the minimum interval, the cooldown |
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Condition, FailoverAction, FailoverDecision, FailoverInput, Target, TimestampMs, Weight};
 
@@ -36,7 +36,7 @@ pub struct GuardrailSettings {
 }
 
 /// Which kind of move a change is (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Move {
     /// Traffic leaves a down target for targets that are not down.
@@ -103,6 +103,12 @@ pub enum Refusal {
         /// Target.
         set_identifier: String,
     },
+    /// The share of a target an operator drained would rise (`kbha ops drain`): a drained
+    /// target gets traffic only from an operator (`kbha ops undrain` or `shift`).
+    Drained {
+        /// Target.
+        set_identifier: String,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -136,7 +142,10 @@ impl std::fmt::Display for Refusal {
                 write!(f, "traffic would return to `{set_identifier}`, which is not observed up")
             }
             Refusal::ManualFailback { set_identifier } => {
-                write!(f, "traffic would return to `{set_identifier}` but failback is manual (KBHA_FAILBACK=manual)")
+                write!(f, "traffic would return to `{set_identifier}` but failback is manual (KBHA_FAILBACK=manual); `kbha ops approve-failback` lets it return")
+            }
+            Refusal::Drained { set_identifier } => {
+                write!(f, "the traffic share of `{set_identifier}` would rise but an operator drained it; `kbha ops undrain {set_identifier}` gives it back")
             }
         }
     }
@@ -270,6 +279,21 @@ pub fn check_failover(input: &FailoverInput, decision: &FailoverDecision, settin
         }
     }
     if refusals.is_empty() { GuardrailVerdict::Apply { weights: new, forced, kind } } else { GuardrailVerdict::Refused { refusals } }
+}
+
+/// Refuses a verdict that raises the share of a drained target (an operator's maintenance
+/// mark): drained targets get traffic only from an operator. Everything else passes.
+pub fn refuse_onto_drained(targets: &[Target], verdict: GuardrailVerdict, drained: &[&str]) -> GuardrailVerdict {
+    let GuardrailVerdict::Apply { weights, .. } = &verdict else { return verdict };
+    let old: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+    let new: Vec<u32> = weights.iter().map(|w| w.weight).collect();
+    let refusals: Vec<Refusal> = targets
+        .iter()
+        .zip(share_changes(&old, &new))
+        .filter(|(t, c)| c.is_gt() && drained.contains(&t.set_identifier.as_str()))
+        .map(|(t, _)| Refusal::Drained { set_identifier: t.set_identifier.clone() })
+        .collect();
+    if refusals.is_empty() { verdict } else { GuardrailVerdict::Refused { refusals } }
 }
 
 #[cfg(test)]
@@ -500,5 +524,18 @@ mod tests {
         assert_eq!(share_changes(&[1, 3], &[2, 6]), vec![Equal, Equal]);
         assert_eq!(share_changes(&[0, 0], &[0, 5]), vec![Less, Greater]);
         assert_eq!(share_changes(&[255, 0, 0], &[0, 0, 0]), vec![Less, Greater, Greater]);
+    }
+
+    #[test]
+    fn a_drained_target_gets_no_traffic_from_automation_but_may_lose_it() {
+        let inp = input(healthy("primary", 0), sick("secondary", 100), Some(60 * MIN));
+        let onto_primary = check_failover(&inp, &shift(&[("primary", 100), ("secondary", 0)], false), SETTINGS);
+        assert_eq!(applied_move(onto_primary.clone()), Move::Evacuation);
+        let v = refuse_onto_drained(&inp.targets, onto_primary, &["primary"]);
+        assert_eq!(refusals(v), vec![Refusal::Drained { set_identifier: "primary".into() }]);
+        // Shedding a drained target's traffic is what draining asks for.
+        let inp = input(healthy("primary", 100), healthy("secondary", 0), Some(60 * MIN));
+        let off_primary = check_failover(&inp, &shift(&[("primary", 0), ("secondary", 100)], false), SETTINGS);
+        assert!(matches!(refuse_onto_drained(&inp.targets, off_primary, &["primary"]), GuardrailVerdict::Apply { .. }));
     }
 }

@@ -9,13 +9,17 @@ use std::time::Instant;
 
 use kbha_aws::{Alarms, Dns, Notifier, ObjectStore};
 use kbha_core::events::EventError;
-use kbha_core::guardrails::GuardrailVerdict;
+use kbha_core::guardrails::{GuardrailVerdict, Move};
 use kbha_core::time::format_timestamp;
 use kbha_core::{Alarm, Alert, Severity, TimestampMs, Weight};
 use kbha_hosting::claim::{self, Claim, Holder};
 
 use crate::handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction};
-use crate::journal::{Notice, StoredState};
+use crate::journal::{Notice, Outgoing, StoredState};
+use crate::ledger::ChangeEntry;
+
+/// Event ids of "change not INSYNC" notices start with this.
+pub const LATE_PREFIX: &str = "late-change-";
 
 /// The key under which an alert stands in the state object (`severity: summary`).
 pub fn standing_key(a: &Alert) -> String {
@@ -33,6 +37,10 @@ pub fn standing_keys(rec: &DecisionRecord) -> Vec<String> {
             let kind = serde_json::to_value(r).ok().and_then(|v| v["kind"].as_str().map(str::to_owned)).unwrap_or_default();
             keys.push(format!("refused: {kind}"));
         }
+    }
+    if rec.action == ActionTaken::Paused {
+        // One notice per held change while paused, not one per tick.
+        keys.push(format!("held: {}", describe_weights(&rec.new_weights)));
     }
     keys.sort();
     keys.dedup();
@@ -130,8 +138,13 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let (alerts, repeated): (Vec<&Alert>, Vec<&Alert>) =
             decided.decision.alerts.iter().partition(|a| !standing.contains(&standing_key(a)));
         let refusal_is_news = standing_keys(rec).iter().any(|k| k.starts_with("refused: ") && !standing.contains(k));
+        let held_is_news = standing_keys(rec).iter().any(|k| k.starts_with("held: ") && !standing.contains(k));
         let changed = matches!(rec.action, ActionTaken::Applied | ActionTaken::DryRun);
-        let notable = alarm.is_some() || changed || (rec.action == ActionTaken::Refused && refusal_is_news) || !alerts.is_empty();
+        let notable = alarm.is_some()
+            || changed
+            || (rec.action == ActionTaken::Refused && refusal_is_news)
+            || (rec.action == ActionTaken::Paused && held_is_news)
+            || !alerts.is_empty();
         if !notable {
             return None;
         }
@@ -148,11 +161,17 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         if changed {
             severity = severity.max(Severity::Warning);
         }
+        if rec.action == ActionTaken::Paused && held_is_news {
+            // Traffic stays on a down target because of the pause: someone must look now.
+            let evacuation = matches!(verdict, GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
+            severity = severity.max(if evacuation { Severity::Critical } else { Severity::Warning });
+        }
         let moved = describe_weights(&rec.new_weights);
         let summary = match rec.action {
             ActionTaken::Applied => format!("traffic shifted: {moved}"),
             ActionTaken::DryRun => format!("dry-run: would shift traffic: {moved}"),
             ActionTaken::Refused => "failover decision refused by guardrails".to_owned(),
+            ActionTaken::Paused => format!("paused by an operator: change held: {moved}; `kbha ops resume` lets it through"),
             _ => format!("holding weights: {}", first_line(&decided.decision.reason)),
         };
         let notice = serde_json::json!({
@@ -188,6 +207,43 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             ("dry_run".to_owned(), self.cfg.dry_run.to_string()),
         ]);
         Some(Notice { subject, message: notice, attributes })
+    }
+
+    /// The notice for a change Route 53 has not reported INSYNC in time, staged once per
+    /// change under its own event id.
+    pub(crate) fn late_change_notice(&self, c: &ChangeEntry, claim: &Claim, now_ms: TimestampMs) -> Option<Outgoing> {
+        let id = c.change_id.as_deref()?;
+        let summary = format!(
+            "route 53 change {id} is not INSYNC {} minutes after it was made; DNS answers may still send traffic to the old weights",
+            self.cfg.insync_alert_minutes
+        );
+        let message = serde_json::json!({
+            "kind": "kbha.notice",
+            "function": "failover",
+            "type": "change_not_insync",
+            "severity": "critical",
+            "summary": summary,
+            "reason": format!("made at {} by {}: {}", format_timestamp(c.at_ms), c.by, c.reason),
+            "record_name": self.cfg.record_name,
+            "at": format_timestamp(now_ms),
+            "change": c,
+        });
+        let attributes = BTreeMap::from([
+            ("severity".to_owned(), "critical".to_owned()),
+            ("source".to_owned(), "kbha.failover".to_owned()),
+            ("region".to_owned(), self.primary_region().to_owned()),
+            ("kind".to_owned(), "change_not_insync".to_owned()),
+            ("dry_run".to_owned(), self.cfg.dry_run.to_string()),
+        ]);
+        let subject = format!("[kbha critical] {}: route 53 change not INSYNC", self.cfg.record_name.trim_end_matches('.'));
+        Some(Outgoing {
+            event_id: format!("{LATE_PREFIX}{id}"),
+            alarm: None,
+            action: ActionTaken::NoChange,
+            change_id: Some(id.to_owned()),
+            notice: Notice { subject, message, attributes },
+            claim: claim.clone(),
+        })
     }
 
     /// A warning notice for an event the function cannot use; best effort, since the

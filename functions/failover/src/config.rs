@@ -107,6 +107,9 @@ pub struct FailoverConfig {
     pub replication_status: Option<S3Location>,
     /// `KBHA_MAX_ATTEMPTS`: decide-and-swap attempts when Route 53 reports a conflict (default 4).
     pub max_attempts: u32,
+    /// `KBHA_INSYNC_ALERT_MINUTES`: a change Route 53 has not reported INSYNC this long
+    /// after it was made is announced (critical, once) (default 5).
+    pub insync_alert_minutes: u64,
 }
 
 impl FailoverConfig {
@@ -180,7 +183,21 @@ impl FailoverConfig {
             },
             replication_status,
             max_attempts: max_attempts as u32,
+            insync_alert_minutes: match number("KBHA_INSYNC_ALERT_MINUTES", 5, &get)? {
+                0 => return Err(ConfigError { variable: "KBHA_INSYNC_ALERT_MINUTES", problem: "is 0; expected at least 1".into() }),
+                n => n,
+            },
         })
+    }
+
+    /// When a change not INSYNC is announced, ms.
+    pub fn insync_alert_ms(&self) -> i64 {
+        i64::try_from(self.insync_alert_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX)
+    }
+
+    /// When kbha stops asking Route 53 about a change (ten times the alert time), ms.
+    pub fn insync_give_up_ms(&self) -> i64 {
+        self.insync_alert_ms().saturating_mul(10)
     }
 
     /// The policy's parameters: the host settings it needs, overridden by

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use kbha_aws::{Alarms, AwsError, Dns, Notifier, ObjectStore, PutCondition, WeightedRecord};
 use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failover_event};
-use kbha_core::guardrails::{GuardrailVerdict, check_failover};
+use kbha_core::guardrails::{GuardrailVerdict, check_failover, refuse_onto_drained};
 use kbha_core::state::{FailoverState, Freshness};
 use kbha_core::time::format_timestamp;
 use kbha_core::{Alarm, FailoverDecision, FailoverInput, FailoverTrigger, Target, TimestampMs, Weight};
@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 use crate::announce;
 use crate::config::FailoverConfig;
 use crate::journal::{Notice, Outgoing, PendingChange, RIVAL_WINDOW_MS, StoredState};
+use crate::ledger::{self, ChangeEntry};
+use crate::ops;
 use crate::observe::{self, Observed};
 use crate::{Decided, Policies};
 
@@ -88,6 +90,8 @@ pub enum ActionTaken {
     Applied,
     /// Would have changed; dry-run.
     DryRun,
+    /// Would have changed; an operator paused the function (`kbha ops pause`).
+    Paused,
     /// The policy held or asked for the current weights.
     NoChange,
     /// The guardrails refused the decision.
@@ -247,7 +251,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             }
 
             let t_decide = Instant::now();
-            let decision = self.decide(&event_id, alarm.as_ref(), targets, &seen, now_ms);
+            let decision = self.decide(&event_id, alarm.as_ref(), targets, &seen, &stored, now_ms);
             rec.durations.decide_ms = ms(t_decide);
             rec.input_digest = Some(digest_json(&decision.input));
 
@@ -262,7 +266,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             rec.policy = Some(decision.decided);
             rec.guardrail = Some(decision.verdict);
             let stored = self.record(&rec, applied.as_ref(), alarm.as_ref(), &observed, &conditions, &stored, &me, now_ms).await?;
-            rec.notice_id = self.deliver(&event_id, &me, stored).await?;
+            rec.notice_id = self.deliver(&event_id, &me, stored.clone()).await?;
+            self.after_record(&stored, &me, now_ms).await;
             rec.durations.act_ms = ms(t_act);
             log_record(&rec);
             return Ok(rec);
@@ -359,15 +364,24 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         Ok(Some(rec))
     }
 
-    /// Step "decide": the policy's answer on what was observed, checked by the guardrails.
+    /// Step "decide": the policy's answer on what was observed, checked by the guardrails
+    /// and the operators' marks (a standing failback approval makes failback automatic for
+    /// policy and guardrails; a drained target's share never rises).
     fn decide(
         &self,
         event_id: &str,
         alarm: Option<&Alarm>,
         targets: Vec<Target>,
         seen: &FailoverState,
+        stored: &StoredState,
         now_ms: TimestampMs,
     ) -> Decision {
+        let mut config = self.cfg.policy_parameters();
+        let mut settings = self.cfg.guardrails();
+        if stored.ops.approval(seen).is_some() {
+            config.insert("failback".into(), "auto".into());
+            settings.manual_failback = false;
+        }
         let input = FailoverInput {
             now_ms,
             event_id: event_id.to_owned(),
@@ -375,10 +389,11 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             record_name: self.cfg.record_name.clone(),
             targets,
             last_change: seen.last_change.clone(),
-            config: self.cfg.policy_parameters(),
+            config,
         };
         let decided = self.policies.decide(&input);
-        let verdict = check_failover(&input, &decided.decision, self.cfg.guardrails());
+        let verdict = check_failover(&input, &decided.decision, settings);
+        let verdict = refuse_onto_drained(&input.targets, verdict, &stored.ops.drained_ids());
         Decision { input, decided, verdict }
     }
 
@@ -414,18 +429,37 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             rec.action = ActionTaken::DryRun;
             return Ok(Applied::Nothing);
         }
+        if let Some(p) = &stored.ops.paused {
+            tracing::warn!(by = %p.by, reason = %p.reason, r#move = ?kind, weights = ?weights, "paused by an operator; the change is held");
+            rec.action = ActionTaken::Paused;
+            return Ok(Applied::Nothing);
+        }
         tracing::info!(r#move = ?kind, weights = ?weights, "applying");
         let mut planned = rec.clone();
         planned.action = ActionTaken::Applied;
         planned.policy = Some(decision.decided.clone());
         planned.guardrail = Some(decision.verdict.clone());
         let notice = self.build_notice(&planned, alarm, &stored.state.standing_alerts, now_ms);
+        let entry = ChangeEntry {
+            at_ms: now_ms,
+            change_id: None,
+            by: "kbha".to_owned(),
+            event_id: rec.event_id.clone(),
+            kind,
+            from: rec.old_weights.clone(),
+            to: weights.clone(),
+            reason: decision.decided.decision.reason.clone(),
+            rpo_ms: ledger::rpo_of(&decision.input.targets, &rec.old_weights, weights),
+            insync_at_ms: None,
+            late_alerted: false,
+        };
         let intent = PendingChange {
             event_id: rec.event_id.clone(),
             at_ms: now_ms,
             alarm: alarm.cloned(),
             from: rec.old_weights.clone(),
             to: weights.clone(),
+            entry: Some(entry),
             reason: decision.decided.decision.reason.clone(),
             seen_last_change: stored.state.last_change.clone(),
             applied: false,
@@ -473,7 +507,15 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         };
         let standing = announce::standing_keys(rec);
         let mine = Claim::new(me, kbha_hosting::lambda::now_ms());
+        // Route 53's word on earlier changes, for the ledger (read before the write).
+        let just_made = applied.and(rec.change_id.as_deref());
+        let statuses = self.change_statuses(stored, just_made, now_ms).await;
+        let after = ledger::with_weights(conditions, if rec.action == ActionTaken::Applied { &rec.new_weights } else { &rec.old_weights });
+        let alarm_marks = self.alarm_marks(observed);
         self.update_state(|s| {
+            // Open the incident on what was seen before this change, so the change that
+            // answers a first failure is part of it.
+            ledger::observe(&mut s.incident, &self.cfg.record_name, conditions, &alarm_marks, now_ms);
             match applied {
                 Some(p) => s.finish(p, rec.change_id.as_deref(), &mine),
                 None => {
@@ -497,8 +539,30 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             if alarm.is_some() {
                 s.state.remember_event(&rec.event_id);
             }
+            ledger::observe(&mut s.incident, &self.cfg.record_name, &after, &alarm_marks, now_ms);
+            for late in ops::note_statuses(s, &statuses, now_ms, self.cfg.insync_alert_ms()) {
+                if let Some(o) = self.late_change_notice(&late, &mine, now_ms) {
+                    s.stage(o, true);
+                }
+            }
         })
         .await
+    }
+
+    /// After the decision is recorded and announced: send any "change not INSYNC" notice
+    /// staged by this invocation, and copy the incident to its ledger object. Best effort:
+    /// both stay in the state object for the next invocation if this fails.
+    async fn after_record(&self, stored: &StoredState, me: &str, now_ms: TimestampMs) {
+        let late: Vec<String> =
+            stored.outbox.iter().filter(|o| o.event_id.starts_with(announce::LATE_PREFIX) && o.claim.by == me).map(|o| o.event_id.clone()).collect();
+        for id in late {
+            if let Err(e) = self.deliver(&id, me, stored.clone()).await {
+                tracing::warn!(event_id = %id, "could not send the late-change notice; the next invocation retries: {e}");
+            }
+        }
+        if let Err(e) = self.flush_ledger(stored, now_ms).await {
+            tracing::warn!("could not write the incident ledger; the next invocation retries: {e}");
+        }
     }
 
     /// Finishes a change this event started in an earlier invocation. `Some`: done (the
@@ -585,7 +649,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     }
 
     /// One batch: DELETE each changed record exactly as read, CREATE it with its new weight.
-    async fn swap(
+    pub(crate) async fn swap(
         &self,
         records: &[WeightedRecord],
         weights: &[Weight],

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::handler::ActionTaken;
+use crate::ledger::{ChangeEntry, Incident, OperatorAction};
+use crate::ops::OpsState;
 
 /// Unfinished changes kept in the state object (oldest dropped first).
 pub(crate) const MAX_PENDING: usize = 32;
@@ -33,6 +35,18 @@ pub struct StoredState {
     /// Notices due and not yet sent, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<Outgoing>,
+    /// Operators' marks: pause, drains, failback approval ([`crate::ops`]).
+    #[serde(default, skip_serializing_if = "OpsState::is_empty")]
+    pub ops: OpsState,
+    /// Recent Route 53 changes, kbha's and operators', oldest first (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ChangeEntry>,
+    /// Recent operator commands, oldest first (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<OperatorAction>,
+    /// The open incident (and a closed one until it is in its ledger object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Incident>,
 }
 
 /// A notice due for one event, and who sends it. Staged in the same conditional write
@@ -71,6 +85,10 @@ pub struct PendingChange {
     pub from: Vec<Weight>,
     /// Weights asked for.
     pub to: Vec<Weight>,
+    /// The change as the ledger records it once made (entries written before the
+    /// ledger existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<ChangeEntry>,
     /// The policy's reason.
     pub reason: String,
     /// `last_change` when the intent was written: if it moved since, another invocation
@@ -124,7 +142,7 @@ impl StoredState {
             event_id: p.event_id.clone(),
             alarm: p.alarm.clone(),
             action: ActionTaken::Applied,
-            change_id,
+            change_id: change_id.clone(),
             notice,
             claim: claim.clone(),
         };
@@ -135,6 +153,10 @@ impl StoredState {
         self.state.remember_event(&p.event_id);
         if self.state.last_change.as_ref().is_none_or(|l| l.at_ms <= p.at_ms) {
             self.state.last_change = Some(LastChange { at_ms: p.at_ms, weights: p.to.clone(), reason: p.reason.clone() });
+        }
+        if let Some(mut e) = p.entry.clone() {
+            e.change_id = change_id;
+            crate::ops::record_change(self, &e);
         }
         self.drop_pending(&p.event_id);
     }
@@ -195,6 +217,7 @@ mod tests {
             seen_last_change: None,
             applied: false,
             change_id: None,
+            entry: None,
             notice: Notice { subject: "s".into(), message: serde_json::json!({"change_id": null}), attributes: BTreeMap::new() },
         }
     }

@@ -11,7 +11,9 @@ mod announce;
 pub mod config;
 pub mod handler;
 pub mod journal;
+pub mod ledger;
 pub mod observe;
+pub mod ops;
 
 pub use config::{ConfigError, FailoverConfig};
 pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};

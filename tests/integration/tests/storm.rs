@@ -418,6 +418,9 @@ impl Dns for CountingDns {
     async fn health_status(&self, health_check_id: &str) -> Result<kbha_core::Health, AwsError> {
         self.inner.health_status(health_check_id).await
     }
+    async fn change_status(&self, change_id: &str) -> Result<kbha_aws::ChangeStatus, AwsError> {
+        self.inner.change_status(change_id).await
+    }
 }
 
 type Failovers = FailoverFunction<CountingDns, CloudWatchAlarms, S3Store, SnsNotifier>;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use kbha_alert_router::{AlertRouter, RouterConfig};
 use kbha_aws::{S3Store, SnsNotifier};
+use kbha_failover::ledger::{Objectives, Report};
 use kbha_failover::{ActionTaken, Policies};
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, s3_event, schedule, tar_gz};
@@ -91,6 +92,8 @@ pub struct Outcome {
     pub report: PathBuf,
     /// Failed expectations over the whole drill (`[expect]` of the scenario).
     pub drill_failures: Vec<String>,
+    /// The incident ledger the failover function wrote, read back as `kbha report` reads it.
+    pub ledger: Option<Report>,
 }
 
 impl Outcome {
@@ -148,12 +151,26 @@ pub async fn run_file(path: &Path) -> Result<Outcome> {
         print_row(&row);
         rows.push(row);
     }
-    let mut outcome = Outcome { report: PathBuf::new(), base: drill.base, scenario, rows, drill_failures: Vec::new() };
+    let end = rows.last().map(|r| r.at).unwrap_or_default();
+    // The ledger, read back through S3 the way `kbha report` reads it, over the drill.
+    let objectives = Objectives {
+        slo_percent: 99.95,
+        rpo_ms: parse_duration(&scenario.settings.rpo)?.try_into().unwrap_or(u64::MAX),
+        rto_ms: 4 * 3_600_000,
+    };
+    let ledger = kbha_failover::ledger::report(drill.failover.incidents().await?, drill.base, drill.base + end + 1, objectives);
+    let mut outcome =
+        Outcome { report: PathBuf::new(), base: drill.base, scenario, rows, drill_failures: Vec::new(), ledger: Some(ledger) };
     let dir = kbha_test_harness::repo_root().join("target/drill").join(&outcome.scenario.name);
     std::fs::create_dir_all(&dir)?;
     let report = dir.join("report.html");
     let figures = report::figures(&outcome);
-    outcome.drill_failures = check_drill(&outcome.scenario.expect, &figures);
+    outcome.drill_failures = check_drill(&outcome.scenario.expect, &figures, outcome.ledger.as_ref());
+    if let Some(l) = &outcome.ledger {
+        std::fs::write(dir.join("ledger.json"), serde_json::to_string_pretty(l)?)?;
+        println!("  incident ledger ({} incident(s); the figures `kbha report` prints):", l.incidents.len());
+        print!("{}", crate::report::incident_table(l));
+    }
     std::fs::write(&report, report::html(&outcome, &figures))?;
     report::print_figures(&figures);
     for f in &outcome.drill_failures {
@@ -207,6 +224,10 @@ struct Drill {
 impl Drill {
     async fn start(s: &Scenario) -> Result<Drill> {
         let world = World::start().await.context("cannot start the local AWS emulator (run `bash tests/emulator/setup.sh`)")?;
+        // Simulated time runs faster than Route 53 propagation could be modelled: changes
+        // report INSYNC at the first GetChange, so the ledger's INSYNC times are those of
+        // the invocation that made the change.
+        world.emu.set_change_pending_reads(0).await?;
         world.emu.create_bucket(BACKUPS).await?;
         let west = aws_sdk_s3::types::CreateBucketConfiguration::builder()
             .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
@@ -492,8 +513,38 @@ fn check(e: &Expect, row: &Row, notices: usize, alerts: usize) -> Vec<String> {
 }
 
 /// Expected-vs-got lines for every expectation over the whole drill that does not hold.
-fn check_drill(e: &DrillExpect, b: &report::Both) -> Vec<String> {
+fn check_drill(e: &DrillExpect, b: &report::Both, ledger: Option<&Report>) -> Vec<String> {
     let mut out = Vec::new();
+    let mut diff = |field: &str, expected: String, got: String| {
+        out.push(format!("      expectation failed over the drill: {field}\n        - expected {expected}\n        + got      {got}"));
+    };
+    let incidents = ledger.map(|l| l.incidents.as_slice()).unwrap_or_default();
+    if let Some(n) = e.incidents
+        && n != incidents.len()
+    {
+        diff("incidents in the ledger", n.to_string(), incidents.len().to_string());
+    }
+    if let Some(max) = &e.max_rto {
+        let bound = parse_duration(max).unwrap_or_default();
+        for i in incidents {
+            match i.figures.rto_ms {
+                Some(rto) if rto <= bound => {}
+                got => diff(&format!("RTO of {}", i.incident.id), format!("at most {max}"), got.map_or("not restored".into(), |v| format!("{} s", v / 1000))),
+            }
+        }
+    }
+    if e.all_insync == Some(true) {
+        for i in incidents {
+            for c in i.incident.changes.iter().filter(|c| c.insync_at_ms.is_none()) {
+                diff(&format!("INSYNC of change {:?} in {}", c.change_id, i.incident.id), "recorded".into(), "none".into());
+            }
+        }
+    }
+    if e.all_closed == Some(true) {
+        for i in incidents.iter().filter(|i| i.incident.closed_at_ms.is_none()) {
+            diff(&format!("incident {}", i.incident.id), "closed".into(), "open".into());
+        }
+    }
     if let (Some(max), Some(bound)) = (&e.max_unhealthy_traffic, b.bound_s) {
         let got = b.kbha.unhealthy_traffic_s;
         if got > bound {

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::scenario::offset;
 use super::{Outcome, Row};
+use crate::timeline::{Band, Lane, Mark, MarkRow, Shape, Timeline, esc};
 
 /// The seed's approach: Route 53 health checks polled every 30 s, failure threshold 3,
 /// failover routing (the secondary answers while the primary is marked unhealthy).
@@ -218,10 +219,6 @@ fn rows_of(b: &Both) -> Vec<(&'static str, String, String)> {
     ]
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 /// The report page.
 pub fn html(o: &Outcome, b: &Both) -> String {
     let mut h = String::new();
@@ -269,65 +266,32 @@ pub fn html(o: &Outcome, b: &Both) -> String {
     h
 }
 
-/// The timeline picture: weight step charts, health, alarms, backups, alerts.
+/// The timeline picture: weight step charts, health, alarms, backups, alerts, kbha's
+/// changes ([`crate::timeline`], the renderer `kbha report` uses too).
 fn svg(o: &Outcome, b: &Both) -> String {
-    const L: f64 = 190.0;
-    const W: f64 = 760.0;
-    let end = b.end.max(1) as f64;
-    let x = |t: i64| L + t as f64 / end * W;
-    let mut s = String::new();
-    let height = 470;
-    let _ = write!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">", L + W + 20.0);
-    // A step chart of the primary share (and its complement) in a band.
-    let band = |s: &mut String, y0: f64, hgt: f64, series: &[(i64, f64)], label: &str, dashed: bool| {
-        let _ = write!(s, "<text x=\"4\" y=\"{}\">{label}</text>", y0 + hgt / 2.0);
-        let _ = write!(s, "<rect x=\"{L}\" y=\"{y0}\" width=\"{W}\" height=\"{hgt}\" fill=\"#fafafa\" stroke=\"#ddd\"/>");
-        for (colour, primary) in [("#1f6fd1", true), ("#e07b00", false)] {
-            let mut pts = String::new();
-            let mut prev: Option<f64> = None;
-            for &(t, p) in series {
-                let v = if primary { p } else { 100.0 - p };
-                let y = y0 + hgt - v / 100.0 * hgt;
-                if let Some(py) = prev {
-                    let _ = write!(pts, "{:.1},{py:.1} ", x(t));
+    let lanes = [("health primary", "primary", true), ("health secondary", "secondary", true), ("alarm primary", "primary", false), ("alarm secondary", "secondary", false)]
+        .into_iter()
+        .map(|(label, target, health)| {
+            let bad = |r: &Row| if health { r.health.get(target) == Some(&false) } else { r.alarms.get(target) == Some(&true) };
+            let mut periods = Vec::new();
+            let mut start: Option<i64> = None;
+            for (k, r) in o.rows.iter().enumerate() {
+                let next = o.rows.get(k + 1).map(|n| n.at).unwrap_or(b.end);
+                if bad(r) && start.is_none() {
+                    start = Some(r.at);
                 }
-                let _ = write!(pts, "{:.1},{y:.1} ", x(t));
-                prev = Some(y);
+                if start.is_some() && (!bad(r) || k + 1 == o.rows.len()) {
+                    let a = start.take().unwrap_or_default();
+                    let z = if bad(r) { next } else { r.at };
+                    periods.push((a, z, if health { "health check failing".to_owned() } else { "ALARM".to_owned() }));
+                }
             }
-            if let Some(py) = prev {
-                let _ = write!(pts, "{:.1},{py:.1}", x(b.end));
-            }
-            let dash = if dashed { " stroke-dasharray=\"5,3\"" } else { "" };
-            let _ = write!(s, "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/>");
-        }
-    };
-    band(&mut s, 20.0, 100.0, &b.kbha.series, "traffic (kbha)", false);
-    band(&mut s, 135.0, 60.0, &b.polling.series, "traffic (polling 30s x3)", true);
-    let _ = write!(s, "<text x=\"{L}\" y=\"14\" fill=\"#1f6fd1\">primary (us-east-1) %</text><text x=\"{}\" y=\"14\" fill=\"#e07b00\">secondary (us-west-2) %</text>", L + 170.0);
-    // State lanes: red while failing / in ALARM.
-    let lanes: [(&str, &str, bool); 4] =
-        [("health primary", "primary", true), ("health secondary", "secondary", true), ("alarm primary", "primary", false), ("alarm secondary", "secondary", false)];
-    for (i, (label, target, health)) in lanes.iter().enumerate() {
-        let y = 215.0 + i as f64 * 24.0;
-        let _ = write!(s, "<text x=\"4\" y=\"{}\">{label}</text>", y + 12.0);
-        let _ = write!(s, "<rect x=\"{L}\" y=\"{y}\" width=\"{W}\" height=\"16\" fill=\"#d8f0d8\"/>");
-        let bad = |r: &Row| if *health { r.health.get(*target) == Some(&false) } else { r.alarms.get(*target) == Some(&true) };
-        let mut start: Option<i64> = None;
-        for (k, r) in o.rows.iter().enumerate() {
-            let next = o.rows.get(k + 1).map(|n| n.at).unwrap_or(b.end);
-            if bad(r) && start.is_none() {
-                start = Some(r.at);
-            }
-            if start.is_some() && (!bad(r) || k + 1 == o.rows.len()) {
-                let a = start.take().unwrap_or_default();
-                let z = if bad(r) { next } else { r.at };
-                let _ = write!(s, "<rect x=\"{:.1}\" y=\"{y}\" width=\"{:.1}\" height=\"16\" fill=\"#d33\"><title>{}</title></rect>", x(a), (x(z) - x(a)).max(1.0), if *health { "health check failing" } else { "ALARM" });
-            }
-        }
-    }
-    // Backups with verdicts, alerts, kbha Route 53 changes.
-    let y = 320.0;
-    let _ = write!(s, "<text x=\"4\" y=\"{}\">backups / verdicts</text><text x=\"4\" y=\"{}\">alerts sent</text><text x=\"4\" y=\"{}\">failover actions</text>", y + 4.0, y + 34.0, y + 64.0);
+            Lane { label: label.to_owned(), periods }
+        })
+        .collect();
+    let mut backups = Vec::new();
+    let mut alerts = Vec::new();
+    let mut actions = Vec::new();
     for r in &o.rows {
         if let Some((kind, verdict)) = &r.backup {
             let colour = match verdict.as_str() {
@@ -335,29 +299,45 @@ fn svg(o: &Outcome, b: &Both) -> String {
                 "Corrupt" => "#d33",
                 _ => "#e0a000",
             };
-            let _ = write!(s, "<circle cx=\"{:.1}\" cy=\"{y}\" r=\"6\" fill=\"{colour}\"><title>{} backup: {}</title></circle><text x=\"{:.1}\" y=\"{}\" font-size=\"10\">{}</text>", x(r.at), format!("{kind:?}").to_lowercase(), esc(verdict), x(r.at) - 10.0, y + 18.0, esc(verdict));
+            backups.push(Mark {
+                at: r.at,
+                shape: Shape::Circle,
+                colour: colour.to_owned(),
+                title: format!("{} backup: {verdict}", format!("{kind:?}").to_lowercase()),
+                caption: Some(verdict.clone()),
+            });
         }
         if r.new_notices > 0 || !r.alerts.is_empty() {
-            let (cx, cy) = (x(r.at), y + 30.0);
             let what: Vec<String> = r.alerts.iter().map(|(sev, subj)| format!("{sev}: {subj}")).collect();
-            let _ = write!(s, "<path d=\"M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} Z\" fill=\"#7a3db8\"><title>{} notice(s), {} alert(s) at {}: {}</title></path>", cx, cy - 6.0, cx - 6.0, cy + 6.0, cx + 6.0, cy + 6.0, r.new_notices, r.alerts.len(), offset(r.at), esc(&what.join("; ")));
+            alerts.push(Mark {
+                at: r.at,
+                shape: Shape::Triangle,
+                colour: "#7a3db8".to_owned(),
+                title: format!("{} notice(s), {} alert(s) at {}: {}", r.new_notices, r.alerts.len(), offset(r.at), what.join("; ")),
+                caption: None,
+            });
         }
         if r.outcome.contains("Applied") || r.outcome.contains("Refused") {
             let colour = if r.outcome.contains("Applied") { "#1f6fd1" } else { "#d33" };
-            let _ = write!(s, "<rect x=\"{:.1}\" y=\"{}\" width=\"8\" height=\"8\" fill=\"{colour}\"><title>{} at {}</title></rect>", x(r.at) - 4.0, y + 56.0, esc(&r.outcome), offset(r.at));
+            actions.push(Mark { at: r.at, shape: Shape::Square, colour: colour.to_owned(), title: format!("{} at {}", r.outcome, offset(r.at)), caption: None });
         }
     }
-    // Time axis.
-    let ay = 410.0;
-    let _ = write!(s, "<line x1=\"{L}\" y1=\"{ay}\" x2=\"{}\" y2=\"{ay}\" stroke=\"#444\"/>", L + W);
-    let step = [60_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000].into_iter().find(|st| b.end / st <= 12).unwrap_or(7_200_000);
-    let mut t = 0;
-    while t <= b.end {
-        let _ = write!(s, "<line x1=\"{0:.1}\" y1=\"{ay}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#444\"/><text x=\"{2:.1}\" y=\"{3}\" font-size=\"10\">{4}</text>", x(t), ay + 5.0, x(t) - 14.0, ay + 18.0, &offset(t)[1..6]);
-        t += step;
+    Timeline {
+        end_ms: b.end.max(1),
+        bands: vec![
+            Band { label: "traffic (kbha)".into(), series: b.kbha.series.clone(), dashed: false, height: 100.0 },
+            Band { label: "traffic (polling 30s x3)".into(), series: b.polling.series.clone(), dashed: true, height: 60.0 },
+        ],
+        lanes,
+        marks: vec![
+            MarkRow { label: "backups / verdicts".into(), marks: backups },
+            MarkRow { label: "alerts sent".into(), marks: alerts },
+            MarkRow { label: "failover actions".into(), marks: actions },
+        ],
+        axis_label: "simulated time (hh:mm from the start of the drill)".into(),
+        tick_label: |t| offset(t)[1..6].to_owned(),
     }
-    let _ = write!(s, "<text x=\"{L}\" y=\"{}\" font-size=\"11\" fill=\"#555\">simulated time (hh:mm from the start of the drill)</text></svg>", ay + 40.0);
-    s
+    .svg_with_legend("primary (us-east-1) %", "secondary (us-west-2) %")
 }
 
 #[cfg(test)]
@@ -406,5 +386,25 @@ mod tests {
         let got = unhealthy_traffic(&rows[..1], &[(0, 50.0)], 120_000);
         assert!((got - 30.0).abs() < 1e-9, "{got}");
         assert_eq!(detections(&rows), vec![("primary".to_owned(), Some(32.0)), ("secondary".to_owned(), None)]);
+    }
+
+    #[test]
+    fn the_drill_timeline_keeps_its_layout() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../samples/drills/region-failure.toml");
+        let scenario = super::super::scenario::Scenario::load(std::path::Path::new(path)).expect("sample scenario");
+        let mut failing = row(60_000, None, 100, [false, true]);
+        failing.alarms.insert("primary".into(), true);
+        failing.new_notices = 1;
+        let mut evacuated = row(90_000, Some(92_000), 0, [false, true]);
+        evacuated.outcome = "Applied evacuate".into();
+        let o = Outcome { scenario, base: 0, rows: vec![failing, evacuated], report: "report.html".into(), drill_failures: Vec::new(), ledger: None };
+        let svg = svg(&o, &figures(&o));
+        // Two bands, four lanes, three mark rows: the picture drawn before the renderer was shared.
+        assert!(svg.contains("height=\"470\""), "{svg}");
+        assert!(svg.contains("primary (us-east-1) %") && svg.contains("secondary (us-west-2) %"));
+        assert!(svg.contains(">traffic (kbha)<") && svg.contains(">traffic (polling 30s x3)<") && svg.contains("stroke-dasharray"));
+        assert!(svg.contains("<rect x=\"190\" y=\"215\" width=\"760\" height=\"16\""), "the first lane");
+        assert!(svg.contains("fill=\"#7a3db8\"") && svg.contains("fill=\"#1f6fd1\"><title>Applied evacuate at +00:01:30"));
+        assert!(svg.contains("<line x1=\"190\" y1=\"410\"") && svg.contains("simulated time (hh:mm from the start of the drill)"));
     }
 }

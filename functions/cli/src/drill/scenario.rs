@@ -94,6 +94,14 @@ pub struct DrillExpect {
     /// Most traffic-seconds served by a region whose health check is failing, as a
     /// duration (`"1m30s"`: 90 traffic-seconds).
     pub max_unhealthy_traffic: Option<String>,
+    /// Incidents the failover function's ledger holds at the end.
+    pub incidents: Option<usize>,
+    /// Most time from each incident's first failure to service restored (`"5m"`).
+    pub max_rto: Option<String>,
+    /// Every change of every incident was seen INSYNC.
+    pub all_insync: Option<bool>,
+    /// Every incident is closed at the end.
+    pub all_closed: Option<bool>,
 }
 
 fn ten_minutes() -> String {
