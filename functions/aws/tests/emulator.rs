@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use kbha_aws::{
-    AlarmStatus, Alarms, AwsError, CloudWatchAlarms, Dns, Notifier, ObjectStore, PutCondition,
+    AlarmStatus, Alarms, AwsError, ChangeStatus, Identity, StsIdentity, CloudWatchAlarms, Dns, Notifier, ObjectStore, PutCondition,
     Route53Dns, S3Store, SnsNotifier, WeightedRecord,
 };
 use kbha_core::{AlarmState, Health};
@@ -454,6 +454,30 @@ async fn health_status_follows_the_checkers() -> Result<()> {
         matches!(missing, Err(AwsError::NotFound { .. })),
         "{missing:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_change_is_pending_then_insync_and_an_unknown_change_is_an_error() -> Result<()> {
+    let (emu, dns, fx) = dns_fixture().await?;
+    let p = record(&fx, "primary");
+    let id = dns.swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(10))], "one").await?;
+    assert_eq!(dns.change_status(&id).await?, ChangeStatus::Pending, "Route 53 propagates for a while");
+    assert_eq!(dns.change_status(&format!("/change/{id}")).await?, ChangeStatus::InSync);
+    emu.set_change_pending_reads(0).await?;
+    let p10 = p.with_weight(10);
+    let id = dns.swap_records(&fx.zone_id, &[(p10.clone(), p10.with_weight(20))], "two").await?;
+    assert_eq!(dns.change_status(&id).await?, ChangeStatus::InSync);
+    let missing = dns.change_status("CNOSUCHCHANGE0000000").await;
+    assert!(missing.is_err(), "{missing:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_caller_identity_is_an_arn() -> Result<()> {
+    let emu = Emulator::start()?;
+    let arn = StsIdentity::from_conf(&emu.sdk_config().await).caller_arn().await?;
+    assert!(arn.starts_with("arn:aws:"), "{arn}");
     Ok(())
 }
 

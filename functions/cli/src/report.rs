@@ -220,28 +220,9 @@ pub fn picture(r: &Report) -> Timeline {
     }
 }
 
-/// The report page.
-pub fn html(r: &Report, record_name: &str) -> String {
+/// The incident table, as HTML (also in the drill report).
+pub fn incidents_html(r: &Report) -> String {
     let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kbha report: {name}</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}.miss{{color:#b00}}.met{{color:#070}}\
-         </style></head><body><h1>kbha report: {name}</h1><p>{from} .. {to}</p>\
-         <p class=\"{cls}\">availability {avail:.4}% against an SLO of {slo}%: error budget {budget:.1} min, spent {spent:.1} min, left {left:.1} min</p>",
-        name = esc(record_name),
-        from = format_timestamp(r.from_ms),
-        to = format_timestamp(r.to_ms),
-        cls = if r.slo_met { "met" } else { "miss" },
-        avail = r.availability_percent,
-        slo = r.objectives.slo_percent,
-        budget = r.budget_minutes,
-        spent = r.unavailable_minutes,
-        left = r.budget_left_minutes,
-    );
-    h.push_str("<h2>Timeline</h2>");
-    h.push_str(&picture(r).svg());
     h.push_str("<h2>Incidents</h2><table><tr><th>incident</th><th>target</th><th>first failure</th><th>detect</th><th>evacuate</th><th>INSYNC</th><th>unhealthy</th><th>achieved RPO</th><th>RTO</th><th>closed</th></tr>");
     for i in &r.incidents {
         let f = &i.figures;
@@ -265,7 +246,34 @@ pub fn html(r: &Report, record_name: &str) -> String {
             i.incident.closed_at_ms.map_or("OPEN".into(), format_timestamp),
         );
     }
-    h.push_str("</table><p>Unhealthy: from the first failure until traffic was off the failed region (its change INSYNC) or it recovered. \
+    h.push_str("</table>");
+    h
+}
+
+/// The report page.
+pub fn html(r: &Report, record_name: &str) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kbha report: {name}</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}.miss{{color:#b00}}.met{{color:#070}}\
+         </style></head><body><h1>kbha report: {name}</h1><p>{from} .. {to}</p>\
+         <p class=\"{cls}\">availability {avail:.4}% against an SLO of {slo}%: error budget {budget:.1} min, spent {spent:.1} min, left {left:.1} min</p>",
+        name = esc(record_name),
+        from = format_timestamp(r.from_ms),
+        to = format_timestamp(r.to_ms),
+        cls = if r.slo_met { "met" } else { "miss" },
+        avail = r.availability_percent,
+        slo = r.objectives.slo_percent,
+        budget = r.budget_minutes,
+        spent = r.unavailable_minutes,
+        left = r.budget_left_minutes,
+    );
+    h.push_str("<h2>Timeline</h2>");
+    h.push_str(&picture(r).svg());
+    h.push_str(&incidents_html(r));
+    h.push_str("<p>Unhealthy: from the first failure until traffic was off the failed region (its change INSYNC) or it recovered. \
                 Availability counts that time; RTO is the same span; the achieved RPO is the replication age of the region given the traffic.</p></body></html>\n");
     h
 }

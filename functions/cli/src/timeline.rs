@@ -4,11 +4,13 @@
 
 use std::fmt::Write;
 
-/// Left margin (labels), width of the plot.
+/// Left margin (labels), px.
 const L: f64 = 190.0;
+/// Width of the plot, px.
 const W: f64 = 760.0;
-/// Colours of the primary's share and the rest.
+/// Colour of the primary's share.
 const PRIMARY: &str = "#1f6fd1";
+/// Colour of the rest.
 const SECONDARY: &str = "#e07b00";
 
 /// A picture of traffic over time.

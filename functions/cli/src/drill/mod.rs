@@ -166,13 +166,13 @@ pub async fn run_file(path: &Path) -> Result<Outcome> {
     let report = dir.join("report.html");
     let figures = report::figures(&outcome);
     outcome.drill_failures = check_drill(&outcome.scenario.expect, &figures, outcome.ledger.as_ref());
+    std::fs::write(&report, report::html(&outcome, &figures))?;
+    report::print_figures(&figures);
     if let Some(l) = &outcome.ledger {
         std::fs::write(dir.join("ledger.json"), serde_json::to_string_pretty(l)?)?;
         println!("  incident ledger ({} incident(s); the figures `kbha report` prints):", l.incidents.len());
         print!("{}", crate::report::incident_table(l));
     }
-    std::fs::write(&report, report::html(&outcome, &figures))?;
-    report::print_figures(&figures);
     for f in &outcome.drill_failures {
         println!("{f}");
     }

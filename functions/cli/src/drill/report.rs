@@ -255,6 +255,10 @@ pub fn html(o: &Outcome, b: &Both) -> String {
     }
     h.push_str("<h2>Timeline</h2>");
     h.push_str(&svg(o, b));
+    if let Some(l) = &o.ledger {
+        // The failover function's own incident ledger, as `kbha report` shows it.
+        h.push_str(&crate::report::incidents_html(l));
+    }
     h.push_str("<h2>Steps</h2><table><tr><th>at</th><th>step</th><th>outcome</th><th>weights</th><th>notices</th><th>alerts routed</th><th>expectations</th></tr>");
     for r in &o.rows {
         let w: Vec<String> = r.weights.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -15,6 +15,10 @@
 //! [expect]                    # optional; checked once the last step ran
 //! max_unhealthy_traffic = "1m32s"  # at most this many traffic-seconds served by a region
 //!                                  # whose health check was failing, over the whole drill
+//! incidents = 1                    # incidents in the failover function's ledger at the end
+//! max_rto = "1m"                   # each: first failure -> service restored, at most
+//! all_insync = true                # every change of every incident seen INSYNC
+//! all_closed = true                # every incident closed
 //!
 //! [[step]]
 //! at = "10m30s"
@@ -43,6 +47,12 @@
 //! are the truth). A weight change counts from when the handler ran (a delivered alarm:
 //! `at` plus the delivery delay). A duration such as `"1m30s"` reads as 90
 //! traffic-seconds; exceeding it is one failed expectation of the drill.
+//!
+//! **The ledger.** The failover function writes its incident ledger in the emulator as in
+//! production; the drill reads it back the way `kbha report` does, prints the incident
+//! table, writes `target/drill/<name>/ledger.json` and checks `incidents`, `max_rto`,
+//! `all_insync` and `all_closed` against it. Route 53 changes report INSYNC at the first
+//! GetChange in drills (simulated time cannot model propagation).
 
 use std::collections::BTreeMap;
 
