@@ -20,8 +20,10 @@ On top of moto it adds:
   (``<ErrorResponse><Error><Type>Sender</Type><Code>InvalidChangeBatch</Code>
   <Message>[msg, msg]</Message>...``). Change ids are unique.
 * ListResourceRecordSets paged like Route 53 (StartRecordIdentifier honoured).
-* GetChange that answers PENDING, then INSYNC (see ``/_kbha/change-propagation``), and
-  NoSuchChange for an id Route 53 never issued (moto answers INSYNC for anything).
+* GetChange that answers PENDING for a change's first GetChange read(s), then INSYNC
+  (see ``/_kbha/change-propagation``), and NoSuchChange (404, the XML error shape
+  above) for an id ChangeResourceRecordSets here never issued (moto's fixed ids from
+  CreateHostedZone and the like included; moto answers INSYNC for anything).
 * GetHealthCheckStatus that reports what tests set through the control API,
   as observations from several checker regions like Route 53 does.
 * CloudWatch PutCompositeAlarm, which moto 5.2 lacks (moto's alarms already model
@@ -304,12 +306,16 @@ def _change_id() -> str:
     return "C" + "".join(random.choices(string.ascii_uppercase + string.digits, k=20))
 
 
-# change id -> (GetChange reads left that answer PENDING, submitted at).
+# Change id -> [GetChange reads left that answer PENDING, submitted at], for every change
+# _strict_change_resource_record_sets issued; guarded by _change_log_guard.
 _changes: dict[str, list[Any]] = {}
-_pending_reads = 1
+# GetChange reads a new change answers PENDING before INSYNC (PUT /_kbha/change-propagation).
+_propagation = {"pending_reads": 1}
 
 
 def _get_change(self: Route53) -> ActionResult:
+    """GetChange: PENDING for the change's first pending reads, then INSYNC; NoSuchChange
+    (404, Route 53's XML error shape) for an id this emulator never issued."""
     change_id = str(self._get_param("Id") or "").split("/")[-1]
     with _change_log_guard:
         entry = _changes.get(change_id)
@@ -332,7 +338,7 @@ def _strict_change_resource_record_sets(self: Route53) -> ActionResult:
     change_id = _change_id()
     submitted = utcnow()
     with _change_log_guard:
-        _changes[change_id] = [_pending_reads, submitted]
+        _changes[change_id] = [_propagation["pending_reads"], submitted]
     info: dict[str, Any] = {
         "Id": "/change/" + change_id,
         # Route 53 answers PENDING and reaches INSYNC later (GetChange below).
@@ -640,14 +646,14 @@ def _control(environ: dict[str, Any], start_response: Callable) -> Iterable[byte
         return _json_response(start_response, "200 OK", {"zone": m.group(1), "comments": comments})
 
     if path == "/_kbha/change-propagation" and method == "PUT":
-        global _pending_reads
-        try:
-            n = int(body["pending_reads"])
-        except (KeyError, TypeError, ValueError):
-            return _json_response(start_response, "400 Bad Request", {"error": 'body must be {"pending_reads": n}'})
+        n = body.get("pending_reads") if isinstance(body, dict) else None
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            return _json_response(
+                start_response, "400 Bad Request", {"error": 'body must be {"pending_reads": n} with n >= 0'}
+            )
         with _change_log_guard:
-            _pending_reads = max(0, n)
-        return _json_response(start_response, "200 OK", {"pending_reads": _pending_reads})
+            _propagation["pending_reads"] = n
+        return _json_response(start_response, "200 OK", {"pending_reads": n})
 
     if path == "/_kbha/alarm-state" and method == "PUT":
         # The name travels in the body: alarm names may hold `/` and `%`.

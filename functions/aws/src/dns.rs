@@ -129,8 +129,12 @@ pub trait Dns: Send + Sync {
     ) -> impl Future<Output = Result<Health, AwsError>> + Send;
 
     /// Whether the change `change_id` (as [`Dns::swap_records`] returns it; a `/change/`
-    /// prefix is accepted) has reached every Route 53 authoritative server.
-    fn change_status(&self, change_id: &str) -> impl Future<Output = Result<ChangeStatus, AwsError>> + Send;
+    /// prefix is accepted) has reached every Route 53 authoritative server. An id Route 53
+    /// never issued (or has forgotten) is an error (`NoSuchChange`, HTTP 404).
+    fn change_status(
+        &self,
+        change_id: &str,
+    ) -> impl Future<Output = Result<ChangeStatus, AwsError>> + Send;
 }
 
 /// [`Dns`] over the AWS SDK.
@@ -342,10 +346,19 @@ impl Dns for Route53Dns {
 
     async fn change_status(&self, change_id: &str) -> Result<ChangeStatus, AwsError> {
         let id = change_id.trim_start_matches("/change/");
-        let out = self.client.get_change().id(id).send().await.map_err(|e| AwsError::from_sdk(GET_CHANGE, e))?;
-        let info = out.change_info().ok_or_else(|| AwsError::invalid(GET_CHANGE, "response carried no change info"))?;
+        let out = self
+            .client
+            .get_change()
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(GET_CHANGE, e))?;
+        let info = out
+            .change_info()
+            .ok_or_else(|| AwsError::invalid(GET_CHANGE, "response carried no change info"))?;
         Ok(match info.status() {
             aws_sdk_route53::types::ChangeStatus::Insync => ChangeStatus::InSync,
+            // PENDING, or a status this SDK does not know: not known to be in sync.
             _ => ChangeStatus::Pending,
         })
     }

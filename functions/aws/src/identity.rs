@@ -3,6 +3,8 @@
 
 use std::future::Future;
 
+use aws_sdk_sts::Client;
+
 use crate::AwsError;
 
 /// The caller's AWS identity.
@@ -15,13 +17,23 @@ pub trait Identity: Send + Sync {
 /// [`Identity`] over STS.
 #[derive(Debug, Clone)]
 pub struct StsIdentity {
-    client: aws_sdk_sts::Client,
+    client: Client,
 }
 
 impl StsIdentity {
-    /// An STS client from the shared SDK configuration.
+    /// Wraps an STS client.
+    pub fn new(client: Client) -> Self {
+        StsIdentity { client }
+    }
+
+    /// Builds the client from a shared SDK configuration.
     pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
-        StsIdentity { client: aws_sdk_sts::Client::new(conf) }
+        StsIdentity::new(Client::new(conf))
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -29,7 +41,14 @@ const WHO: &str = "GetCallerIdentity";
 
 impl Identity for StsIdentity {
     async fn caller_arn(&self) -> Result<String, AwsError> {
-        let out = self.client.get_caller_identity().send().await.map_err(|e| AwsError::from_sdk(WHO, e))?;
-        out.arn().map(str::to_owned).ok_or_else(|| AwsError::invalid(WHO, "response carried no ARN"))
+        let out = self
+            .client
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(WHO, e))?;
+        out.arn()
+            .map(str::to_owned)
+            .ok_or_else(|| AwsError::invalid(WHO, "response carried no ARN"))
     }
 }

@@ -1,5 +1,6 @@
 //! kbha's AWS adapters: small traits for what the functions do with Route 53, CloudWatch
-//! alarms, S3 and SNS, and their implementations over the AWS SDK.
+//! alarms, S3 and SNS (and [`Identity`]: who is calling, from STS), and their
+//! implementations over the AWS SDK.
 //!
 //! Handlers are generic over [`Dns`], [`Alarms`], [`ObjectStore`] and [`Notifier`]; `main`
 //! builds the SDK clients once from [`load_sdk_config`] and hands them in:
@@ -35,8 +36,8 @@ mod store;
 pub use alarms::{AlarmStatus, Alarms, CloudWatchAlarms, MAX_ALARM_NAMES_PER_CALL};
 pub use config::{AwsSettings, config_loader, https_client, load_sdk_config};
 pub use dns::{
-    AliasTarget, ChangeStatus, Dns, HEALTHY_CHECKER_FRACTION, Route53Dns, WeightedRecord, aggregate_health,
-    normalize_name, swaps_for_weights, to_sdk_record,
+    AliasTarget, ChangeStatus, Dns, HEALTHY_CHECKER_FRACTION, Route53Dns, WeightedRecord,
+    aggregate_health, normalize_name, swaps_for_weights, to_sdk_record,
 };
 pub use error::AwsError;
 pub use identity::{Identity, StsIdentity};
@@ -53,4 +54,5 @@ pub mod sdk {
     pub use aws_sdk_route53 as route53;
     pub use aws_sdk_s3 as s3;
     pub use aws_sdk_sns as sns;
+    pub use aws_sdk_sts as sts;
 }

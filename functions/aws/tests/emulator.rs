@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use kbha_aws::{
-    AlarmStatus, Alarms, AwsError, ChangeStatus, Identity, StsIdentity, CloudWatchAlarms, Dns, Notifier, ObjectStore, PutCondition,
-    Route53Dns, S3Store, SnsNotifier, WeightedRecord,
+    AlarmStatus, Alarms, AwsError, ChangeStatus, CloudWatchAlarms, Dns, Identity, Notifier,
+    ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier, StsIdentity, WeightedRecord,
 };
 use kbha_core::{AlarmState, Health};
 use kbha_test_harness::{Emulator, Fault, WeightedFixture, WeightedSpec};
@@ -458,25 +458,79 @@ async fn health_status_follows_the_checkers() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_change_is_pending_then_insync_and_an_unknown_change_is_an_error() -> Result<()> {
+async fn a_change_is_pending_on_the_first_read_then_insync() -> Result<()> {
+    let (_emu, dns, fx) = dns_fixture().await?;
+    let p = record(&fx, "primary");
+    let id = dns
+        .swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(10))], "one")
+        .await?;
+    assert!(
+        !id.starts_with('/'),
+        "swap_records strips the /change/ prefix: {id}"
+    );
+    assert_eq!(
+        dns.change_status(&id).await?,
+        ChangeStatus::Pending,
+        "Route 53 propagates a change for a while"
+    );
+    // The prefixed form Route 53 itself returns is accepted too.
+    assert_eq!(
+        dns.change_status(&format!("/change/{id}")).await?,
+        ChangeStatus::InSync
+    );
+    assert_eq!(
+        dns.change_status(&id).await?,
+        ChangeStatus::InSync,
+        "and stays so"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_no_pending_reads_a_change_is_insync_at_once() -> Result<()> {
     let (emu, dns, fx) = dns_fixture().await?;
     let p = record(&fx, "primary");
-    let id = dns.swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(10))], "one").await?;
-    assert_eq!(dns.change_status(&id).await?, ChangeStatus::Pending, "Route 53 propagates for a while");
-    assert_eq!(dns.change_status(&format!("/change/{id}")).await?, ChangeStatus::InSync);
+    let before = dns
+        .swap_records(&fx.zone_id, &[(p.clone(), p.with_weight(10))], "before")
+        .await?;
     emu.set_change_pending_reads(0).await?;
     let p10 = p.with_weight(10);
-    let id = dns.swap_records(&fx.zone_id, &[(p10.clone(), p10.with_weight(20))], "two").await?;
-    assert_eq!(dns.change_status(&id).await?, ChangeStatus::InSync);
-    let missing = dns.change_status("CNOSUCHCHANGE0000000").await;
-    assert!(missing.is_err(), "{missing:?}");
+    let after = dns
+        .swap_records(&fx.zone_id, &[(p10.clone(), p10.with_weight(20))], "after")
+        .await?;
+    assert_eq!(dns.change_status(&after).await?, ChangeStatus::InSync);
+    assert_eq!(
+        dns.change_status(&before).await?,
+        ChangeStatus::Pending,
+        "the setting applies to changes made afterwards"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_change_is_an_error() -> Result<()> {
+    let (_emu, dns, _fx) = dns_fixture().await?;
+    let err = dns
+        .change_status("CNOSUCHCHANGE0000000")
+        .await
+        .expect_err("Route 53 never issued this id");
+    assert!(
+        matches!(
+            err,
+            AwsError::Service { ref code, status: 404, .. } | AwsError::NotFound { ref code, .. }
+                if code == "NoSuchChange"
+        ) && !err.retryable(),
+        "{err:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn the_caller_identity_is_an_arn() -> Result<()> {
     let emu = Emulator::start()?;
-    let arn = StsIdentity::from_conf(&emu.sdk_config().await).caller_arn().await?;
+    let arn = StsIdentity::from_conf(&emu.sdk_config().await)
+        .caller_arn()
+        .await?;
     assert!(arn.starts_with("arn:aws:"), "{arn}");
     Ok(())
 }

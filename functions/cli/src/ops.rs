@@ -234,7 +234,7 @@ pub fn render_status(s: &Status) -> String {
         modes.push("DRY-RUN".into());
     }
     let _ = writeln!(o, "mode: {}", if modes.is_empty() { "automatic".to_owned() } else { modes.join("; ") });
-    let _ = writeln!(o, "\n{:<12} {:<11} {:>6} {:>6}  {:<9} {:<10} {:<18} {:<28} {}", "target", "region", "weight", "share", "condition", "health", "alarms", "up since", "replication age");
+    let _ = writeln!(o, "\n{:<12} {:<11} {:>6} {:>6}  {:<9} {:<10} {:<18} {:<28} replication age", "target", "region", "weight", "share", "condition", "health", "alarms", "up since");
     for t in &s.targets {
         let d = &t.detail;
         let mut name = t.set_identifier.clone();
@@ -329,7 +329,7 @@ mod tests {
         let env = parse_config(r#"{"FunctionName": "f", "Environment": {"Variables": {"KBHA_RECORD_NAME": "y"}}}"#)?;
         assert_eq!(env["KBHA_RECORD_NAME"], "y");
         assert!(parse_config("NOT A LINE").is_err());
-        assert!(parse_config(r#"{"KBHA_COOLDOWN_SECONDS": 5}"#).unwrap_err().to_string().contains("string"));
+        assert!(parse_config(r#"{"KBHA_COOLDOWN_SECONDS": 5}"#).expect_err("a number").to_string().contains("string"));
         Ok(())
     }
 }

@@ -118,8 +118,8 @@ pub fn incident_table(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "  {:<44} {:<9} {:>8} {:>9} {:>8} {:>10} {:>13} {:>13} {}",
-        "incident", "target", "detect", "evacuate", "INSYNC", "unhealthy", "RPO", "RTO", "closed"
+        "  {:<44} {:<9} {:>8} {:>9} {:>8} {:>10} {:>13} {:>13} closed",
+        "incident", "target", "detect", "evacuate", "INSYNC", "unhealthy", "RPO", "RTO"
     );
     for i in &r.incidents {
         let f = &i.figures;

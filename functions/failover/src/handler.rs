@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use kbha_aws::{Alarms, AwsError, Dns, Notifier, ObjectStore, PutCondition, WeightedRecord};
 use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failover_event};
-use kbha_core::guardrails::{GuardrailVerdict, check_failover, refuse_onto_drained};
+use kbha_core::guardrails::{GuardrailVerdict, Move, check_failover, refuse_onto_drained};
 use kbha_core::state::{FailoverState, Freshness};
 use kbha_core::time::format_timestamp;
-use kbha_core::{Alarm, FailoverDecision, FailoverInput, FailoverTrigger, Target, TimestampMs, Weight};
+use kbha_core::{Alarm, Alert, FailoverDecision, Severity, FailoverInput, FailoverTrigger, Target, TimestampMs, Weight};
 use kbha_hosting::claim::{self, Claim};
 use kbha_hosting::record::ms;
 use serde::{Deserialize, Serialize};
@@ -391,9 +391,23 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             last_change: seen.last_change.clone(),
             config,
         };
-        let decided = self.policies.decide(&input);
-        let verdict = check_failover(&input, &decided.decision, settings);
-        let verdict = refuse_onto_drained(&input.targets, verdict, &stored.ops.drained_ids());
+        let mut decided = self.policies.decide(&input);
+        let checked = check_failover(&input, &decided.decision, settings);
+        let evacuation = matches!(checked, GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
+        let verdict = refuse_onto_drained(&input.targets, checked, &stored.ops.drained_ids());
+        if evacuation && matches!(verdict, GuardrailVerdict::Refused { .. }) {
+            // The operator's drain keeps traffic on a down target: someone must choose now.
+            let drained = stored.ops.drained_ids().join(", ");
+            decided.decision.alerts.push(Alert {
+                severity: Severity::Critical,
+                summary: format!("kbha: traffic stays on a down target because `{drained}` is drained"),
+                detail: format!(
+                    "The policy would evacuate onto a drained target. Run `kbha ops undrain <target>` to let it, \
+                     or `kbha ops shift` to move the traffic yourself. ({})",
+                    decided.decision.reason
+                ),
+            });
+        }
         Decision { input, decided, verdict }
     }
 

@@ -420,7 +420,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             }
             Command::CloseIncident { reason } => {
                 let (stored, _) = self.load_state().await?;
-                if !stored.incident.as_ref().is_some_and(|i| i.closed_at_ms.is_none()) {
+                if stored.incident.as_ref().is_none_or(|i| i.closed_at_ms.is_some()) {
                     return Err(OpsError::Invalid("there is no open incident to close".to_owned()));
                 }
                 self.update_state(|s| {

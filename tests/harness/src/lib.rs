@@ -309,7 +309,13 @@ impl Emulator {
     /// How many GetChange reads report a change PENDING before INSYNC, for changes made
     /// afterwards (the emulator's default is 1; 0: INSYNC at once).
     pub async fn set_change_pending_reads(&self, n: u32) -> Result<()> {
-        self.control("PUT", "/_kbha/change-propagation", Some(&serde_json::json!({ "pending_reads": n }))).await.map(drop)
+        self.control(
+            "PUT",
+            "/_kbha/change-propagation",
+            Some(&serde_json::json!({ "pending_reads": n })),
+        )
+        .await
+        .map(drop)
     }
 
     /// Arms a fault: the next matching requests fail or stall (see [`Fault`]).

@@ -131,8 +131,16 @@ async fn a_drained_target_loses_its_traffic_and_gets_none_back_until_undrained()
     let s = state(&w, &f).await?;
     assert!(s.ops.drained.contains_key("primary"));
     assert_eq!(s.changes.last().map(|c| c.by.as_str()), Some(ME), "the change is recorded with who made it");
+    w.notices(10, 3).await?;
+    // The secondary fails while the primary is drained: traffic stays (the operator's
+    // choice), and a critical notice says why and what to do.
+    let r = fail(&w, &f, "secondary", t0() + 35 * MIN).await?;
+    assert_eq!(r.action, ActionTaken::Refused);
+    assert_eq!(w.weights().await?, weights(0, 100));
+    let n = w.notices(1, 10).await?;
+    assert!(n.iter().any(|n| n["severity"] == "critical" && n.to_string().contains("kbha ops undrain")), "{:?}", summaries(&n));
     f.operate(ME, &Command::Undrain { target: "primary".into() }, t0() + 40 * MIN).await?;
-    assert_eq!(tick_at(&f, t0() + 41 * MIN).await?.action, ActionTaken::Applied);
+    assert_eq!(tick_at(&f, t0() + 41 * MIN).await?.action, ActionTaken::Applied, "the evacuation goes through at once");
     assert_eq!(w.weights().await?, weights(100, 0));
     Ok(())
 }

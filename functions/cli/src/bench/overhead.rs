@@ -3,18 +3,18 @@
 //! (and the SDK's) is timed.
 //!
 //! The real failover function (`kbha_failover::FailoverFunction` with the built-in
-//! component policy and real SDK clients, built as `tests/integration` builds them
-//! against the emulator, endpoint URL pointed at the stub) handles a primary-alarm event
-//! that shifts traffic. The stub answers Route 53 (records, health checks, the change
-//! batch), CloudWatch DescribeAlarms (every asked alarm `OK`), S3 and SNS, and records
-//! when `ChangeResourceRecordSets` arrives; any other call fails the bench. The
-//! baseline, in the same process and run, makes the same AWS calls (same arguments, same
-//! object bodies) in the order the handler's last invocation made them, one after the
-//! other, through the same kbha-aws adapters without the handler (no event parsing,
-//! state logic, policy or guardrails), so the difference is the handler's own work.
-//! (The handler makes its reads concurrently, so their order varies between
-//! invocations; the baseline's sequential replay of one such order is checked against
-//! it call for call.)
+//! component policy and real SDK clients, built as `tests/integration` builds them against
+//! the emulator, endpoint URL pointed at the stub) handles a primary-alarm event that
+//! shifts traffic. The stub answers Route 53 (records, health checks, the change batch,
+//! GetChange: always INSYNC), CloudWatch DescribeAlarms (every asked alarm `OK`), S3 and
+//! SNS, and records when `ChangeResourceRecordSets` arrives; any other call fails the
+//! bench. The baseline, in the same process and run, makes the same AWS calls (same
+//! arguments, same object bodies) in the order the handler's last invocation made them, one
+//! after the other, through the same kbha-aws adapters without the handler (no event
+//! parsing, state logic, policy or guardrails), so the difference is the handler's own
+//! work. (The handler makes its reads concurrently, so their order varies between
+//! invocations; the baseline's sequential replay of one such order is checked against it
+//! call for call.)
 //!
 //! The handler prints a decision record per event on stdout (as in Lambda), so this runs
 //! in a child process (`kbha bench --overhead-child N`) whose stdout the parent reads;
@@ -249,6 +249,11 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
                 .map(|r| format!("<HealthCheckObservation><Region>{r}</Region><IPAddress>192.0.2.1</IPAddress><StatusReport><Status>{status}</Status><CheckedTime>2026-11-26T10:00:00Z</CheckedTime></StatusReport></HealthCheckObservation>"))
                 .collect();
             return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><GetHealthCheckStatusResponse xmlns="{R53}"><HealthCheckObservations>{obs}</HealthCheckObservations></GetHealthCheckStatusResponse>"#));
+        }
+        if let Some(id) = rest.strip_prefix("change/") {
+            // The ledger asks whether the change is INSYNC yet.
+            s.ops.push(format!("route53:GetChange {id}"));
+            return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><GetChangeResponse xmlns="{R53}"><ChangeInfo><Id>/change/{id}</Id><Status>INSYNC</Status><SubmittedAt>2026-11-26T10:00:00.000Z</SubmittedAt></ChangeInfo></GetChangeResponse>"#));
         }
         if req.method == "POST" {
             s.ops.push("route53:ChangeResourceRecordSets".into());
@@ -491,6 +496,9 @@ async fn measure(n: usize) -> Result<Overhead> {
                 "route53:ListResourceRecordSets" => records = dns.weighted_records(ZONE, RECORD, "A").await?,
                 "route53:GetHealthCheckStatus" => {
                     dns.health_status(object).await?;
+                }
+                "route53:GetChange" => {
+                    dns.change_status(object).await?;
                 }
                 "cloudwatch:DescribeAlarms" => {
                     let mut words = object.split_whitespace();
