@@ -382,15 +382,30 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                     s.ops.drained.entry(target.clone()).or_insert_with(|| m.clone());
                 })
                 .await?;
-                // Move its traffic off now, through the guardrails.
-                let shift = self.drain_shift(target, now_ms).await?;
-                match shift {
-                    Some(w) => {
-                        let c = self.manual_change(by, command, &w, false, &format!("drain `{target}`: {reason}"), now_ms, &mut rec).await?;
+                // Move its traffic off now, through the guardrails. The mark is set first, so
+                // the function cannot hand traffic back meanwhile; if the move fails, the mark
+                // stays, and the failure is recorded and announced like the drain itself.
+                let moved = match self.drain_shift(target, now_ms).await {
+                    Ok(Some(w)) => {
+                        self.manual_change(by, command, &w, false, &format!("drain `{target}`: {reason}"), now_ms, &mut rec).await.map(Some)
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match moved {
+                    Ok(Some(c)) => {
                         change = Some(c);
                         format!("drained `{target}`: its traffic moved off and it gets none automatically ({reason})")
                     }
-                    None => format!("drained `{target}`: it carried no traffic and gets none automatically ({reason})"),
+                    Ok(None) => format!("drained `{target}`: it carried no traffic and gets none automatically ({reason})"),
+                    Err(e) => {
+                        rec.detail = format!(
+                            "drained `{target}` ({reason}), but its traffic could not be moved off: {e}; \
+                             it gets no traffic automatically, `kbha ops shift` or `kbha ops undrain {target}`"
+                        );
+                        self.finish_command(by, command, &rec, None, now_ms).await?;
+                        return Err(e);
+                    }
                 }
             }
             Command::Undrain { target } => {
@@ -432,8 +447,23 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                 format!("incident closed by hand ({reason})")
             }
         };
-        rec.detail = detail.clone();
-        let action = OperatorAction { at_ms: now_ms, by: by.to_owned(), command: command.name().to_owned(), detail };
+        rec.detail = detail;
+        rec.notice_id = self.finish_command(by, command, &rec, change.as_ref(), now_ms).await?;
+        Ok(rec)
+    }
+
+    /// Records a command's action in the state object and the open incident, writes the
+    /// ledger, announces it and prints its decision record. Returns the notice's id.
+    async fn finish_command(
+        &self,
+        by: &str,
+        command: &Command,
+        rec: &OpsRecord,
+        change: Option<&ChangeEntry>,
+        now_ms: TimestampMs,
+    ) -> Result<Option<String>, OpsError> {
+        let mut rec = rec.clone();
+        let action = OperatorAction { at_ms: now_ms, by: by.to_owned(), command: command.name().to_owned(), detail: rec.detail.clone() };
         let stored = self
             .update_state(|s| {
                 if !s.actions.contains(&action) {
@@ -448,12 +478,12 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             })
             .await?;
         self.flush_ledger(&stored, now_ms).await?;
-        rec.notice_id = self.announce_operator(&rec, change.as_ref(), now_ms).await;
+        rec.notice_id = self.announce_operator(&rec, change, now_ms).await;
         match serde_json::to_string(&rec) {
             Ok(line) => println!("{line}"),
             Err(e) => tracing::error!("cannot serialise the operator record: {e}"),
         }
-        Ok(rec)
+        Ok(rec.notice_id)
     }
 
     /// Weights that take all traffic off `target`, or `None` if it carries none. The

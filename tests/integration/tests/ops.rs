@@ -146,6 +146,23 @@ async fn a_drained_target_loses_its_traffic_and_gets_none_back_until_undrained()
 }
 
 #[tokio::test]
+async fn a_drain_with_nowhere_to_move_the_traffic_is_an_error_that_keeps_the_mark_and_says_so() -> Result<()> {
+    let w = world().await?;
+    let f = w.function(&[], builtin()).await?;
+    w.set_health("secondary", false).await?;
+    let err = f.operate(ME, &Command::Drain { target: "primary".into(), reason: "patch".into() }, t0()).await.expect_err("nowhere to go");
+    assert!(err.to_string().contains("no other undrained target is up"), "{err}");
+    assert_eq!(w.weights().await?, weights(100, 0), "traffic stays on the primary");
+    let s = state(&w, &f).await?;
+    assert!(s.ops.drained.contains_key("primary"), "the mark is set");
+    let a = s.actions.last().context("the attempt is recorded")?;
+    assert!(a.detail.contains("could not be moved off"), "{a:?}");
+    let n = w.notices(2, 10).await?;
+    assert!(n.iter().any(|n| n["type"] == "operator" && n["summary"].as_str().unwrap_or("").contains("could not be moved off")), "{:?}", summaries(&n));
+    Ok(())
+}
+
+#[tokio::test]
 async fn approve_failback_returns_traffic_on_the_next_evaluation_and_is_used_up() -> Result<()> {
     let w = world().await?;
     let f = w.function(&[("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60")], builtin()).await?;
