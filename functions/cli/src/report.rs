@@ -174,9 +174,11 @@ pub fn picture(r: &Report) -> Timeline {
         periods: r
             .incidents
             .iter()
-            .map(|i| {
-                let a = i.incident.opened_at_ms;
-                (at(a), at(a + i.figures.unhealthy_ms), format!("{}: `{}` failing, traffic on it", i.incident.id, i.incident.target))
+            .flat_map(|i| {
+                i.incident.unhealthy.iter().map(|p| {
+                    let until = p.until_ms.unwrap_or(r.to_ms);
+                    (at(p.from_ms), at(until), format!("{}: `{}` down while carrying traffic", i.incident.id, p.target))
+                })
             })
             .collect(),
     }];

@@ -73,6 +73,18 @@ pub struct AlarmMark {
     pub at_ms: TimestampMs,
 }
 
+/// A period during which a down target carried traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnhealthyPeriod {
+    /// The target.
+    pub target: String,
+    /// From (the incident's first failure for its first target, else the observation).
+    pub from_ms: TimestampMs,
+    /// Until traffic was off it (the change's INSYNC when known) or it recovered; `None`
+    /// while it lasts.
+    pub until_ms: Option<TimestampMs>,
+}
+
 /// An operator command, as the ledger and the state object record it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorAction {
@@ -109,10 +121,14 @@ pub struct Incident {
     /// Operator commands while it was open.
     #[serde(default)]
     pub operator_actions: Vec<OperatorAction>,
-    /// When the failed target stopped carrying traffic or came back up, whichever first:
-    /// the end of the time traffic was served by an unhealthy region. `None` while it lasts.
+    /// When the failed target stopped carrying traffic or came back up, whichever first
+    /// (service restored: the end of the RTO). `None` while it lasts.
     #[serde(default)]
     pub unhealthy_until_ms: Option<TimestampMs>,
+    /// Every period a down target carried traffic during the incident (the failed target's
+    /// first, then any other target that failed while carrying traffic).
+    #[serde(default)]
+    pub unhealthy: Vec<UnhealthyPeriod>,
     /// When traffic was back on a healthy primary (or an operator closed it).
     #[serde(default)]
     pub closed_at_ms: Option<TimestampMs>,
@@ -135,8 +151,9 @@ pub struct IncidentFigures {
     pub evacuate_ms: Option<i64>,
     /// First failure -> Route 53 reported that change INSYNC.
     pub insync_ms: Option<i64>,
-    /// Time traffic was served by the unhealthy region (first failure -> traffic off it
-    /// INSYNC, or the target recovered). Until now for an incident still open.
+    /// Time traffic was served by an unhealthy region: the sum of the incident's unhealthy
+    /// periods (the first from the first failure to traffic off it INSYNC or its recovery),
+    /// each until now while it lasts.
     pub unhealthy_ms: i64,
     /// Achieved RPO: age of the newest verified backup of the region that took the traffic,
     /// at the evacuation.
@@ -158,16 +175,23 @@ impl Incident {
     pub fn figures(&self, now_ms: TimestampMs) -> IncidentFigures {
         let since = |t: TimestampMs| t.saturating_sub(self.opened_at_ms);
         let evac = self.evacuation();
-        let unhealthy_until = self.unhealthy_until_ms.unwrap_or(now_ms);
         IncidentFigures {
             detect_ms: since(self.detected_at_ms),
             evacuate_ms: evac.map(|c| since(c.at_ms)),
             insync_ms: evac.and_then(|c| c.insync_at_ms).map(since),
-            unhealthy_ms: since(unhealthy_until),
+            unhealthy_ms: self.unhealthy_within(i64::MIN, now_ms, now_ms),
             rpo_ms: evac.and_then(|c| c.rpo_ms),
             rto_ms: self.unhealthy_until_ms.map(since),
             duration_ms: self.closed_at_ms.map(since),
         }
+    }
+
+    /// Milliseconds of unhealthy periods within `[from_ms, to_ms)`, open ones until `now_ms`.
+    pub fn unhealthy_within(&self, from_ms: TimestampMs, to_ms: TimestampMs, now_ms: TimestampMs) -> i64 {
+        self.unhealthy
+            .iter()
+            .map(|p| (p.until_ms.unwrap_or(now_ms).min(to_ms) - p.from_ms.max(from_ms)).max(0))
+            .sum()
     }
 
     /// The ledger object key under `prefix` (the state prefix).
@@ -216,6 +240,14 @@ impl Incident {
             self.unhealthy_until_ms = Some(insync);
             self.revision += 1;
         }
+        // The same for any unhealthy period this change ended.
+        if let Some(insync) = c.insync_at_ms {
+            let shed = |t: &str| c.from.iter().any(|w| w.set_identifier == t && w.weight > 0) && c.to.iter().any(|w| w.set_identifier == t && w.weight == 0);
+            for p in self.unhealthy.iter_mut().filter(|p| p.until_ms == Some(c.at_ms) && shed(&p.target)) {
+                p.until_ms = Some(insync);
+                self.revision += 1;
+            }
+        }
     }
 
     /// Closes it (idempotent).
@@ -224,6 +256,9 @@ impl Incident {
             self.closed_at_ms = Some(at_ms);
             self.closed_by = Some(by.to_owned());
             self.unhealthy_until_ms.get_or_insert(at_ms);
+            for p in self.unhealthy.iter_mut().filter(|p| p.until_ms.is_none()) {
+                p.until_ms = Some(at_ms);
+            }
             self.bump();
         }
     }
@@ -266,6 +301,7 @@ pub fn observe(
             changes: vec![],
             operator_actions: vec![],
             unhealthy_until_ms: None,
+            unhealthy: vec![UnhealthyPeriod { target: t.set_identifier.clone(), from_ms: opened, until_ms: None }],
             closed_at_ms: None,
             closed_by: None,
             revision: 1,
@@ -285,6 +321,22 @@ pub fn observe(
             let evac_insync = inc.evacuation().and_then(|c| c.insync_at_ms.or(Some(c.at_ms)));
             inc.unhealthy_until_ms = Some(evac_insync.unwrap_or(now_ms).min(now_ms));
             inc.bump();
+        }
+    }
+    // Unhealthy periods: one per down target carrying traffic, ended when it stops (from
+    // the change's INSYNC, filled in by `update_change`) or recovers.
+    for p in inc.unhealthy.iter_mut().filter(|p| p.until_ms.is_none()) {
+        let off = targets.iter().find(|t| t.set_identifier == p.target).is_none_or(|t| !carries(targets, t) || t.condition() != Condition::Down);
+        if off {
+            let shed_by = inc.changes.iter().rev().find(|c| c.at_ms <= now_ms && c.to.iter().any(|w| w.set_identifier == p.target && w.weight == 0));
+            p.until_ms = Some(shed_by.map_or(now_ms, |c| c.insync_at_ms.unwrap_or(c.at_ms)).max(p.from_ms).min(now_ms));
+            inc.revision += 1;
+        }
+    }
+    for t in targets.iter().filter(|t| t.condition() == Condition::Down && carries(targets, t)) {
+        if !inc.unhealthy.iter().any(|p| p.target == t.set_identifier && p.until_ms.is_none()) {
+            inc.unhealthy.push(UnhealthyPeriod { target: t.set_identifier.clone(), from_ms: now_ms, until_ms: None });
+            inc.revision += 1;
         }
     }
     let primary_back = targets.iter().any(|t| t.primary && t.condition() == Condition::Up && carries(targets, t));
@@ -391,12 +443,11 @@ pub fn report(mut incidents: Vec<Incident>, from_ms: TimestampMs, to_ms: Timesta
     let mut reported = Vec::new();
     for i in incidents {
         let f = i.figures(to_ms);
-        let (a, b) = (i.opened_at_ms, i.opened_at_ms + f.unhealthy_ms);
-        let end = i.closed_at_ms.unwrap_or(to_ms).max(b);
-        if end < from_ms || a >= to_ms {
+        let end = i.closed_at_ms.unwrap_or(to_ms);
+        if end < from_ms || i.opened_at_ms >= to_ms {
             continue;
         }
-        unavailable_ms += (b.min(to_ms) - a.max(from_ms)).max(0);
+        unavailable_ms += i.unhealthy_within(from_ms, to_ms, to_ms);
         reported.push(ReportedIncident {
             rpo_met: f.rpo_ms.map(|r| r <= objectives.rpo_ms),
             rto_met: f.rto_ms.map(|r| r <= objectives.rto_ms),
@@ -524,6 +575,10 @@ mod tests {
         inc.as_mut().expect("open").add_change(&change(Move::Evacuation, 5 * MIN, None));
         observe(&mut inc, "api.", &[t("primary", 100, true), t("secondary", 0, false)], &[], 6 * MIN);
         assert_eq!(inc.as_ref().and_then(|i| i.closed_at_ms), Some(6 * MIN));
+        let i = inc.as_ref().expect("kept");
+        assert_eq!(i.unhealthy.iter().map(|p| p.target.as_str()).collect::<Vec<_>>(), ["primary", "secondary"], "both sides' time on a down target counts");
+        assert!(i.unhealthy.iter().all(|p| p.until_ms.is_some()));
+        assert_eq!(i.figures(9 * MIN).unhealthy_ms, (5 * MIN - MIN) + (6 * MIN - 5 * MIN));
         // Closed but not yet written: a new failure does not reopen it.
         assert!(!observe(&mut inc, "api.", &[t("primary", 100, false), t("secondary", 0, false)], &[], 7 * MIN));
     }
@@ -535,6 +590,7 @@ mod tests {
         let mut i = inc.expect("open");
         i.add_change(&change(Move::Evacuation, 1_000 * MIN + 60_000, Some(1_000 * MIN + 120_000)));
         i.unhealthy_until_ms = Some(1_000 * MIN + 120_000);
+        i.unhealthy[0].until_ms = Some(1_000 * MIN + 120_000);
         i.close(1_100 * MIN, "kbha");
         let obj = Objectives { slo_percent: 99.95, rpo_ms: 3_600_000, rto_ms: 4 * 3_600_000 };
         // 30 days: budget 21.6 min; 2 min spent.

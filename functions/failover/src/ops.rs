@@ -919,6 +919,7 @@ mod tests {
             changes: vec![],
             operator_actions: vec![],
             unhealthy_until_ms: Some(0),
+            unhealthy: vec![],
             closed_at_ms: None,
             closed_by: None,
             revision: 1,
