@@ -38,19 +38,15 @@ pub struct ReportArgs {
     pub json: bool,
 }
 
-/// `30d`, `12h`, `90m`, `45s` in ms.
+/// `30d`, `12h`, `90m`, `1h30m` in ms: whole days, or the drill's duration syntax (which
+/// has no days: a drill is minutes to hours long).
 pub fn parse_span(s: &str) -> Result<i64> {
     let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = n.parse().with_context(|| format!("`{s}` is not a duration like 30d, 12h, 90m"))?;
-    let ms = match unit {
-        "d" => 86_400_000,
-        "h" => 3_600_000,
-        "m" => 60_000,
-        "s" => 1_000,
-        _ => bail!("`{s}`: the unit must be d, h, m or s (30d, 12h, 90m)"),
+    let parsed = match s.strip_suffix('d') {
+        Some(days) => days.parse::<i64>().map(|d| d * 86_400_000).map_err(anyhow::Error::from),
+        None => crate::drill::scenario::parse_duration(s),
     };
-    Ok(n * ms)
+    parsed.with_context(|| format!("`{s}` is not a duration like 30d, 12h, 90m"))
 }
 
 /// Runs `kbha report`.

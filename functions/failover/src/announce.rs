@@ -11,7 +11,7 @@ use kbha_aws::{Alarms, Dns, Notifier, ObjectStore};
 use kbha_core::events::EventError;
 use kbha_core::guardrails::{GuardrailVerdict, Move};
 use kbha_core::time::format_timestamp;
-use kbha_core::{Alarm, Alert, Severity, TimestampMs, Weight};
+use kbha_core::{Alarm, Alert, Severity, TimestampMs};
 use kbha_hosting::claim::{self, Claim, Holder};
 
 use crate::handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction};
@@ -40,7 +40,7 @@ pub fn standing_keys(rec: &DecisionRecord) -> Vec<String> {
     }
     if rec.action == ActionTaken::Paused {
         // One notice per held change while paused, not one per tick.
-        keys.push(format!("held: {}", describe_weights(&rec.new_weights)));
+        keys.push(format!("held: {}", crate::ops::describe(&rec.new_weights)));
     }
     keys.sort();
     keys.dedup();
@@ -166,7 +166,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             let evacuation = matches!(verdict, GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
             severity = severity.max(if evacuation { Severity::Critical } else { Severity::Warning });
         }
-        let moved = describe_weights(&rec.new_weights);
+        let moved = crate::ops::describe(&rec.new_weights);
         let summary = match rec.action {
             ActionTaken::Applied => format!("traffic shifted: {moved}"),
             ActionTaken::DryRun => format!("dry-run: would shift traffic: {moved}"),
@@ -272,14 +272,11 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         }
     }
 
-    fn primary_region(&self) -> &str {
+    pub(crate) fn primary_region(&self) -> &str {
         self.cfg.targets.iter().find(|t| t.primary).map_or("", |t| t.region.as_str())
     }
 }
 
-fn describe_weights(weights: &[Weight]) -> String {
-    weights.iter().map(|w| format!("{}={}", w.set_identifier, w.weight)).collect::<Vec<_>>().join(", ")
-}
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")

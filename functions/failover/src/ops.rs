@@ -663,7 +663,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let attributes = BTreeMap::from([
             ("severity".to_owned(), severity.to_owned()),
             ("source".to_owned(), "kbha.failover".to_owned()),
-            ("region".to_owned(), self.cfg.targets.iter().find(|t| t.primary).map(|t| t.region.clone()).unwrap_or_default()),
+            ("region".to_owned(), self.primary_region().to_owned()),
             ("kind".to_owned(), "operator".to_owned()),
             ("dry_run".to_owned(), self.cfg.dry_run.to_string()),
         ]);

@@ -209,6 +209,31 @@ impl World {
     }
 }
 
+/// The failover function's built-in policy.
+pub fn builtin() -> Policies {
+    Policies::single(kbha_hosting::builtin::<kbha_hosting::Failover>().expect("built-in policy loads"))
+}
+
+/// A world whose two mapped alarms exist in CloudWatch, OK since a day before `t0()`.
+pub async fn world_with_alarms() -> Result<World> {
+    let w = World::start().await?;
+    for (region, name) in [("us-east-1", PRIMARY_ALARM), ("us-west-2", SECONDARY_ALARM)] {
+        w.emu.put_alarm(region, name).await?;
+        w.emu.set_alarm_state_at(region, name, "OK", "steady", t0() - 24 * 3_600_000).await?;
+    }
+    Ok(w)
+}
+
+/// The target's region and alarm.
+pub fn alarm_of(target: &str) -> (&'static str, &'static str) {
+    if target == "primary" { ("us-east-1", PRIMARY_ALARM) } else { ("us-west-2", SECONDARY_ALARM) }
+}
+
+/// A scheduled tick at `at`, handled at `at`: its one decision record.
+pub async fn tick_at(f: &Function, at: i64) -> Result<kbha_failover::DecisionRecord> {
+    f.handle(&tick(at, &format!("tick-{at}"))?, at).await?.pop().context("one record per tick")
+}
+
 /// `{primary: p, secondary: s}`.
 pub fn weights(p: u32, s: u32) -> BTreeMap<String, u32> {
     BTreeMap::from([("primary".to_owned(), p), ("secondary".to_owned(), s)])

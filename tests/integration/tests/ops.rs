@@ -8,31 +8,13 @@ use anyhow::{Context, Result};
 use kbha_aws::{Identity, StsIdentity};
 use kbha_failover::ledger::Incident;
 use kbha_failover::ops::{Command, OpsError};
-use kbha_failover::{ActionTaken, DecisionRecord, Policies, StoredState};
-use kbha_hosting::{Failover, builtin as builtin_policy};
+use kbha_failover::{ActionTaken, DecisionRecord, StoredState};
 use kbha_integration::*;
 use serde_json::Value;
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
 const ME: &str = "arn:aws:iam::123456789012:user/oncall";
-
-fn builtin() -> Policies {
-    Policies::single(builtin_policy::<Failover>().expect("built-in policy loads"))
-}
-
-async fn world() -> Result<World> {
-    let w = World::start().await?;
-    for (region, name) in [("us-east-1", PRIMARY_ALARM), ("us-west-2", SECONDARY_ALARM)] {
-        w.emu.put_alarm(region, name).await?;
-        w.emu.set_alarm_state_at(region, name, "OK", "steady", t0() - 24 * 60 * MIN).await?;
-    }
-    Ok(w)
-}
-
-fn alarm_of(target: &str) -> (&'static str, &'static str) {
-    if target == "primary" { ("us-east-1", PRIMARY_ALARM) } else { ("us-west-2", SECONDARY_ALARM) }
-}
 
 /// The target fails (health check and alarm) at `at`; the alarm is delivered 5 s later.
 async fn fail(w: &World, f: &Function, target: &str, at: i64) -> Result<DecisionRecord> {
@@ -50,10 +32,6 @@ async fn transition(w: &World, f: &Function, target: &str, healthy: bool, at: i6
     w.emu.set_alarm_state_at(region, alarm, state, "test", at).await?;
     let ev = alarm_event(Shape::Sns, alarm, region, state, at, &format!("{alarm}-{state}-{at}"))?;
     f.handle(&ev, at + 5 * SEC).await?.pop().context("one record")
-}
-
-async fn tick_at(f: &Function, at: i64) -> Result<DecisionRecord> {
-    f.handle(&tick(at, &format!("tick-{at}"))?, at).await?.pop().context("one record per tick")
 }
 
 /// The state object, read back through S3.
@@ -81,7 +59,7 @@ fn summaries(notices: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_pause_holds_the_evacuation_on_events_and_ticks_announces_it_once_and_resume_lets_it_through() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[], builtin()).await?;
     let rec = f.operate(ME, &Command::Pause { reason: "db migration".into() }, t0()).await?;
     assert!(rec.notice_id.is_some());
@@ -112,7 +90,7 @@ async fn a_pause_holds_the_evacuation_on_events_and_ticks_announces_it_once_and_
 
 #[tokio::test]
 async fn a_drained_target_loses_its_traffic_and_gets_none_back_until_undrained() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60")], builtin()).await?;
     // An unknown target is a clear error, and changes nothing.
     let err = f.operate(ME, &Command::Drain { target: "tertiary".into(), reason: "x".into() }, t0()).await.expect_err("unknown");
@@ -147,7 +125,7 @@ async fn a_drained_target_loses_its_traffic_and_gets_none_back_until_undrained()
 
 #[tokio::test]
 async fn a_drain_with_nowhere_to_move_the_traffic_is_an_error_that_keeps_the_mark_and_says_so() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[], builtin()).await?;
     w.set_health("secondary", false).await?;
     let err = f.operate(ME, &Command::Drain { target: "primary".into(), reason: "patch".into() }, t0()).await.expect_err("nowhere to go");
@@ -164,7 +142,7 @@ async fn a_drain_with_nowhere_to_move_the_traffic_is_an_error_that_keeps_the_mar
 
 #[tokio::test]
 async fn approve_failback_returns_traffic_on_the_next_evaluation_and_is_used_up() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60")], builtin()).await?;
     assert_eq!(fail(&w, &f, "primary", t0()).await?.action, ActionTaken::Applied);
     recover(&w, &f, "primary", t0() + 5 * MIN).await?;
@@ -185,7 +163,7 @@ async fn approve_failback_returns_traffic_on_the_next_evaluation_and_is_used_up(
 
 #[tokio::test]
 async fn an_approval_lapses_when_the_primary_fails_again_before_the_return() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60")], builtin()).await?;
     fail(&w, &f, "primary", t0()).await?;
     recover(&w, &f, "primary", t0() + 5 * MIN).await?;
@@ -203,7 +181,7 @@ async fn an_approval_lapses_when_the_primary_fails_again_before_the_return() -> 
 
 #[tokio::test]
 async fn a_manual_shift_goes_through_the_guardrails_and_force_needs_break_glass() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[], builtin()).await?;
     let to = |t: &str, force: bool| Command::Shift { to: Some(t.into()), weights: vec![], force, reason: "game day".into() };
     let rec = f.operate(ME, &to("secondary", false), t0()).await?;
@@ -235,7 +213,7 @@ async fn a_command_racing_the_function_loses_nothing() -> Result<()> {
     // The function evacuates the failed primary while an operator pauses and another drains
     // the secondary's neighbour: every write lands, in whichever order.
     for round in 0..3 {
-        let w = world().await?;
+        let w = world_with_alarms().await?;
         let f = w.function(&[], builtin()).await?;
         let at = t0() + i64::from(round) * MIN;
         w.set_health("primary", false).await?;
@@ -263,7 +241,7 @@ async fn a_command_racing_the_function_loses_nothing() -> Result<()> {
     }
     // Two operators shifting at once against the function's evacuation: Route 53's
     // compare-and-swap lets each change land whole, one after the other.
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[("KBHA_MIN_INTERVAL_SECONDS", "0")], builtin()).await?;
     w.set_health("primary", false).await?;
     w.emu.set_alarm_state_at("us-east-1", PRIMARY_ALARM, "ALARM", "test", t0()).await?;
@@ -282,7 +260,7 @@ async fn a_command_racing_the_function_loses_nothing() -> Result<()> {
 
 #[tokio::test]
 async fn the_ledger_records_an_incident_with_insync_and_its_figures_and_status_shows_it() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     w.set_replication("us-west-2", t0() - 10 * MIN).await?;
     let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "600")], builtin()).await?;
     // The emulator answers PENDING on a change's first GetChange, INSYNC afterwards.
@@ -339,7 +317,7 @@ async fn the_ledger_records_an_incident_with_insync_and_its_figures_and_status_s
 
 #[tokio::test]
 async fn a_change_not_insync_in_time_is_announced_once_and_operators_close_incidents() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     w.emu.set_change_pending_reads(1000).await?;
     let f = w.function(&[("KBHA_INSYNC_ALERT_MINUTES", "2")], builtin()).await?;
     fail(&w, &f, "primary", t0()).await?;

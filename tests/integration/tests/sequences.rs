@@ -9,31 +9,11 @@
 
 use anyhow::Result;
 use kbha_failover::{ActionTaken, DecisionRecord, Policies};
-use kbha_hosting::{Failover, builtin as builtin_policy};
 use kbha_integration::*;
 use serde_json::Value;
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
-
-fn builtin() -> Policies {
-    Policies::single(builtin_policy::<Failover>().expect("built-in policy loads"))
-}
-
-/// A world whose two alarms exist in CloudWatch (OK since long before the test).
-async fn world() -> Result<World> {
-    let w = World::start().await?;
-    for (region, name) in [("us-east-1", PRIMARY_ALARM), ("us-west-2", SECONDARY_ALARM)] {
-        w.emu.put_alarm(region, name).await?;
-        w.emu.set_alarm_state_at(region, name, "OK", "steady", t0() - 24 * 60 * MIN).await?;
-    }
-    Ok(w)
-}
-
-/// The target's region and alarm.
-fn alarm_of(target: &str) -> (&'static str, &'static str) {
-    if target == "primary" { ("us-east-1", PRIMARY_ALARM) } else { ("us-west-2", SECONDARY_ALARM) }
-}
 
 /// The target fails at `at`: its health check fails and its alarm goes to ALARM in
 /// CloudWatch; with `deliver`, the alarm's notification reaches the function 5 s later.
@@ -58,11 +38,6 @@ async fn transition(w: &World, f: &Function, target: &str, healthy: bool, at: i6
     Ok(f.handle(&ev, at + 5 * SEC).await?.pop())
 }
 
-async fn tick_at(f: &Function, at: i64) -> Result<DecisionRecord> {
-    let mut recs = f.handle(&tick(at, &format!("tick-{at}"))?, at).await?;
-    Ok(recs.pop().expect("one record per tick"))
-}
-
 fn action(r: &Option<DecisionRecord>) -> Option<ActionTaken> {
     r.as_ref().map(|r| r.action)
 }
@@ -71,7 +46,7 @@ fn action(r: &Option<DecisionRecord>) -> Option<ActionTaken> {
 ///    cooldown (which only holds returns).
 #[tokio::test]
 async fn a_primary_failing_again_two_minutes_after_failback_is_evacuated_at_once() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "600")], builtin()).await?;
     assert_eq!(action(&fail(&w, &f, "primary", t0(), true).await?), Some(ActionTaken::Applied));
     recover(&w, &f, "primary", t0() + 5 * MIN, true).await?;
@@ -88,7 +63,7 @@ async fn a_primary_failing_again_two_minutes_after_failback_is_evacuated_at_once
 ///    for the hysteresis, with manual failback: traffic goes to the primary at once.
 #[tokio::test]
 async fn a_failing_secondary_hands_traffic_back_to_a_recovered_primary_even_with_manual_failback() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[("KBHA_FAILBACK", "manual")], builtin()).await?;
     fail(&w, &f, "primary", t0(), true).await?;
     assert_eq!(w.weights().await?, weights(0, 100));
@@ -104,7 +79,7 @@ async fn a_failing_secondary_hands_traffic_back_to_a_recovered_primary_even_with
 ///    and traffic returns once the hysteresis has passed.
 #[tokio::test]
 async fn a_lost_ok_transition_stops_mattering_at_the_next_tick() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[], builtin()).await?;
     fail(&w, &f, "primary", t0(), true).await?;
     assert_eq!(w.weights().await?, weights(0, 100));
@@ -120,7 +95,7 @@ async fn a_lost_ok_transition_stops_mattering_at_the_next_tick() -> Result<()> {
 ///    hysteresis counts from the flap, not from the alarm's last change days ago.
 #[tokio::test]
 async fn a_short_health_flap_restarts_the_hysteresis() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "300")], builtin()).await?;
     w.set_health("primary", false).await?;
     assert_eq!(tick_at(&f, t0()).await?.action, ActionTaken::Applied, "evacuated on health alone");
@@ -137,7 +112,7 @@ async fn a_short_health_flap_restarts_the_hysteresis() -> Result<()> {
 /// 5. INSUFFICIENT_DATA on the alarm does not hide a failing health check.
 #[tokio::test]
 async fn insufficient_data_does_not_hide_a_failing_health_check() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[], builtin()).await?;
     w.set_health("primary", false).await?;
     w.emu.set_alarm_state_at("us-east-1", PRIMARY_ALARM, "INSUFFICIENT_DATA", "no data", t0()).await?;
@@ -152,7 +127,7 @@ async fn insufficient_data_does_not_hide_a_failing_health_check() -> Result<()> 
 ///    however many ticks follow.
 #[tokio::test]
 async fn regions_failing_one_after_the_other_page_once() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     let f = w.function(&[], builtin()).await?;
     fail(&w, &f, "primary", t0(), true).await?;
     fail(&w, &f, "secondary", t0() + 3 * MIN, true).await?;
@@ -172,10 +147,10 @@ async fn regions_failing_one_after_the_other_page_once() -> Result<()> {
 ///    zeroes the healthy secondary is refused (it would send everything to the sick one).
 #[tokio::test]
 async fn zeroing_the_healthy_side_at_even_weights_is_refused() -> Result<()> {
-    let w = world().await?;
+    let w = world_with_alarms().await?;
     w.emu.set_weight(&w.fx, "secondary", 100).await?;
     // The hostile guest asks for fixed weights whatever the facts (see policies/hostile).
-    let policies = Policies::single(kbha_hosting::load_artifact::<Failover>("hostile", "s3://policies/hostile.wasm")?);
+    let policies = Policies::single(kbha_hosting::load_artifact::<kbha_hosting::Failover>("hostile", "s3://policies/hostile.wasm")?);
     let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"weights","weights":"secondary=0"}"#)], policies).await?;
     w.set_health("primary", false).await?;
     let r = tick_at(&f, t0()).await?;
