@@ -30,7 +30,7 @@ build() {
     name=$(basename "$dir")
     world=$(tr -d '[:space:]' < "$dir/world")
     start=$(date +%s%N)
-    (cd "$dir" && "$venv/bin/componentize-py" -d "$root/wit" -w "kbha:policy/$world@0.2.0" \
+    (cd "$dir" && "$venv/bin/componentize-py" -d "$root/wit" -w "kbha:policy/$world@0.3.0" \
         componentize app -o "$out/$name.wasm" >/dev/null)
     # componentize-py leaves the bytecode it compiled beside the source (also git-ignored).
     rm -rf "$dir/__pycache__"

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use kbha_aws::{AwsSettings, CloudWatchAlarms, Identity, Route53Dns, S3Store, SnsNotifier, StsIdentity, load_sdk_config};
 use kbha_core::time::format_timestamp;
 use kbha_failover::ops::{Command, Status, parse_weights};
-use kbha_failover::{FailoverConfig, FailoverFunction, Policies};
+use kbha_failover::{FailoverConfig, FailoverFunction};
 use kbha_hosting::lambda::now_ms;
 
 /// Where the configuration and AWS come from (shared by `kbha ops` and `kbha report`).
@@ -92,6 +92,31 @@ pub enum OpsCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Planned switchover (game day, maintenance): all traffic to a target observed up, in
+    /// steps with a bake time each, rolled back if it fails; waits for the RPO gate before
+    /// the first step. Later steps come with the function's ticks.
+    Switchover {
+        /// Destination (set identifier).
+        #[arg(long)]
+        to: String,
+        /// Steps, percent, rising to 100 (default: KBHA_RETURN_STEPS, `10,25,50,75,100`).
+        #[arg(long)]
+        steps: Option<String>,
+        /// How long each step holds (`5m`, `90s`; default: KBHA_RETURN_BAKE_SECONDS, 5m).
+        #[arg(long)]
+        bake: Option<String>,
+        /// Why (recorded and announced).
+        #[arg(long, default_value = "planned switchover")]
+        reason: String,
+    },
+    /// Stop the stepped shift under way (a switchover or a stepped return) and put the
+    /// weights back to where it started; automatic returns are then held until the next
+    /// `switchover`.
+    Abort {
+        /// Why.
+        #[arg(long, default_value = "aborted by an operator")]
+        reason: String,
+    },
 }
 
 /// Reads the `KBHA_*` configuration: from `path`, or the environment.
@@ -135,18 +160,20 @@ pub fn parse_config(text: &str) -> Result<BTreeMap<String, String>> {
 /// The function over real (or emulated) AWS, as the Lambda builds it.
 pub type Live = FailoverFunction<Route53Dns, CloudWatchAlarms, S3Store, SnsNotifier>;
 
-/// Builds the failover function for `target` (its policy is not used by these commands).
+/// Builds the failover function for `target` with its configured policy (a switchover
+/// runs one evaluation, as a tick would).
 pub async fn live(target: &Target) -> Result<(Live, aws_config::SdkConfig)> {
     let env = config_map(target.config.as_deref())?;
     let cfg = FailoverConfig::from_lookup(|k| env.get(k).cloned())?;
     let settings = AwsSettings { endpoint_url: target.endpoint_url.clone(), ..AwsSettings::default() };
     let conf = load_sdk_config(&settings).await;
-    let policies = Policies::single(kbha_hosting::builtin::<kbha_hosting::Failover>()?);
+    let store = S3Store::from_conf(&conf);
+    let policies = kbha_hosting::load_policies::<kbha_hosting::Failover, _>(&cfg.policy, cfg.fallback, &store).await?;
     let f = FailoverFunction::new(
         cfg,
         Route53Dns::from_conf(&conf),
         CloudWatchAlarms::from_conf(&conf),
-        S3Store::from_conf(&conf),
+        store,
         SnsNotifier::from_conf(&conf),
         policies,
     );
@@ -179,6 +206,17 @@ pub async fn run(args: &OpsArgs) -> Result<()> {
         OpsCommand::Undrain { target } => Command::Undrain { target: target.clone() },
         OpsCommand::ApproveFailback => Command::ApproveFailback,
         OpsCommand::CloseIncident { reason } => Command::CloseIncident { reason: reason.clone() },
+        OpsCommand::Switchover { to, steps, bake, reason } => {
+            let cfg = f.config();
+            let bake_ms = match bake {
+                Some(b) => u64::try_from(crate::drill::scenario::parse_duration(b).context("--bake")?).unwrap_or(0),
+                None => cfg.return_bake_s.saturating_mul(1000),
+            };
+            let steps = kbha_core::plan::parse_steps(steps.as_deref().unwrap_or(&cfg.return_steps), bake_ms)
+                .map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
+            Command::Switchover { to: to.clone(), steps, reason: reason.clone() }
+        }
+        OpsCommand::Abort { reason } => Command::Abort { reason: reason.clone() },
     };
     let by = StsIdentity::from_conf(&conf)
         .caller_arn()
@@ -232,6 +270,9 @@ pub fn render_status(s: &Status) -> String {
     }
     if s.dry_run {
         modes.push("DRY-RUN".into());
+    }
+    if let Some(m) = &s.switched {
+        modes.push(format!("automatic returns HELD by {} at {}: {}", m.by, format_timestamp(m.at_ms), m.reason));
     }
     let _ = writeln!(o, "mode: {}", if modes.is_empty() { "automatic".to_owned() } else { modes.join("; ") });
     let _ = writeln!(o, "\n{:<12} {:<11} {:>6} {:>6}  {:<9} {:<10} {:<18} {:<28} replication age", "target", "region", "weight", "share", "condition", "health", "alarms", "up since");
@@ -302,6 +343,19 @@ pub fn render_status(s: &Status) -> String {
                 f.rpo_ms.map_or("unknown".into(), |v| mins(v as i64)),
             );
         }
+    }
+    if let Some(p) = &s.plan {
+        let _ = writeln!(
+            o,
+            "\nUNDER WAY: {} ({}), {} since {}, started by {} at {}; steps {}",
+            p.title(),
+            p.id,
+            p.describe_step(p.step),
+            ago(now, p.step_at_ms),
+            p.by,
+            format_timestamp(p.started_at_ms),
+            p.steps.iter().map(|s| format!("{} % ({})", s.percent, mins(s.bake_ms as i64))).collect::<Vec<_>>().join(", ")
+        );
     }
     if !s.standing_alerts.is_empty() {
         let _ = writeln!(o, "\nstanding alerts:");

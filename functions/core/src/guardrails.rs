@@ -109,6 +109,11 @@ pub enum Refusal {
         /// Target.
         set_identifier: String,
     },
+    /// A stepped shift whose steps are not valid ([`crate::plan::validate_steps`]).
+    InvalidPlan {
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -144,6 +149,7 @@ impl std::fmt::Display for Refusal {
             Refusal::ManualFailback { set_identifier } => {
                 write!(f, "traffic would return to `{set_identifier}` but failback is manual (KBHA_FAILBACK=manual); `kbha ops approve-failback` lets it return")
             }
+            Refusal::InvalidPlan { problem } => write!(f, "the stepped shift is not valid: {problem}"),
             Refusal::Drained { set_identifier } => {
                 write!(f, "the traffic share of `{set_identifier}` would rise but an operator drained it; `kbha ops undrain {set_identifier}` gives it back")
             }
@@ -202,11 +208,29 @@ pub fn classify(targets: &[Target], new: &[Weight], hysteresis_ms: i64, now_ms: 
 
 /// Checks `decision` against the guardrails for the record set described by `input`.
 pub fn check_failover(input: &FailoverInput, decision: &FailoverDecision, settings: GuardrailSettings) -> GuardrailVerdict {
-    let (asked, force) = match &decision.action {
+    let mut refusals = Vec::new();
+    let stepped: Vec<Weight>;
+    let (asked, force): (&[Weight], bool) = match &decision.action {
         FailoverAction::Hold => return GuardrailVerdict::NoChange,
         FailoverAction::ShiftWeights { weights, force } => (weights, *force),
+        // A stepped shift is checked as its first step; the failover function checks each
+        // later one as it comes ([`crate::plan`]).
+        FailoverAction::ShiftInSteps { weights, steps } => {
+            if let Err(e) = crate::plan::validate_steps(steps) {
+                refusals.push(Refusal::InvalidPlan { problem: e.to_string() });
+            }
+            let percent = steps.first().map_or(100, |s| s.percent.clamp(1, 100));
+            stepped = weights
+                .iter()
+                .map(|w| {
+                    let from = input.targets.iter().find(|t| t.set_identifier == w.set_identifier).map_or(0, |t| t.weight);
+                    let weight = if w.weight > MAX_WEIGHT { w.weight } else { crate::plan::step_value(from, w.weight, percent) };
+                    Weight { set_identifier: w.set_identifier.clone(), weight }
+                })
+                .collect();
+            (&stepped, false)
+        }
     };
-    let mut refusals = Vec::new();
     let mut new: Vec<Weight> =
         input.targets.iter().map(|t| Weight { set_identifier: t.set_identifier.clone(), weight: t.weight }).collect();
     let mut seen = std::collections::BTreeSet::new();

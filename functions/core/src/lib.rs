@@ -7,6 +7,7 @@
 pub mod backup_events;
 pub mod events;
 pub mod guardrails;
+pub mod plan;
 pub mod state;
 pub mod time;
 pub mod types;

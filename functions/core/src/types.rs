@@ -291,6 +291,22 @@ pub enum FailoverAction {
         #[serde(default)]
         force: bool,
     },
+    /// Move to new weights in steps ([`crate::plan`]).
+    ShiftInSteps {
+        /// Weights at the end (unlisted targets keep theirs).
+        weights: Vec<Weight>,
+        /// The steps, in order; the last at 100 %.
+        steps: Vec<PlanStep>,
+    },
+}
+
+/// One step of a stepped shift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// Percent of the way from the weights at the plan's start to its end (1..=100).
+    pub percent: u8,
+    /// How long the step holds, its raised targets up, before the next one.
+    pub bake_ms: u64,
 }
 
 /// The failover policy's answer.

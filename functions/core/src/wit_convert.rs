@@ -184,6 +184,14 @@ macro_rules! wit_conversions {
                             weights: s.weights.into_iter().map(Into::into).collect(),
                             force: s.force,
                         },
+                        w::FailoverAction::ShiftInSteps(p) => $crate::FailoverAction::ShiftInSteps {
+                            weights: p.weights.into_iter().map(Into::into).collect(),
+                            steps: p
+                                .steps
+                                .into_iter()
+                                .map(|s| $crate::PlanStep { percent: s.percent, bake_ms: s.bake_ms })
+                                .collect(),
+                        },
                     },
                     reason: d.reason,
                     alerts: d.alerts.into_iter().map(Into::into).collect(),

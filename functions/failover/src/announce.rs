@@ -140,7 +140,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let refusal_is_news = standing_keys(rec).iter().any(|k| k.starts_with("refused: ") && !standing.contains(k));
         let held_is_news = standing_keys(rec).iter().any(|k| k.starts_with("held: ") && !standing.contains(k));
         let changed = matches!(rec.action, ActionTaken::Applied | ActionTaken::DryRun);
-        let notable = alarm.is_some()
+        // A stepped shift that ended without a change (completed, abandoned, overtaken).
+        let plan_ended = rec.plan.as_ref().and_then(|n| n.outcome).filter(|_| !changed);
+        let notable = plan_ended.is_some()
+            || alarm.is_some()
             || changed
             || (rec.action == ActionTaken::Refused && refusal_is_news)
             || (rec.action == ActionTaken::Paused && held_is_news)
@@ -161,13 +164,22 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         if changed {
             severity = severity.max(Severity::Warning);
         }
+        if plan_ended.is_some_and(|o| o != kbha_core::plan::PlanOutcome::Completed) {
+            severity = severity.max(Severity::Warning);
+        }
         if rec.action == ActionTaken::Paused && held_is_news {
             // Traffic stays on a down target because of the pause: someone must look now.
             let evacuation = matches!(verdict, GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
             severity = severity.max(if evacuation { Severity::Critical } else { Severity::Warning });
         }
         let moved = crate::ops::describe(&rec.new_weights);
+        let plan = rec.plan.as_ref();
         let summary = match rec.action {
+            ActionTaken::Applied if plan.is_some_and(|n| n.outcome == Some(kbha_core::plan::PlanOutcome::RolledBack)) => {
+                format!("{} rolled back: traffic shifted: {moved}", plan.map_or("", |n| n.title.as_str()))
+            }
+            ActionTaken::Applied if let Some(n) = plan => format!("{}, step {} of {}: traffic shifted: {moved}", n.title, n.step, n.of),
+            _ if let (Some(n), Some(_)) = (plan, plan_ended) => n.reason.clone(),
             ActionTaken::Applied => format!("traffic shifted: {moved}"),
             ActionTaken::DryRun => format!("dry-run: would shift traffic: {moved}"),
             ActionTaken::Refused => "failover decision refused by guardrails".to_owned(),
@@ -180,7 +192,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             "type": rec.action,
             "severity": severity,
             "summary": summary,
-            "reason": decided.decision.reason,
+            "reason": plan.filter(|_| changed || plan_ended.is_some()).map_or(decided.decision.reason.as_str(), |n| n.reason.as_str()),
+            "plan": plan,
             "record_name": self.cfg.record_name,
             "event_id": rec.event_id,
             "at": format_timestamp(now_ms),

@@ -110,6 +110,12 @@ pub struct FailoverConfig {
     /// `KBHA_INSYNC_ALERT_MINUTES`: a change Route 53 has not reported INSYNC this long
     /// after it was made is announced (critical, once) (default 5).
     pub insync_alert_minutes: u64,
+    /// `KBHA_RETURN_STEPS`: failback steps, percent of the traffic, rising to 100 (default
+    /// `10,25,50,75,100`; `100`: at once). Given to the policy as `return_steps`.
+    pub return_steps: String,
+    /// `KBHA_RETURN_BAKE_SECONDS`: how long each failback step holds, the primary up,
+    /// before the next (default 300). Given to the policy as `return_bake_s`.
+    pub return_bake_s: u64,
 }
 
 impl FailoverConfig {
@@ -187,6 +193,12 @@ impl FailoverConfig {
                 0 => return Err(ConfigError { variable: "KBHA_INSYNC_ALERT_MINUTES", problem: "is 0; expected at least 1".into() }),
                 n => n,
             },
+            return_steps: {
+                let raw = required_or("KBHA_RETURN_STEPS", "10,25,50,75,100", &get);
+                kbha_core::plan::parse_steps(&raw, 0).map_err(|e| ConfigError { variable: "KBHA_RETURN_STEPS", problem: format!("is `{raw}`: {e}") })?;
+                raw
+            },
+            return_bake_s: number("KBHA_RETURN_BAKE_SECONDS", 300, &get)?,
         })
     }
 
@@ -206,6 +218,8 @@ impl FailoverConfig {
         let mut p = PolicyConfig::new();
         p.insert("hysteresis_s".into(), self.hysteresis_s.to_string());
         p.insert("rpo_s".into(), self.rpo_s.to_string());
+        p.insert("return_steps".into(), self.return_steps.clone());
+        p.insert("return_bake_s".into(), self.return_bake_s.to_string());
         p.insert(
             "failback".into(),
             match self.failback {
@@ -340,6 +354,7 @@ mod tests {
         assert_eq!(c.target_of_alarm("a2").map(|t| t.set_identifier.as_str()), Some("secondary"));
         assert_eq!(c.state_key(), "kbha/failover/Z123/api.example.com-A.json");
         assert_eq!(c.policy_parameters()["failback"], "auto");
+        assert_eq!((c.policy_parameters()["return_steps"].as_str(), c.return_bake_s), ("10,25,50,75,100", 300));
     }
 
     #[test]
@@ -355,6 +370,8 @@ mod tests {
             ("KBHA_DRY_RUN", "maybe", "true"),
             ("KBHA_POLICY_CONFIG", "[1]", "JSON object"),
             ("KBHA_MAX_ATTEMPTS", "0", "1..=20"),
+            ("KBHA_RETURN_STEPS", "10,50", "must be 100 %"),
+            ("KBHA_RETURN_BAKE_SECONDS", "5m", "whole number"),
         ];
         for (var, value, expect) in cases {
             let mut e = base();

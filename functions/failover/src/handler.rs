@@ -24,6 +24,9 @@ use crate::journal::{Notice, Outgoing, PendingChange, RIVAL_WINDOW_MS, StoredSta
 use crate::ledger::{self, ChangeEntry};
 use crate::ops;
 use crate::observe::{self, Observed};
+use crate::plan::{PlanNote, PlanUpdate, plan_guardrails};
+use kbha_core::plan::{ActivePlan, PlanKind, PlanOutcome, Progress, complete, progress};
+use kbha_core::FailoverAction;
 use crate::{Decided, Policies};
 
 /// Attempts at writing the state object when another invocation wrote it meanwhile
@@ -128,6 +131,9 @@ pub struct DecisionRecord {
     pub policy: Option<Decided>,
     /// The guardrails' verdict.
     pub guardrail: Option<GuardrailVerdict>,
+    /// The stepped shift under way, started or ended by this decision ([`crate::plan`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanNote>,
     /// What was done.
     pub action: ActionTaken,
     /// Weights before.
@@ -161,6 +167,21 @@ struct Decision {
     input: FailoverInput,
     decided: Decided,
     verdict: GuardrailVerdict,
+    /// The stepped shift's part: its note, the reason a change carries, and what happens to
+    /// the stored plan.
+    plan: PlanEval,
+}
+
+/// What one evaluation does with the stepped shift under way (or one the policy starts).
+struct PlanEval {
+    /// For the decision record and the notice.
+    note: Option<PlanNote>,
+    /// Why the change is made (the plan's step or rollback, else the policy's reason).
+    reason: String,
+    /// Plan updates to record whatever happens (a step read off Route 53, an end observed).
+    now: Vec<PlanUpdate>,
+    /// Plan updates that hold only if the change is made (a step, a start, a rollback).
+    with_change: Vec<PlanUpdate>,
 }
 
 /// What the "apply" step did.
@@ -208,7 +229,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     /// One alarm transition or tick: finish earlier work -> skip what is not news ->
     /// observe -> decide -> apply -> record and announce. A Route 53 conflict starts over
     /// from "observe" with what AWS says then.
-    async fn handle_one(
+    pub(crate) async fn handle_one(
         &self,
         ev: Option<AlarmEvent>,
         tick_id: Option<String>,
@@ -265,7 +286,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             };
             rec.policy = Some(decision.decided);
             rec.guardrail = Some(decision.verdict);
-            let stored = self.record(&rec, applied.as_ref(), alarm.as_ref(), &observed, &conditions, &stored, &me, now_ms).await?;
+            rec.plan = decision.plan.note;
+            let plan_now = decision.plan.now;
+            let stored =
+                self.record(&rec, applied.as_ref(), &plan_now, alarm.as_ref(), &observed, &conditions, &stored, &me, now_ms).await?;
             rec.notice_id = self.deliver(&event_id, &me, stored.clone()).await?;
             self.after_record(&stored, &me, now_ms).await;
             rec.durations.act_ms = ms(t_act);
@@ -286,6 +310,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             input_digest: None,
             policy: None,
             guardrail: None,
+            plan: None,
             action: ActionTaken::NoChange,
             old_weights: vec![],
             new_weights: vec![],
@@ -382,6 +407,12 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             config.insert("failback".into(), "auto".into());
             settings.manual_failback = false;
         }
+        if stored.ops.switched.is_some() {
+            // An operator switched traffic over on purpose: no automatic return until they
+            // switch back (`kbha ops switchover --to <primary>`); evacuations still go.
+            config.insert("failback".into(), "manual".into());
+            settings.manual_failback = true;
+        }
         let input = FailoverInput {
             now_ms,
             event_id: event_id.to_owned(),
@@ -408,7 +439,126 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                 ),
             });
         }
-        Decision { input, decided, verdict }
+        let plan = self.with_plan(&input, &decided, &verdict, stored, now_ms);
+        let verdict = plan.0;
+        Decision { input, decided, verdict, plan: plan.1 }
+    }
+
+    /// The stepped shift's part of the decision: with no plan under way, a policy's
+    /// `shift-in-steps` that the guardrails let through starts one. With one under way,
+    /// [`kbha_core::plan::progress`] says what is due: a rollback (checked by
+    /// [`plan_guardrails`], so never held by the cooldown), the next step, waiting, or its
+    /// end; a policy's own shift replaces it. Returns the verdict to act on.
+    fn with_plan(
+        &self,
+        input: &FailoverInput,
+        decided: &Decided,
+        policy_verdict: &GuardrailVerdict,
+        stored: &StoredState,
+        now_ms: TimestampMs,
+    ) -> (GuardrailVerdict, PlanEval) {
+        let policy_reason = decided.decision.reason.clone();
+        let drained = stored.ops.drained_ids();
+        let check = |weights: &[Weight], reason: &str| {
+            let d = FailoverDecision {
+                action: FailoverAction::ShiftWeights { weights: weights.to_vec(), force: false },
+                reason: reason.to_owned(),
+                alerts: vec![],
+            };
+            refuse_onto_drained(&input.targets, check_failover(input, &d, plan_guardrails(self.cfg.guardrails())), &drained)
+        };
+        let applies = |v: &GuardrailVerdict| matches!(v, GuardrailVerdict::Apply { .. });
+        // The policy's answer as it stands; a stepped shift it asks for starts a plan.
+        let policy = || -> (GuardrailVerdict, PlanEval) {
+            let mut eval = PlanEval { note: None, reason: policy_reason.clone(), now: vec![], with_change: vec![] };
+            if let (FailoverAction::ShiftInSteps { weights, steps }, true) = (&decided.decision.action, applies(policy_verdict)) {
+                let mut p = ActivePlan::new(
+                    PlanKind::Return,
+                    "kbha",
+                    &policy_reason,
+                    &input.targets,
+                    complete(&input.targets, weights),
+                    steps.clone(),
+                    now_ms,
+                );
+                p.step = 1;
+                p.step_at_ms = Some(now_ms);
+                eval.reason = format!("{} of the {}: {policy_reason}", p.describe_step(1), p.title());
+                eval.note = Some(PlanNote::new(&p, 1, None, eval.reason.clone()));
+                eval.with_change.push(PlanUpdate::Set { plan: p });
+            }
+            (policy_verdict.clone(), eval)
+        };
+        let Some(plan) = &stored.plan else { return policy() };
+        let end = |outcome: PlanOutcome, reason: &str| PlanUpdate::End {
+            id: plan.id.clone(),
+            outcome,
+            reason: reason.to_owned(),
+            by: "kbha".to_owned(),
+        };
+        let ended = |outcome: PlanOutcome, reason: String, on_change: bool| {
+            let (v, mut eval) = policy();
+            if on_change {
+                eval.with_change.insert(0, end(outcome, &reason));
+            } else {
+                eval.now.push(end(outcome, &reason));
+            }
+            eval.note.get_or_insert_with(|| PlanNote::new(plan, plan.step, Some(outcome), reason));
+            (v, eval)
+        };
+        let gate = (plan.kind == PlanKind::Switchover).then(|| self.cfg.rpo_s.saturating_mul(1000));
+        let progress = progress(plan, &input.targets, gate, now_ms);
+        // The policy moving traffic itself (an evacuation, a plan elsewhere) replaces the plan.
+        let replaces = applies(policy_verdict)
+            && match &decided.decision.action {
+                FailoverAction::ShiftWeights { .. } => true,
+                FailoverAction::ShiftInSteps { weights, .. } => complete(&input.targets, weights) != plan.to,
+                FailoverAction::Hold => false,
+            };
+        match progress {
+            Progress::Rollback { weights, reason } => {
+                let v = check(&weights, &reason);
+                if applies(&v) {
+                    let eval = PlanEval {
+                        note: Some(PlanNote::new(plan, 0, Some(PlanOutcome::RolledBack), reason.clone())),
+                        with_change: vec![end(PlanOutcome::RolledBack, &reason)],
+                        now: vec![],
+                        reason,
+                    };
+                    return (v, eval);
+                }
+                let why = refusal_text(&v);
+                ended(PlanOutcome::Abandoned, format!("{reason}, but the guardrails refused it ({why}); the plan ends and the policy decides"), false)
+            }
+            Progress::End { outcome, reason } => ended(outcome, reason, false),
+            Progress::Wait { .. } | Progress::Advance { .. } if replaces => {
+                ended(PlanOutcome::Superseded, format!("{} superseded by the policy: {policy_reason}", plan.title()), true)
+            }
+            Progress::Wait { step, step_at_ms, reason } => {
+                let mut eval = PlanEval { note: Some(PlanNote::new(plan, step, None, reason)), reason: policy_reason, now: vec![], with_change: vec![] };
+                if step != plan.step || step_at_ms != plan.step_at_ms {
+                    let mut p = plan.clone();
+                    p.step = step;
+                    p.step_at_ms = step_at_ms;
+                    eval.now.push(PlanUpdate::Set { plan: p });
+                }
+                let v = if matches!(policy_verdict, GuardrailVerdict::Refused { .. }) { policy_verdict.clone() } else { GuardrailVerdict::NoChange };
+                (v, eval)
+            }
+            Progress::Advance { step, weights } => {
+                let reason = format!("{} of the {}: {}", plan.describe_step(step), plan.title(), plan.reason);
+                let v = check(&weights, &reason);
+                let mut p = plan.clone();
+                p.step = step;
+                p.step_at_ms = Some(now_ms);
+                let note = if applies(&v) {
+                    PlanNote::new(&p, step, None, reason.clone())
+                } else {
+                    PlanNote::new(plan, plan.step, None, format!("{reason}: held ({})", refusal_text(&v)))
+                };
+                (v, PlanEval { note: Some(note), reason, now: vec![], with_change: vec![PlanUpdate::Set { plan: p }] })
+            }
+        }
     }
 
     /// Step "apply": the guardrails' verdict as a compare-and-swap over the whole record
@@ -453,7 +603,16 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         planned.action = ActionTaken::Applied;
         planned.policy = Some(decision.decided.clone());
         planned.guardrail = Some(decision.verdict.clone());
+        planned.plan = decision.plan.note.clone();
         let notice = self.build_notice(&planned, alarm, &stored.state.standing_alerts, now_ms);
+        let reason = decision.plan.reason.clone();
+        let plan_mark = decision.plan.note.as_ref().filter(|_| !decision.plan.with_change.is_empty()).map(|n| {
+            if n.outcome == Some(PlanOutcome::RolledBack) {
+                format!("{}: rollback", n.id)
+            } else {
+                format!("{}: step {} of {}", n.id, n.step, n.of)
+            }
+        });
         let entry = ChangeEntry {
             at_ms: now_ms,
             change_id: None,
@@ -462,10 +621,12 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             kind,
             from: rec.old_weights.clone(),
             to: weights.clone(),
-            reason: decision.decided.decision.reason.clone(),
+            reason: reason.clone(),
             rpo_ms: ledger::rpo_of(&decision.input.targets, &rec.old_weights, weights),
             insync_at_ms: None,
             late_alerted: false,
+            planned: plan_mark.is_some() && decision.plan.note.as_ref().is_some_and(|n| n.kind == PlanKind::Switchover),
+            plan: plan_mark,
         };
         let intent = PendingChange {
             event_id: rec.event_id.clone(),
@@ -474,14 +635,15 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             from: rec.old_weights.clone(),
             to: weights.clone(),
             entry: Some(entry),
-            reason: decision.decided.decision.reason.clone(),
+            plan: decision.plan.with_change.clone(),
+            reason: reason.clone(),
             seen_last_change: stored.state.last_change.clone(),
             applied: false,
             change_id: None,
             notice: notice.unwrap_or_else(|| Notice { subject: String::new(), message: Value::Null, attributes: BTreeMap::new() }),
         };
         self.update_state(|s| s.put_pending(intent.clone())).await?;
-        match self.swap(&observed.records, weights, &decision.decided.decision, &rec.event_id).await {
+        match self.swap(&observed.records, weights, &reason, &rec.event_id).await {
             Ok(change_id) => {
                 rec.change_id = Some(change_id);
                 rec.action = ActionTaken::Applied;
@@ -506,6 +668,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         &self,
         rec: &DecisionRecord,
         applied: Option<&PendingChange>,
+        plan_now: &[PlanUpdate],
         alarm: Option<&Alarm>,
         observed: &Observed,
         conditions: &[Target],
@@ -529,7 +692,11 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         self.update_state(|s| {
             // Open the incident on what was seen before this change, so the change that
             // answers a first failure is part of it.
-            ledger::observe(&mut s.incident, &self.cfg.record_name, conditions, &alarm_marks, now_ms);
+            let under_way = s.plan.is_some();
+            ledger::observe_with_plan(&mut s.incident, &self.cfg.record_name, conditions, &alarm_marks, under_way, now_ms);
+            for u in plan_now {
+                crate::plan::apply(s, u, now_ms);
+            }
             match applied {
                 Some(p) => s.finish(p, rec.change_id.as_deref(), &mine),
                 None => {
@@ -553,7 +720,14 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             if alarm.is_some() {
                 s.state.remember_event(&rec.event_id);
             }
-            ledger::observe(&mut s.incident, &self.cfg.record_name, &after, &alarm_marks, now_ms);
+            let under_way = s.plan.is_some();
+            ledger::observe_with_plan(&mut s.incident, &self.cfg.record_name, &after, &alarm_marks, under_way, now_ms);
+            // A switchover's hold on returns ends once traffic is back on the primary alone,
+            // so a game day's mark never holds a later incident's failback.
+            let primary_alone = after.iter().all(|t| t.primary == (t.weight > 0));
+            if !under_way && primary_alone {
+                s.ops.switched = None;
+            }
             for late in ops::note_statuses(s, &statuses, now_ms, self.cfg.insync_alert_ms()) {
                 if let Some(o) = self.late_change_notice(&late, &mine, now_ms) {
                     s.stage(o, true);
@@ -667,18 +841,27 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         &self,
         records: &[WeightedRecord],
         weights: &[Weight],
-        decision: &FailoverDecision,
+        reason: &str,
         event_id: &str,
     ) -> Result<String, AwsError> {
         // The guardrails only pass weights for targets of this record set.
         let swaps = kbha_aws::swaps_for_weights(records, weights.iter().map(|w| (w.set_identifier.as_str(), w.weight)))
             .map_err(|unknown| AwsError::Invalid { operation: "ChangeResourceRecordSets", message: format!("unknown targets {unknown:?}") })?;
-        let mut comment = format!("kbha failover ({event_id}): {}", decision.reason);
+        let mut comment = format!("kbha failover ({event_id}): {reason}");
         // Route 53 limits the batch comment to 256 characters.
         if comment.chars().count() > 256 {
             comment = comment.chars().take(253).collect::<String>() + "...";
         }
         self.dns.swap_records(&self.cfg.hosted_zone_id, &swaps, &comment).await
+    }
+}
+
+/// A refusal verdict's reasons, in words.
+fn refusal_text(v: &GuardrailVerdict) -> String {
+    match v {
+        GuardrailVerdict::Refused { refusals } => refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        GuardrailVerdict::NoChange => "nothing to change".to_owned(),
+        GuardrailVerdict::Apply { .. } => String::new(),
     }
 }
 

@@ -14,6 +14,8 @@ use serde_json::Value;
 use crate::handler::ActionTaken;
 use crate::ledger::{ChangeEntry, Incident, OperatorAction};
 use crate::ops::OpsState;
+use crate::plan::PlanUpdate;
+use kbha_core::plan::ActivePlan;
 
 /// Unfinished changes kept in the state object (oldest dropped first).
 pub(crate) const MAX_PENDING: usize = 32;
@@ -47,6 +49,12 @@ pub struct StoredState {
     /// The open incident (and a closed one until it is in its ledger object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<Incident>,
+    /// The stepped shift under way ([`crate::plan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<ActivePlan>,
+    /// Ids of the last plans that ended, so a late copy of a step does not revive one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended_plans: Vec<String>,
 }
 
 /// A notice due for one event, and who sends it. Staged in the same conditional write
@@ -89,6 +97,9 @@ pub struct PendingChange {
     /// ledger existed have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<ChangeEntry>,
+    /// What the change does to the stepped shift under way, applied when it is recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlanUpdate>,
     /// The policy's reason.
     pub reason: String,
     /// `last_change` when the intent was written: if it moved since, another invocation
@@ -158,6 +169,9 @@ impl StoredState {
             e.change_id = change_id;
             crate::ops::record_change(self, &e);
         }
+        for u in &p.plan {
+            crate::plan::apply(self, u, p.at_ms);
+        }
         self.drop_pending(&p.event_id);
     }
 
@@ -218,6 +232,7 @@ mod tests {
             applied: false,
             change_id: None,
             entry: None,
+            plan: vec![],
             notice: Notice { subject: "s".into(), message: serde_json::json!({"change_id": null}), attributes: BTreeMap::new() },
         }
     }

@@ -58,6 +58,12 @@ pub struct ChangeEntry {
     /// An alert that the change was not INSYNC in time has been staged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub late_alerted: bool,
+    /// The stepped shift it belongs to: `<plan id>: step k of n (p %)` or `<plan id>: rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Part of an operator's planned switchover: a planned event, not an incident.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planned: bool,
 }
 
 /// One alarm transition seen during an incident.
@@ -140,6 +146,11 @@ pub struct Incident {
     /// The revision last written to the ledger object.
     #[serde(default)]
     pub written_revision: u64,
+    /// A planned event (an operator's switchover), not an incident: opened when the
+    /// switchover started, closed when it ended. A target failing while carrying traffic
+    /// during it makes it an incident.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planned: bool,
 }
 
 /// The figures `kbha report` and `kbha drill` print for one incident, in milliseconds.
@@ -255,7 +266,9 @@ impl Incident {
         if self.closed_at_ms.is_none() {
             self.closed_at_ms = Some(at_ms);
             self.closed_by = Some(by.to_owned());
-            self.unhealthy_until_ms.get_or_insert(at_ms);
+            if !self.planned {
+                self.unhealthy_until_ms.get_or_insert(at_ms);
+            }
             for p in self.unhealthy.iter_mut().filter(|p| p.until_ms.is_none()) {
                 p.until_ms = Some(at_ms);
             }
@@ -279,7 +292,53 @@ pub fn observe(
     alarms: &[AlarmMark],
     now_ms: TimestampMs,
 ) -> bool {
+    observe_with_plan(incident, record_name, targets, alarms, false, now_ms)
+}
+
+/// A planned event for the switchover `plan_id` to `target`, started by `by` at `now_ms`.
+pub fn planned_event(record_name: &str, plan_id: &str, target: &str, now_ms: TimestampMs) -> Incident {
+    Incident {
+        id: plan_id.to_owned(),
+        record_name: record_name.to_owned(),
+        target: target.to_owned(),
+        opened_at_ms: now_ms,
+        detected_at_ms: now_ms,
+        alarms: vec![],
+        changes: vec![],
+        operator_actions: vec![],
+        unhealthy_until_ms: None,
+        unhealthy: vec![],
+        closed_at_ms: None,
+        closed_by: None,
+        revision: 1,
+        written_revision: 0,
+        planned: true,
+    }
+}
+
+/// [`observe`], knowing whether a stepped shift is under way (`plan_under_way`): an
+/// incident stays open until its stepped return ends (its steps and a rollback belong to
+/// it), and a planned event closes when its switchover ends.
+pub fn observe_with_plan(
+    incident: &mut Option<Incident>,
+    record_name: &str,
+    targets: &[Target],
+    alarms: &[AlarmMark],
+    plan_under_way: bool,
+    now_ms: TimestampMs,
+) -> bool {
     let down_carrier = targets.iter().find(|t| t.condition() == Condition::Down && carries(targets, t));
+    if let (Some(inc), Some(t)) = (incident.as_mut().filter(|i| i.closed_at_ms.is_none() && i.planned), down_carrier) {
+        // A target failed during a planned switchover: from here it is an incident.
+        let alarm_since =
+            alarms.iter().filter(|a| a.target == t.set_identifier && a.state == "ALARM").map(|a| a.at_ms).min();
+        inc.planned = false;
+        inc.target = t.set_identifier.clone();
+        inc.opened_at_ms = alarm_since.map_or(now_ms, |s| s.min(now_ms));
+        inc.detected_at_ms = now_ms;
+        inc.unhealthy.push(UnhealthyPeriod { target: t.set_identifier.clone(), from_ms: inc.opened_at_ms, until_ms: None });
+        inc.bump();
+    }
     let Some(inc) = incident.as_mut().filter(|i| i.closed_at_ms.is_none()) else {
         if incident.is_some() {
             // A closed incident still being written to its ledger object: a new failure
@@ -306,6 +365,7 @@ pub fn observe(
             closed_by: None,
             revision: 1,
             written_revision: 0,
+            planned: false,
         };
         note_alarms(&mut inc, alarms);
         *incident = Some(inc);
@@ -313,6 +373,12 @@ pub fn observe(
     };
     let before = inc.revision;
     note_alarms(inc, alarms);
+    if inc.planned {
+        if !plan_under_way {
+            inc.close(now_ms, "kbha");
+        }
+        return inc.revision != before;
+    }
     if inc.unhealthy_until_ms.is_none() {
         let failed = targets.iter().find(|t| t.set_identifier == inc.target);
         let off = failed.is_none_or(|t| !carries(targets, t) || t.condition() == Condition::Up);
@@ -341,7 +407,7 @@ pub fn observe(
     }
     let primary_back = targets.iter().any(|t| t.primary && t.condition() == Condition::Up && carries(targets, t));
     let no_down_carrier = down_carrier.is_none();
-    if primary_back && no_down_carrier {
+    if primary_back && no_down_carrier && !plan_under_way {
         inc.close(now_ms, "kbha");
     }
     inc.revision != before
@@ -432,6 +498,10 @@ pub struct Report {
     pub slo_met: bool,
     /// Incidents that overlap the window, oldest first.
     pub incidents: Vec<ReportedIncident>,
+    /// Planned events (operator switchovers) that overlap the window, oldest first: not
+    /// incidents, and no part of the availability figure.
+    #[serde(default)]
+    pub planned: Vec<ReportedIncident>,
 }
 
 /// Summarises `incidents` over `[from_ms, to_ms)`: availability counts the time traffic was
@@ -441,10 +511,15 @@ pub fn report(mut incidents: Vec<Incident>, from_ms: TimestampMs, to_ms: Timesta
     let window_ms = (to_ms - from_ms).max(1);
     let mut unavailable_ms = 0i64;
     let mut reported = Vec::new();
+    let mut planned = Vec::new();
     for i in incidents {
         let f = i.figures(to_ms);
         let end = i.closed_at_ms.unwrap_or(to_ms);
         if end < from_ms || i.opened_at_ms >= to_ms {
+            continue;
+        }
+        if i.planned {
+            planned.push(ReportedIncident { rpo_met: None, rto_met: None, incident: i, figures: f });
             continue;
         }
         unavailable_ms += i.unhealthy_within(from_ms, to_ms, to_ms);
@@ -468,6 +543,7 @@ pub fn report(mut incidents: Vec<Incident>, from_ms: TimestampMs, to_ms: Timesta
         budget_left_minutes: budget_minutes - minutes(unavailable_ms),
         slo_met: availability_percent >= objectives.slo_percent,
         incidents: reported,
+        planned,
     }
 }
 
@@ -518,6 +594,8 @@ mod tests {
             rpo_ms: Some(20 * MIN as u64),
             insync_at_ms: insync,
             late_alerted: false,
+            plan: None,
+            planned: false,
         }
     }
 

@@ -4,7 +4,8 @@
 //! Flow per alarm transition or tick (`handler`): normalise event -> finish earlier work
 //! (`journal`) -> skip duplicates and stale transitions -> observe what AWS says now:
 //! Route 53 records and health checks, CloudWatch alarm states, replication ages, merged
-//! with the observed history (`observe`) -> policy (wasm component) -> guardrails ->
+//! with the observed history (`observe`) -> policy (wasm component) and the stepped shift
+//! under way (`plan`) -> guardrails ->
 //! compare-and-swap change -> state write -> SNS notice (`announce`) -> decision record.
 
 mod announce;
@@ -14,6 +15,7 @@ pub mod journal;
 pub mod ledger;
 pub mod observe;
 pub mod ops;
+pub mod plan;
 
 pub use config::{ConfigError, FailoverConfig};
 pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};

@@ -11,6 +11,7 @@
 //! | paused | `pause` / `resume` | observes and records as usual, changes nothing; announces a held change once |
 //! | drained | `drain` / `undrain` | never raises a drained target's share ([`kbha_core::guardrails::Refusal::Drained`]) |
 //! | failback approval | `approve-failback` | with `KBHA_FAILBACK=manual`, lets the next return through (policy and guardrails see `auto`) until a target fails again |
+//! | switched over | `switchover --to <not the primary>` / `switchover --to <primary>`, `abort` | takes the plan's steps; then holds automatic returns (policy and guardrails see `manual`); evacuations still go |
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,9 @@ use crate::handler::{FailoverError, FailoverFunction};
 use crate::journal::StoredState;
 use crate::ledger::{self, ChangeEntry, Incident, IncidentFigures, OperatorAction};
 use crate::observe;
+use crate::plan::PlanUpdate;
+use kbha_core::plan::{ActivePlan, PlanKind, PlanOutcome};
+use kbha_core::PlanStep;
 
 /// Recent changes and operator actions the state object keeps for `kbha ops status`.
 pub(crate) const RECENT: usize = 20;
@@ -55,6 +59,10 @@ pub struct OpsState {
     /// An approval of the next failback (manual failback mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failback_approval: Option<Mark>,
+    /// An operator switched traffic over to a target that is not the primary (`kbha ops
+    /// switchover`): no automatic return until they switch back or abort. Evacuations go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched: Option<Mark>,
 }
 
 impl OpsState {
@@ -119,6 +127,24 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+    /// A planned switchover: move all traffic to a target observed up, in steps, through
+    /// the same machinery as a stepped return (bake, rollback, RPO gate before the first
+    /// step). To a target that is not the primary, automatic returns are then held until an
+    /// operator switches back.
+    Switchover {
+        /// Destination (set identifier).
+        to: String,
+        /// Steps (percent, rising to 100) and their bake times.
+        steps: Vec<PlanStep>,
+        /// Why.
+        reason: String,
+    },
+    /// Stop the stepped shift under way and put the weights back to where it started.
+    /// Automatic returns are then held until an operator switches over again.
+    Abort {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Command {
@@ -128,6 +154,8 @@ impl Command {
             Command::Pause { .. } => "pause",
             Command::Resume => "resume",
             Command::Drain { .. } => "drain",
+            Command::Switchover { .. } => "switchover",
+            Command::Abort { .. } => "abort",
             Command::Undrain { .. } => "undrain",
             Command::ApproveFailback => "approve-failback",
             Command::Shift { .. } => "shift",
@@ -251,6 +279,10 @@ pub struct Status {
     pub unsent_notices: usize,
     /// The last decision's standing alerts.
     pub standing_alerts: Vec<String>,
+    /// The stepped shift under way (a return or a switchover).
+    pub plan: Option<ActivePlan>,
+    /// Automatic returns held after a switchover or an abort, by whom and why.
+    pub switched: Option<Mark>,
 }
 
 /// Route 53 share of each weight, percent (all-zero: even).
@@ -308,6 +340,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             }),
             unsent_notices: stored.outbox.len(),
             standing_alerts: stored.state.standing_alerts.clone(),
+            plan: stored.plan.clone(),
+            switched: stored.ops.switched.clone(),
         })
     }
 
@@ -433,6 +467,52 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                 change = Some(c);
                 d
             }
+            Command::Switchover { to, steps, reason } => {
+                known(to)?;
+                let (d, c) = self.switchover(by, command, to, steps, reason, now_ms, &mut rec).await?;
+                change = c;
+                d
+            }
+            Command::Abort { reason } => {
+                let (stored, _) = self.load_state().await?;
+                let Some(plan) = stored.plan.clone() else {
+                    return Err(OpsError::Invalid("no stepped shift is under way; there is nothing to abort".to_owned()));
+                };
+                let title = plan.title();
+                let end = PlanUpdate::End {
+                    id: plan.id.clone(),
+                    outcome: PlanOutcome::Aborted,
+                    reason: format!("{title} aborted at {}: {reason}", plan.describe_step(plan.step)),
+                    by: by.to_owned(),
+                };
+                // End it first, so the function takes no further step meanwhile; returns are
+                // held until an operator moves traffic on purpose.
+                let m = mark(&format!("{title} aborted: {reason}"));
+                self.update_state(|s| {
+                    crate::plan::apply(s, &end, now_ms);
+                    s.ops.switched = Some(m.clone());
+                })
+                .await?;
+                let observed = self.observe(now_ms).await?;
+                let current: Vec<Weight> = observed.records.iter().map(|r| Weight { set_identifier: r.set_identifier.clone(), weight: r.weight }).collect();
+                let back = plan.from.iter().all(|w| current.iter().any(|c| c.set_identifier == w.set_identifier && c.weight == w.weight));
+                if back {
+                    format!("{title} aborted before it moved traffic; automatic returns held until `kbha ops switchover` ({reason})")
+                } else {
+                    match self.manual_change(by, command, &plan.from, false, &format!("abort: {reason}"), now_ms, &mut rec).await {
+                        Ok(c) => {
+                            let d = format!("{title} aborted: weights back to {} as before it; automatic returns held until `kbha ops switchover` ({reason})", describe(&c.to));
+                            change = Some(c);
+                            d
+                        }
+                        Err(e) => {
+                            rec.detail = format!("{title} aborted (no further steps), but the weights could not go back to {}: {e}; `kbha ops shift` moves them", describe(&plan.from));
+                            self.finish_command(by, command, &rec, None, now_ms).await?;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
             Command::CloseIncident { reason } => {
                 let (stored, _) = self.load_state().await?;
                 if stored.incident.as_ref().is_none_or(|i| i.closed_at_ms.is_some()) {
@@ -452,6 +532,100 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         Ok(rec)
     }
 
+    /// `kbha ops switchover`: stores the plan (and a planned event in the ledger when no
+    /// incident is open), then runs one evaluation at once, as a tick would, which takes the
+    /// first step if the RPO gate and the guardrails allow. Later steps come with the ticks.
+    #[allow(clippy::too_many_arguments)]
+    async fn switchover(
+        &self,
+        by: &str,
+        command: &Command,
+        to: &str,
+        steps: &[PlanStep],
+        reason: &str,
+        now_ms: TimestampMs,
+        rec: &mut OpsRecord,
+    ) -> Result<(String, Option<ChangeEntry>), OpsError> {
+        kbha_core::plan::validate_steps(steps).map_err(|e| OpsError::Invalid(format!("--steps: {e}")))?;
+        let (stored, _) = self.load_state().await?;
+        if let Some(p) = &stored.plan {
+            return Err(OpsError::Invalid(format!("a {} is under way ({}); `kbha ops abort` it first", p.title(), p.id)));
+        }
+        if stored.ops.drained.contains_key(to) {
+            return Err(OpsError::Invalid(format!("`{to}` is drained; `kbha ops undrain {to}` first")));
+        }
+        let observed = self.observe(now_ms).await?;
+        let (_, targets) = self.view(&stored, &observed);
+        let Some(dest) = targets.iter().find(|t| t.set_identifier == to) else {
+            return Err(OpsError::UnknownTarget(to.to_owned()));
+        };
+        if dest.condition() != Condition::Up {
+            return Err(OpsError::Invalid(format!(
+                "`{to}` is {:?} now; a switchover goes only to a target observed up",
+                dest.condition()
+            )
+            .to_lowercase()));
+        }
+        let weight = targets.iter().map(|t| t.weight).max().filter(|w| *w > 0).unwrap_or(100);
+        let dest_weights: Vec<Weight> = targets
+            .iter()
+            .map(|t| Weight { set_identifier: t.set_identifier.clone(), weight: if t.set_identifier == to { weight } else { 0 } })
+            .collect();
+        if targets.iter().zip(&dest_weights).all(|(t, w)| t.weight == w.weight) {
+            return Err(OpsError::Invalid(format!("all traffic is on `{to}` already; nothing to switch over")));
+        }
+        let plan = ActivePlan::new(PlanKind::Switchover, by, reason, &targets, dest_weights, steps.to_vec(), now_ms);
+        let to_primary = dest.primary;
+        let m = Mark { by: by.to_owned(), reason: format!("switchover to `{to}`: {reason}"), at_ms: now_ms };
+        let written = self
+            .update_state(|s| {
+                if s.plan.is_some() {
+                    return;
+                }
+                s.plan = Some(plan.clone());
+                s.ops.switched = if to_primary { None } else { Some(m.clone()) };
+                if s.incident.is_none() {
+                    s.incident = Some(ledger::planned_event(&self.cfg.record_name, &plan.id, to, now_ms));
+                }
+            })
+            .await?;
+        if written.plan.as_ref().is_none_or(|p| p.id != plan.id) {
+            return Err(OpsError::Invalid("another stepped shift started meanwhile; see `kbha ops status`".to_owned()));
+        }
+        let tick = json!({
+            "source": "kbha.ops",
+            "detail-type": "Scheduled Event",
+            "id": format!("ops-switchover-{now_ms}"),
+            "time": format_timestamp(now_ms),
+        });
+        let first = self.handle(&tick, now_ms).await?;
+        let first = first.into_iter().next();
+        let summary = format!(
+            "{} in {} steps ({}); {}",
+            plan.title(),
+            plan.steps.len(),
+            plan.steps.iter().map(|s| format!("{} %", s.percent)).collect::<Vec<_>>().join(", "),
+            reason
+        );
+        let (stored, _) = self.load_state().await?;
+        let change = first
+            .as_ref()
+            .filter(|r| r.change_id.is_some())
+            .and_then(|r| stored.changes.iter().rev().find(|c| c.change_id == r.change_id).cloned());
+        if let Some(r) = &first {
+            rec.old_weights = r.old_weights.clone();
+            rec.new_weights = r.new_weights.clone();
+            rec.change_id = r.change_id.clone();
+        }
+        let _ = command;
+        let state = match (&change, first.as_ref().and_then(|r| r.plan.as_ref())) {
+            (Some(c), _) => format!("first step taken: {}", describe(&c.to)),
+            (None, Some(n)) => format!("first step not taken yet: {}", n.reason),
+            (None, None) => "first step not taken yet".to_owned(),
+        };
+        Ok((format!("{summary}: {state}"), change))
+    }
+
     /// Records a command's action in the state object and the open incident, writes the
     /// ledger, announces it and prints its decision record. Returns the notice's id.
     async fn finish_command(
@@ -465,17 +639,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let mut rec = rec.clone();
         let action = OperatorAction { at_ms: now_ms, by: by.to_owned(), command: command.name().to_owned(), detail: rec.detail.clone() };
         let stored = self
-            .update_state(|s| {
-                if !s.actions.contains(&action) {
-                    s.actions.push(action.clone());
-                    trim(&mut s.actions);
-                }
-                if let Some(i) = s.incident.as_mut()
-                    && !i.operator_actions.contains(&action)
-                {
-                    i.add_action(action.clone());
-                }
-            })
+            .update_state(|s| record_action(s, &action))
             .await?;
         self.flush_ledger(&stored, now_ms).await?;
         rec.notice_id = self.announce_operator(&rec, change, now_ms).await;
@@ -598,7 +762,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             if self.cfg.dry_run {
                 return Err(OpsError::Invalid(format!("dry-run (KBHA_DRY_RUN=true): would shift to {}", describe(&weights))));
             }
-            match self.swap(&observed.records, &weights, &decision, &event_id).await {
+            match self.swap(&observed.records, &weights, &decision.reason, &event_id).await {
                 Ok(change_id) => {
                     rec.change_id = Some(change_id.clone());
                     let entry = ChangeEntry {
@@ -613,6 +777,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                         rpo_ms: ledger::rpo_of(&targets, &rec.old_weights, &weights),
                         insync_at_ms: None,
                         late_alerted: false,
+                        plan: None,
+                        planned: false,
                     };
                     let after = ledger::with_weights(&targets, &weights);
                     let alarms = self.alarm_marks(&observed);
@@ -819,6 +985,20 @@ pub(crate) fn record_change(s: &mut StoredState, c: &ChangeEntry) {
     }
 }
 
+/// Records an action (an operator's command, or a plan's end) in the state object's recent
+/// actions and the open incident (once).
+pub(crate) fn record_action(s: &mut StoredState, action: &OperatorAction) {
+    if !s.actions.contains(action) {
+        s.actions.push(action.clone());
+        trim(&mut s.actions);
+    }
+    if let Some(i) = s.incident.as_mut()
+        && !i.operator_actions.contains(action)
+    {
+        i.add_action(action.clone());
+    }
+}
+
 /// Notes Route 53's answers: INSYNC times, and which changes are late (not INSYNC after
 /// `alert_after_ms`). Returns the changes that became late now (to announce once).
 pub(crate) fn note_statuses(
@@ -908,6 +1088,8 @@ mod tests {
             rpo_ms: None,
             insync_at_ms: None,
             late_alerted: false,
+            plan: None,
+            planned: false,
         };
         s.incident = Some(Incident {
             id: "inc".into(),
@@ -924,6 +1106,7 @@ mod tests {
             closed_by: None,
             revision: 1,
             written_revision: 0,
+            planned: false,
         });
         record_change(&mut s, &c);
         let pending = [("C1".to_owned(), ChangeStatus::Pending)];

@@ -6,17 +6,17 @@
 pub mod failover {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "kbha:policy/failover-policy@0.2.0",
+        world: "kbha:policy/failover-policy@0.3.0",
     });
 }
 
 pub mod replication {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "kbha:policy/replication-policy@0.2.0",
+        world: "kbha:policy/replication-policy@0.3.0",
         with: {
-            "kbha:policy/types@0.2.0": super::failover::kbha::policy::types,
-            "kbha:policy/host@0.2.0": super::failover::kbha::policy::host,
+            "kbha:policy/types@0.3.0": super::failover::kbha::policy::types,
+            "kbha:policy/host@0.3.0": super::failover::kbha::policy::host,
         },
     });
 }
@@ -24,10 +24,10 @@ pub mod replication {
 pub mod alert {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "kbha:policy/alert-policy@0.2.0",
+        world: "kbha:policy/alert-policy@0.3.0",
         with: {
-            "kbha:policy/types@0.2.0": super::failover::kbha::policy::types,
-            "kbha:policy/host@0.2.0": super::failover::kbha::policy::host,
+            "kbha:policy/types@0.3.0": super::failover::kbha::policy::types,
+            "kbha:policy/host@0.3.0": super::failover::kbha::policy::host,
         },
     });
 }

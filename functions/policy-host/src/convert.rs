@@ -36,6 +36,10 @@ impl OutputSize for core::FailoverDecision {
                 .iter()
                 .map(|w| ENTRY_COST + w.set_identifier.len())
                 .sum(),
+            core::FailoverAction::ShiftInSteps { weights, steps } => {
+                weights.iter().map(|w| ENTRY_COST + w.set_identifier.len()).sum::<usize>()
+                    + steps.len() * ENTRY_COST
+            }
         };
         action + self.reason.len() + alerts_bytes(&self.alerts)
     }

@@ -30,7 +30,7 @@ pub enum PolicyError {
     },
     /// The component imports something the host does not offer.
     #[error(
-        "component imports `{name}`, which kbha does not provide; policies may import only `kbha:policy/host@0.2.0`, and WASI 0.2 only when WASI is on (`KBHA_POLICY_WASI=on`, `Limits::wasi`; for Python policies)"
+        "component imports `{name}`, which kbha does not provide; policies may import only `kbha:policy/host@0.3.0`, and WASI 0.2 only when WASI is on (`KBHA_POLICY_WASI=on`, `Limits::wasi`; for Python policies)"
     )]
     ForbiddenImport {
         /// The import's name.

@@ -2,7 +2,7 @@
 //!
 //! This is the only crate that depends on wasmtime. A policy is a component
 //! implementing one world of `wit/kbha.wit`; it imports nothing but
-//! `kbha:policy/host@0.2.0` (its `log`), and every call gets a fresh store with
+//! `kbha:policy/host@0.3.0` (its `log`), and every call gets a fresh store with
 //! a fuel budget, a memory cap and an output-size cap.
 //!
 //! An engine built with [`Limits::wasi`] on (see [`Limits::python`]) also
@@ -42,10 +42,10 @@ pub use error::PolicyError;
 use convert::OutputSize;
 
 /// The version of the `kbha:policy` package (wit/kbha.wit) this host serves.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 /// Import names a policy component may have; everything else is refused.
-pub const ALLOWED_IMPORTS: &[&str] = &["kbha:policy/host@0.2.0", "kbha:policy/types@0.2.0"];
+pub const ALLOWED_IMPORTS: &[&str] = &["kbha:policy/host@0.3.0", "kbha:policy/types@0.3.0"];
 
 /// WASI 0.2 interfaces an engine with [`Limits::wasi`] on also accepts, as
 /// `wasi:<package>/<interface>` (any `@0.2.x` version): the ones

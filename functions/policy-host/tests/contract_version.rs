@@ -1,4 +1,4 @@
-//! A component built against an older version of the contract (`wit/v0.1.0/`, frozen)
+//! A component built against an older version of the contract (`wit/v0.1.0/`, `wit/v0.2.0/`, frozen)
 //! is refused at load with an error that names both versions, and one built against the
 //! current `wit/kbha.wit` loads. The components are made here from the WIT alone
 //! (`wit_component::dummy_module`), so the test needs no guest toolchain.
@@ -22,17 +22,20 @@ fn component(dir: &str, world: &str) -> Result<Vec<u8>> {
 #[test]
 fn a_component_of_the_previous_contract_is_refused_naming_both_versions() -> Result<()> {
     let engine = PolicyEngine::new(Limits::default())?;
-    for world in ["failover-policy", "replication-policy", "alert-policy"] {
-        let old = component("wit/v0.1.0", world)?;
+    for (version, world) in ["0.1.0", "0.2.0"]
+        .into_iter()
+        .flat_map(|v| ["failover-policy", "replication-policy", "alert-policy"].map(|w| (v, w)))
+    {
+        let old = component(&format!("wit/v{version}"), world)?;
         let err = match world {
             "failover-policy" => engine.load_failover(&old).err(),
             "replication-policy" => engine.load_replication(&old).err(),
             _ => engine.load_alert(&old).err(),
         };
-        let Some(err) = err else { panic!("a 0.1.0 {world} component loaded") };
+        let Some(err) = err else { panic!("a {version} {world} component loaded") };
         assert!(matches!(err, PolicyError::ContractVersion { .. }), "{world}: {err}");
         let text = err.to_string();
-        assert!(text.contains("kbha:policy@0.1.0") && text.contains(&format!("kbha:policy@{CONTRACT_VERSION}")), "{text}");
+        assert!(text.contains(&format!("kbha:policy@{version}")) && text.contains(&format!("kbha:policy@{CONTRACT_VERSION}")), "{text}");
         assert_eq!(err.kind(), "contract_version");
     }
     Ok(())

@@ -14,6 +14,8 @@
 //! | `failback`        | `auto`  | `auto` fails back after the hysteresis; `manual` holds and says so |
 //! | `rpo_s`           | `3600`  | largest acceptable replication age of a target traffic moves to, in seconds |
 //! | `allow_data_loss` | `false` | evacuate even onto a target whose replication age exceeds `rpo_s` |
+//! | `return_steps`    | `10,25,50,75,100` | traffic share steps of a failback, percent, rising to 100 (`100`: all at once) |
+//! | `return_bake_s`   | `300`   | how long each step of a failback holds, the primary up, before the next |
 //!
 //! # Rules
 //!
@@ -33,12 +35,14 @@
 //! - **The primary is up and carries nothing: return.** `failback = manual` holds with an
 //!   info alert; otherwise fail back once the primary has been observed up for
 //!   `hysteresis_s` (`up_since`, which restarts at every observed failure, health flaps
-//!   included), and hold saying how long remains before that.
+//!   included), and hold saying how long remains before that. The failback goes in the
+//!   steps of `return_steps` (the host bakes each for `return_bake_s` and rolls back if the
+//!   primary fails meanwhile); `return_steps = 100` fails back at once.
 //! - Otherwise hold.
 
 use kbha_policy_sdk::types::{
-    AlarmState, Alert, FailoverAction, FailoverDecision, FailoverInput, Health, PolicyError, Shift,
-    Target, Weight,
+    AlarmState, Alert, FailoverAction, FailoverDecision, FailoverInput, Health, Plan, PlanStep,
+    PolicyError, Shift, Target, Weight,
 };
 use kbha_policy_sdk::{Config, critical, info, warning};
 
@@ -69,6 +73,28 @@ pub struct Settings {
     pub rpo_s: u64,
     /// Shift even past the RPO.
     pub allow_data_loss: bool,
+    /// Failback steps, percent (rising, the last 100).
+    pub return_steps: Vec<u8>,
+    /// Seconds each failback step holds.
+    pub return_bake_s: u64,
+}
+
+/// Parses `10,25,50,75,100`: rising percentages ending at 100.
+fn parse_steps(text: &str) -> Result<Vec<u8>, PolicyError> {
+    let bad = |why: String| PolicyError::InvalidConfig(format!("`return_steps` {why}; write rising percentages ending at 100, e.g. `10,25,50,75,100`"));
+    let mut steps = Vec::new();
+    for part in text.split(',') {
+        let p = part.trim().trim_end_matches('%').trim();
+        let v: u8 = p.parse().map_err(|_| bad(format!("has `{p}`, not a percentage")))?;
+        if v == 0 || v > 100 || steps.last().is_some_and(|l| *l >= v) {
+            return Err(bad(format!("has `{v}` out of order or outside 1..=100")));
+        }
+        steps.push(v);
+    }
+    if steps.last() != Some(&100) {
+        return Err(bad("does not end at 100".into()));
+    }
+    Ok(steps)
 }
 
 impl Settings {
@@ -87,6 +113,8 @@ impl Settings {
                 == "manual",
             rpo_s: config.get_u64("rpo_s", 3600)?,
             allow_data_loss: config.get_bool("allow_data_loss", false)?,
+            return_steps: parse_steps(config.get_str("return_steps", "10,25,50,75,100"))?,
+            return_bake_s: config.get_u64("return_bake_s", 300)?,
         })
     }
 }
@@ -238,16 +266,28 @@ fn fail_back(input: &FailoverInput, primary: &Target, settings: &Settings) -> Re
     }
     let hysteresis_ms = settings.hysteresis_s.saturating_mul(1000) as i64;
     match primary.up_since {
-        Some(since) if since.saturating_add(hysteresis_ms) <= input.now => Ok(shift(
-            &input.targets,
-            p_id,
-            settings.active_weight,
-            format!(
+        Some(since) if since.saturating_add(hysteresis_ms) <= input.now => {
+            let reason = format!(
                 "primary `{p_id}` has been up for at least {}; failing back",
                 fmt_secs(settings.hysteresis_s)
-            ),
-            vec![],
-        )),
+            );
+            if settings.return_steps == [100] {
+                return Ok(shift(&input.targets, p_id, settings.active_weight, reason, vec![]));
+            }
+            let bake_ms = settings.return_bake_s.saturating_mul(1000);
+            Ok(FailoverDecision {
+                action: FailoverAction::ShiftInSteps(Plan {
+                    weights: all_to(&input.targets, p_id, settings.active_weight),
+                    steps: settings.return_steps.iter().map(|p| PlanStep { percent: *p, bake_ms }).collect(),
+                }),
+                reason: format!(
+                    "{reason} in steps of {} % ({} each)",
+                    settings.return_steps.iter().map(u8::to_string).collect::<Vec<_>>().join("/"),
+                    fmt_secs(settings.return_bake_s)
+                ),
+                alerts: vec![],
+            })
+        }
         Some(since) => {
             let remaining_ms = since.saturating_add(hysteresis_ms) - input.now;
             let remaining_s = (remaining_ms as u64).div_ceil(1000);

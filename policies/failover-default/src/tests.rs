@@ -58,7 +58,21 @@ fn weights(d: &FailoverDecision) -> Vec<(String, u32)> {
             .iter()
             .map(|w| (w.set_identifier.clone(), w.weight))
             .collect(),
+        // A stepped shift: where it ends.
+        FailoverAction::ShiftInSteps(p) => p
+            .weights
+            .iter()
+            .map(|w| (w.set_identifier.clone(), w.weight))
+            .collect(),
         FailoverAction::Hold => panic!("expected a shift, got hold: {}", d.reason),
+    }
+}
+
+/// The steps of a stepped shift as (percent, bake ms); empty for a shift at once.
+fn steps(d: &FailoverDecision) -> Vec<(u8, u64)> {
+    match &d.action {
+        FailoverAction::ShiftInSteps(p) => p.steps.iter().map(|s| (s.percent, s.bake_ms)).collect(),
+        _ => vec![],
     }
 }
 
@@ -221,6 +235,36 @@ fn failback_after_hysteresis() {
         weights(&d),
         vec![("primary".into(), 100), ("secondary".into(), 0)]
     );
+}
+
+#[test]
+fn failback_goes_in_the_guide_steps_by_default_and_at_once_with_return_steps_100() {
+    let d = ok(&input(recovered_primary(Some(600_000)), &[]));
+    assert_eq!(
+        steps(&d),
+        [10, 25, 50, 75, 100].map(|p| (p, 300_000)).to_vec()
+    );
+    assert!(d.reason.contains("in steps of 10/25/50/75/100 % (5m 0s each)"), "{}", d.reason);
+    let d = ok(&input(
+        recovered_primary(Some(600_000)),
+        &[("return_steps", "20,100"), ("return_bake_s", "60")],
+    ));
+    assert_eq!(steps(&d), vec![(20, 60_000), (100, 60_000)]);
+    let d = ok(&input(recovered_primary(Some(600_000)), &[("return_steps", "100")]));
+    assert!(matches!(d.action, FailoverAction::ShiftWeights(_)), "{:?}", d.action);
+    assert_eq!(weights(&d)[0], ("primary".into(), 100));
+}
+
+#[test]
+fn return_steps_that_do_not_rise_to_100_are_refused_naming_the_key() {
+    for bad in ["50,25,100", "10,50", "0,100", "ten,100", ""] {
+        let e = decide(&input(recovered_primary(Some(600_000)), &[("return_steps", bad)]))
+            .expect_err(bad);
+        assert!(
+            matches!(&e, PolicyError::InvalidConfig(m) if m.contains("`return_steps`")),
+            "{bad}: {e:?}"
+        );
+    }
 }
 
 #[test]

@@ -47,8 +47,8 @@ mod shared {
         inline: "
             package kbha:sdk;
             world shared {
-                import kbha:policy/host@0.2.0;
-                use kbha:policy/types@0.2.0.{config-entry};
+                import kbha:policy/host@0.3.0;
+                use kbha:policy/types@0.3.0.{config-entry};
             }
         ",
         world: "kbha:sdk/shared",
@@ -59,10 +59,10 @@ mod shared {
     });
 }
 
-/// The shared WIT types (`kbha:policy/types@0.2.0`).
+/// The shared WIT types (`kbha:policy/types@0.3.0`).
 pub use shared::kbha::policy::types;
 
-/// The host import (`kbha:policy/host@0.2.0`); prefer [`log!`] over calling it.
+/// The host import (`kbha:policy/host@0.3.0`); prefer [`log!`] over calling it.
 pub use shared::kbha::policy::host;
 
 /// The `failover-policy` world: implement [`failover::Guest`] and export it
@@ -72,11 +72,11 @@ pub mod failover {
     #![allow(missing_docs)]
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "kbha:policy/failover-policy@0.2.0",
+        world: "kbha:policy/failover-policy@0.3.0",
         runtime_path: "kbha_policy_sdk::__wit_bindgen::rt",
         with: {
-            "kbha:policy/types@0.2.0": crate::types,
-            "kbha:policy/host@0.2.0": crate::host,
+            "kbha:policy/types@0.3.0": crate::types,
+            "kbha:policy/host@0.3.0": crate::host,
         },
         pub_export_macro: true,
         export_macro_name: "export_failover_policy",
@@ -91,11 +91,11 @@ pub mod replication {
     #![allow(missing_docs)]
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "kbha:policy/replication-policy@0.2.0",
+        world: "kbha:policy/replication-policy@0.3.0",
         runtime_path: "kbha_policy_sdk::__wit_bindgen::rt",
         with: {
-            "kbha:policy/types@0.2.0": crate::types,
-            "kbha:policy/host@0.2.0": crate::host,
+            "kbha:policy/types@0.3.0": crate::types,
+            "kbha:policy/host@0.3.0": crate::host,
         },
         pub_export_macro: true,
         export_macro_name: "export_replication_policy",
@@ -110,11 +110,11 @@ pub mod alert {
     #![allow(missing_docs)]
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "kbha:policy/alert-policy@0.2.0",
+        world: "kbha:policy/alert-policy@0.3.0",
         runtime_path: "kbha_policy_sdk::__wit_bindgen::rt",
         with: {
-            "kbha:policy/types@0.2.0": crate::types,
-            "kbha:policy/host@0.2.0": crate::host,
+            "kbha:policy/types@0.3.0": crate::types,
+            "kbha:policy/host@0.3.0": crate::host,
         },
         pub_export_macro: true,
         export_macro_name: "export_alert_policy",

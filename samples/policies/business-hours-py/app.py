@@ -134,7 +134,7 @@ def shift(targets, to, weight, reason, alerts):
 
 
 # -------------------------------------------------------- default failover
-# policies/failover-default/src/lib.rs (contract kbha:policy@0.2.0): evacuate at once
+# policies/failover-default/src/lib.rs (contract kbha:policy@0.3.0): evacuate at once
 # when a target carrying traffic is down, to the best target that is not down; hold
 # while a carrier is unproven; fail back once the primary has been up (`up_since`,
 # not `alarm_state_since`) for the hysteresis.

@@ -20,7 +20,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         "world:     {}",
         inspection
             .world
-            .map(|w| format!("kbha:policy/{}@0.2.0", w.wit_name()))
+            .map(|w| format!("kbha:policy/{}@0.3.0", w.wit_name()))
             .unwrap_or_else(|| "none".into())
     );
     println!("imports:   [{}]", inspection.imports.join(", "));

@@ -148,7 +148,7 @@ fn readme(name: &str, world: World, dir: &Path) -> String {
     format!(
         r#"# {name}
 
-A kbha {w} policy: a WebAssembly component implementing `kbha:policy/{world}@0.2.0`
+A kbha {w} policy: a WebAssembly component implementing `kbha:policy/{world}@0.3.0`
 (`wit/kbha.wit` in the kbha repository). The policy is `decide` in `src/lib.rs`.
 
 From the kbha repository root:
