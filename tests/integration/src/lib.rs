@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use kbha_aws::{AwsError, CloudWatchAlarms, Dns, Route53Dns, S3Store, SnsNotifier, WeightedRecord};
 use kbha_core::time::{format_timestamp, parse_timestamp};
-use kbha_failover::{FailoverConfig, FailoverFunction, Policies};
+use kbha_failover::ledger::Incident;
+use kbha_failover::{DecisionRecord, FailoverConfig, FailoverFunction, Policies, StoredState};
 use kbha_test_harness::{Emulator, TopicQueue, WeightedFixture};
 use serde_json::{Value, json};
 
@@ -278,3 +279,49 @@ impl Dns for OperatorInterleaves {
         self.inner.change_status(change_id).await
     }
 }
+
+// ---- shared by the operator and plan tests
+
+/// The target fails (health check and alarm) at `at`; the alarm is delivered 5 s later.
+pub async fn fail(w: &World, f: &Function, target: &str, at: i64) -> Result<DecisionRecord> {
+    transition_delivered(w, f, target, false, at).await
+}
+
+/// The target recovers at `at` (health check passes, alarm OK); delivered 5 s later.
+pub async fn recover(w: &World, f: &Function, target: &str, at: i64) -> Result<DecisionRecord> {
+    transition_delivered(w, f, target, true, at).await
+}
+
+async fn transition_delivered(w: &World, f: &Function, target: &str, healthy: bool, at: i64) -> Result<DecisionRecord> {
+    let (region, alarm) = alarm_of(target);
+    let state = if healthy { "OK" } else { "ALARM" };
+    w.set_health(target, healthy).await?;
+    w.emu.set_alarm_state_at(region, alarm, state, "test", at).await?;
+    let ev = alarm_event(Shape::Sns, alarm, region, state, at, &format!("{alarm}-{state}-{at}"))?;
+    f.handle(&ev, at + 5_000).await?.pop().context("one record")
+}
+
+/// The state object, read back through S3.
+pub async fn state(w: &World, f: &Function) -> Result<StoredState> {
+    let key = f.config().state_key();
+    let out = w.emu.s3().await.get_object().bucket(STATE_BUCKET).key(&key).send().await.context("GetObject state")?;
+    Ok(serde_json::from_slice(&out.body.collect().await?.into_bytes())?)
+}
+
+/// Every ledger object, read back through S3 ListObjectsV2 + GetObject.
+pub async fn ledger_objects(w: &World) -> Result<Vec<Incident>> {
+    let s3 = w.emu.s3().await;
+    let list = s3.list_objects_v2().bucket(STATE_BUCKET).prefix("kbha/failover/incidents/").send().await?;
+    let mut out = Vec::new();
+    for o in list.contents() {
+        let got = s3.get_object().bucket(STATE_BUCKET).key(o.key().unwrap_or_default()).send().await?;
+        out.push(serde_json::from_slice(&got.body.collect().await?.into_bytes())?);
+    }
+    Ok(out)
+}
+
+/// `severity | summary` of each notice.
+pub fn summaries(notices: &[Value]) -> Vec<String> {
+    notices.iter().map(|n| format!("{} | {}", n["severity"].as_str().unwrap_or(""), n["summary"].as_str().unwrap_or(""))).collect()
+}
+

@@ -239,7 +239,9 @@ async fn a_trapping_policy_falls_back_and_an_alert_names_it() -> Result<()> {
 #[tokio::test]
 async fn failback_happens_after_the_hysteresis_and_not_before() -> Result<()> {
     let w = World::start().await?;
-    let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "300")], builtin()).await?;
+    // All at once (the stepped return is tests/integration/tests/plans.rs).
+    let env = [("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "300"), ("KBHA_RETURN_STEPS", "100")];
+    let f = w.function(&env, builtin()).await?;
     primary_down(&w).await?;
     f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "fb-1")?, t0() + 5 * SEC).await?;
     assert_eq!(w.weights().await?, weights(0, 100));

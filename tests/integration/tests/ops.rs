@@ -6,56 +6,13 @@
 
 use anyhow::{Context, Result};
 use kbha_aws::{Identity, StsIdentity};
-use kbha_failover::ledger::Incident;
 use kbha_failover::ops::{Command, OpsError};
-use kbha_failover::{ActionTaken, DecisionRecord, StoredState};
+use kbha_failover::ActionTaken;
 use kbha_integration::*;
-use serde_json::Value;
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
 const ME: &str = "arn:aws:iam::123456789012:user/oncall";
-
-/// The target fails (health check and alarm) at `at`; the alarm is delivered 5 s later.
-async fn fail(w: &World, f: &Function, target: &str, at: i64) -> Result<DecisionRecord> {
-    transition(w, f, target, false, at).await
-}
-
-async fn recover(w: &World, f: &Function, target: &str, at: i64) -> Result<DecisionRecord> {
-    transition(w, f, target, true, at).await
-}
-
-async fn transition(w: &World, f: &Function, target: &str, healthy: bool, at: i64) -> Result<DecisionRecord> {
-    let (region, alarm) = alarm_of(target);
-    let state = if healthy { "OK" } else { "ALARM" };
-    w.set_health(target, healthy).await?;
-    w.emu.set_alarm_state_at(region, alarm, state, "test", at).await?;
-    let ev = alarm_event(Shape::Sns, alarm, region, state, at, &format!("{alarm}-{state}-{at}"))?;
-    f.handle(&ev, at + 5 * SEC).await?.pop().context("one record")
-}
-
-/// The state object, read back through S3.
-async fn state(w: &World, f: &Function) -> Result<StoredState> {
-    let key = f.config().state_key();
-    let out = w.emu.s3().await.get_object().bucket(STATE_BUCKET).key(&key).send().await.context("GetObject state")?;
-    Ok(serde_json::from_slice(&out.body.collect().await?.into_bytes())?)
-}
-
-/// Every ledger object, read back through S3 ListObjectsV2 + GetObject.
-async fn ledger_objects(w: &World) -> Result<Vec<Incident>> {
-    let s3 = w.emu.s3().await;
-    let list = s3.list_objects_v2().bucket(STATE_BUCKET).prefix("kbha/failover/incidents/").send().await?;
-    let mut out = Vec::new();
-    for o in list.contents() {
-        let got = s3.get_object().bucket(STATE_BUCKET).key(o.key().unwrap_or_default()).send().await?;
-        out.push(serde_json::from_slice(&got.body.collect().await?.into_bytes())?);
-    }
-    Ok(out)
-}
-
-fn summaries(notices: &[Value]) -> Vec<String> {
-    notices.iter().map(|n| format!("{} | {}", n["severity"].as_str().unwrap_or(""), n["summary"].as_str().unwrap_or(""))).collect()
-}
 
 #[tokio::test]
 async fn a_pause_holds_the_evacuation_on_events_and_ticks_announces_it_once_and_resume_lets_it_through() -> Result<()> {
@@ -143,7 +100,9 @@ async fn a_drain_with_nowhere_to_move_the_traffic_is_an_error_that_keeps_the_mar
 #[tokio::test]
 async fn approve_failback_returns_traffic_on_the_next_evaluation_and_is_used_up() -> Result<()> {
     let w = world_with_alarms().await?;
-    let f = w.function(&[("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60")], builtin()).await?;
+    // A return all at once (an approved stepped return: tests/integration/tests/plans.rs).
+    let env = [("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60"), ("KBHA_RETURN_STEPS", "100")];
+    let f = w.function(&env, builtin()).await?;
     assert_eq!(fail(&w, &f, "primary", t0()).await?.action, ActionTaken::Applied);
     recover(&w, &f, "primary", t0() + 5 * MIN).await?;
     assert_eq!(tick_at(&f, t0() + 20 * MIN).await?.action, ActionTaken::NoChange, "manual failback holds");
@@ -262,7 +221,8 @@ async fn a_command_racing_the_function_loses_nothing() -> Result<()> {
 async fn the_ledger_records_an_incident_with_insync_and_its_figures_and_status_shows_it() -> Result<()> {
     let w = world_with_alarms().await?;
     w.set_replication("us-west-2", t0() - 10 * MIN).await?;
-    let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "600")], builtin()).await?;
+    let env = [("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "600"), ("KBHA_RETURN_STEPS", "100")];
+    let f = w.function(&env, builtin()).await?;
     // The emulator answers PENDING on a change's first GetChange, INSYNC afterwards.
     let r = fail(&w, &f, "primary", t0()).await?;
     assert_eq!(r.action, ActionTaken::Applied);

@@ -52,6 +52,19 @@ async fn a_primary_failing_again_two_minutes_after_failback_is_evacuated_at_once
     recover(&w, &f, "primary", t0() + 5 * MIN, true).await?;
     let back = tick_at(&f, t0() + 16 * MIN).await?;
     assert_eq!(back.action, ActionTaken::Applied, "failback after the hysteresis: {:?}", back.guardrail);
+    assert_eq!(w.weights().await?, weights(10, 90), "the stepped return's first step");
+    let again = fail(&w, &f, "primary", t0() + 18 * MIN, true).await?;
+    assert_eq!(action(&again), Some(ActionTaken::Applied), "{:?}", again.as_ref().and_then(|r| r.guardrail.clone()));
+    let note = again.and_then(|r| r.plan).expect("the plan's rollback");
+    assert_eq!(note.outcome, Some(kbha_core::plan::PlanOutcome::RolledBack), "{note:?}");
+    assert_eq!(w.weights().await?, weights(0, 100));
+    // The same with the return all at once: a plain evacuation, not held by the cooldown.
+    let w = world_with_alarms().await?;
+    let env = [("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "600"), ("KBHA_RETURN_STEPS", "100")];
+    let f = w.function(&env, builtin()).await?;
+    fail(&w, &f, "primary", t0(), true).await?;
+    recover(&w, &f, "primary", t0() + 5 * MIN, true).await?;
+    assert_eq!(tick_at(&f, t0() + 16 * MIN).await?.action, ActionTaken::Applied);
     assert_eq!(w.weights().await?, weights(100, 0));
     let again = fail(&w, &f, "primary", t0() + 18 * MIN, true).await?;
     assert_eq!(action(&again), Some(ActionTaken::Applied), "{:?}", again.and_then(|r| r.guardrail));
@@ -87,7 +100,7 @@ async fn a_lost_ok_transition_stops_mattering_at_the_next_tick() -> Result<()> {
     assert_eq!(tick_at(&f, t0() + 31 * MIN).await?.action, ActionTaken::NoChange, "up 1 min only");
     let r = tick_at(&f, t0() + 41 * MIN).await?;
     assert_eq!(r.action, ActionTaken::Applied, "{:?}", r.policy.map(|p| p.decision.reason));
-    assert_eq!(w.weights().await?, weights(100, 0));
+    assert_eq!(w.weights().await?, weights(10, 90), "the stepped return begins");
     Ok(())
 }
 
@@ -105,7 +118,7 @@ async fn a_short_health_flap_restarts_the_hysteresis() -> Result<()> {
     assert_eq!(tick_at(&f, t0() + 6 * MIN).await?.action, ActionTaken::NoChange);
     assert_eq!(w.weights().await?, weights(0, 100));
     assert_eq!(tick_at(&f, t0() + 10 * MIN).await?.action, ActionTaken::Applied);
-    assert_eq!(w.weights().await?, weights(100, 0));
+    assert_eq!(w.weights().await?, weights(10, 90), "the stepped return begins");
     Ok(())
 }
 
