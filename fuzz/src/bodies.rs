@@ -213,6 +213,14 @@ pub fn check_guardrail_verdict(
         }
         GuardrailVerdict::Refused { refusals } => ensure(!refusals.is_empty(), || "refused without a reason".into())?,
         GuardrailVerdict::NoChange => {
+            if let FailoverAction::ShiftInSteps { weights, steps } = &decision.action {
+                let p = steps.first().map_or(100, |s| s.percent.clamp(1, 100));
+                for w in weights {
+                    let current = input.targets.iter().find(|t| t.set_identifier == w.set_identifier).map(|t| t.weight);
+                    let first = current.map(|c| kbha_core::plan::step_value(c, w.weight, p));
+                    ensure(current == first, || format!("`no change` for a stepped shift whose first step asks for {w:?}"))?;
+                }
+            }
             if let FailoverAction::ShiftWeights { weights, .. } = &decision.action {
                 for w in weights {
                     let current = input.targets.iter().find(|t| t.set_identifier == w.set_identifier).map(|t| t.weight);
@@ -245,7 +253,8 @@ fn assert_guardrails_hold(input: &FailoverInput, decision: &FailoverDecision, se
 
 /// Guardrails on any decision a policy could return for a fuzzed record set: the
 /// decision names known and unknown targets (`t0..t5`), any weight (mostly near the
-/// 0..=255 range, sometimes any u32), with or without force and break-glass.
+/// 0..=255 range, sometimes any u32), with or without force and break-glass, sometimes as a
+/// stepped shift.
 pub fn guardrails(data: &[u8]) {
     let mut b = Bytes(data);
     let input = record_set(&mut b);
@@ -260,7 +269,16 @@ pub fn guardrails(data: &[u8]) {
             Weight { set_identifier: format!("t{id}"), weight }
         })
         .collect();
-    let action = if hold { FailoverAction::Hold } else { FailoverAction::ShiftWeights { weights, force } };
+    // A stepped shift (any steps, valid or not) is held to the same promises as its first step.
+    let stepped = force && b.u8() < 0x40;
+    let action = if hold {
+        FailoverAction::Hold
+    } else if stepped {
+        let steps = (0..usize::from(b.u8() % 5)).map(|_| kbha_core::PlanStep { percent: b.u8(), bake_ms: u64::from(b.u16()) }).collect();
+        FailoverAction::ShiftInSteps { weights, steps }
+    } else {
+        FailoverAction::ShiftWeights { weights, force }
+    };
     let decision = FailoverDecision { action, reason: "fuzz".into(), alerts: vec![] };
     assert_guardrails_hold(&input, &decision, settings);
 }

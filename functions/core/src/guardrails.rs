@@ -562,4 +562,31 @@ mod tests {
         let off_primary = check_failover(&inp, &shift(&[("primary", 0), ("secondary", 100)], false), SETTINGS);
         assert!(matches!(refuse_onto_drained(&inp.targets, off_primary, &["primary"]), GuardrailVerdict::Apply { .. }));
     }
+
+    #[test]
+    fn a_stepped_shift_is_checked_as_its_first_step_and_bad_steps_are_refused() {
+        let steps = |p: &[u8]| p.iter().map(|p| crate::PlanStep { percent: *p, bake_ms: 0 }).collect::<Vec<_>>();
+        let stepped = |s: Vec<crate::PlanStep>| FailoverDecision {
+            action: FailoverAction::ShiftInSteps {
+                weights: vec![Weight { set_identifier: "primary".into(), weight: 100 }, Weight { set_identifier: "secondary".into(), weight: 0 }],
+                steps: s,
+            },
+            reason: "return".into(),
+            alerts: vec![],
+        };
+        let i = input(healthy("primary", 0), healthy("secondary", 100), Some(60 * MIN));
+        let GuardrailVerdict::Apply { weights, kind, .. } = check_failover(&i, &stepped(steps(&[10, 50, 100])), SETTINGS) else {
+            panic!("a proven return's first step applies")
+        };
+        assert_eq!(weights.iter().map(|w| w.weight).collect::<Vec<_>>(), vec![10, 90]);
+        assert_eq!(kind, Move::Rebalance);
+        let r = refusals(check_failover(&i, &stepped(steps(&[50, 10])), SETTINGS));
+        assert!(matches!(&r[..], [Refusal::InvalidPlan { problem }] if problem.contains("must rise")), "{r:?}");
+        // Its first step onto an unproven target is a return like any other.
+        let mut fresh = healthy("primary", 0);
+        fresh.up_since_ms = Some(NOW - MIN);
+        let i = input(fresh, healthy("secondary", 100), Some(60 * MIN));
+        let r = refusals(check_failover(&i, &stepped(steps(&[10, 100])), SETTINGS));
+        assert!(matches!(&r[..], [Refusal::NotProvenUp { .. }]), "{r:?}");
+    }
 }

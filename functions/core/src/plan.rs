@@ -403,7 +403,7 @@ mod tests {
         assert_eq!(validate_steps(&s(&[50, 50, 100])), Err(PlanError::NotRising { index: 2, percent: 50 }));
         assert_eq!(validate_steps(&s(&[0, 100])), Err(PlanError::OutOfRange { index: 1, percent: 0 }));
         assert_eq!(validate_steps(&s(&[10, 90])), Err(PlanError::ShortOfTheEnd { percent: 90 }));
-        assert!(parse_steps("10,ten,100", 0).unwrap_err().contains("`ten` is not a percentage"));
+        assert!(parse_steps("10,ten,100", 0).expect_err("not a number").contains("`ten` is not a percentage"));
     }
 
     #[test]

@@ -469,7 +469,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             }
             Command::Switchover { to, steps, reason } => {
                 known(to)?;
-                let (d, c) = self.switchover(by, command, to, steps, reason, now_ms, &mut rec).await?;
+                let (d, c) = self.switchover(by, to, steps, reason, now_ms, &mut rec).await?;
                 change = c;
                 d
             }
@@ -535,11 +535,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     /// `kbha ops switchover`: stores the plan (and a planned event in the ledger when no
     /// incident is open), then runs one evaluation at once, as a tick would, which takes the
     /// first step if the RPO gate and the guardrails allow. Later steps come with the ticks.
-    #[allow(clippy::too_many_arguments)]
     async fn switchover(
         &self,
         by: &str,
-        command: &Command,
         to: &str,
         steps: &[PlanStep],
         reason: &str,
@@ -617,7 +615,6 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             rec.new_weights = r.new_weights.clone();
             rec.change_id = r.change_id.clone();
         }
-        let _ = command;
         let state = match (&change, first.as_ref().and_then(|r| r.plan.as_ref())) {
             (Some(c), _) => format!("first step taken: {}", describe(&c.to)),
             (None, Some(n)) => format!("first step not taken yet: {}", n.reason),

@@ -5,7 +5,9 @@
 //!
 //! The mapped CloudWatch alarms exist in the emulator and an `alarm` step sets their state
 //! there at the step's simulated time before (unless `lost`) delivering the transition, so
-//! the failover function's DescribeAlarms sees what a real account would.
+//! the failover function's DescribeAlarms sees what a real account would. An `ops` step
+//! runs an operator command (`kbha ops switchover|abort`) on the same function, as
+//! [`OPERATOR`], at the step's simulated time.
 
 mod report;
 pub mod scenario;
@@ -19,13 +21,16 @@ use anyhow::{Context, Result, bail};
 use kbha_alert_router::{AlertRouter, RouterConfig};
 use kbha_aws::{S3Store, SnsNotifier};
 use kbha_failover::ledger::{Objectives, Report};
-use kbha_failover::{ActionTaken, Policies};
+use kbha_failover::ops::Command;
+use kbha_failover::plan::PlanNote;
+use kbha_failover::{ActionTaken, DecisionRecord, Policies};
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, s3_event, schedule, tar_gz};
 use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, fixture, tick};
 use kbha_test_harness::TopicQueue;
 use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
-use scenario::{BackupKind, DrillExpect, Expect, Scenario, Step, offset, parse_duration};
+use kbha_core::plan::PlanOutcome;
+use scenario::{BackupKind, DrillExpect, Expect, OpsStep, Scenario, Step, offset, parse_duration};
 use serde_json::json;
 
 /// Where the verifier writes per-region status; the failover RPO gate reads it.
@@ -36,6 +41,8 @@ const DELIVERY_MS: i64 = 2_000;
 const ALERT_BUCKET: &str = "kbha-alert-state";
 /// The mapped alarms, as `World::env` maps them: (target, alarm name, region).
 const ALARMS: [(&str, &str, &str); 2] = [("primary", PRIMARY_ALARM, "us-east-1"), ("secondary", SECONDARY_ALARM, "us-west-2")];
+/// The caller identity of the drill's operator commands.
+pub const OPERATOR: &str = "drill-operator";
 
 /// `kbha drill` arguments.
 #[derive(Debug, clap::Args)]
@@ -75,6 +82,13 @@ pub struct Row {
     pub newest_verified_ms: Option<i64>,
     /// Kind and verdict of a backup step.
     pub backup: Option<(BackupKind, String)>,
+    /// The stepped shift (return or switchover) as this step's decisions left it: the
+    /// plan note of the failover handler's last record that carried one; for an operator
+    /// command, the plan in place after it (an abort: the plan it ended).
+    pub plan: Option<PlanNote>,
+    /// In words, for the table: the plan note's reason, or what an operator command did
+    /// (or why it was rejected).
+    pub note: Option<String>,
     /// Failed expectations at this step.
     pub failures: Vec<String>,
 }
@@ -172,6 +186,10 @@ pub async fn run_file(path: &Path) -> Result<Outcome> {
         std::fs::write(dir.join("ledger.json"), serde_json::to_string_pretty(l)?)?;
         println!("  incident ledger ({} incident(s); the figures `kbha report` prints):", l.incidents.len());
         print!("{}", crate::report::incident_table(l));
+        for p in &l.planned {
+            let closed = p.incident.closed_at_ms.map_or("OPEN".to_owned(), kbha_core::time::format_timestamp);
+            println!("  planned event {} (to {}, {} change(s)), closed {closed}", p.incident.id, p.incident.target, p.incident.changes.len());
+        }
     }
     for f in &outcome.drill_failures {
         println!("{f}");
@@ -200,6 +218,9 @@ fn print_row(r: &Row) {
         r.new_notices,
         r.alerts.len()
     );
+    if let Some(n) = &r.note {
+        println!("      {}: {n}", if r.what.starts_with("ops ") { "ops" } else { "plan" });
+    }
     for f in &r.failures {
         println!("{f}");
     }
@@ -237,18 +258,22 @@ impl Drill {
         let (hyst, cool, rpo) = (secs(&s.settings.hysteresis)?, secs(&s.settings.cooldown)?, secs(&s.settings.rpo)?);
         let failback = s.settings.failback.as_str();
         let status = format!("s3://{STATE_BUCKET}/{STATUS_PREFIX}");
-        let failover = world
-            .function(
-                &[
-                    ("KBHA_HYSTERESIS_SECONDS", &hyst),
-                    ("KBHA_COOLDOWN_SECONDS", &cool),
-                    ("KBHA_RPO_SECONDS", &rpo),
-                    ("KBHA_REPLICATION_STATUS", &status),
-                    ("KBHA_FAILBACK", failback),
-                ],
-                Policies::single(builtin::<Failover>()?),
-            )
-            .await?;
+        // The stepped return: the function's defaults unless the scenario sets them.
+        let bake = s.settings.return_bake.as_deref().map(secs).transpose()?;
+        let mut env: Vec<(&str, &str)> = vec![
+            ("KBHA_HYSTERESIS_SECONDS", &hyst),
+            ("KBHA_COOLDOWN_SECONDS", &cool),
+            ("KBHA_RPO_SECONDS", &rpo),
+            ("KBHA_REPLICATION_STATUS", &status),
+            ("KBHA_FAILBACK", failback),
+        ];
+        if let Some(steps) = &s.settings.return_steps {
+            env.push(("KBHA_RETURN_STEPS", steps));
+        }
+        if let Some(bake) = &bake {
+            env.push(("KBHA_RETURN_BAKE_SECONDS", bake));
+        }
+        let failover = world.function(&env, Policies::single(builtin::<Failover>()?)).await?;
         let sources = json!([{"name": "chromadb", "bucket": BACKUPS, "prefix": "chromadb/", "region": "us-east-1",
                               "copy": {"bucket": REPLICA, "region": "us-west-2"}}]);
         let env = BTreeMap::from([
@@ -318,6 +343,7 @@ impl Drill {
         let mut notice_ids = 0usize;
         let mut backup = None;
         let mut decided_at = None;
+        let (mut plan, mut note) = (None, None);
         let (what, outcome) = if let Some(a) = &step.alarm {
             let (_, alarm, region) =
                 ALARMS.into_iter().find(|(t, _, _)| *t == a.target).with_context(|| format!("no alarm for target {}", a.target))?;
@@ -338,6 +364,7 @@ impl Drill {
                 let recs = self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, now + DELIVERY_MS).await?;
                 notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
                 decided_at = Some(at + DELIVERY_MS);
+                (plan, note) = plan_of(&recs);
                 (format!("alarm {} {state} ({})", a.target, a.shape), actions(recs.iter().map(|r| r.action)))
             }
         } else if let Some(h) = &step.health {
@@ -356,7 +383,33 @@ impl Drill {
             let recs = self.failover.handle(&tick(now, &id)?, now).await?;
             notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
             decided_at = Some(at);
+            (plan, note) = plan_of(&recs);
             ("failover re-evaluation (schedule)".to_owned(), actions(recs.iter().map(|r| r.action)))
+        } else if let Some(o) = &step.ops {
+            let (what, command) = self.command(o)?;
+            // The plan an abort ends, for the step's plan note.
+            let before = if matches!(command, Command::Abort { .. }) { self.failover.status(now).await?.plan } else { None };
+            match self.failover.operate(OPERATOR, &command, now).await {
+                Ok(rec) => {
+                    notice_ids += usize::from(rec.notice_id.is_some());
+                    decided_at = Some(at);
+                    plan = match command {
+                        Command::Abort { .. } => before.map(|p| PlanNote::new(&p, p.step, Some(PlanOutcome::Aborted), rec.detail.clone())),
+                        _ => self.failover.status(now).await?.plan.map(|p| PlanNote::new(&p, p.step, None, rec.detail.clone())),
+                    };
+                    note = Some(match &command {
+                        Command::Switchover { steps, .. } => {
+                            format!("{} (bake {} per step)", rec.detail, steps.first().map_or_else(|| "0s".into(), |s| duration(s.bake_ms)))
+                        }
+                        _ => rec.detail.clone(),
+                    });
+                    (what, if rec.change_id.is_some() { "Applied" } else { "NoChange" }.to_owned())
+                }
+                Err(e) => {
+                    note = Some(format!("rejected: {e}"));
+                    (what, "Rejected".to_owned())
+                }
+            }
         } else if step.dead_man {
             let recs = self.verifier.handle(&schedule(now, &id), now).await?;
             notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
@@ -386,12 +439,35 @@ impl Drill {
             alerts,
             newest_verified_ms,
             backup,
+            plan,
+            note,
             failures: Vec::new(),
         };
         if let Some(e) = &step.expect {
             row.failures = check(e, &row, self.notices, self.alerts);
         }
         Ok(row)
+    }
+
+    /// The command an `ops` step runs, and the step as the table shows it.
+    fn command(&self, o: &OpsStep) -> Result<(String, Command)> {
+        let reason = o.reason.clone();
+        Ok(match o.command.as_str() {
+            "switchover" => {
+                let to = o.to.clone().context("switchover needs `to`")?;
+                let cfg = self.failover.config();
+                let bake_ms = match &o.bake {
+                    Some(b) => u64::try_from(parse_duration(b)?).unwrap_or_default(),
+                    None => cfg.return_bake_s.saturating_mul(1000),
+                };
+                let text = o.steps.clone().unwrap_or_else(|| cfg.return_steps.clone());
+                let steps = kbha_core::plan::parse_steps(&text, bake_ms).map_err(anyhow::Error::msg).context("switchover steps")?;
+                let what = format!("ops switchover --to {to}");
+                (what, Command::Switchover { to, steps, reason: reason.unwrap_or_else(|| "planned switchover (drill)".into()) })
+            }
+            "abort" => ("ops abort".to_owned(), Command::Abort { reason: reason.unwrap_or_else(|| "aborted by an operator (drill)".into()) }),
+            other => bail!("ops command {other:?}; expected switchover or abort"),
+        })
     }
 
     /// Hands each notice to the alert router as SNS delivers it to the Lambda and reads
@@ -463,6 +539,28 @@ impl Drill {
     }
 }
 
+/// The plan note of the last record that carries one, and its reason.
+fn plan_of(recs: &[DecisionRecord]) -> (Option<PlanNote>, Option<String>) {
+    let plan = recs.iter().rev().find_map(|r| r.plan.clone());
+    let note = plan.as_ref().map(|p| p.reason.clone());
+    (plan, note)
+}
+
+/// `completed`, `rolled_back`, ...: how `kbha` and the scenarios spell a plan outcome.
+fn outcome_name(o: PlanOutcome) -> String {
+    serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{o:?}"))
+}
+
+/// `5m`, `1m30s`, `45s`, as the scenarios write durations.
+fn duration(ms: u64) -> String {
+    let (m, s) = (ms / 60_000, (ms / 1000) % 60);
+    match (m, s) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
 fn actions(a: impl Iterator<Item = ActionTaken>) -> String {
     a.map(|a| format!("{a:?}")).collect::<Vec<_>>().join(",")
 }
@@ -487,7 +585,8 @@ fn check(e: &Expect, row: &Row, notices: usize, alerts: usize) -> Vec<String> {
     {
         diff("weights", fmt_weights(w), fmt_weights(&row.weights));
     }
-    let is_action = row.decided_at.is_some();
+    // A failover handler call, or an operator command (also when it was rejected).
+    let is_action = row.decided_at.is_some() || row.what.starts_with("ops ");
     if let Some(a) = &e.action
         && (!is_action || !row.outcome.eq_ignore_ascii_case(a))
     {
@@ -509,6 +608,20 @@ fn check(e: &Expect, row: &Row, notices: usize, alerts: usize) -> Vec<String> {
     {
         diff("alerts delivered by the router so far", n.to_string(), alerts.to_string());
     }
+    let no_plan = || "(no plan note at this step)".to_owned();
+    if let Some(k) = e.plan_step {
+        match &row.plan {
+            Some(p) if p.step == k => {}
+            Some(p) => diff("plan step", format!("step {k}"), format!("step {} of {} ({})", p.step, p.of, p.reason)),
+            None => diff("plan step", format!("step {k}"), no_plan()),
+        }
+    }
+    if let Some(want) = &e.plan_outcome {
+        let got = row.plan.as_ref().map(|p| p.outcome.map_or_else(|| format!("under way, step {} of {}", p.step, p.of), outcome_name));
+        if got.as_deref() != Some(want.as_str()) {
+            diff("plan outcome", want.clone(), got.unwrap_or_else(no_plan));
+        }
+    }
     out
 }
 
@@ -523,6 +636,12 @@ fn check_drill(e: &DrillExpect, b: &report::Both, ledger: Option<&Report>) -> Ve
         && n != incidents.len()
     {
         diff("incidents in the ledger", n.to_string(), incidents.len().to_string());
+    }
+    let planned = ledger.map(|l| l.planned.len()).unwrap_or_default();
+    if let Some(n) = e.planned
+        && n != planned
+    {
+        diff("planned events in the ledger", n.to_string(), planned.to_string());
     }
     if let Some(max) = &e.max_rto {
         let bound = parse_duration(max).unwrap_or_default();

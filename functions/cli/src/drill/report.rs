@@ -259,12 +259,22 @@ pub fn html(o: &Outcome, b: &Both) -> String {
         // The failover function's own incident ledger, as `kbha report` shows it.
         h.push_str(&crate::report::incidents_html(l));
     }
-    h.push_str("<h2>Steps</h2><table><tr><th>at</th><th>step</th><th>outcome</th><th>weights</th><th>notices</th><th>alerts routed</th><th>expectations</th></tr>");
+    h.push_str("<h2>Steps</h2><table><tr><th>at</th><th>step</th><th>outcome</th><th>weights</th><th>notices</th><th>alerts routed</th><th>stepped shift / command</th><th>expectations</th></tr>");
     for r in &o.rows {
         let w: Vec<String> = r.weights.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let e = if r.failures.is_empty() { "<span class=\"pass\">ok</span>".to_owned() } else { format!("<span class=\"fail\">{}</span>", esc(&r.failures.join("\n"))) };
         let alerts: Vec<String> = r.alerts.iter().map(|(sev, subj)| format!("{sev}: {subj}")).collect();
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>+{}</td><td>{}</td><td>{e}</td></tr>", offset(r.at), esc(&r.what), esc(&r.outcome), w.join(" "), r.new_notices, esc(&alerts.join("; ")));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>+{}</td><td>{}</td><td>{}</td><td>{e}</td></tr>",
+            offset(r.at),
+            esc(&r.what),
+            esc(&r.outcome),
+            w.join(" "),
+            r.new_notices,
+            esc(&alerts.join("; ")),
+            esc(r.note.as_deref().unwrap_or_default())
+        );
     }
     h.push_str("</table></body></html>\n");
     h
@@ -361,6 +371,8 @@ mod tests {
             alerts: Vec::new(),
             newest_verified_ms: None,
             backup: None,
+            plan: None,
+            note: None,
             failures: Vec::new(),
         }
     }

@@ -11,6 +11,8 @@
 //! cooldown = "5m"             # KBHA_COOLDOWN_SECONDS
 //! rpo = "1h"                  # KBHA_RPO_SECONDS of the failover function and the verifier
 //! failback = "auto"           # KBHA_FAILBACK: `auto` or `manual`
+//! return_steps = "10,50,100"  # KBHA_RETURN_STEPS (absent: the function's default, 10,25,50,75,100)
+//! return_bake = "5m"          # KBHA_RETURN_BAKE_SECONDS (absent: the function's default, 5m)
 //!
 //! [expect]                    # optional; checked once the last step ran
 //! max_unhealthy_traffic = "1m32s"  # at most this many traffic-seconds served by a region
@@ -19,6 +21,7 @@
 //! max_rto = "1m"                   # each: first failure -> service restored, at most
 //! all_insync = true                # every change of every incident seen INSYNC
 //! all_closed = true                # every incident closed
+//! planned = 1                      # planned events (operator switchovers) in the ledger
 //!
 //! [[step]]
 //! at = "10m30s"
@@ -28,7 +31,29 @@
 //! [[step]]
 //! at = "15m30s"
 //! alarm = { target = "primary", state = "OK", lost = true } # CloudWatch changes, no event arrives
+//!
+//! [[step]]
+//! at = "20m"                  # an operator command at the step's time (`kbha ops ...`)
+//! ops = { command = "switchover", to = "secondary", steps = "10,50,100", bake = "5m" }
+//! expect = { action = "Applied", weights = { primary = 90, secondary = 10 }, plan_step = 1 }
+//!
+//! [[step]]
+//! at = "22m"
+//! ops = { command = "abort", reason = "game day over" }
 //! ```
+//!
+//! **Operator commands.** An `ops` step runs `kbha ops switchover` or `kbha ops abort` on
+//! the drill's failover function as `drill-operator` at the step's simulated time.
+//! `switchover` takes `to` (required), `steps` and `bake` (default: the function's
+//! `KBHA_RETURN_STEPS` and `KBHA_RETURN_BAKE_SECONDS`) and `reason`; the command runs one
+//! evaluation at once, which takes the first step, and the ticks take the later ones. The
+//! step's outcome is `Applied` when the command changed the weights, `NoChange` when it did
+//! not, `Rejected` when the command was refused (its message is printed).
+//!
+//! **Stepped shifts.** `plan_step` is the step of the stepped shift (a stepped return or a
+//! switchover) in place after the step (1-based; 0: none taken yet), `plan_outcome` how it
+//! ended at this step (`completed`, `rolled_back`, `superseded`, `aborted`, `abandoned`),
+//! both from the plan note of the step's decision records.
 //!
 //! **Alarms.** The drill creates each mapped alarm in the emulator's CloudWatch at the
 //! start (`kbha-api-primary-unhealthy` in us-east-1, `kbha-api-secondary-unhealthy` in
@@ -95,6 +120,14 @@ pub struct Settings {
     /// `KBHA_FAILBACK` of the failover function: `auto` or `manual`.
     #[serde(default = "auto")]
     pub failback: String,
+    /// `KBHA_RETURN_STEPS` of the failover function (`"10,50,100"`; `"100"`: all at
+    /// once); absent: the function's default.
+    #[serde(default)]
+    pub return_steps: Option<String>,
+    /// `KBHA_RETURN_BAKE_SECONDS` of the failover function, as a duration (`"5m"`);
+    /// absent: the function's default.
+    #[serde(default)]
+    pub return_bake: Option<String>,
 }
 
 /// Expectations over the whole drill; every field is optional.
@@ -112,6 +145,8 @@ pub struct DrillExpect {
     pub all_insync: Option<bool>,
     /// Every incident is closed at the end.
     pub all_closed: Option<bool>,
+    /// Planned events (operator switchovers, not incidents) the ledger holds at the end.
+    pub planned: Option<usize>,
 }
 
 fn ten_minutes() -> String {
@@ -129,7 +164,14 @@ fn auto() -> String {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { hysteresis: ten_minutes(), cooldown: five_minutes(), rpo: one_hour(), failback: auto() }
+        Settings {
+            hysteresis: ten_minutes(),
+            cooldown: five_minutes(),
+            rpo: one_hour(),
+            failback: auto(),
+            return_steps: None,
+            return_bake: None,
+        }
     }
 }
 
@@ -152,6 +194,8 @@ pub struct Step {
     /// A scheduled tick: the verifier's dead-man check.
     #[serde(default)]
     pub dead_man: bool,
+    /// An operator command (`kbha ops ...`) at the step's time.
+    pub ops: Option<OpsStep>,
     /// What must hold after the step.
     pub expect: Option<Expect>,
 }
@@ -174,6 +218,24 @@ pub struct AlarmStep {
 
 fn sns() -> String {
     "sns".into()
+}
+
+/// An operator command, as `kbha ops <command>` takes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsStep {
+    /// `switchover` or `abort`.
+    pub command: String,
+    /// `switchover`: the destination (`primary` or `secondary`).
+    pub to: Option<String>,
+    /// `switchover`: steps, percent rising to 100 (default: the function's
+    /// `KBHA_RETURN_STEPS`).
+    pub steps: Option<String>,
+    /// `switchover`: how long each step holds (default: the function's
+    /// `KBHA_RETURN_BAKE_SECONDS`).
+    pub bake: Option<String>,
+    /// Why (recorded and announced).
+    pub reason: Option<String>,
 }
 
 /// A health-check flip.
@@ -232,6 +294,12 @@ pub struct Expect {
     /// Alerts the alert router delivered to the severity topics so far (read back from
     /// their queues).
     pub alerts: Option<usize>,
+    /// The stepped shift's step in place after this step (1-based; 0: none taken yet),
+    /// from the plan note of the step's decision records.
+    pub plan_step: Option<usize>,
+    /// How the stepped shift ended at this step: `completed`, `rolled_back`, `superseded`,
+    /// `aborted` or `abandoned`.
+    pub plan_outcome: Option<String>,
 }
 
 impl Scenario {
@@ -246,7 +314,8 @@ impl Scenario {
                 bail!("step {}: at = {:?} goes back in time; list steps in time order", i + 1, step.at);
             }
             last = at;
-            let actions = [step.alarm.is_some(), step.health.is_some(), step.backup.is_some(), step.tick, step.dead_man];
+            let actions =
+                [step.alarm.is_some(), step.health.is_some(), step.backup.is_some(), step.tick, step.dead_man, step.ops.is_some()];
             if actions.iter().filter(|a| **a).count() > 1 {
                 bail!("step {}: more than one action; split it into steps at the same `at`", i + 1);
             }
@@ -258,9 +327,23 @@ impl Scenario {
             if let Some(b) = &step.backup {
                 parse_duration(&b.age).with_context(|| format!("step {}: backup age", i + 1))?;
             }
+            if let Some(o) = &step.ops {
+                o.check().with_context(|| format!("step {}: ops", i + 1))?;
+            }
+            if let Some(p) = step.expect.as_ref().and_then(|e| e.plan_outcome.as_deref())
+                && !PLAN_OUTCOMES.contains(&p)
+            {
+                bail!("step {}: plan_outcome = {p:?}; expected one of {}", i + 1, PLAN_OUTCOMES.join(", "));
+            }
         }
         for d in [&s.settings.hysteresis, &s.settings.cooldown, &s.settings.rpo] {
             parse_duration(d).context("settings")?;
+        }
+        if let Some(steps) = &s.settings.return_steps {
+            kbha_core::plan::parse_steps(steps, 0).map_err(anyhow::Error::msg).context("settings: return_steps")?;
+        }
+        if let Some(bake) = &s.settings.return_bake {
+            parse_duration(bake).context("settings: return_bake")?;
         }
         if !matches!(s.settings.failback.as_str(), "auto" | "manual") {
             bail!("settings: failback = {:?}; expected \"auto\" or \"manual\"", s.settings.failback);
@@ -269,6 +352,37 @@ impl Scenario {
             parse_duration(m).context("expect: max_unhealthy_traffic")?;
         }
         Ok(s)
+    }
+}
+
+/// The ways a stepped shift ends, as `plan_outcome` names them.
+pub const PLAN_OUTCOMES: [&str; 5] = ["completed", "rolled_back", "superseded", "aborted", "abandoned"];
+
+impl OpsStep {
+    /// Checks the command and its arguments.
+    fn check(&self) -> Result<()> {
+        match self.command.as_str() {
+            "switchover" => {
+                match self.to.as_deref() {
+                    Some("primary" | "secondary") => {}
+                    Some(t) => bail!("switchover to {t:?}; expected `primary` or `secondary`"),
+                    None => bail!("switchover needs `to`"),
+                }
+                if let Some(steps) = &self.steps {
+                    kbha_core::plan::parse_steps(steps, 0).map_err(anyhow::Error::msg).context("steps")?;
+                }
+                if let Some(bake) = &self.bake {
+                    parse_duration(bake).context("bake")?;
+                }
+            }
+            "abort" => {
+                if self.to.is_some() || self.steps.is_some() || self.bake.is_some() {
+                    bail!("abort takes only `reason`");
+                }
+            }
+            other => bail!("command {other:?}; expected `switchover` or `abort`"),
+        }
+        Ok(())
     }
 }
 
@@ -357,5 +471,38 @@ mod tests {
         assert!(Scenario::load(&p).is_err());
         std::fs::write(&p, "name='b'\n[expect]\nmax_unhealthy_traffic='90'\n[[step]]\nat='5m'\ntick=true\n").ok();
         assert!(Scenario::load(&p).is_err());
+    }
+
+    #[test]
+    fn stepped_returns_and_operator_commands_parse_and_bad_ones_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("kbha-scn3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let p = dir.join("c.toml");
+        let ok = "name='c'\n[settings]\nreturn_steps='10,50,100'\nreturn_bake='2m'\n[expect]\nplanned=1\n\
+                  [[step]]\nat='5m'\nops={command='switchover',to='secondary',steps='50,100',bake='5m'}\n\
+                  expect={plan_step=1}\n[[step]]\nat='6m'\nops={command='abort'}\nexpect={plan_outcome='aborted'}\n";
+        std::fs::write(&p, ok).ok();
+        let s = Scenario::load(&p).ok();
+        assert_eq!(s.as_ref().and_then(|s| s.settings.return_steps.clone()).as_deref(), Some("10,50,100"));
+        assert_eq!(s.as_ref().and_then(|s| s.settings.return_bake.clone()).as_deref(), Some("2m"));
+        assert_eq!(s.as_ref().and_then(|s| s.expect.planned), Some(1));
+        assert_eq!(s.as_ref().and_then(|s| s.steps[0].ops.as_ref()).and_then(|o| o.to.clone()).as_deref(), Some("secondary"));
+        assert_eq!(s.as_ref().and_then(|s| s.steps[0].expect.as_ref()).and_then(|e| e.plan_step), Some(1));
+        std::fs::write(&p, "name='c'\n[[step]]\nat='5m'\ntick=true\n").ok();
+        assert!(Scenario::load(&p).is_ok_and(|s| s.settings.return_steps.is_none() && s.settings.return_bake.is_none()));
+        for bad in [
+            "[settings]\nreturn_steps='10,50'\n[[step]]\nat='5m'\ntick=true\n",
+            "[settings]\nreturn_bake='300'\n[[step]]\nat='5m'\ntick=true\n",
+            "[[step]]\nat='5m'\nops={command='switchover'}\n",
+            "[[step]]\nat='5m'\nops={command='switchover',to='tertiary'}\n",
+            "[[step]]\nat='5m'\nops={command='switchover',to='primary',steps='50,10'}\n",
+            "[[step]]\nat='5m'\nops={command='abort',to='primary'}\n",
+            "[[step]]\nat='5m'\nops={command='pause'}\n",
+            "[[step]]\nat='5m'\nops={command='abort'}\ntick=true\n",
+            "[[step]]\nat='5m'\ntick=true\nexpect={plan_outcome='finished'}\n",
+        ] {
+            std::fs::write(&p, format!("name='c'\n{bad}")).ok();
+            assert!(Scenario::load(&p).is_err(), "{bad}");
+        }
     }
 }
