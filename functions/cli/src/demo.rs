@@ -4,7 +4,8 @@
 //! It starts the emulator, provisions a hosted zone with the weighted records of both
 //! regions, their health checks, the notice topic (with a queue to read it back) and the
 //! state bucket, then drives the real failover handler with real-shaped alarm events:
-//! primary fails -> failover; primary recovers -> failback after the hysteresis. Each
+//! primary fails -> failover; primary recovers -> failback after the hysteresis, in the
+//! default steps (10, 25, 50, 75, 100 % back on the primary, 5 minutes apart). Each
 //! step prints the weights read back from Route 53; the report goes to
 //! `target/demo/region-failure.json`.
 
@@ -55,17 +56,27 @@ pub async fn run() -> Result<()> {
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "OK", recovered, "demo-2")?;
     let r = f.handle(&ev, recovered + 2_000).await?;
     step(recovered, "primary recovers: alarm OK", format!("{:?}", r[0].action), &w.weights().await?);
-    let mut failback_at = None;
-    for i in 1..=4 {
+    // The return starts after the hysteresis and takes one step per bake (5 minutes).
+    let (mut failback_at, mut returned_at) = (None, None);
+    for i in 1..=12 {
         let at = recovered + i * 5 * MIN;
         let r = f.handle(&tick(at, &format!("demo-tick-{i}"))?, at).await?;
-        step(at, "scheduled re-evaluation", format!("{:?}", r[0].action), &w.weights().await?);
+        let weights = w.weights().await?;
+        let what = match &r[0].plan {
+            Some(p) => format!("re-evaluation: step {} of {}", p.step, p.of),
+            None => "scheduled re-evaluation".into(),
+        };
+        step(at, &what, format!("{:?}", r[0].action), &weights);
         if r[0].action == kbha_failover::ActionTaken::Applied {
-            failback_at = Some(at);
+            failback_at.get_or_insert(at);
+        }
+        if weights.get("primary") == Some(&100) {
+            returned_at = Some(at);
             break;
         }
     }
-    let failback_at = failback_at.context("failback did not happen within 20 minutes of recovery")?;
+    let failback_at = failback_at.context("failback did not start within an hour of recovery")?;
+    let returned_at = returned_at.context("the stepped return did not end within an hour of recovery")?;
     ensure!(failback_at - recovered >= 10 * MIN, "failback came before the 10-minute hysteresis");
     let notices = w.notices(8, 5).await?;
     println!("\n  notices published: {}", notices.len());
@@ -76,6 +87,7 @@ pub async fn run() -> Result<()> {
         "scenario": "region-failure",
         "failover": format!("{failover_action:?}"),
         "failback_after_recovery_s": (failback_at - recovered) / 1000,
+        "returned_after_recovery_s": (returned_at - recovered) / 1000,
         "timeline": timeline,
         "notices": notices,
     });
@@ -83,7 +95,11 @@ pub async fn run() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("region-failure.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("\n  drill passed: failover on the alarm, failback {} min after recovery", (failback_at - recovered) / MIN);
+    println!(
+        "\n  drill passed: failover on the alarm, failback from {} min after recovery, all traffic back after {} min",
+        (failback_at - recovered) / MIN,
+        (returned_at - recovered) / MIN
+    );
     println!("  report: {}", path.display());
     Ok(())
 }

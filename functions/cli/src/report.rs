@@ -103,6 +103,35 @@ pub fn text(r: &Report) -> String {
     );
     let _ = writeln!(o, "{} incident(s)", r.incidents.len());
     let _ = writeln!(o, "{}", incident_table(r));
+    if !r.planned.is_empty() {
+        let _ = writeln!(o, "{} planned event(s), not counted against availability", r.planned.len());
+        let _ = writeln!(o, "{}", planned_table(r));
+    }
+    o
+}
+
+/// The planned events (operator switchovers): when, to where, the changes made, how it ended.
+pub fn planned_table(r: &Report) -> String {
+    let mut o = String::new();
+    if r.planned.is_empty() {
+        return o;
+    }
+    let _ = writeln!(o, "  {:<44} {:<9} {:<20} {:>7} ended", "planned event", "to", "started", "changes");
+    for p in &r.planned {
+        let i = &p.incident;
+        let _ = writeln!(
+            o,
+            "  {:<44} {:<9} {:<20} {:>7} {}",
+            i.id,
+            i.target,
+            format_timestamp(i.opened_at_ms),
+            i.changes.len(),
+            match (&i.closed_at_ms, &i.closed_by) {
+                (Some(t), Some(by)) => format!("{} by {by}", format_timestamp(*t)),
+                _ => "UNDER WAY".into(),
+            }
+        );
+    }
     o
 }
 
@@ -160,7 +189,10 @@ pub fn picture(r: &Report) -> Timeline {
         .flat_map(|c| c.to.iter().map(|w| w.set_identifier.clone()))
         .next()
         .unwrap_or_else(|| "primary".into());
-    let changes: Vec<&kbha_failover::ledger::ChangeEntry> = r.incidents.iter().flat_map(|i| i.incident.changes.iter()).collect();
+    // Planned events move traffic too: their changes belong on the traffic line.
+    let mut changes: Vec<&kbha_failover::ledger::ChangeEntry> =
+        r.incidents.iter().chain(&r.planned).flat_map(|i| i.incident.changes.iter()).collect();
+    changes.sort_by_key(|c| c.at_ms);
     let mut series = vec![(0, changes.first().map_or(100.0, |c| primary_share(&c.from, &primary)))];
     for c in &changes {
         series.push((at(c.at_ms), primary_share(&c.to, &primary)));
@@ -197,6 +229,7 @@ pub fn picture(r: &Report) -> Timeline {
             marks: r
                 .incidents
                 .iter()
+                .chain(&r.planned)
                 .flat_map(|i| i.incident.operator_actions.iter())
                 .map(|a| Mark {
                     at: at(a.at_ms),
@@ -245,6 +278,22 @@ pub fn incidents_html(r: &Report) -> String {
         );
     }
     h.push_str("</table>");
+    if !r.planned.is_empty() {
+        h.push_str("<h2>Planned events</h2><p>Operator switchovers: not incidents, not counted against availability.</p><table><tr><th>planned event</th><th>to</th><th>started</th><th>changes</th><th>ended</th></tr>");
+        for p in &r.planned {
+            let i = &p.incident;
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&i.id),
+                esc(&i.target),
+                format_timestamp(i.opened_at_ms),
+                i.changes.len(),
+                i.closed_at_ms.map_or("under way".into(), format_timestamp),
+            );
+        }
+        h.push_str("</table>");
+    }
     h
 }
 

@@ -44,7 +44,7 @@ fn diff_shows_the_business_hours_sample_holds_failback_only_outside_hours() -> R
         ],
         "{out}"
     );
-    assert!(out.contains("  old: {\"decision\":{\"action\":{\"force\":false,\"kind\":\"shift_weights\""), "{out}");
+    assert!(out.contains("  old: {\"decision\":{\"action\":{\"kind\":\"shift_in_steps\""), "{out}");
     assert!(out.contains("  new: {\"decision\":{\"action\":{\"kind\":\"hold\"}"), "{out}");
     assert!(out.ends_with("11 inputs, 4 differ\n"), "{out}");
 

@@ -401,7 +401,17 @@ pub fn observe_with_plan(
     }
     for t in targets.iter().filter(|t| t.condition() == Condition::Down && carries(targets, t)) {
         if !inc.unhealthy.iter().any(|p| p.target == t.set_identifier && p.until_ms.is_none()) {
-            inc.unhealthy.push(UnhealthyPeriod { target: t.set_identifier.clone(), from_ms: now_ms, until_ms: None });
+            // As when an incident opens: from the alarm's transition into ALARM when it came
+            // before this observation, but never before this target's previous period ended
+            // (a failure during a stepped return, the other side failing).
+            let ended = inc.unhealthy.iter().filter(|p| p.target == t.set_identifier).filter_map(|p| p.until_ms).max();
+            let alarm_since = alarms
+                .iter()
+                .filter(|a| a.target == t.set_identifier && a.state == "ALARM" && ended.is_none_or(|e| a.at_ms >= e))
+                .map(|a| a.at_ms)
+                .min();
+            let from_ms = alarm_since.map_or(now_ms, |s| s.min(now_ms));
+            inc.unhealthy.push(UnhealthyPeriod { target: t.set_identifier.clone(), from_ms, until_ms: None });
             inc.revision += 1;
         }
     }
@@ -659,6 +669,22 @@ mod tests {
         assert_eq!(i.figures(9 * MIN).unhealthy_ms, (5 * MIN - MIN) + (6 * MIN - 5 * MIN));
         // Closed but not yet written: a new failure does not reopen it.
         assert!(!observe(&mut inc, "api.", &[t("primary", 100, false), t("secondary", 0, false)], &[], 7 * MIN));
+    }
+
+    #[test]
+    fn a_failure_during_a_stepped_return_counts_from_its_alarm_not_from_its_detection() {
+        let mut inc = None;
+        observe_with_plan(&mut inc, "api.", &[t("primary", 100, false), t("secondary", 0, true)], &[alarm("primary", "ALARM", MIN)], false, MIN);
+        inc.as_mut().expect("open").add_change(&change(Move::Evacuation, MIN, Some(MIN + 30_000)));
+        observe_with_plan(&mut inc, "api.", &[t("primary", 0, true), t("secondary", 100, true)], &[], false, 20 * MIN);
+        // The return's first step, then the primary's alarm at 30:00, seen at 30:40.
+        observe_with_plan(&mut inc, "api.", &[t("primary", 10, true), t("secondary", 90, true)], &[], true, 25 * MIN);
+        let late = [alarm("primary", "ALARM", MIN), alarm("primary", "ALARM", 30 * MIN)];
+        observe_with_plan(&mut inc, "api.", &[t("primary", 10, false), t("secondary", 90, true)], &late, true, 30 * MIN + 40_000);
+        let i = inc.as_ref().expect("open");
+        assert!(i.closed_at_ms.is_none(), "a stepped return keeps its incident open");
+        let froms: Vec<i64> = i.unhealthy.iter().map(|p| p.from_ms).collect();
+        assert_eq!(froms, [MIN, 30 * MIN], "the second period starts at its own alarm, not the first one's");
     }
 
     #[test]

@@ -10,7 +10,7 @@ always gives the same decision. Both implementations pass the same golden cases
 (`samples/policies/business-hours/cases`).
 
 Config keys: every key of the default policy (`active_weight`, `hysteresis_s`,
-`failback`, `rpo_s`, `allow_data_loss`), plus `open_hour` (default 9) and
+`failback`, `rpo_s`, `allow_data_loss`, `return_steps`, `return_bake_s`), plus `open_hour` (default 9) and
 `close_hour` (default 17).
 """
 
@@ -68,6 +68,10 @@ class Config:
         if s in ("false", "no", "0"):
             return False
         raise invalid_config(f"`{key}` must be `true` or `false`, got `{v}`")
+
+    def get_str(self, key, default):
+        v = self.raw(key)
+        return default if v is None else v
 
     def get_choice(self, key, allowed, default):
         v = self.raw(key)
@@ -133,6 +137,30 @@ def shift(targets, to, weight, reason, alerts):
     )
 
 
+def parse_steps(text):
+    """Parses `10,25,50,75,100`: rising percentages ending at 100 (Rust: `parse_steps`)."""
+
+    def bad(why):
+        return invalid_config(
+            f"`return_steps` {why}; write rising percentages ending at 100, e.g. `10,25,50,75,100`"
+        )
+
+    steps = []
+    for part in text.split(","):
+        p = part.strip().rstrip("%").strip()
+        # Rust's u8 parse: ASCII digits with an optional `+`, at most 255.
+        digits = p[1:] if p.startswith("+") else p
+        if not digits or not all("0" <= c <= "9" for c in digits) or int(digits) > 255:
+            raise bad(f"has `{p}`, not a percentage")
+        v = int(digits)
+        if v == 0 or v > 100 or (steps and steps[-1] >= v):
+            raise bad(f"has `{v}` out of order or outside 1..=100")
+        steps.append(v)
+    if not steps or steps[-1] != 100:
+        raise bad("does not end at 100")
+    return steps
+
+
 # -------------------------------------------------------- default failover
 # policies/failover-default/src/lib.rs (contract kbha:policy@0.3.0): evacuate at once
 # when a target carrying traffic is down, to the best target that is not down; hold
@@ -150,6 +178,8 @@ class Settings:
         self.manual_failback = config.get_choice("failback", ["auto", "manual"], "auto") == "manual"
         self.rpo_s = config.get_u64("rpo_s", 3600)
         self.allow_data_loss = config.get_bool("allow_data_loss", False)
+        self.return_steps = parse_steps(config.get_str("return_steps", "10,25,50,75,100"))
+        self.return_bake_s = config.get_u64("return_bake_s", 300)
 
 
 # A target's condition, as the host's guardrails see it; ordered as the Rust enum
@@ -236,12 +266,20 @@ def fail_back(inp, primary, settings):
         )
     due = sat_add_i64(since, hysteresis_ms)
     if due <= inp.now:
-        return shift(
-            inp.targets,
-            p_id,
-            settings.active_weight,
-            f"primary `{p_id}` has been up for at least {fmt_secs(settings.hysteresis_s)}; failing back",
-            [],
+        reason = f"primary `{p_id}` has been up for at least {fmt_secs(settings.hysteresis_s)}; failing back"
+        if settings.return_steps == [100]:
+            return shift(inp.targets, p_id, settings.active_weight, reason, [])
+        bake_ms = sat_mul_u64(settings.return_bake_s, 1000)
+        weights = [
+            t.Weight(set_identifier=x.set_identifier, weight=settings.active_weight if x.set_identifier == p_id else 0)
+            for x in inp.targets
+        ]
+        steps = [t.PlanStep(percent=p, bake_ms=bake_ms) for p in settings.return_steps]
+        return t.FailoverDecision(
+            action=t.FailoverAction_ShiftInSteps(t.Plan(weights=weights, steps=steps)),
+            reason=f"{reason} in steps of {'/'.join(str(p) for p in settings.return_steps)} % "
+            f"({fmt_secs(settings.return_bake_s)} each)",
+            alerts=[],
         )
     # Rust: `(remaining_ms as u64).div_ceil(1000)` on a wrapping i64 subtraction.
     remaining_ms = as_u64(wrap_i64(due - inp.now))
@@ -370,13 +408,18 @@ def is_failback(inp, decision):
     now while no target carrying traffic is down. A shift onto the primary away from a
     down target (the default policy evacuates to a recovered primary when the secondary
     fails) is an evacuation, urgent at any hour."""
-    if not isinstance(decision.action, t.FailoverAction_ShiftWeights):
+    # A stepped return (the default policy's failback unless `return_steps` is `100`) is a
+    # failback as much as a shift at once.
+    if isinstance(decision.action, t.FailoverAction_ShiftWeights):
+        weights = decision.action.value.weights
+    elif isinstance(decision.action, t.FailoverAction_ShiftInSteps):
+        weights = decision.action.value.weights
+    else:
         return False
     # As the default policy counts carriers: all of them when every weight is 0.
     all_zero = all(x.weight == 0 for x in inp.targets)
     if any((all_zero or x.weight > 0) and condition(x) == DOWN for x in inp.targets):
         return False
-    weights = decision.action.value.weights
     return any(
         w.set_identifier == p.set_identifier and w.weight > 0
         for p in inp.targets

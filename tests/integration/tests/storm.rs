@@ -33,10 +33,17 @@ const ROUND: i64 = 60 * SEC;
 const ROUNDS: usize = 120;
 const CONCURRENCY: usize = 8;
 const DEFAULT_SEED: u64 = 0x5EED_2026_1126;
-/// The failover function's defaults (KBHA_COOLDOWN_SECONDS, KBHA_HYSTERESIS_SECONDS),
-/// set explicitly so the model and the function agree by construction.
-const COOLDOWN: i64 = 600 * SEC;
-const HYSTERESIS: i64 = 600 * SEC;
+/// The failover function's KBHA_COOLDOWN_SECONDS and KBHA_HYSTERESIS_SECONDS (half their
+/// defaults, so that returns start and complete within the storm's calm spells), set
+/// explicitly so the model and the function agree by construction. Equal, as the model's
+/// "a return never meets the cooldown" needs the hysteresis to be at least the cooldown.
+const COOLDOWN: i64 = 300 * SEC;
+const HYSTERESIS: i64 = 300 * SEC;
+/// The failover function's return steps (its default, KBHA_RETURN_STEPS), percent on the
+/// primary, and a bake (KBHA_RETURN_BAKE_SECONDS) shorter than its default so that returns
+/// complete within the storm's calm spells as well as being rolled back in its restless ones.
+const RETURN_STEPS: [u32; 5] = [10, 25, 50, 75, 100];
+const RETURN_BAKE: i64 = 120 * SEC;
 /// Replication policy default `rpo_s`.
 const RPO: i64 = 3600 * SEC;
 const ROUTER_BUCKET: &str = "kbha-alert-state";
@@ -252,15 +259,22 @@ fn plan(seed: u64, total: usize) -> Storm {
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct FailoverExpect {
-    /// `true` while the secondary carries the traffic.
-    on_secondary: bool,
+    /// The primary's share of the traffic, percent (the secondary has the rest).
+    primary: u32,
+    /// The stepped return under way: its step (1-based), when that step was taken, and
+    /// when the return started.
+    plan: Option<(usize, i64, i64)>,
     changes: usize,
     /// Notices by `type`.
     notices: BTreeMap<String, usize>,
+    /// Stepped returns started, completed and rolled back.
+    returns: usize,
+    completed: usize,
+    rolled_back: usize,
 }
 
 /// The failover rules, restated (README "The failover function", policies/failover-default,
-/// the guardrails' module docs):
+/// the guardrails' module docs, `kbha_core::plan`):
 /// - the truth is what AWS says when an invocation runs: the primary alarm's state in
 ///   CloudWatch and the primary's health check (the secondary stays healthy). The primary
 ///   is down while either says so;
@@ -271,12 +285,18 @@ struct FailoverExpect {
 /// - every judged invocation (delivery or tick) is an observation: down now, or, for an
 ///   alarm seen leaving ALARM (every OK here follows an ALARM), down until its transition.
 ///   The primary is proven up once the last such time is a hysteresis ago;
-/// - judging: down and carrying traffic: evacuate to the secondary at once (evacuations
-///   are not held by the cooldown, and the 5 s minimum interval never binds here). Up and
-///   without traffic: move back once proven up. A return can never meet the cooldown:
-///   it comes a hysteresis (= cooldown) after the last failure, which is no earlier than
-///   the evacuation. So nothing is refused;
-/// - a tick sends a notice only when it changed something (it raises no new alert).
+/// - judging, no return under way: down and carrying traffic: evacuate to the secondary
+///   at once (evacuations are not held by the cooldown, and the 5 s minimum interval never
+///   binds here). Up, without traffic and proven up: start a stepped return, its first
+///   step at once ([`RETURN_STEPS`] percent on the primary). A return can never meet the
+///   cooldown: it comes a hysteresis (= cooldown) after the last failure, which is no
+///   earlier than the evacuation. So nothing is refused;
+/// - judging, a return under way: the primary down now or seen down since the return
+///   started: roll back to all on the secondary at once (a change). Else, once the step in
+///   place has baked [`RETURN_BAKE`], the next step (a change), or after the last one, the
+///   return ends (no change, but a notice). Else nothing;
+/// - a tick sends a notice only when it changed something or ended a return (it raises no
+///   new alert).
 fn failover_model(s: &Storm) -> FailoverExpect {
     #[derive(Default)]
     struct Truth {
@@ -298,16 +318,40 @@ fn failover_model(s: &Storm) -> FailoverExpect {
         if down {
             w.last_down = Some(now);
         }
-        let want_secondary = down || (e.on_secondary && w.last_down.is_none_or(|d| d + HYSTERESIS > now));
-        if want_secondary == e.on_secondary {
-            return "no_change";
+        fn change(w: &mut Truth, e: &mut FailoverExpect, now: i64, primary: u32) -> &'static str {
+            e.primary = primary;
+            e.changes += 1;
+            w.last_change = Some(now);
+            "applied"
         }
-        e.on_secondary = want_secondary;
-        e.changes += 1;
-        w.last_change = Some(now);
-        "applied"
+        if let Some((step, step_at, started)) = e.plan {
+            if down || w.last_down.is_some_and(|d| d >= started) {
+                e.plan = None;
+                e.rolled_back += 1;
+                return change(w, e, now, 0);
+            }
+            if now < step_at + RETURN_BAKE {
+                return "no_change";
+            }
+            if step == RETURN_STEPS.len() {
+                e.plan = None;
+                e.completed += 1;
+                return "plan_ended";
+            }
+            e.plan = Some((step + 1, now, started));
+            return change(w, e, now, RETURN_STEPS[step]);
+        }
+        if down && e.primary > 0 {
+            return change(w, e, now, 0);
+        }
+        if !down && e.primary == 0 && w.last_down.is_some_and(|d| d + HYSTERESIS <= now) {
+            e.plan = Some((1, now, now));
+            e.returns += 1;
+            return change(w, e, now, RETURN_STEPS[0]);
+        }
+        "no_change"
     }
-    let mut e = FailoverExpect::default();
+    let mut e = FailoverExpect { primary: 100, ..FailoverExpect::default() };
     let mut w = Truth { alarm: ("OK", t0() - 86_400 * SEC), healthy: true, ..Truth::default() };
     for ev in s.bursts.iter().flatten() {
         match &ev.work {
@@ -330,14 +374,16 @@ fn failover_model(s: &Storm) -> FailoverExpect {
                     // Recorded as delivered (the previous state was ALARM for an OK).
                     w.recorded = Some(tr.at_ms);
                     w.last_down = w.last_down.max(Some(tr.at_ms));
-                    let kind = judge(&mut w, ev.now_ms, &mut e);
-                    *e.notices.entry(kind.into()).or_default() += 1;
+                    // A return that ends without a change says so in a `no_change` notice.
+                    let kind = judge(&mut w, ev.now_ms, &mut e).replace("plan_ended", "no_change");
+                    *e.notices.entry(kind).or_default() += 1;
                 }
             }
             Work::Tick { .. } => {
-                let kind = judge(&mut w, ev.now_ms, &mut e);
-                if kind != "no_change" {
-                    *e.notices.entry(kind.into()).or_default() += 1;
+                match judge(&mut w, ev.now_ms, &mut e) {
+                    "no_change" => {}
+                    "plan_ended" => *e.notices.entry("no_change".into()).or_default() += 1,
+                    kind => *e.notices.entry(kind.into()).or_default() += 1,
                 }
             }
             _ => {}
@@ -623,9 +669,16 @@ async fn ten_thousand_mixed_events_end_exactly_where_the_model_says() -> Result<
     fo.emu.set_alarm_state_at("us-east-1", PRIMARY_ALARM, "OK", "storm", t0() - 86_400 * SEC).await?;
     let cooldown = (COOLDOWN / SEC).to_string();
     let hysteresis = (HYSTERESIS / SEC).to_string();
+    let bake = (RETURN_BAKE / SEC).to_string();
+    let steps = RETURN_STEPS.map(|p| p.to_string()).join(",");
     let failover = fo
         .function_with_dns(
-            &[("KBHA_COOLDOWN_SECONDS", cooldown.as_str()), ("KBHA_HYSTERESIS_SECONDS", hysteresis.as_str())],
+            &[
+                ("KBHA_COOLDOWN_SECONDS", cooldown.as_str()),
+                ("KBHA_HYSTERESIS_SECONDS", hysteresis.as_str()),
+                ("KBHA_RETURN_STEPS", steps.as_str()),
+                ("KBHA_RETURN_BAKE_SECONDS", bake.as_str()),
+            ],
             Policies::<Failover>::single(builtin::<Failover>()?),
             dns,
         )
@@ -651,7 +704,7 @@ async fn ten_thousand_mixed_events_end_exactly_where_the_model_says() -> Result<
     // Failover: final weights, changes, notices by type.
     let want = failover_model(&f.storm);
     let got_weights = fo.weights().await?;
-    let want_weights = if want.on_secondary { weights(0, 100) } else { weights(100, 0) };
+    let want_weights = weights(want.primary, 100 - want.primary);
     let want_notices: usize = want.notices.values().sum();
     let notices = drain_all(&fo.emu, &fo.notices, want_notices).await?;
     let mut got_types: BTreeMap<String, usize> = BTreeMap::new();
@@ -737,8 +790,12 @@ async fn ten_thousand_mixed_events_end_exactly_where_the_model_says() -> Result<
     ensure!(events >= total.min(1000), "the plan made only {events} events");
     let lost = f.storm.failover_transitions.len() - f.storm.bursts.iter().flatten().filter_map(|e| match e.work { Work::Failover { t, .. } => Some(t), _ => None }).collect::<std::collections::BTreeSet<_>>().len();
     let flaps = f.storm.bursts.iter().flatten().filter(|e| matches!(e.work, Work::World { healthy: Some(false), .. })).count();
-    println!("storm: failover world: {lost} lost transitions, {flaps} health flaps");
+    println!(
+        "storm: failover world: {lost} lost transitions, {flaps} health flaps; stepped returns: {} started, {} completed, {} rolled back",
+        want.returns, want.completed, want.rolled_back
+    );
     ensure!(want.changes >= 2 && lost > 0 && flaps > 0, "the storm must flap, lose transitions and flap health: {want:?}, {lost} lost, {flaps} flaps");
+    ensure!(want.completed > 0 && want.rolled_back > 0, "the storm must complete a stepped return and roll one back: {want:?}");
     assert_eq!(got_weights, want_weights, "final Route 53 weights");
     assert_eq!(got_changes, want.changes, "Route 53 change batches accepted");
     assert_eq!(tally.applied_records, want.changes, "decision records saying applied");

@@ -71,7 +71,13 @@ impl Hours {
 /// down target (the default policy evacuates to a recovered primary when the secondary
 /// fails) is an evacuation, urgent at any hour.
 fn is_failback(input: &FailoverInput, decision: &FailoverDecision) -> bool {
-    let FailoverAction::ShiftWeights(shift) = &decision.action else { return false };
+    // A stepped return (the default policy's failback unless `return_steps` is `100`) is a
+    // failback as much as a shift at once.
+    let weights = match &decision.action {
+        FailoverAction::ShiftWeights(shift) => &shift.weights,
+        FailoverAction::ShiftInSteps(plan) => &plan.weights,
+        FailoverAction::Hold => return false,
+    };
     // As the default policy counts carriers: all of them when every weight is 0.
     let all_zero = input.targets.iter().all(|t| t.weight == 0);
     let evacuating = input.targets.iter().any(|t| {
@@ -79,7 +85,7 @@ fn is_failback(input: &FailoverInput, decision: &FailoverDecision) -> bool {
     });
     !evacuating
         && input.targets.iter().filter(|t| t.primary && t.weight == 0).any(|p| {
-            shift.weights.iter().any(|w| w.set_identifier == p.set_identifier && w.weight > 0)
+            weights.iter().any(|w| w.set_identifier == p.set_identifier && w.weight > 0)
         })
 }
 
