@@ -119,13 +119,20 @@ async fn eight_concurrent_copies_of_one_tick_take_one_step() -> Result<()> {
         let id = if i < 8 { "tick-dup".to_owned() } else { format!("tick-other-{i}") };
         tasks.push(tokio::spawn(async move { f.handle(&tick(at, &id)?, at).await.map_err(anyhow::Error::from) }));
     }
-    let mut applied = 0;
+    let mut changes = std::collections::BTreeSet::new();
     for t in tasks {
         let recs = t.await??;
-        applied += recs.iter().filter(|r| r.action == ActionTaken::Applied).count();
+        // A copy that finds the change made by another copy of its event finishes that
+        // one's work and reports it (same change id); it never makes a second change.
+        changes.extend(recs.iter().filter(|r| r.action == ActionTaken::Applied).map(|r| r.change_id.clone()));
     }
     assert_eq!(w.weights().await?, weights(25, 75), "one step, not two");
-    assert_eq!(applied, 1, "one invocation applied it");
+    assert_eq!(changes.len(), 1, "one Route 53 change, reported under one change id: {changes:?}");
+    assert!(changes.iter().all(Option::is_some), "{changes:?}");
+    // Evacuation, step 1, step 2: one notice for the step whichever copy sent it.
+    let n = w.notices(20, 5).await?;
+    let sums = summaries(&n);
+    assert_eq!(sums.iter().filter(|s| s.contains("step 2 of 5")).count(), 1, "{sums:?}");
     let s = state(&w, &f).await?;
     assert_eq!(s.plan.map(|p| p.step), Some(2));
     assert_eq!(tick_at(&f, at + MIN).await?.action, ActionTaken::NoChange, "the next step bakes from this one");
