@@ -12,7 +12,7 @@ use kbha_core::{
     AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression,
     TimestampMs,
 };
-use kbha_hosting::record::ms;
+use kbha_hosting::record::{RecordedInput, ms};
 use kbha_hosting::{Alerting, Decided, Policies};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -168,8 +168,10 @@ pub struct DecisionRecord {
     pub now: String,
     /// The alert decided about: `<source>:<name>`.
     pub subject: String,
-    /// `sha256:<hex>` of the policy input JSON, so a decision can be replayed.
-    pub input_digest: String,
+    /// `input_digest` and `input`: the policy input, so the decision can be replayed and
+    /// backtested ([`RecordedInput`]).
+    #[serde(flatten)]
+    pub input: RecordedInput,
     /// The policy's answer and who gave it.
     pub policy: Decided<AlertDecision>,
     /// Always null: the router has no guardrails (the field is common to all records).
@@ -272,7 +274,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             active: firing.iter().filter_map(AlertEntry::active).collect(),
             config: self.cfg.policy_config.clone(),
         };
-        let input_digest = digest_json(&input);
+        let recorded = RecordedInput::of(&input);
         let decided = self.policies.decide(&input);
         let decide_ms = ms(t_decide);
 
@@ -322,7 +324,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                 region: m.alert.region.clone(),
                 summary: m.alert.summary.clone(),
             },
-            input_digest,
+            input: recorded,
             suppression: if acted.outcome == Outcome::Suppressed {
                 decision.suppress.clone()
             } else {
@@ -733,12 +735,6 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     }
 }
 
-
-/// `sha256:<hex>` of a value's JSON.
-pub fn digest_json<T: Serialize>(v: &T) -> String {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
-}
 
 fn log_record(rec: &DecisionRecord) {
     match serde_json::to_string(rec) {

@@ -30,6 +30,8 @@ mod config;
 mod dns;
 mod error;
 mod identity;
+#[cfg(feature = "logs")]
+mod logs;
 mod notify;
 mod store;
 
@@ -41,6 +43,8 @@ pub use dns::{
 };
 pub use error::AwsError;
 pub use identity::{Identity, StsIdentity};
+#[cfg(feature = "logs")]
+pub use logs::{CloudWatchLogEvents, LogEvents, LogPage, LogQuery};
 pub use notify::{MAX_SUBJECT_CHARS, Notifier, SnsNotifier, sns_subject};
 pub use store::{
     Fetched, ObjectHead, ObjectReader, ObjectStore, ObjectStream, ObjectSummary, PutCondition,
@@ -51,6 +55,8 @@ pub use store::{
 pub mod sdk {
     pub use aws_config;
     pub use aws_sdk_cloudwatch as cloudwatch;
+    #[cfg(feature = "logs")]
+    pub use aws_sdk_cloudwatchlogs as cloudwatchlogs;
     pub use aws_sdk_route53 as route53;
     pub use aws_sdk_s3 as s3;
     pub use aws_sdk_sns as sns;

@@ -20,7 +20,7 @@ use crate::{Condition, FailoverAction, FailoverDecision, FailoverInput, Target, 
 pub const MAX_WEIGHT: u32 = 255;
 
 /// Host settings the guardrails need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuardrailSettings {
     /// Minimum time between a change and a return or rebalance that follows it.
     pub cooldown_ms: i64,
@@ -318,6 +318,26 @@ pub fn refuse_onto_drained(targets: &[Target], verdict: GuardrailVerdict, draine
         .map(|(t, _)| Refusal::Drained { set_identifier: t.set_identifier.clone() })
         .collect();
     if refusals.is_empty() { verdict } else { GuardrailVerdict::Refused { refusals } }
+}
+
+/// Everything besides the input and the decision that the guardrails check a policy's
+/// decision with: the settings (after the operators' marks) and the drained targets. The
+/// failover decision record carries it, so a backtest checks another policy's decision
+/// exactly as the function would have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardrailContext {
+    /// The settings in force for this decision.
+    pub settings: GuardrailSettings,
+    /// Targets an operator drained.
+    pub drained: Vec<String>,
+}
+
+impl GuardrailContext {
+    /// [`check_failover`], then [`refuse_onto_drained`].
+    pub fn check(&self, input: &FailoverInput, decision: &FailoverDecision) -> GuardrailVerdict {
+        let drained: Vec<&str> = self.drained.iter().map(String::as_str).collect();
+        refuse_onto_drained(&input.targets, check_failover(input, decision, self.settings), &drained)
+    }
 }
 
 #[cfg(test)]

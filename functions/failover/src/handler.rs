@@ -8,15 +8,14 @@ use std::time::Instant;
 
 use kbha_aws::{Alarms, AwsError, Dns, Notifier, ObjectStore, PutCondition, WeightedRecord};
 use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failover_event};
-use kbha_core::guardrails::{GuardrailVerdict, Move, check_failover, refuse_onto_drained};
+use kbha_core::guardrails::{GuardrailContext, GuardrailVerdict, Move, check_failover, refuse_onto_drained};
 use kbha_core::state::{FailoverState, Freshness};
 use kbha_core::time::format_timestamp;
 use kbha_core::{Alarm, Alert, FailoverDecision, Severity, FailoverInput, FailoverTrigger, Target, TimestampMs, Weight};
 use kbha_hosting::claim::{self, Claim};
-use kbha_hosting::record::ms;
+use kbha_hosting::record::{RecordedInput, ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::announce;
 use crate::config::FailoverConfig;
@@ -125,12 +124,18 @@ pub struct DecisionRecord {
     pub subject: String,
     /// Alarm name, for alarm triggers.
     pub alarm: Option<String>,
-    /// `sha256:<hex>` of the policy input JSON, so a decision can be replayed.
-    pub input_digest: Option<String>,
+    /// `input_digest` and `input`: the policy input, so the decision can be replayed and
+    /// backtested ([`RecordedInput`]).
+    #[serde(flatten)]
+    pub input: RecordedInput,
     /// The policy's answer and who gave it.
     pub policy: Option<Decided>,
     /// The guardrails' verdict.
     pub guardrail: Option<GuardrailVerdict>,
+    /// What the guardrails checked the decision with (after the operators' marks), so
+    /// `kbha policy backtest` checks a candidate's decision the same way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guardrail_context: Option<GuardrailContext>,
     /// The stepped shift under way, started or ended by this decision ([`crate::plan`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanNote>,
@@ -170,6 +175,8 @@ struct Decision {
     /// The stepped shift's part: its note, the reason a change carries, and what happens to
     /// the stored plan.
     plan: PlanEval,
+    /// What the guardrails checked the policy's decision with.
+    context: GuardrailContext,
 }
 
 /// What one evaluation does with the stepped shift under way (or one the policy starts).
@@ -274,7 +281,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             let t_decide = Instant::now();
             let decision = self.decide(&event_id, alarm.as_ref(), targets, &seen, &stored, now_ms);
             rec.durations.decide_ms = ms(t_decide);
-            rec.input_digest = Some(digest_json(&decision.input));
+            rec.input = RecordedInput::of(&decision.input);
+            rec.guardrail_context = Some(decision.context.clone());
 
             let t_act = Instant::now();
             rec.old_weights = weights_of(&decision.input.targets);
@@ -307,7 +315,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             now: format_timestamp(now_ms),
             subject: format!("{} {}", self.cfg.record_name, self.cfg.record_type),
             alarm: alarm.map(|a| a.name.clone()),
-            input_digest: None,
+            input: RecordedInput::default(),
+            guardrail_context: None,
             policy: None,
             guardrail: None,
             plan: None,
@@ -423,9 +432,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             config,
         };
         let mut decided = self.policies.decide(&input);
-        let checked = check_failover(&input, &decided.decision, settings);
-        let evacuation = matches!(checked, GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
-        let verdict = refuse_onto_drained(&input.targets, checked, &stored.ops.drained_ids());
+        let context = GuardrailContext { settings, drained: stored.ops.drained_ids().iter().map(|d| (*d).to_owned()).collect() };
+        let evacuation = matches!(check_failover(&input, &decided.decision, settings), GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
+        let verdict = context.check(&input, &decided.decision);
         if evacuation && matches!(verdict, GuardrailVerdict::Refused { .. }) {
             // The operator's drain keeps traffic on a down target: someone must choose now.
             let drained = stored.ops.drained_ids().join(", ");
@@ -441,7 +450,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         }
         let plan = self.with_plan(&input, &decided, &verdict, stored, now_ms);
         let verdict = plan.0;
-        Decision { input, decided, verdict, plan: plan.1 }
+        Decision { input, decided, verdict, plan: plan.1, context }
     }
 
     /// The stepped shift's part of the decision: with no plan under way, a policy's
@@ -869,12 +878,6 @@ fn weights_of(targets: &[Target]) -> Vec<Weight> {
     targets.iter().map(|t| Weight { set_identifier: t.set_identifier.clone(), weight: t.weight }).collect()
 }
 
-
-/// `sha256:<hex>` of a value's JSON.
-pub fn digest_json<T: Serialize>(v: &T) -> String {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
-}
 
 fn log_record(rec: &DecisionRecord) {
     match serde_json::to_string(rec) {

@@ -21,11 +21,10 @@ use kbha_core::{
     ReplicationSubject, Severity, SourceStatus, TimestampMs, Verdict,
 };
 use kbha_hosting::claim::{self, Claim, Holder};
-use kbha_hosting::record::ms;
+use kbha_hosting::record::{RecordedInput, ms};
 use kbha_hosting::{Decided, Policies, Replication};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::config::{ManifestMode, SourceConfig, VerifierConfig};
 use crate::manifest::{MANIFEST_SUFFIX, Manifest, SIDECAR_SUFFIX, is_companion, parse_sidecar};
@@ -139,8 +138,10 @@ pub struct DecisionRecord {
     pub now: String,
     /// `s3://bucket/key` of the backup, or `source:<name>` for the dead-man check.
     pub subject: String,
-    /// `sha256:<hex>` of the policy input JSON, so a decision can be replayed.
-    pub input_digest: Option<String>,
+    /// `input_digest` and `input`: the policy input, so the decision can be replayed and
+    /// backtested ([`RecordedInput`]).
+    #[serde(flatten)]
+    pub input: RecordedInput,
     /// The policy's answer and who gave it.
     pub policy: Option<Decided<ReplicationDecision>>,
     /// Always null: the verifier has no guardrails (the field is common to all records).
@@ -281,7 +282,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             event_id: event_id.to_owned(),
             now: format_timestamp(now_ms),
             subject,
-            input_digest: None,
+            input: RecordedInput::default(),
             policy: None,
             guardrail: None,
             facts: None,
@@ -341,7 +342,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             subject: ReplicationSubject::Backup(facts.clone()),
             config: self.cfg.policy_config.clone(),
         };
-        rec.input_digest = Some(input_digest(&input));
+        rec.input = RecordedInput::of(&input);
         let decided = self.policies.decide(&input);
         rec.durations.decide_ms = ms(decided_at);
 
@@ -716,7 +717,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             subject: ReplicationSubject::DeadMan(status.clone()),
             config: self.cfg.policy_config.clone(),
         };
-        rec.input_digest = Some(input_digest(&input));
+        rec.input = RecordedInput::of(&input);
         let decided = self.policies.decide(&input);
         rec.durations.decide_ms = ms(decided_at);
         rec.verdict = Some(decided.decision.verdict);
@@ -820,11 +821,6 @@ fn notice_json(
         "policy_faults": faults,
         "alerts": decision.alerts,
     })
-}
-
-fn input_digest(input: &ReplicationInput) -> String {
-    let json = serde_json::to_vec(input).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&json)))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {

@@ -42,13 +42,13 @@ fn inputs(dir: &Path) -> anyhow::Result<Vec<Input>> {
 }
 
 /// A policy argument: `builtin`, or the path of a `.wasm` component (with its bytes).
-enum Operand {
+pub(super) enum Operand {
     Builtin,
     Component(PathBuf, Vec<u8>),
 }
 
 impl Operand {
-    fn read(arg: &Path) -> anyhow::Result<Self> {
+    pub(super) fn read(arg: &Path) -> anyhow::Result<Self> {
         if arg == Path::new("builtin") {
             return Ok(Operand::Builtin);
         }
@@ -57,7 +57,7 @@ impl Operand {
     }
 
     /// The world the component implements (as `kbha policy check` reads it).
-    fn world(&self, engine: &PolicyEngine) -> anyhow::Result<Option<World>> {
+    pub(super) fn world(&self, engine: &PolicyEngine) -> anyhow::Result<Option<World>> {
         let Operand::Component(path, bytes) = self else { return Ok(None) };
         match engine.inspect(bytes).with_context(|| format!("`{}`", path.display()))?.world {
             Some(w) => Ok(Some(w)),
@@ -65,7 +65,7 @@ impl Operand {
         }
     }
 
-    fn load<K: Kind>(&self) -> anyhow::Result<Arc<dyn Decider<K>>> {
+    pub(super) fn load<K: Kind>(&self) -> anyhow::Result<Arc<dyn Decider<K>>> {
         let policy: Arc<dyn Decider<K>> = match self {
             Operand::Builtin => builtin::<K>()?,
             Operand::Component(path, bytes) => Arc::new(Hosted::<K>::from_bytes(&path.display().to_string(), bytes)?),

@@ -1,10 +1,12 @@
 //! `kbha policy ...`: build, check and evaluate policy components.
 
+mod backtest;
 mod build;
 mod check;
 mod diff;
 mod eval;
 mod new;
+mod promote;
 mod publish;
 mod test;
 
@@ -82,9 +84,22 @@ pub enum PolicyCommand {
         #[arg(long, value_parser = ["failover", "replication", "alert"])]
         world: Option<String>,
     },
+    /// What a candidate would have decided on real decisions: replays the policy inputs
+    /// in decision records (JSONL files or a function's CloudWatch Logs) with the candidate
+    /// and prints the decisions that come out differently, grouped by `old -> new` action,
+    /// with what the guardrails would have said (failover). Exits 0 when none differ, 1 when
+    /// some do or the candidate faulted, 2 on trouble.
+    Backtest(backtest::BacktestArgs),
     /// Check a component as a function would, upload it (and its ed25519 signature
     /// `<key>.sig` with --sign) to S3, and print the configuration that pins it.
     Publish(publish::PublishArgs),
+    /// Make a published policy the live one of a deployed function: rewrites its Lambda
+    /// environment (`KBHA_POLICY`, and `KBHA_POLICY_PUBLIC_KEY` with --public-key), keeping
+    /// the replaced values in `KBHA_POLICY_PREVIOUS*`; prints a decision record.
+    Promote(promote::PromoteArgs),
+    /// Put back the policy a function ran before the last promote (`KBHA_POLICY_PREVIOUS`,
+    /// and its key); a second rollback undoes the first. Prints a decision record.
+    Rollback(promote::RollbackArgs),
     /// Make an ed25519 key pair for `publish --sign`: `<prefix>.key` (private, mode 0600)
     /// and `<prefix>.pub` (the `KBHA_POLICY_PUBLIC_KEY` value).
     Keygen {
@@ -118,9 +133,18 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         } => eval::run(&component, &input, world.as_deref(), verbose),
         PolicyCommand::Test { component, cases } => test::run(&component, &cases),
         PolicyCommand::Diff { old, new, inputs, world } => diff::run(&old, &new, &inputs, world.as_deref()),
+        PolicyCommand::Backtest(args) => backtest::run(&args),
         PolicyCommand::Publish(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(publish::publish(&args)).map(|()| ExitCode::SUCCESS)
+        }
+        PolicyCommand::Promote(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(promote::promote(&args)).map(|()| ExitCode::SUCCESS)
+        }
+        PolicyCommand::Rollback(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(promote::rollback(&args)).map(|()| ExitCode::SUCCESS)
         }
         PolicyCommand::Keygen { prefix } => publish::keygen(&prefix),
         PolicyCommand::New { name, world, dir } => new::run(&name, &world, &dir),
