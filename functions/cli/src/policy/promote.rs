@@ -18,7 +18,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use kbha_aws::{AwsSettings, Identity, StsIdentity, load_sdk_config};
 use kbha_hosting::PolicySource;
 use serde::Serialize;
@@ -338,11 +338,30 @@ fn env_of(function: &str, env: Option<&aws_sdk_lambda::types::EnvironmentRespons
     Ok(env.variables().map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default())
 }
 
+/// An SDK error in one line: AWS's code and message, or what failed on the way.
+fn sdk_message<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let Some(s) = e.as_service_error() {
+        return format!("{}: {}", s.code().unwrap_or("error"), s.message().unwrap_or("no message"));
+    }
+    let mut out = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 impl LambdaApi for aws_sdk_lambda::Client {
     async fn read(&self, function: &str) -> Result<FunctionState> {
         let out = self.get_function_configuration().function_name(function).send().await.map_err(|e| {
             let hint = if e.code() == Some("ResourceNotFoundException") { "; check the name and the region (--region)" } else { "" };
-            anyhow::anyhow!("cannot read the configuration of `{function}` (lambda GetFunctionConfiguration): {}{hint}", DisplayErrorContext(&e))
+            anyhow::anyhow!("cannot read the configuration of `{function}` (lambda GetFunctionConfiguration): {}{hint}", sdk_message(&e))
         })?;
         Ok(FunctionState {
             arn: out.function_arn().unwrap_or(function).to_owned(),
@@ -370,7 +389,7 @@ impl LambdaApi for aws_sdk_lambda::Client {
                     Some("ResourceConflictException") => "; another update of the function is under way: run the command again when it is done",
                     _ => "",
                 };
-                anyhow::anyhow!("cannot update the configuration of `{function}` (lambda UpdateFunctionConfiguration): {}{hint}", DisplayErrorContext(&e))
+                anyhow::anyhow!("cannot update the configuration of `{function}` (lambda UpdateFunctionConfiguration): {}{hint}", sdk_message(&e))
             })?;
         Ok(FunctionState {
             arn: out.function_arn().unwrap_or(function).to_owned(),
@@ -494,7 +513,7 @@ async fn run(target: &FunctionArgs, op: Op) -> Result<()> {
     let out = execute(&lambda, function, &op, target.dry_run, Wait::default()).await?;
     let changes = describe_changes(&out.before, &out.plan.env);
     match out.action {
-        "no_change" => eprintln!("`{function}` already runs {} with that key; nothing changed", out.plan.from.policy),
+        "no_change" => eprintln!("`{function}` already runs {} (with that key); nothing changed", out.plan.from.policy),
         "would_promote" | "would_roll_back" => {
             eprintln!("dry run: would change `{function}`:");
             for c in &changes {
