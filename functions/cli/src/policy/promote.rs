@@ -357,20 +357,29 @@ where
     out
 }
 
+/// The [`FunctionState`] in a GetFunctionConfiguration or UpdateFunctionConfiguration
+/// output: two SDK types with the same accessors.
+macro_rules! state_of {
+    ($out:expr, $function:expr) => {{
+        let out = $out;
+        Ok(FunctionState {
+            arn: out.function_arn().unwrap_or($function).to_owned(),
+            env: env_of($function, out.environment())?,
+            revision_id: out.revision_id().map(str::to_owned),
+            state: out.state().map(|s| s.as_str().to_owned()),
+            last_update_status: out.last_update_status().map(|s| s.as_str().to_owned()),
+            last_update_reason: out.last_update_status_reason().map(str::to_owned),
+        })
+    }};
+}
+
 impl LambdaApi for aws_sdk_lambda::Client {
     async fn read(&self, function: &str) -> Result<FunctionState> {
         let out = self.get_function_configuration().function_name(function).send().await.map_err(|e| {
             let hint = if e.code() == Some("ResourceNotFoundException") { "; check the name and the region (--region)" } else { "" };
             anyhow::anyhow!("cannot read the configuration of `{function}` (lambda GetFunctionConfiguration): {}{hint}", sdk_message(&e))
         })?;
-        Ok(FunctionState {
-            arn: out.function_arn().unwrap_or(function).to_owned(),
-            env: env_of(function, out.environment())?,
-            revision_id: out.revision_id().map(str::to_owned),
-            state: out.state().map(|s| s.as_str().to_owned()),
-            last_update_status: out.last_update_status().map(|s| s.as_str().to_owned()),
-            last_update_reason: out.last_update_status_reason().map(str::to_owned),
-        })
+        state_of!(out, function)
     }
 
     async fn write(&self, function: &str, env: &EnvMap, revision_id: Option<&str>) -> Result<FunctionState> {
@@ -391,14 +400,7 @@ impl LambdaApi for aws_sdk_lambda::Client {
                 };
                 anyhow::anyhow!("cannot update the configuration of `{function}` (lambda UpdateFunctionConfiguration): {}{hint}", sdk_message(&e))
             })?;
-        Ok(FunctionState {
-            arn: out.function_arn().unwrap_or(function).to_owned(),
-            env: env_of(function, out.environment())?,
-            revision_id: out.revision_id().map(str::to_owned),
-            state: out.state().map(|s| s.as_str().to_owned()),
-            last_update_status: out.last_update_status().map(|s| s.as_str().to_owned()),
-            last_update_reason: out.last_update_status_reason().map(str::to_owned),
-        })
+        state_of!(out, function)
     }
 }
 
