@@ -433,8 +433,11 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         };
         let mut decided = self.policies.decide(&input);
         let context = GuardrailContext { settings, drained: stored.ops.drained_ids().iter().map(|d| (*d).to_owned()).collect() };
-        let evacuation = matches!(check_failover(&input, &decided.decision, settings), GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
-        let verdict = context.check(&input, &decided.decision);
+        // The steps of `GuardrailContext::check`, apart, so the checks run once and the
+        // verdict before the drain refusal says whether this was an evacuation.
+        let checked = check_failover(&input, &decided.decision, settings);
+        let evacuation = matches!(checked, GuardrailVerdict::Apply { kind: Move::Evacuation, .. });
+        let verdict = refuse_onto_drained(&input.targets, checked, &stored.ops.drained_ids());
         if evacuation && matches!(verdict, GuardrailVerdict::Refused { .. }) {
             // The operator's drain keeps traffic on a down target: someone must choose now.
             let drained = stored.ops.drained_ids().join(", ");
