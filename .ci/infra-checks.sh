@@ -4,8 +4,15 @@
 #   bash .ci/infra-checks.sh
 #
 # (1) the tool venvs (.venv-infra: SAM CLI, cfn-lint, cargo-lambda, zig; .venv-checkov),
-# (2) cfn-lint, (3) sam validate --lint, (4) checkov with no failed checks,
-# (5) cargo lambda build --release --arm64 of every function crate with a Lambda binary,
+# (2) cfn-lint, (3) sam validate --lint, (4) checkov with no failed checks, on both
+#     templates (infra/template.yaml; infra/health-alarms.yaml for a stack outside us-east-1),
+#     and each role against the calls its function makes, the self-monitoring alarms
+#     (infra/check_template.py), and the SLO alerting rendered from the sample spec
+#     (scripts/slo-check.sh),
+# (5) `sam build` of the template: cargo lambda build --release --arm64 --bin <function>
+#     in each function's directory, as SAM runs it, checked to give arm64 binaries; then
+#     the sandbox tests on that same release profile (panic strategy and optimisations of
+#     what ships: the workspace's [profile.release]),
 # (6) smoke: each function's debug binary behind `cargo lambda watch --only-lambda-apis`,
 #     invoked with `cargo lambda invoke` on a sample event against the local AWS emulator, results read
 #     back through the AWS APIs (Route 53 weights, S3 records, SNS deliveries via SQS),
@@ -56,7 +63,10 @@ export SAM_CLI_TELEMETRY=0
 
 timed "cfn-lint infra/template.yaml" cfn-lint infra/template.yaml
 timed "sam validate --lint" sam validate --lint -t infra/template.yaml
-timed "checkov (no failed checks)" .venv-checkov/bin/checkov -f infra/template.yaml --skip-download --quiet --compact
+timed "cfn-lint infra/health-alarms.yaml" cfn-lint infra/health-alarms.yaml
+timed "checkov (no failed checks)" .venv-checkov/bin/checkov -f infra/template.yaml -f infra/health-alarms.yaml --skip-download --quiet --compact
+timed "roles against the calls each function makes (infra/check_template.py)" .venv-infra/bin/python infra/check_template.py
+timed "SLO alerting: kbha slo render of the sample, golden file, cfn-lint, checkov (scripts/slo-check.sh)" bash scripts/slo-check.sh
 
 # Every workspace crate under functions/ with a binary that runs on the Lambda runtime.
 mapfile -t packages < <(cargo metadata --no-deps --format-version 1 | python3 -c '
@@ -67,18 +77,25 @@ for p in json.load(sys.stdin)["packages"]:
     if "/functions/" in p["manifest_path"] and bins and lambda_rt:
         print(p["name"])')
 echo "function packages: ${packages[*]}"
-release_build() {
-    local args=() p
-    for p in "${packages[@]}"; do args+=(-p "$p"); done
-    cargo lambda build --release --arm64 "${args[@]}"
-    for p in "${packages[@]}"; do
+sam_build() {
+    local p dir
+    # SAM's Rust builder is a beta feature; it runs cargo lambda in each CodeUri, with the
+    # workspace's target directory, and copies each bootstrap into the build directory.
+    sam build --beta-features -t infra/template.yaml --build-dir target/sam-build
+    for dir in target/sam-build/*Function; do
         # ELF e_machine 0xB7 = aarch64.
-        [[ "$(od -An -tx1 -j18 -N2 "target/lambda/$p/bootstrap" | tr -d ' \n')" == "b700" ]] ||
-            { echo "target/lambda/$p/bootstrap is not an arm64 binary"; return 1; }
-        ls -l "target/lambda/$p/bootstrap"
+        [[ "$(od -An -tx1 -j18 -N2 "$dir/bootstrap" | tr -d ' \n')" == "b700" ]] ||
+            { echo "$dir/bootstrap is not an arm64 binary"; return 1; }
+        ls -l "$dir/bootstrap"
+    done
+    for p in "${packages[@]}"; do
+        [[ -f "target/lambda/$p/bootstrap" ]] || { echo "sam build did not build $p (target/lambda/$p/bootstrap)"; return 1; }
     done
 }
-timed "cargo lambda build --release --arm64 (${packages[*]})" release_build
+timed "sam build (cargo lambda build --release --arm64 per function, as SAM runs it)" sam_build
+# The sandbox's containment (fuel, memory, traps, oversized output) on the release profile.
+timed "sandbox tests on the release profile (kbha-policy-host components::hostile)" \
+    cargo test --profile release -p kbha-policy-host --test components -- hostile
 
 # ---------------------------------------------------------------- emulator for (6) and (7)
 work="$repo/target/infra/smoke"
@@ -162,10 +179,13 @@ deploy() {
     size=$(( $(stat -c %s target/lambda/kbha-failover/bootstrap) / 3 ))
     .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/kbha-failover.env" "$size"
     # The README's code update of a deployed function: its KBHA_* variables must survive.
-    cargo lambda deploy kbha-failover --endpoint-url "$AWS_ENDPOINT_URL" --region us-east-1 --merge-env
+    # With --alias live, as docs/deploy.md says for a stack function: the triggers invoke the
+    # alias, so the update publishes a version and moves the alias to it.
+    cargo lambda deploy kbha-failover --endpoint-url "$AWS_ENDPOINT_URL" --region us-east-1 --merge-env --alias live
     .venv/bin/python infra/smoke.py check-deployed kbha-failover "$work/kbha-failover.env" "$size"
+    .venv/bin/python infra/smoke.py check-alias kbha-failover live
 }
-timed "cargo lambda deploy --endpoint-url kbha-failover (create, then update with --merge-env) + GetFunction" deploy
+timed "cargo lambda deploy --endpoint-url kbha-failover (create, then update with --merge-env --alias live) + GetFunction, GetAlias" deploy
 
 step "done in $(( $(date +%s) - start )) s"
 printf '%s\n' "${timings[@]}"

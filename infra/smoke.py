@@ -271,6 +271,21 @@ def check_deployed(name: str, env_file: str, min_size: int) -> None:
     print(f"GetFunction {name}: {got}, tracing Active, {len(variables)} variables, {fn['CodeSize']} bytes of code")
 
 
+def check_alias(name: str, alias: str) -> None:
+    """The stack's triggers invoke the `live` alias (AutoPublishAlias): a code update must
+    publish a version and move the alias to it, or the triggers keep running the old code."""
+    lam = client("lambda")
+    got = lam.get_alias(FunctionName=name, Name=alias)
+    version = got["FunctionVersion"]
+    if version == "$LATEST":
+        sys.exit(f"alias {alias} of {name} points at $LATEST; a deploy must publish a version")
+    latest = lam.get_function(FunctionName=name)["Configuration"]
+    published = lam.get_function(FunctionName=name, Qualifier=version)["Configuration"]
+    if published.get("CodeSha256") != latest.get("CodeSha256"):
+        sys.exit(f"alias {alias} of {name} -> version {version}, whose code is not the code just deployed")
+    print(f"alias {alias} of {name} -> version {version}, the code just deployed")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     checks = {"kbha-failover": check_failover, "kbha-replication-verifier": check_verifier, "kbha-alert-router": check_router}
@@ -280,6 +295,8 @@ if __name__ == "__main__":
         checks[args[0]](args[1])
     elif cmd == "role":
         role()
+    elif cmd == "check-alias":
+        check_alias(args[0], args[1])
     elif cmd == "check-deployed":
         check_deployed(args[0], args[1], int(args[2]))
     else:

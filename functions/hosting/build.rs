@@ -1,8 +1,9 @@
 //! Embeds the built-in policies built by `cargo kbha policy build`
 //! (`<target>/policies/{failover,replication,alert}-default.wasm`).
 //!
-//! A missing one does not fail the build (the `kbha` CLI that builds the policies depends
-//! on this crate), but is reported, and loading that built-in then fails saying what to run.
+//! A missing one does not fail this crate's build (the `kbha` CLI that builds the policies
+//! depends on it) but is reported; each Lambda binary then refuses to compile
+//! (`BUILTINS_EMBEDDED`), so no function ships without its built-in policy.
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=KBHA_POLICY_DIR");
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let mut text = String::new();
+    let mut all = true;
     for (constant, name) in DEFAULTS {
         let path = dir.join(format!("{name}.wasm"));
         println!("cargo:rerun-if-changed={}", path.display());
@@ -26,10 +28,12 @@ fn main() {
             format!("Some(include_bytes!({:?}))", path.display().to_string())
         } else {
             println!("cargo:warning=no built-in policy at {}: run `cargo kbha policy build`, then build again", path.display());
+            all = false;
             "None".to_owned()
         };
         let _ = writeln!(text, "/// The `{name}` component, when it was built before this crate.\npub static {constant}: Option<&[u8]> = {code};");
     }
+    let _ = writeln!(text, "/// All three were there when this crate was built.\npub const ALL_PRESENT: bool = {all};");
     let _ = writeln!(text, "/// Where `cargo kbha policy build` writes components.\npub const POLICY_DIR: &str = {:?};", dir.display().to_string());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("builtin.rs");
     if let Err(e) = std::fs::write(&out, text) {

@@ -28,6 +28,8 @@ On top of moto it adds:
   as observations from several checker regions like Route 53 does.
 * CloudWatch PutCompositeAlarm, which moto 5.2 lacks (moto's alarms already model
   composite alarms: an alarm with a rule, listed by DescribeAlarms as CompositeAlarms).
+* Lambda ListAliases by function ARN: moto 5 looks the ARN up still URL-encoded and
+  answers ResourceNotFound; Lambda accepts a name or an ARN there as everywhere.
 * a control API on the same port, under ``/_kbha/``:
     - ``PUT  /_kbha/health-checks/<id>`` body ``{"status": "healthy"|"unhealthy"}``
       or ``{"failing_checkers": n}`` (n of the 8 checkers report failure);
@@ -481,6 +483,23 @@ def set_alarm_state_at(region: str, name: str, state: str, reason: str, since_ms
     return None
 
 
+def install_lambda_patches() -> None:
+    """ListAliases with the function's ARN in the path (moto does not unquote it there)."""
+    from urllib.parse import unquote
+
+    from moto.awslambda.responses import LambdaResponse
+
+    original = LambdaResponse.list_aliases
+
+    def list_aliases(self: Any) -> Any:
+        parts = self.path.split("/")
+        parts[-2] = unquote(parts[-2])
+        self.path = "/".join(parts)
+        return original(self)
+
+    LambdaResponse.list_aliases = list_aliases  # type: ignore[method-assign]
+
+
 def install_cloudwatch_patches() -> None:
     """Adds what moto's CloudWatch lacks (the response layer dispatches by action name)."""
     CloudWatchResponse.put_composite_alarm = _put_composite_alarm  # type: ignore[attr-defined]
@@ -737,6 +756,7 @@ def main() -> None:
 
     install_route53_patches()
     install_cloudwatch_patches()
+    install_lambda_patches()
     app = KbhaMiddleware(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     _abortive_shutdown(server)

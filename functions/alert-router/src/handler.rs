@@ -12,7 +12,7 @@ use kbha_core::{
     AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression,
     TimestampMs,
 };
-use kbha_hosting::record::{RecordedInput, ms};
+use kbha_hosting::record::{Invocation, RecordedInput, ms};
 use kbha_hosting::{Alerting, Decided, Policies};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -164,6 +164,8 @@ pub struct DecisionRecord {
     pub function: &'static str,
     /// SNS message id.
     pub event_id: String,
+    /// Lambda request id of the invocation; `None` outside Lambda.
+    pub request_id: Option<String>,
     /// Decision time.
     pub now: String,
     /// The alert decided about: `<source>:<name>`.
@@ -244,15 +246,16 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
         &self.cfg
     }
 
-    /// Handles one invocation at time `now_ms`: every alert in the event, in order.
+    /// Handles one invocation at time `inv.now_ms`: every alert in the event, in order; the
+    /// records carry `inv.request_id`.
     pub async fn handle(
         &self,
         event: &Value,
-        now_ms: TimestampMs,
+        inv: Invocation,
     ) -> Result<Vec<DecisionRecord>, RouterError> {
         let mut records = Vec::new();
-        for message in normalise_event(event, now_ms) {
-            records.push(self.route(message, now_ms).await?);
+        for message in normalise_event(event, inv.now_ms) {
+            records.push(self.route(message, &inv).await?);
         }
         Ok(records)
     }
@@ -260,8 +263,9 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     async fn route(
         &self,
         m: IncomingMessage,
-        now_ms: TimestampMs,
+        inv: &Invocation,
     ) -> Result<DecisionRecord, RouterError> {
+        let now_ms = inv.now_ms;
         let t_gather = Instant::now();
         let firing = self.firing_entries().await?;
         let gather_ms = ms(t_gather);
@@ -314,6 +318,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             record: "kbha.decision",
             function: "alert-router",
             event_id: m.event_id.clone(),
+            request_id: inv.request_id.clone(),
             now: format_timestamp(now_ms),
             subject: format!("{}:{}", m.alert.source.as_str(), m.alert.name),
             guardrail: None,

@@ -14,6 +14,7 @@ pub mod subject;
 
 pub use config::{ConfigError, RouterConfig};
 pub use handler::{AlertRouter, DecisionRecord, Delivery, Outcome, RouterError};
+pub use kbha_hosting::record::Invocation;
 
 impl From<RouterError> for lambda_runtime::Diagnostic {
     /// The error type says whether retrying can help, so retries are a decision.

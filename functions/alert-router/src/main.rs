@@ -15,6 +15,9 @@ use serde_json::Value;
 /// The name in the init record and the metrics' `Function` dimension.
 const FUNCTION: &str = "alert-router";
 
+// Without its built-in policy the function would only fail at init, in AWS: refuse to build.
+const _: () = assert!(kbha_hosting::BUILTINS_EMBEDDED, "no built-in policies to embed: run `cargo kbha policy build`, then build again");
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_logging();
@@ -32,9 +35,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init.mark("policy");
     let router = Arc::new(AlertRouter::new(cfg, store.clone(), notifier, policies));
     println!("{}", init.record(FUNCTION));
-    lambda::serve(FUNCTION, swap, store, move |event: Value, now| {
+    lambda::serve(FUNCTION, swap, store, move |event: Value, inv| {
         let router = Arc::clone(&router);
-        async move { router.handle(&event, now).await }
+        async move { router.handle(&event, inv).await }
     })
     .await
 }

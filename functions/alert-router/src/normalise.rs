@@ -3,7 +3,8 @@
 //!
 //! - An SNS event (`Records[].Sns`): one alert per record, from its `Message`:
 //!   - a CloudWatch alarm notification (`AlarmName` + `NewStateValue`): `ALARM` and
-//!     `INSUFFICIENT_DATA` fire, `OK` resolves; region from the alarm ARN; labels
+//!     `INSUFFICIENT_DATA` fire, `OK` resolves; region from a `region=` word of the
+//!     description, else the alarm ARN (where the alarm lives); labels
 //!     `state`, `account`, `namespace`, `metric`, plus `key=value` words of the alarm
 //!     description (`severity=critical service=chromadb`), `severity` being the hint;
 //!   - a kbha notice (`"kind": "kbha.notice"`, or a `source` message attribute
@@ -225,6 +226,10 @@ fn cloudwatch(
             );
         }
     }
+    // The ARN says where the alarm lives, not what it watches: every Route 53 health-check
+    // alarm lives in us-east-1 whatever region it probes. A `region=` label in the
+    // description (the template's health-check alarms carry one) says what it is about.
+    let region = labels.get("region").filter(|r| !r.is_empty()).cloned().or(region);
     let status = if state == "OK" {
         AlertStatus::Resolved
     } else {
@@ -439,6 +444,41 @@ mod tests {
             two.iter().map(|m| m.alert.status).collect::<Vec<_>>(),
             [AlertStatus::Resolved, AlertStatus::Firing]
         );
+    }
+
+    /// The template's own health-check alarm, as CloudWatch sends it: the alarm lives in
+    /// us-east-1 (Route 53's metrics are only there) but watches the region in its
+    /// description, which is the alert's region (silences, maintenance windows and the
+    /// region-down inhibition are keyed by it).
+    #[test]
+    fn a_health_check_alarm_is_about_the_region_it_probes_not_where_it_lives() {
+        let path = format!("{}/../../infra/template.yaml", env!("CARGO_MANIFEST_DIR"));
+        let template = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        for (which, region) in [("Primary", "eu-west-1"), ("Secondary", "ap-southeast-2")] {
+            let at = template.find(&format!("  {which}UnhealthyAlarm:")).expect("the alarm in the template");
+            let line = template[at..].lines().find(|l| l.trim_start().starts_with("AlarmDescription:")).expect("its description");
+            let description = line
+                .split_once("!Sub \"")
+                .and_then(|(_, rest)| rest.strip_suffix('"'))
+                .expect("a !Sub string")
+                .replace(&format!("${{{which}Region}}"), region)
+                .replace(&format!("${{{which}SetIdentifier}}"), &which.to_lowercase());
+            let message = serde_json::json!({
+                "AlarmName": format!("kbha-api-{}-unhealthy", which.to_lowercase()),
+                "AlarmDescription": description,
+                "AlarmArn": format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:kbha-api-{}-unhealthy", which.to_lowercase()),
+                "NewStateValue": "ALARM",
+                "StateChangeTime": "2026-11-26T10:00:00.000+0000",
+                "Trigger": {"Namespace": "AWS/Route53", "MetricName": "HealthCheckStatus"},
+            });
+            let event = serde_json::json!({"Records": [{"EventSource": "aws:sns", "Sns": {
+                "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:123456789012:kbha-alarms",
+                "Subject": "ALARM", "Message": message.to_string(), "Timestamp": "2026-11-26T10:00:01.000Z"}}]});
+            let a = only(&event).alert;
+            assert_eq!(a.region.as_deref(), Some(region), "{which}: {description}");
+            assert!(a.summary.ends_with(&format!(" in {region}")), "{}", a.summary);
+            assert_eq!((a.labels["severity"].as_str(), a.labels["service"].as_str()), ("critical", "api"));
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::io::Write;
 use anyhow::{Context, Result, ensure};
 use kbha_core::time::format_timestamp;
 use kbha_failover::Policies;
+use kbha_hosting::record::Invocation;
 use kbha_hosting::{Failover, builtin};
 use kbha_integration::{PRIMARY_ALARM, Shape, World, alarm_event, t0, tick};
 use serde_json::json;
@@ -46,7 +47,7 @@ pub async fn run() -> Result<()> {
 
     w.set_health("primary", false).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "demo-1")?;
-    let r = f.handle(&ev, t0() + 2_000).await?;
+    let r = f.handle(&ev, Invocation::at(t0() + 2_000)).await?;
     let failover_action = r[0].action;
     step(t0(), "primary health check fails: alarm ALARM", format!("{:?}", r[0].action), &w.weights().await?);
     ensure!(w.weights().await?.get("secondary") == Some(&100), "failover did not happen");
@@ -54,13 +55,13 @@ pub async fn run() -> Result<()> {
     let recovered = t0() + 20 * MIN;
     w.set_health("primary", true).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "OK", recovered, "demo-2")?;
-    let r = f.handle(&ev, recovered + 2_000).await?;
+    let r = f.handle(&ev, Invocation::at(recovered + 2_000)).await?;
     step(recovered, "primary recovers: alarm OK", format!("{:?}", r[0].action), &w.weights().await?);
     // The return starts after the hysteresis and takes one step per bake (5 minutes).
     let (mut failback_at, mut returned_at) = (None, None);
     for i in 1..=12 {
         let at = recovered + i * 5 * MIN;
-        let r = f.handle(&tick(at, &format!("demo-tick-{i}"))?, at).await?;
+        let r = f.handle(&tick(at, &format!("demo-tick-{i}"))?, Invocation::at(at)).await?;
         let weights = w.weights().await?;
         let what = match &r[0].plan {
             Some(p) => format!("re-evaluation: step {} of {}", p.step, p.of),

@@ -16,6 +16,7 @@
 //! cargo kbha ops status                        # a live deployment: KBHA_* or --config, --endpoint-url
 //! cargo kbha ops pause --reason "db migration"  # also resume, shift, drain, undrain, approve-failback
 //! cargo kbha report --since 30d --html report.html
+//! cargo kbha slo render --spec samples/slo/knowledgebeast.toml --out target/slo/knowledgebeast.json
 //! ```
 
 mod bench;
@@ -25,6 +26,7 @@ mod ops;
 mod policy;
 mod replay;
 mod report;
+mod slo;
 mod timeline;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +62,10 @@ enum Command {
     /// Whether the promises held: availability and error budget, and per incident the time
     /// to detect, evacuate, INSYNC, the achieved RPO and the RTO, from the incident ledger.
     Report(report::ReportArgs),
+    /// SLO alerting: render a spec's multi-window, multi-burn-rate alarms as a
+    /// CloudFormation template (docs/slo.md).
+    #[command(subcommand)]
+    Slo(slo::SloCommand),
 }
 
 /// Functions `kbha replay` can run.
@@ -90,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Ops(args) => block_on(ops::run(&args)),
         Command::Report(args) => block_on(report::run(&args)),
+        Command::Slo(cmd) => slo::run(&cmd),
         Command::Drill(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(drill::run(&args)))
         }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_failover::{FailoverConfig, FailoverFunction};
 use kbha_hosting::lambda::now_ms;
+use kbha_hosting::record::Invocation;
 use kbha_hosting::{Alerting, Failover, Replication, load_policies};
 
 /// Arguments of `kbha replay failover` and `kbha replay alerting`.
@@ -22,8 +23,9 @@ pub struct ReplayArgs {
     pub now: Option<String>,
 }
 
-/// The event file and the decision time of `args`.
-fn event_and_now(args: &ReplayArgs) -> Result<(serde_json::Value, i64)> {
+/// The event file of `args`, and the invocation: at the decision time of `args`, with no
+/// request id (no Lambda ran it: the records say `"request_id": null`).
+fn event_and_invocation(args: &ReplayArgs) -> Result<(serde_json::Value, Invocation)> {
     let text = std::fs::read_to_string(&args.event).with_context(|| format!("cannot read `{}`", args.event.display()))?;
     let event: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", args.event.display()))?;
@@ -31,12 +33,12 @@ fn event_and_now(args: &ReplayArgs) -> Result<(serde_json::Value, i64)> {
         Some(t) => kbha_core::time::parse_timestamp(t)?,
         None => now_ms(),
     };
-    Ok((event, now))
+    Ok((event, Invocation::at(now)))
 }
 
 /// Runs the failover handler on one event; decision records go to stdout.
 pub async fn failover(args: &ReplayArgs) -> Result<()> {
-    let (event, now) = event_and_now(args)?;
+    let (event, invocation) = event_and_invocation(args)?;
     let cfg = FailoverConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
@@ -49,7 +51,7 @@ pub async fn failover(args: &ReplayArgs) -> Result<()> {
         SnsNotifier::from_conf(&conf),
         policies,
     );
-    let records = function.handle(&event, now).await.map_err(|e| {
+    let records = function.handle(&event, invocation).await.map_err(|e| {
         let class = if e.retryable() { "retryable" } else { "not retryable" };
         anyhow::anyhow!("{e} ({class})")
     })?;
@@ -60,13 +62,13 @@ pub async fn failover(args: &ReplayArgs) -> Result<()> {
 /// Runs the alert router on one event (an SNS event, or anything: it becomes a generic
 /// alert); decision records go to stdout, deliveries to the configured topics.
 pub async fn alerting(args: &ReplayArgs) -> Result<()> {
-    let (event, now) = event_and_now(args)?;
+    let (event, invocation) = event_and_invocation(args)?;
     let cfg = kbha_alert_router::RouterConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
     let policies = load_policies::<Alerting, _>(&cfg.policy, cfg.fallback, &store).await?;
     let router = kbha_alert_router::AlertRouter::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
-    let records = router.handle(&event, now).await.map_err(|e| {
+    let records = router.handle(&event, invocation).await.map_err(|e| {
         let class = if e.retryable() { "retryable" } else { "not retryable" };
         anyhow::anyhow!("{e} ({class})")
     })?;
@@ -77,7 +79,7 @@ pub async fn alerting(args: &ReplayArgs) -> Result<()> {
 /// Runs the replication verifier on one event (S3 ObjectCreated direct, in SNS or via
 /// EventBridge, or a schedule for the dead-man check); decision records go to stdout.
 pub async fn replication(args: &ReplayArgs) -> Result<()> {
-    let (event, now) = event_and_now(args)?;
+    let (event, invocation) = event_and_invocation(args)?;
     let cfg = kbha_replication_verifier::VerifierConfig::from_env()?;
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
@@ -87,7 +89,7 @@ pub async fn replication(args: &ReplayArgs) -> Result<()> {
     for region in copy_regions {
         function = function.with_region_store(&region, S3Store::from_conf_in_region(&conf, &region));
     }
-    let records = function.handle(&event, now).await.map_err(|e| {
+    let records = function.handle(&event, invocation).await.map_err(|e| {
         let class = if e.retryable() { "retryable" } else { "not retryable" };
         anyhow::anyhow!("{e} ({class})")
     })?;

@@ -240,6 +240,42 @@ async fn promote_and_rollback_rewrite_only_the_policy_variables() -> Result<()> 
     assert!(err.contains("nothing to roll back to") && err.contains("never promoted with kbha policy promote"), "{err}");
     assert_eq!(env_of(&lambda, "kbha-other").await?, vars(&[("KBHA_POLICY", &policy), ("OTHER", "z")]));
 
+    // A function behind an alias (the SAM stack's `live`): promote without --alias would
+    // change only $LATEST, which no trigger runs, so it is refused; with it, a version is
+    // published and the alias moved to it; rollback moves it again.
+    let live = "kbha-live";
+    create_function(&lambda, &role, live, &[("OTHER", "a")]).await?;
+    let v1 = lambda.publish_version().function_name(live).send().await?.version().context("no version")?.to_owned();
+    lambda.create_alias().function_name(live).name("live").function_version(&v1).send().await?;
+    let alias_env = |v: Option<String>| async {
+        let out = lambda.get_function_configuration().function_name(live).qualifier("live").send().await?;
+        let got = out.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
+        anyhow::Ok((got, v))
+    };
+    let (ok, _, err) = kbha(&emu, &["policy", "promote", "--function", live, "--policy", &policy])?;
+    ensure!(!ok, "a function with aliases must be refused without --alias");
+    assert!(err.contains("has aliases (live)") && err.contains("--alias"), "{err}");
+    let (ok, _, err) = kbha(&emu, &["policy", "promote", "--function", live, "--policy", &policy, "--alias", "prod"])?;
+    ensure!(!ok, "an unknown alias must be refused");
+    assert!(err.contains("has no alias `prod`"), "{err}");
+    assert_eq!(env_of(&lambda, live).await?, vars(&[("OTHER", "a")]), "nothing written by the refusals");
+    let rec = record(&emu, &["policy", "promote", "--function", live, "--policy", &policy, "--alias", "live"])?;
+    assert_eq!(rec["action"], "promoted", "{rec}");
+    assert_eq!(rec["alias"]["name"], "live");
+    assert_eq!(rec["alias"]["from_version"], v1.as_str());
+    let v2 = rec["alias"]["to_version"].as_str().context("to_version")?.to_owned();
+    assert_ne!(v2, v1, "a new version");
+    let got = lambda.get_alias().function_name(live).name("live").send().await?;
+    assert_eq!(got.function_version(), Some(v2.as_str()), "the alias was moved");
+    let (served, _) = alias_env(None).await?;
+    assert_eq!(served.get("KBHA_POLICY"), Some(&policy), "the alias runs the promoted policy: {served:?}");
+    let rec = record(&emu, &["policy", "promote", "--function", live, "--policy", &policy, "--alias", "live"])?;
+    assert_eq!((&rec["action"], &rec["alias"]["to_version"]), (&Value::from("no_change"), &Value::Null), "{rec}");
+    let rec = record(&emu, &["policy", "rollback", "--function", live, "--alias", "live"])?;
+    assert_eq!((&rec["action"], &rec["alias"]["from_version"]), (&Value::from("rolled_back"), &Value::from(v2.as_str())), "{rec}");
+    let (served, _) = alias_env(None).await?;
+    assert_eq!(served.get("KBHA_POLICY").map(String::as_str), Some("builtin"), "the alias runs the previous policy: {served:?}");
+
     // An unknown function is an error naming it.
     let (ok, _, err) = kbha(&emu, &["policy", "rollback", "--function", "nope"])?;
     if ok {

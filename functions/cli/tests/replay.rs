@@ -26,6 +26,7 @@ async fn replay_failover_applies_a_recorded_alarm_against_the_emulator() -> Resu
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
     assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
+    assert_eq!(record["request_id"], serde_json::Value::Null, "no Lambda ran it, so no request id: {record}");
     assert_eq!(record["action"], "applied");
     assert_eq!(w.weights().await?, weights(0, 100));
     Ok(())
@@ -67,6 +68,7 @@ async fn replay_alerting_delivers_a_recorded_notice_through_the_emulator() -> Re
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
     assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
+    assert_eq!(record["request_id"], serde_json::Value::Null, "no Lambda ran it, so no request id: {record}");
     assert_eq!((record["function"].as_str(), record["action"].as_str()), (Some("alert-router"), Some("delivered")));
     let got = emu.drain_messages(&warning, 2, std::time::Duration::from_secs(3)).await?;
     assert_eq!(got.len(), 1);
@@ -186,6 +188,7 @@ async fn replay_replication_verifies_a_256_mib_backup_with_bounded_memory() -> R
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
     assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
+    assert_eq!(record["request_id"], serde_json::Value::Null, "no Lambda ran it, so no request id: {record}");
     assert_eq!(record["verdict"], "ok", "{record}");
     assert_eq!(record["facts"]["size_bytes"], object_size);
     assert_eq!(record["facts"]["archive"]["entries"], 4);

@@ -5,6 +5,7 @@
 //! performs I/O or reads the clock: time is always an input.
 
 pub mod backup_events;
+pub mod dedup;
 pub mod events;
 pub mod guardrails;
 pub mod plan;

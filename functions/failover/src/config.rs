@@ -116,6 +116,10 @@ pub struct FailoverConfig {
     /// `KBHA_RETURN_BAKE_SECONDS`: how long each failback step holds, the primary up,
     /// before the next (default 300). Given to the policy as `return_bake_s`.
     pub return_bake_s: u64,
+    /// `KBHA_REMIND_SECONDS`: a standing condition (the RPO gate holding, a policy fault,
+    /// every target down, ...) is announced again under the same dedup key this long after
+    /// it was last announced, so the alert router can repeat it (default 3600; `0`: never).
+    pub remind_s: u64,
 }
 
 impl FailoverConfig {
@@ -199,12 +203,18 @@ impl FailoverConfig {
                 raw
             },
             return_bake_s: number("KBHA_RETURN_BAKE_SECONDS", 300, &get)?,
+            remind_s: number("KBHA_REMIND_SECONDS", 3600, &get)?,
         })
     }
 
     /// When a change not INSYNC is announced, ms.
     pub fn insync_alert_ms(&self) -> i64 {
         i64::try_from(self.insync_alert_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX)
+    }
+
+    /// How long after a standing condition was last announced it is reminded, ms (0: never).
+    pub fn remind_ms(&self) -> i64 {
+        i64::try_from(self.remind_s.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
     /// When kbha stops asking Route 53 about a change (ten times the alert time), ms.

@@ -13,7 +13,7 @@ use kbha_core::state::{FailoverState, Freshness};
 use kbha_core::time::format_timestamp;
 use kbha_core::{Alarm, Alert, FailoverDecision, Severity, FailoverInput, FailoverTrigger, Target, TimestampMs, Weight};
 use kbha_hosting::claim::{self, Claim};
-use kbha_hosting::record::{RecordedInput, ms};
+use kbha_hosting::record::{Invocation, RecordedInput, ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -118,6 +118,8 @@ pub struct DecisionRecord {
     pub function: &'static str,
     /// Event id.
     pub event_id: String,
+    /// Lambda request id of the invocation; `None` outside Lambda.
+    pub request_id: Option<String>,
     /// Decision time.
     pub now: String,
     /// The record set decided about: `<name> <type>`.
@@ -212,8 +214,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         &self.cfg
     }
 
-    /// Handles one invocation at decision time `now_ms`.
-    pub async fn handle(&self, event: &Value, now_ms: TimestampMs) -> Result<Vec<DecisionRecord>, FailoverError> {
+    /// Handles one invocation: its event, decided at `inv.now_ms`; the records carry
+    /// `inv.request_id`.
+    pub async fn handle(&self, event: &Value, inv: Invocation) -> Result<Vec<DecisionRecord>, FailoverError> {
+        let now_ms = inv.now_ms;
         let normalised = match normalise_failover_event(event) {
             Ok(n) => n,
             Err(e) => {
@@ -225,10 +229,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         match normalised {
             FailoverEvent::Alarms(alarms) => {
                 for ev in alarms {
-                    records.push(self.handle_one(Some(ev), None, now_ms).await?);
+                    records.push(self.handle_one(Some(ev), None, &inv).await?);
                 }
             }
-            FailoverEvent::Schedule { event_id, .. } => records.push(self.handle_one(None, Some(event_id), now_ms).await?),
+            FailoverEvent::Schedule { event_id, .. } => records.push(self.handle_one(None, Some(event_id), &inv).await?),
         }
         Ok(records)
     }
@@ -240,15 +244,16 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         &self,
         ev: Option<AlarmEvent>,
         tick_id: Option<String>,
-        now_ms: TimestampMs,
+        inv: &Invocation,
     ) -> Result<DecisionRecord, FailoverError> {
+        let now_ms = inv.now_ms;
         let event_id = ev.as_ref().map(|e| e.event_id.clone()).or(tick_id).unwrap_or_default();
         let alarm: Option<Alarm> = ev.map(|e| {
             let mut a = e.alarm;
             a.target = self.cfg.target_of_alarm(&a.name).map(|t| t.set_identifier.clone());
             a
         });
-        let mut rec = self.new_record(&event_id, alarm.as_ref(), now_ms);
+        let mut rec = self.new_record(&event_id, alarm.as_ref(), inv);
         if let Some(a) = alarm.as_ref().filter(|a| a.target.is_none()) {
             tracing::warn!(alarm = %a.name, "alarm is not mapped to any target in KBHA_TARGETS; ignored");
             rec.action = ActionTaken::SkippedUnmapped;
@@ -307,12 +312,13 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         Err(FailoverError::ConflictExhausted { attempts: self.cfg.max_attempts })
     }
 
-    fn new_record(&self, event_id: &str, alarm: Option<&Alarm>, now_ms: TimestampMs) -> DecisionRecord {
+    fn new_record(&self, event_id: &str, alarm: Option<&Alarm>, inv: &Invocation) -> DecisionRecord {
         DecisionRecord {
             record: "kbha.decision",
             function: "failover",
             event_id: event_id.to_owned(),
-            now: format_timestamp(now_ms),
+            request_id: inv.request_id.clone(),
+            now: format_timestamp(inv.now_ms),
             subject: format!("{} {}", self.cfg.record_name, self.cfg.record_type),
             alarm: alarm.map(|a| a.name.clone()),
             input: RecordedInput::default(),
@@ -695,6 +701,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             None
         };
         let standing = announce::standing_keys(rec);
+        let current = announce::conditions(rec);
+        // The condition the decision's own notice is the alert of, if any.
+        let headline = notice.as_ref().and_then(|n| n.message["dedup_key"].as_str()).map(str::to_owned);
         let mine = Claim::new(me, kbha_hosting::lambda::now_ms());
         // Route 53's word on earlier changes, for the ledger (read before the write).
         let just_made = applied.and(rec.change_id.as_deref());
@@ -726,6 +735,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                     s.drop_pending(&rec.event_id);
                 }
             }
+            for o in self.track_conditions(s, rec, &current, headline.as_deref(), &mine, now_ms) {
+                s.stage(o, true);
+            }
             observed.note_alarms(&mut s.state, alarm);
             observed.note_conditions(&mut s.state, conditions);
             s.state.standing_alerts = standing.clone();
@@ -749,15 +761,23 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         .await
     }
 
-    /// After the decision is recorded and announced: send any "change not INSYNC" notice
-    /// staged by this invocation, and copy the incident to its ledger object. Best effort:
-    /// both stay in the state object for the next invocation if this fails.
+    /// After the decision is recorded and announced: send the "change not INSYNC" notices
+    /// and the standing conditions' own notices (start, reminder, resolution) staged by
+    /// this invocation, or left by one whose claim ran out, and copy the incident to its
+    /// ledger object. Best effort: all stay in the state object for the next invocation if
+    /// this fails.
     async fn after_record(&self, stored: &StoredState, me: &str, now_ms: TimestampMs) {
-        let late: Vec<String> =
-            stored.outbox.iter().filter(|o| o.event_id.starts_with(announce::LATE_PREFIX) && o.claim.by == me).map(|o| o.event_id.clone()).collect();
-        for id in late {
+        let wall = kbha_hosting::lambda::now_ms();
+        let extra: Vec<String> = stored
+            .outbox
+            .iter()
+            .filter(|o| o.event_id.starts_with(announce::LATE_PREFIX) || o.event_id.starts_with(announce::CONDITION_PREFIX))
+            .filter(|o| o.claim.by == me || o.claim.holder(me, wall) == claim::Holder::Free)
+            .map(|o| o.event_id.clone())
+            .collect();
+        for id in extra {
             if let Err(e) = self.deliver(&id, me, stored.clone()).await {
-                tracing::warn!(event_id = %id, "could not send the late-change notice; the next invocation retries: {e}");
+                tracing::warn!(event_id = %id, "could not send the notice; the next invocation retries: {e}");
             }
         }
         if let Err(e) = self.flush_ledger(stored, now_ms).await {

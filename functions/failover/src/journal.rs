@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use kbha_core::state::{FailoverState, Freshness};
-use kbha_core::{Alarm, LastChange, TimestampMs, Weight};
+use kbha_core::{Alarm, LastChange, Severity, TimestampMs, Weight};
 use kbha_hosting::claim::Claim;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,6 +55,25 @@ pub struct StoredState {
     /// Ids of the last plans that ended, so a late copy of a step does not revive one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ended_plans: Vec<String>,
+    /// The conditions announced as alerts of their own and standing since, by dedup key
+    /// ([`crate::announce`]): reminded while they last, resolved when they end.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, Standing>,
+}
+
+/// A standing condition, as last announced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Standing {
+    /// How urgent.
+    pub severity: Severity,
+    /// In words, as last seen.
+    pub summary: String,
+    /// The notice `type` it was announced with (`no_change`, `refused`, `paused`, `dry_run`).
+    pub kind: String,
+    /// Since when it stands.
+    pub since_ms: TimestampMs,
+    /// When a notice last said it (first, escalation or reminder).
+    pub announced_ms: TimestampMs,
 }
 
 /// A notice due for one event, and who sends it. Staged in the same conditional write

@@ -20,6 +20,7 @@ pub mod plan;
 pub use config::{ConfigError, FailoverConfig};
 pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};
 pub use journal::{Notice, PendingChange, StoredState};
+pub use kbha_hosting::record::Invocation;
 pub use kbha_hosting::{LoadError, PolicyFault};
 
 /// The failover policy and its fallback.

@@ -596,7 +596,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             "id": format!("ops-switchover-{now_ms}"),
             "time": format_timestamp(now_ms),
         });
-        let first = self.handle(&tick, now_ms).await?;
+        // Run by `kbha ops switchover`, not by Lambda: no request id.
+        let first = self.handle(&tick, kbha_hosting::record::Invocation::at(now_ms)).await?;
         let first = first.into_iter().next();
         let summary = format!(
             "{} in {} steps ({}); {}",

@@ -5,7 +5,10 @@
 //! - `Decisions`: decision records with a policy decision;
 //! - `PolicyFaults`: decisions where the configured policy faulted;
 //! - `Fallbacks`: decisions not made by the configured policy (fallback or hold);
-//! - `ShadowDisagreements`: decisions the shadow policy would have made differently.
+//! - `ShadowDisagreements`: decisions the shadow policy would have made differently;
+//! - `Records`: every decision record, a policy asked or not (a paused controller's and a
+//!   skipped duplicate's too): the failover's dead-man alarm, since its minute tick always
+//!   writes one.
 
 use serde_json::{Value, json};
 
@@ -13,17 +16,18 @@ use serde_json::{Value, json};
 pub const NAMESPACE: &str = "kbha";
 
 /// Metric names, in the order they appear in the line.
-pub const METRICS: [&str; 4] = ["Decisions", "PolicyFaults", "Fallbacks", "ShadowDisagreements"];
+pub const METRICS: [&str; 5] = ["Decisions", "PolicyFaults", "Fallbacks", "ShadowDisagreements", "Records"];
 
 /// The EMF line for one invocation of `function` whose handler returned `output` (its
 /// decision records: an array of them, or one). Records without a `policy` (e.g. a
-/// duplicate skipped before deciding) count for nothing.
+/// duplicate skipped before deciding) count only in `Records`.
 pub fn metrics_line(function: &str, output: &Value, now_ms: i64) -> Value {
     let records: Vec<&Value> = match output {
         Value::Array(items) => items.iter().collect(),
         other => vec![other],
     };
-    let mut counts = [0u64; 4];
+    let mut counts = [0u64; 5];
+    counts[4] = records.iter().filter(|r| r.is_object()).count() as u64;
     for policy in records.iter().filter_map(|r| r.get("policy")).filter(|p| p.is_object()) {
         counts[0] += 1;
         let faulted = policy["faults"].as_array().is_some_and(|f| !f.is_empty());
@@ -77,7 +81,7 @@ mod tests {
         ]);
         let line = metrics_line("failover", &output, 1_700_000_000_000);
         let got: Vec<u64> = METRICS.iter().map(|m| line[*m].as_u64().expect("count")).collect();
-        assert_eq!(got, [3, 2, 2, 1]);
+        assert_eq!(got, [3, 2, 2, 1, 5]);
         assert_eq!(line["Function"], "failover");
         assert_eq!(line["_aws"]["Timestamp"], 1_700_000_000_000_i64);
     }

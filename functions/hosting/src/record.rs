@@ -7,11 +7,14 @@ use serde_json::Value;
 
 /// Fields every decision record has, in every function (`null` where a function has
 /// nothing to say: `guardrail` outside failover, `input_digest` and `policy` when no
-/// policy was asked, e.g. a duplicate).
+/// policy was asked, e.g. a duplicate, `request_id` outside Lambda).
 ///
 /// - `record`: always `kbha.decision`;
 /// - `function`: `failover`, `replication` or `alert-router`;
 /// - `event_id`: the delivery's id (SNS message id, EventBridge id, ...);
+/// - `request_id`: the Lambda request id of the invocation that decided (`context.request_id`,
+///   the `RequestId` of the invocation's `START`/`END`/`REPORT` lines); `null` outside Lambda
+///   (`kbha replay`, `kbha drill`, tests). See [`Invocation`];
 /// - `now`: decision time, ISO 8601;
 /// - `subject`: what was decided about (the record set, `s3://bucket/key`, `source:name`,
 ///   the alert's source and name);
@@ -24,8 +27,35 @@ use serde_json::Value;
 /// - `guardrail`: the guardrails' verdict (failover);
 /// - `action`: what was done (each function's own vocabulary, snake_case);
 /// - `durations`: milliseconds in `gather_ms`, `decide_ms`, `act_ms`.
-pub const COMMON_FIELDS: [&str; 11] =
-    ["record", "function", "event_id", "now", "subject", "input_digest", "input", "policy", "guardrail", "action", "durations"];
+pub const COMMON_FIELDS: [&str; 12] = [
+    "record", "function", "event_id", "request_id", "now", "subject", "input_digest", "input", "policy", "guardrail", "action", "durations",
+];
+
+/// The invocation a decision is made in, as each function's handler gets it: the decision
+/// time, and the Lambda request id when Lambda invoked it. [`crate::lambda::serve`] builds it
+/// from the runtime's context; `kbha replay`, `kbha drill`, `kbha ops` and the tests use
+/// [`Invocation::at`]. Every decision record copies `request_id` from here, so a record
+/// leads to the rest of its invocation's log lines (`START`/`END`/`REPORT`, the X-Ray trace).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// Decision time, milliseconds since the Unix epoch.
+    pub now_ms: i64,
+    /// Lambda's request id; `None` outside Lambda (`null` in the record).
+    pub request_id: Option<String>,
+}
+
+impl Invocation {
+    /// An invocation outside Lambda, decided at `now_ms`: no request id.
+    pub fn at(now_ms: i64) -> Invocation {
+        Invocation { now_ms, request_id: None }
+    }
+
+    /// An invocation by Lambda under `request_id`, decided at `now_ms` (an empty id, which
+    /// Lambda never gives, is none).
+    pub fn lambda(now_ms: i64, request_id: impl Into<String>) -> Invocation {
+        Invocation { now_ms, request_id: Some(request_id.into()).filter(|id| !id.is_empty()) }
+    }
+}
 
 /// The largest policy input a decision record carries, in bytes of JSON. Inputs are small
 /// (measured over the drills' records: failover 1.0 KiB median, 1.4 KiB at most with two
@@ -99,6 +129,7 @@ pub fn shape_problems(record: &Value) -> Vec<String> {
         let ok = match field {
             "record" => v == "kbha.decision",
             "function" | "event_id" | "now" | "subject" | "action" => v.is_string(),
+            "request_id" => v.is_null() || v.as_str().is_some_and(|s| !s.is_empty()),
             "input_digest" => v.is_null() || v.as_str().is_some_and(|s| s.starts_with("sha256:")),
             "input" => v.is_null() || v.is_object(),
             "policy" => v.is_null() || (v.get("decision").is_some() && v.get("policy_digest").is_some()),
@@ -120,15 +151,22 @@ mod tests {
     #[test]
     fn a_record_with_the_common_fields_has_the_shape_and_one_without_says_what_is_missing() {
         let good = serde_json::json!({
-            "record": "kbha.decision", "function": "failover", "event_id": "e", "now": "2026-11-26T10:00:00Z",
+            "record": "kbha.decision", "function": "failover", "event_id": "e", "request_id": null, "now": "2026-11-26T10:00:00Z",
             "subject": "app.example.com. A", "input_digest": "sha256:00", "input": {}, "policy": null, "guardrail": null,
             "action": "no_change", "durations": Durations::default(),
         });
         assert_eq!(shape_problems(&good), Vec::<String>::new());
+        let mut from_lambda = good.clone();
+        from_lambda["request_id"] = serde_json::json!("8f5e2c1a-0d3b-4c7e-9a61-2b4f7d9e0c13");
+        assert_eq!(shape_problems(&from_lambda), Vec::<String>::new());
         let mut bad = good.clone();
         bad.as_object_mut().map(|o| o.remove("subject"));
         bad["action"] = serde_json::json!(3);
-        assert_eq!(shape_problems(&bad), ["no `subject`", "`action` is 3"]);
+        bad["request_id"] = serde_json::json!("");
+        assert_eq!(shape_problems(&bad), ["`request_id` is \"\"", "no `subject`", "`action` is 3"]);
+        let mut without = good.clone();
+        without.as_object_mut().map(|o| o.remove("request_id"));
+        assert_eq!(shape_problems(&without), ["no `request_id`"], "absent is not null");
     }
 
     #[test]

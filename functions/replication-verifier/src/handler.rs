@@ -21,7 +21,7 @@ use kbha_core::{
     ReplicationSubject, Severity, SourceStatus, TimestampMs, Verdict,
 };
 use kbha_hosting::claim::{self, Claim, Holder};
-use kbha_hosting::record::{RecordedInput, ms};
+use kbha_hosting::record::{Invocation, RecordedInput, ms};
 use kbha_hosting::{Decided, Policies, Replication};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -134,6 +134,8 @@ pub struct DecisionRecord {
     pub function: &'static str,
     /// Event id.
     pub event_id: String,
+    /// Lambda request id of the invocation; `None` outside Lambda.
+    pub request_id: Option<String>,
     /// Decision time.
     pub now: String,
     /// `s3://bucket/key` of the backup, or `source:<name>` for the dead-man check.
@@ -233,8 +235,8 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
 
     /// Handles one invocation. Every object is attempted; if any failed, the first
     /// failure is returned after the others were handled (a retry finds their records
-    /// and changes nothing for them).
-    pub async fn handle(&self, event: &Value, now_ms: TimestampMs) -> Result<Vec<DecisionRecord>, VerifierError> {
+    /// and changes nothing for them). Decided at `inv.now_ms`; the records carry `inv.request_id`.
+    pub async fn handle(&self, event: &Value, inv: Invocation) -> Result<Vec<DecisionRecord>, VerifierError> {
         let event = normalise_backup_event(event).inspect_err(|e| tracing::error!("{e}"))?;
         let mut records = Vec::new();
         let mut first_error = None;
@@ -244,7 +246,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
                     tracing::info!("skipped: {line}");
                 }
                 for object in created {
-                    match self.verify_object(&object, now_ms).await {
+                    match self.verify_object(&object, &inv).await {
                         Ok(rec) => records.push(rec),
                         Err(e) => {
                             tracing::error!(bucket = %object.bucket, key = %object.key, retryable = e.retryable(), "{e}");
@@ -255,7 +257,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             }
             BackupEvent::Schedule { event_id, .. } => {
                 for source in &self.cfg.sources {
-                    match self.dead_man(source, &event_id, now_ms).await {
+                    match self.dead_man(source, &event_id, &inv).await {
                         Ok(rec) => records.push(rec),
                         Err(e) => {
                             tracing::error!(source = %source.name, retryable = e.retryable(), "{e}");
@@ -275,12 +277,13 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         }
     }
 
-    fn record(&self, event_id: &str, now_ms: TimestampMs, subject: String, action: ActionTaken) -> DecisionRecord {
+    fn record(&self, event_id: &str, inv: &Invocation, subject: String, action: ActionTaken) -> DecisionRecord {
         DecisionRecord {
             record: "kbha.decision",
             function: "replication",
             event_id: event_id.to_owned(),
-            now: format_timestamp(now_ms),
+            request_id: inv.request_id.clone(),
+            now: format_timestamp(inv.now_ms),
             subject,
             input: RecordedInput::default(),
             policy: None,
@@ -301,12 +304,13 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         bucket == self.cfg.state_bucket && (key.starts_with(&self.cfg.record_prefix) || key.starts_with(&self.cfg.status_prefix))
     }
 
-    async fn verify_object(&self, o: &ObjectCreated, now_ms: TimestampMs) -> Result<DecisionRecord, VerifierError> {
+    async fn verify_object(&self, o: &ObjectCreated, inv: &Invocation) -> Result<DecisionRecord, VerifierError> {
+        let now_ms = inv.now_ms;
         // Tells this invocation's notice claim from another copy's.
         let me = claim::token();
         let started = Instant::now();
         let subject = format!("s3://{}/{}", o.bucket, o.key);
-        let mut rec = self.record(&o.event_id, now_ms, subject, ActionTaken::Skipped);
+        let mut rec = self.record(&o.event_id, inv, subject, ActionTaken::Skipped);
         let skip = |mut rec: DecisionRecord, why: &str| {
             rec.skipped = Some(why.to_owned());
             Ok(rec)
@@ -695,9 +699,10 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     }
 
     /// The dead-man check of one source: its newest backup against the RPO.
-    async fn dead_man(&self, source: &SourceConfig, event_id: &str, now_ms: TimestampMs) -> Result<DecisionRecord, VerifierError> {
+    async fn dead_man(&self, source: &SourceConfig, event_id: &str, inv: &Invocation) -> Result<DecisionRecord, VerifierError> {
+        let now_ms = inv.now_ms;
         let started = Instant::now();
-        let mut rec = self.record(event_id, now_ms, format!("source:{}", source.name), ActionTaken::Checked);
+        let mut rec = self.record(event_id, inv, format!("source:{}", source.name), ActionTaken::Checked);
         let listing = self.store.list(&source.bucket, &source.prefix).await?;
         let newest = listing
             .into_iter()

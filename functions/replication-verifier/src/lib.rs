@@ -14,6 +14,7 @@ pub mod stream;
 
 pub use config::{ManifestMode, SourceConfig, VerifierConfig};
 pub use handler::{ActionTaken, DecisionRecord, VerificationRecord, VerifierError, VerifierFunction};
+pub use kbha_hosting::record::Invocation;
 
 /// The replication policy and its fallback.
 pub type Policies = kbha_hosting::Policies<kbha_hosting::Replication>;

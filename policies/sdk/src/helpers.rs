@@ -2,7 +2,10 @@
 
 use crate::types::{Alert, Severity};
 
-/// An alert with the given severity.
+/// An alert with the given severity. `summary` names the condition and what it is about
+/// (`` kbha: failover to `secondary` blocked by RPO ``); put ages, counts and times in
+/// `detail`. The failover host identifies a standing condition by its summary without its
+/// numbers, and announces it once while it lasts.
 pub fn new_alert(
     severity: Severity,
     summary: impl Into<String>,

@@ -11,6 +11,7 @@ use kbha_aws::{AwsError, CloudWatchAlarms, Dns, Route53Dns, S3Store, SnsNotifier
 use kbha_core::time::{format_timestamp, parse_timestamp};
 use kbha_failover::ledger::Incident;
 use kbha_failover::{DecisionRecord, FailoverConfig, FailoverFunction, Policies, StoredState};
+use kbha_hosting::record::Invocation;
 use kbha_test_harness::{Emulator, TopicQueue, WeightedFixture};
 use serde_json::{Value, json};
 
@@ -232,7 +233,7 @@ pub fn alarm_of(target: &str) -> (&'static str, &'static str) {
 
 /// A scheduled tick at `at`, handled at `at`: its one decision record.
 pub async fn tick_at(f: &Function, at: i64) -> Result<kbha_failover::DecisionRecord> {
-    f.handle(&tick(at, &format!("tick-{at}"))?, at).await?.pop().context("one record per tick")
+    f.handle(&tick(at, &format!("tick-{at}"))?, Invocation::at(at)).await?.pop().context("one record per tick")
 }
 
 /// `{primary: p, secondary: s}`.
@@ -298,7 +299,7 @@ async fn transition_delivered(w: &World, f: &Function, target: &str, healthy: bo
     w.set_health(target, healthy).await?;
     w.emu.set_alarm_state_at(region, alarm, state, "test", at).await?;
     let ev = alarm_event(Shape::Sns, alarm, region, state, at, &format!("{alarm}-{state}-{at}"))?;
-    f.handle(&ev, at + 5_000).await?.pop().context("one record")
+    f.handle(&ev, Invocation::at(at + 5_000)).await?.pop().context("one record")
 }
 
 /// The state object, read back through S3.

@@ -11,6 +11,7 @@ use kbha_alert_router::{AlertRouter, DecisionRecord, Outcome, RouterConfig, Rout
 use kbha_aws::{S3Store, SnsNotifier};
 use kbha_core::Suppression;
 use kbha_core::time::format_timestamp;
+use kbha_hosting::record::Invocation;
 use kbha_hosting::{Alerting, Policies, builtin};
 use kbha_integration::{fixture, t0};
 use kbha_test_harness::{Emulator, Fault, SnsEnvelope, TopicQueue};
@@ -141,9 +142,12 @@ async fn critical_alarm_goes_to_the_critical_topic_with_attributes() -> Result<(
         t0(),
         "m-1",
     )?;
-    let recs = r.handle(&ev, t0() + 5 * SEC).await?;
+    let recs = r.handle(&ev, Invocation::lambda(t0() + 5 * SEC, "3d5c1b7a-request-1")).await?;
     assert_eq!(outcomes(&recs), [Outcome::Delivered]);
     assert_eq!(recs[0].deliveries.len(), 1);
+    let record = serde_json::to_value(&recs[0])?;
+    assert_eq!(record["request_id"], "3d5c1b7a-request-1", "{record}");
+    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
     let got = w.deliveries("critical", 2, 3).await?;
     assert_eq!(got.len(), 1, "{got:?}");
     let d = &got[0];
@@ -200,7 +204,7 @@ async fn the_same_alarm_ten_times_is_delivered_once_then_repeated_after_the_inte
             t0(),
             &format!("copy-{i}"),
         )?;
-        recs.extend(r.handle(&ev, t0() + (5 + i) * SEC).await?);
+        recs.extend(r.handle(&ev, Invocation::at(t0() + (5 + i) * SEC)).await?);
     }
     assert_eq!(
         recs.iter()
@@ -226,7 +230,7 @@ async fn the_same_alarm_ten_times_is_delivered_once_then_repeated_after_the_inte
         t0(),
         "copy-late",
     )?;
-    let recs = r.handle(&again, t0() + 605 * SEC).await?;
+    let recs = r.handle(&again, Invocation::at(t0() + 605 * SEC)).await?;
     assert_eq!(outcomes(&recs), [Outcome::Repeated]);
     let got = w.deliveries("warning", 2, 3).await?;
     assert_eq!(got.len(), 1);
@@ -267,7 +271,7 @@ async fn an_open_maintenance_window_suppresses_and_the_record_says_so() -> Resul
         t0(),
         "m-w",
     )?;
-    let recs = r.handle(&ev, t0() + 5 * SEC).await?;
+    let recs = r.handle(&ev, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(outcomes(&recs), [Outcome::Suppressed]);
     assert_eq!(
         recs[0].suppression,
@@ -298,7 +302,7 @@ async fn an_open_maintenance_window_suppresses_and_the_record_says_so() -> Resul
         t0(),
         "m-w2",
     )?;
-    let recs = r.handle(&later, t0() + 31 * 60 * SEC).await?;
+    let recs = r.handle(&later, Invocation::at(t0() + 31 * 60 * SEC)).await?;
     assert_eq!(outcomes(&recs), [Outcome::Delivered]);
     assert_eq!(w.deliveries("critical", 2, 3).await?.len(), 1);
     Ok(())
@@ -317,7 +321,7 @@ async fn region_down_inhibits_per_service_alerts_of_that_region_only() -> Result
         "m-down",
     )?;
     assert_eq!(
-        outcomes(&r.handle(&down, t0() + SEC).await?),
+        outcomes(&r.handle(&down, Invocation::at(t0() + SEC)).await?),
         [Outcome::Delivered]
     );
     // A separate instance: it learns about the region-down alert from S3, not memory.
@@ -330,7 +334,7 @@ async fn region_down_inhibits_per_service_alerts_of_that_region_only() -> Result
         t0() + 10 * SEC,
         "m-east",
     )?;
-    let recs = r2.handle(&east, t0() + 11 * SEC).await?;
+    let recs = r2.handle(&east, Invocation::at(t0() + 11 * SEC)).await?;
     assert_eq!(outcomes(&recs), [Outcome::Suppressed]);
     assert_eq!(
         recs[0].suppression,
@@ -347,7 +351,7 @@ async fn region_down_inhibits_per_service_alerts_of_that_region_only() -> Result
         "m-west",
     )?;
     assert_eq!(
-        outcomes(&r2.handle(&west, t0() + 12 * SEC).await?),
+        outcomes(&r2.handle(&west, Invocation::at(t0() + 12 * SEC)).await?),
         [Outcome::Delivered]
     );
 
@@ -376,7 +380,7 @@ async fn ok_after_alarm_is_delivered_as_resolved_and_closes_the_entry() -> Resul
         "m-stray",
     )?;
     assert_eq!(
-        outcomes(&r.handle(&stray_ok, t0()).await?),
+        outcomes(&r.handle(&stray_ok, Invocation::at(t0())).await?),
         [Outcome::ResolvedUnknown],
         "an OK for nothing fired is not sent"
     );
@@ -389,9 +393,9 @@ async fn ok_after_alarm_is_delivered_as_resolved_and_closes_the_entry() -> Resul
         t0(),
         "m-a",
     )?;
-    r.handle(&fire, t0() + SEC).await?;
+    r.handle(&fire, Invocation::at(t0() + SEC)).await?;
     let ok = fixture("cloudwatch-alarm-sns-ok.json")?;
-    let recs = r.handle(&ok, t0() + 15 * 60 * SEC).await?;
+    let recs = r.handle(&ok, Invocation::at(t0() + 15 * 60 * SEC)).await?;
     assert_eq!(outcomes(&recs), [Outcome::Resolved]);
     let got = w.deliveries("critical", 3, 3).await?;
     assert_eq!(got.len(), 2, "the alarm and its resolution");
@@ -409,7 +413,7 @@ async fn ok_after_alarm_is_delivered_as_resolved_and_closes_the_entry() -> Resul
     assert_eq!(state["status"], "resolved");
     // The same OK again is a duplicate; a new ALARM is a new incident.
     assert_eq!(
-        outcomes(&r.handle(&ok, t0() + 16 * 60 * SEC).await?),
+        outcomes(&r.handle(&ok, Invocation::at(t0() + 16 * 60 * SEC)).await?),
         [Outcome::Duplicate]
     );
     let refire = alarm(
@@ -421,7 +425,7 @@ async fn ok_after_alarm_is_delivered_as_resolved_and_closes_the_entry() -> Resul
         "m-b",
     )?;
     assert_eq!(
-        outcomes(&r.handle(&refire, t0() + 20 * 60 * SEC).await?),
+        outcomes(&r.handle(&refire, Invocation::at(t0() + 20 * 60 * SEC)).await?),
         [Outcome::Delivered]
     );
     assert_eq!(w.deliveries("critical", 2, 3).await?.len(), 1);
@@ -440,7 +444,7 @@ async fn eight_copies_of_one_message_at_the_same_instant_deliver_exactly_once() 
     for _ in 0..8 {
         let r = Arc::new(w.router(&[]).await?);
         let ev = ev.clone();
-        tasks.push(tokio::spawn(async move { r.handle(&ev, t0() + 5 * SEC).await }));
+        tasks.push(tokio::spawn(async move { r.handle(&ev, Invocation::at(t0() + 5 * SEC)).await }));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -468,7 +472,7 @@ async fn eight_concurrent_copies_of_one_alert_deliver_exactly_once() -> Result<(
         let r = Arc::new(w.router(&[]).await?);
         let ev = ev.clone();
         tasks.push(tokio::spawn(async move {
-            r.handle(&ev, t0() + 5 * SEC + i).await
+            r.handle(&ev, Invocation::at(t0() + 5 * SEC + i)).await
         }));
     }
     let mut all = Vec::new();
@@ -498,7 +502,7 @@ async fn a_malformed_message_is_delivered_as_a_generic_alert_with_its_raw_text()
     let raw = "{\"AlarmName\": \"kbha-api-primary-unhealthy\", \"NewStateValue\": ALARM";
     let mut ev = fixture("cloudwatch-alarm-sns.json")?;
     ev["Records"][0]["Sns"]["Message"] = json!(raw);
-    let recs = r.handle(&ev, t0()).await?;
+    let recs = r.handle(&ev, Invocation::at(t0())).await?;
     assert_eq!(outcomes(&recs), [Outcome::Delivered]);
     let got = w.deliveries("warning", 2, 3).await?;
     assert_eq!(got.len(), 1);
@@ -508,7 +512,7 @@ async fn a_malformed_message_is_delivered_as_a_generic_alert_with_its_raw_text()
     // And a plain-text message from another tool.
     let text = fixture("generic-text-sns.json")?;
     assert_eq!(
-        outcomes(&r.handle(&text, t0()).await?),
+        outcomes(&r.handle(&text, Invocation::at(t0())).await?),
         [Outcome::Delivered]
     );
     let got = w.deliveries("warning", 2, 3).await?;
@@ -547,7 +551,7 @@ async fn a_failing_publish_is_retried_and_if_it_keeps_failing_the_invocation_fai
         "m-1",
     )?;
     assert_eq!(
-        outcomes(&r.handle(&first, t0()).await?),
+        outcomes(&r.handle(&first, Invocation::at(t0())).await?),
         [Outcome::Delivered]
     );
     assert!(
@@ -573,7 +577,7 @@ async fn a_failing_publish_is_retried_and_if_it_keeps_failing_the_invocation_fai
         "m-2",
     )?;
     let err = r
-        .handle(&second, t0() + SEC)
+        .handle(&second, Invocation::at(t0() + SEC))
         .await
         .expect_err("publish keeps failing");
     assert!(matches!(err, RouterError::Delivery { .. }), "{err}");
@@ -582,11 +586,11 @@ async fn a_failing_publish_is_retried_and_if_it_keeps_failing_the_invocation_fai
     // SNS delivers the same message again (to any instance): now it goes out, once.
     let retry = w.router(&[]).await?;
     assert_eq!(
-        outcomes(&retry.handle(&second, t0() + 60 * SEC).await?),
+        outcomes(&retry.handle(&second, Invocation::at(t0() + 60 * SEC)).await?),
         [Outcome::Delivered]
     );
     assert_eq!(
-        outcomes(&retry.handle(&second, t0() + 61 * SEC).await?),
+        outcomes(&retry.handle(&second, Invocation::at(t0() + 61 * SEC)).await?),
         [Outcome::Duplicate]
     );
     let got = w.deliveries("critical", 2, 3).await?;
@@ -603,7 +607,7 @@ async fn a_kbha_notice_is_routed_by_its_severity() -> Result<()> {
     let w = AlertWorld::start().await?;
     let r = w.router(&[]).await?;
     let recs = r
-        .handle(&fixture("kbha-notice-sns.json")?, t0() + 6 * SEC)
+        .handle(&fixture("kbha-notice-sns.json")?, Invocation::at(t0() + 6 * SEC))
         .await?;
     assert_eq!(outcomes(&recs), [Outcome::Delivered]);
     assert_eq!(recs[0].alert.name, "kbha.failover.applied");
@@ -642,7 +646,7 @@ async fn a_policy_that_refuses_never_drops_the_alert_and_its_fault_pages_once() 
         t0(),
         "m-1",
     )?;
-    let recs = r.handle(&ev, t0()).await?;
+    let recs = r.handle(&ev, Invocation::at(t0())).await?;
     assert_eq!(outcomes(&recs), [Outcome::Delivered]);
     assert_eq!(recs[0].policy.decided_by, "hold");
     assert_eq!(
@@ -675,7 +679,7 @@ async fn a_policy_that_refuses_never_drops_the_alert_and_its_fault_pages_once() 
         t0(),
         "m-2",
     )?;
-    let recs = r.handle(&other, t0() + SEC).await?;
+    let recs = r.handle(&other, Invocation::at(t0() + SEC)).await?;
     assert_eq!(
         (recs[0].outcome, recs[0].fault_notice),
         (Outcome::Delivered, Some(Outcome::Duplicate))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use kbha_failover::{ActionTaken, DecisionRecord, FailoverError, Policies};
+use kbha_hosting::record::Invocation;
 use kbha_hosting::{Failover, builtin as builtin_policy, load_artifact};
 use kbha_integration::*;
 
@@ -30,10 +31,14 @@ async fn primary_alarm_moves_traffic_to_the_secondary_and_announces_it() -> Resu
     let f = w.function(&[], builtin()).await?;
     primary_down(&w).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-1")?;
-    let recs = f.handle(&ev, t0() + 5 * SEC).await?;
+    let recs = f.handle(&ev, Invocation::lambda(t0() + 5 * SEC, "6b1f0d2e-request-1")).await?;
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].action, ActionTaken::Applied);
     assert!(recs[0].change_id.as_deref().is_some_and(|c| !c.is_empty()));
+    // The record names the Lambda invocation that decided, and has the common shape.
+    let record = serde_json::to_value(&recs[0])?;
+    assert_eq!(record["request_id"], "6b1f0d2e-request-1", "{record}");
+    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
     assert_eq!(w.weights().await?, weights(0, 100));
     let notices = w.notices(1, 10).await?;
     assert_eq!(notices.len(), 1, "{notices:?}");
@@ -58,10 +63,13 @@ async fn the_same_event_delivered_five_times_changes_once() -> Result<()> {
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-dup")?;
     let mut all = Vec::new();
     for i in 0..5 {
-        all.extend(f.handle(&ev, t0() + (5 + i) * SEC).await?);
+        all.extend(f.handle(&ev, Invocation::lambda(t0() + (5 + i) * SEC, format!("request-{i}"))).await?);
     }
     assert_eq!(applied(&all), 1);
     assert_eq!(all.iter().filter(|r| r.action == ActionTaken::SkippedDuplicate).count(), 4);
+    // Each delivery's record, the skipped ones too, names its own invocation.
+    let ids: Vec<_> = all.iter().map(|r| r.request_id.clone().unwrap_or_default()).collect();
+    assert_eq!(ids, ["request-0", "request-1", "request-2", "request-3", "request-4"]);
     assert_eq!(w.weights().await?, weights(0, 100));
     Ok(())
 }
@@ -71,12 +79,12 @@ async fn an_ok_older_than_the_change_that_followed_it_changes_nothing() -> Resul
     let w = World::start().await?;
     let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "0"), ("KBHA_COOLDOWN_SECONDS", "0")], builtin()).await?;
     primary_down(&w).await?;
-    f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-a")?, t0() + 10 * SEC).await?;
+    f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-a")?, Invocation::at(t0() + 10 * SEC)).await?;
     assert_eq!(w.weights().await?, weights(0, 100));
     w.set_health("primary", true).await?;
     // OK that happened before the change was applied, delivered late.
     let late = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "OK", t0() + 5 * SEC, "m-late")?;
-    let recs = f.handle(&late, t0() + 60 * SEC).await?;
+    let recs = f.handle(&late, Invocation::at(t0() + 60 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::SkippedStale);
     assert_eq!(w.weights().await?, weights(0, 100));
     Ok(())
@@ -92,7 +100,7 @@ async fn a_flapping_alarm_changes_at_most_once_within_the_cooldown() -> Result<(
         let state = if i % 2 == 0 { "ALARM" } else { "OK" };
         w.set_health("primary", state == "OK").await?;
         let at = t0() + i * 10 * SEC;
-        all.extend(f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", state, at, &format!("flap-{i}"))?, at + SEC).await?);
+        all.extend(f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", state, at, &format!("flap-{i}"))?, Invocation::at(at + SEC)).await?);
     }
     assert_eq!(applied(&all), 1, "{:?}", all.iter().map(|r| r.action).collect::<Vec<_>>());
     let refused = all.iter().filter(|r| r.action == ActionTaken::Refused).count();
@@ -109,7 +117,7 @@ async fn both_regions_unhealthy_holds_with_a_critical_notice() -> Result<()> {
     let f = w.function(&[], builtin()).await?;
     w.set_health("primary", false).await?;
     w.set_health("secondary", false).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-both")?, t0() + 5 * SEC).await?;
+    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-both")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::NoChange);
     assert_eq!(w.weights().await?, weights(100, 0));
     let n = w.notices(1, 10).await?;
@@ -128,7 +136,7 @@ async fn eight_concurrent_invocations_for_one_transition_apply_one_change() -> R
         let f = Arc::clone(&f);
         // Each SNS delivery carries its own message id, as redeliveries across subscriptions do.
         let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), &format!("conc-{i}"))?;
-        tasks.push(tokio::spawn(async move { f.handle(&ev, t0() + 5 * SEC).await }));
+        tasks.push(tokio::spawn(async move { f.handle(&ev, Invocation::at(t0() + 5 * SEC)).await }));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -153,7 +161,7 @@ async fn eight_concurrent_copies_of_a_transition_that_changes_nothing_send_one_n
     for i in 0..8 {
         let f = Arc::clone(&f);
         let ev = alarm_event(Shape::Sns, SECONDARY_ALARM, "us-west-2", "ALARM", t0(), &format!("quiet-{i}"))?;
-        tasks.push(tokio::spawn(async move { f.handle(&ev, t0() + 5 * SEC).await }));
+        tasks.push(tokio::spawn(async move { f.handle(&ev, Invocation::at(t0() + 5 * SEC)).await }));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -178,7 +186,7 @@ async fn a_record_changed_between_read_and_write_is_detected_and_redecided() -> 
         operator_weights: std::sync::Mutex::new(Some(vec![("primary".into(), 50), ("secondary".into(), 50)])),
     };
     let f = w.function_with_dns(&[], builtin(), dns).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-cas")?, t0() + 5 * SEC).await?;
+    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-cas")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::Applied);
     assert_eq!(recs[0].attempts, 2, "first attempt lost the compare-and-swap");
     assert_eq!(recs[0].old_weights.iter().map(|w| w.weight).collect::<Vec<_>>(), [50, 50], "re-read the operator's weights");
@@ -192,7 +200,7 @@ async fn replication_older_than_the_rpo_holds_with_a_critical_notice() -> Result
     let f = w.function(&[], builtin()).await?;
     primary_down(&w).await?;
     w.set_replication("us-west-2", t0() - 2 * 60 * MIN).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-rpo")?, t0() + 5 * SEC).await?;
+    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-rpo")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::NoChange);
     assert_eq!(w.weights().await?, weights(100, 0));
     let n = w.notices(1, 10).await?;
@@ -206,7 +214,7 @@ async fn dry_run_changes_nothing_and_says_so() -> Result<()> {
     let w = World::start().await?;
     let f = w.function(&[("KBHA_DRY_RUN", "true")], builtin()).await?;
     primary_down(&w).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-dry")?, t0() + 5 * SEC).await?;
+    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-dry")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::DryRun);
     assert_eq!(w.weights().await?, weights(100, 0));
     let n = w.notices(1, 10).await?;
@@ -224,7 +232,7 @@ async fn a_trapping_policy_falls_back_and_an_alert_names_it() -> Result<()> {
     let policies = Policies::new(trap, Some(builtin_policy::<Failover>()?));
     let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"unreachable"}"#)], policies).await?;
     primary_down(&w).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-trap")?, t0() + 5 * SEC).await?;
+    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-trap")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::Applied, "the built-in fallback decided the failover");
     assert_eq!(w.weights().await?, weights(0, 100));
     let n = w.notices(1, 10).await?;
@@ -243,16 +251,16 @@ async fn failback_happens_after_the_hysteresis_and_not_before() -> Result<()> {
     let env = [("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "300"), ("KBHA_RETURN_STEPS", "100")];
     let f = w.function(&env, builtin()).await?;
     primary_down(&w).await?;
-    f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "fb-1")?, t0() + 5 * SEC).await?;
+    f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "fb-1")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(w.weights().await?, weights(0, 100));
     w.set_health("primary", true).await?;
     let ok_at = t0() + 20 * MIN;
-    let r = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "OK", ok_at, "fb-2")?, ok_at + 5 * SEC).await?;
+    let r = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "OK", ok_at, "fb-2")?, Invocation::at(ok_at + 5 * SEC)).await?;
     assert_eq!(r[0].action, ActionTaken::NoChange, "OK for 5 s is not enough");
-    let r = f.handle(&tick(ok_at + 9 * MIN, "tick-1")?, ok_at + 9 * MIN).await?;
+    let r = f.handle(&tick(ok_at + 9 * MIN, "tick-1")?, Invocation::at(ok_at + 9 * MIN)).await?;
     assert_eq!(r[0].action, ActionTaken::NoChange, "9 min < 10 min hysteresis");
     assert_eq!(w.weights().await?, weights(0, 100));
-    let r = f.handle(&tick(ok_at + 10 * MIN, "tick-2")?, ok_at + 10 * MIN).await?;
+    let r = f.handle(&tick(ok_at + 10 * MIN, "tick-2")?, Invocation::at(ok_at + 10 * MIN)).await?;
     assert_eq!(r[0].action, ActionTaken::Applied, "{:?}", r[0].policy);
     assert_eq!(w.weights().await?, weights(100, 0));
     Ok(())
@@ -265,7 +273,7 @@ async fn each_event_shape_drives_the_same_decision() -> Result<()> {
         let w = World::start().await?;
         let f = w.function(&[], builtin()).await?;
         primary_down(&w).await?;
-        let recs = f.handle(&alarm_event(shape, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "shape")?, t0() + 5 * SEC).await?;
+        let recs = f.handle(&alarm_event(shape, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "shape")?, Invocation::at(t0() + 5 * SEC)).await?;
         results.push((shape, recs[0].action, recs[0].new_weights.clone(), w.weights().await?));
     }
     for r in &results {
@@ -282,7 +290,7 @@ async fn the_real_fixture_files_drive_a_failover() -> Result<()> {
         let w = World::start().await?;
         let f = w.function(&[], builtin()).await?;
         primary_down(&w).await?;
-        let recs = f.handle(&fixture(name)?, t0() + 5 * SEC).await?;
+        let recs = f.handle(&fixture(name)?, Invocation::at(t0() + 5 * SEC)).await?;
         assert_eq!(recs[0].action, ActionTaken::Applied, "{name}");
         assert_eq!(w.weights().await?, weights(0, 100), "{name}");
     }
@@ -293,7 +301,7 @@ async fn the_real_fixture_files_drive_a_failover() -> Result<()> {
 async fn an_unrecognised_event_is_a_non_retryable_error_with_a_warning_and_no_change() -> Result<()> {
     let w = World::start().await?;
     let f = w.function(&[], builtin()).await?;
-    let err = f.handle(&fixture("s3-object-created.json")?, t0()).await.expect_err("s3 event refused");
+    let err = f.handle(&fixture("s3-object-created.json")?, Invocation::at(t0())).await.expect_err("s3 event refused");
     assert!(matches!(err, FailoverError::Event(_)));
     assert!(!err.retryable());
     assert_eq!(w.weights().await?, weights(100, 0));

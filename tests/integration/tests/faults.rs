@@ -22,6 +22,7 @@ use kbha_alert_router::{AlertRouter, Outcome, RouterConfig};
 use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier};
 use kbha_core::Verdict;
 use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction, Policies, StoredState};
+use kbha_hosting::record::Invocation;
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{S3Shape, head_object, manifest_for, s3_event, tar_gz};
 use kbha_integration::{PRIMARY_ALARM, Shape, World, alarm_event, fixture, t0, weights};
@@ -227,7 +228,7 @@ async fn failover_every_call_failing_n_times_then_succeeding_fails_over_once() -
             let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), &event_id)?;
             w.emu.inject(&call.fault(kind, N)).await?;
             let outcome: Result<()> = async {
-                let recs = f.handle(&ev, t0() + 5 * SEC).await?;
+                let recs = f.handle(&ev, Invocation::at(t0() + 5 * SEC)).await?;
                 consumed(&w.emu, call.name).await?;
                 ensure!(recs.len() == 1 && recs[0].action == ActionTaken::Applied, "{:?}", recs.iter().map(|r| r.action).collect::<Vec<_>>());
                 // A lost ChangeResourceRecordSets answer leaves no change id to report.
@@ -261,7 +262,7 @@ async fn failover_fails_for_good_then_recovers(fault: Fault, what: &str, route53
     let event_id = "for-good-1";
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), event_id)?;
     w.emu.inject(&fault).await?;
-    let err = f.handle(&ev, t0() + 5 * SEC).await.expect_err(what);
+    let err = f.handle(&ev, Invocation::at(t0() + 5 * SEC)).await.expect_err(what);
     ensure!(err.retryable(), "{what}: not retryable: {err}");
     w.emu.clear_faults().await?;
     // Nothing half-applied that a retry could not finish: either nothing changed, or the
@@ -272,12 +273,12 @@ async fn failover_fails_for_good_then_recovers(fault: Fault, what: &str, route53
     ensure!(w.emu.drain_messages(&c.notices, 1, EXTRA_WAIT).await?.is_empty(), "{what}: a notice went out");
 
     // The same event again (Lambda's retry), the fault gone.
-    let recs = f.handle(&ev, t0() + 65 * SEC).await?;
+    let recs = f.handle(&ev, Invocation::at(t0() + 65 * SEC)).await?;
     ensure!(recs[0].action == ActionTaken::Applied, "{what}: retry {:?}", recs[0].action);
     let change_id = recs[0].change_id.clone();
     assert_failed_over_once(&w, &c, event_id, change_id.as_deref()).await.with_context(|| what.to_owned())?;
     // And once more: a duplicate, nothing sent, nothing changed.
-    let recs = f.handle(&ev, t0() + 70 * SEC).await?;
+    let recs = f.handle(&ev, Invocation::at(t0() + 70 * SEC)).await?;
     ensure!(recs[0].action == ActionTaken::SkippedDuplicate, "{what}: third delivery {:?}", recs[0].action);
     ensure!(w.emu.drain_messages(&c.notices, 1, EXTRA_WAIT).await?.is_empty(), "{what}: third delivery sent a notice");
     ensure!(changes_for(&w, event_id).await? == 1, "{what}: third delivery changed route 53");
@@ -324,7 +325,7 @@ async fn failover_under_a_stalled_route53_fails_retryably_in_bounded_time() -> R
     w.emu.inject(&Fault::delay("route53", 5_000).times(FOREVER)).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "stalled")?;
     let started = Instant::now();
-    let err = f.handle(&ev, t0() + 5 * SEC).await.expect_err("route 53 stalls");
+    let err = f.handle(&ev, Invocation::at(t0() + 5 * SEC)).await.expect_err("route 53 stalls");
     let took = started.elapsed();
     w.emu.clear_faults().await?;
     ensure!(err.retryable(), "{err}");
@@ -481,7 +482,7 @@ async fn verifier_every_call_failing_n_times_then_succeeding_verifies_once() -> 
             let ev = s3_event(S3Shape::Direct, &[&up]);
             emu.inject(&call.fault(kind, N)).await?;
             let outcome: Result<()> = async {
-                let recs = v.handle(&ev, up.last_modified_ms + 60 * SEC).await?;
+                let recs = v.handle(&ev, Invocation::at(up.last_modified_ms + 60 * SEC)).await?;
                 consumed(&emu, call.name).await?;
                 // A lost answer to the create-once record write: the SDK's retry meets the
                 // record already there, which the verifier cannot tell from a concurrent
@@ -514,13 +515,13 @@ async fn verifier_status_write_failing_for_good_is_finished_by_the_retry() -> Re
     let up = head_object(&emu, &c.backups, BACKUP_KEY).await?;
     let ev = s3_event(S3Shape::Direct, &[&up]);
     emu.inject(&Fault::error("s3", 503, "SlowDown").method("PUT").path("/kbha/replication/status/").times(FOREVER)).await?;
-    let err = v.handle(&ev, up.last_modified_ms + 60 * SEC).await.expect_err("status write fails");
+    let err = v.handle(&ev, Invocation::at(up.last_modified_ms + 60 * SEC)).await.expect_err("status write fails");
     ensure!(err.retryable(), "{err}");
     emu.clear_faults().await?;
     // The record is written (create-once), the status is not: the retry must raise it.
     ensure!(verification_record(&emu, &c, BACKUP_KEY).await?.is_some());
     ensure!(status_at(&emu, &c, "us-east-1").await?.is_none());
-    let recs = v.handle(&ev, up.last_modified_ms + 120 * SEC).await?;
+    let recs = v.handle(&ev, Invocation::at(up.last_modified_ms + 120 * SEC)).await?;
     ensure!(recs[0].action == VerifierAction::Duplicate, "{:?}", recs[0].action);
     ensure!(recs[0].status_updated == ["us-east-1", "us-west-2"], "{:?}", recs[0].status_updated);
     assert_verified_ok(&emu, &c).await
@@ -534,16 +535,16 @@ async fn verifier_notice_failing_for_good_is_sent_exactly_once_by_the_retry() ->
     let up = head_object(&emu, &c.backups, BROKEN_KEY).await?;
     let ev = s3_event(S3Shape::Direct, &[&up]);
     emu.inject(&Fault::error("sns", 500, "InternalError").times(FOREVER)).await?;
-    let err = v.handle(&ev, up.last_modified_ms + 60 * SEC).await.expect_err("publish fails");
+    let err = v.handle(&ev, Invocation::at(up.last_modified_ms + 60 * SEC)).await.expect_err("publish fails");
     ensure!(err.retryable(), "{err}");
     emu.clear_faults().await?;
     let rec = verification_record(&emu, &c, BROKEN_KEY).await?.context("record")?;
     ensure!(rec.verdict == Verdict::Corrupt && !rec.notified, "{rec:?}");
-    let recs = v.handle(&ev, up.last_modified_ms + 120 * SEC).await?;
+    let recs = v.handle(&ev, Invocation::at(up.last_modified_ms + 120 * SEC)).await?;
     ensure!(recs[0].action == VerifierAction::Duplicate && recs[0].notice_id.is_some(), "{:?}", recs[0].action);
     assert_corrupt_once(&emu, &c).await?;
     // A third delivery sends nothing more.
-    let recs = v.handle(&ev, up.last_modified_ms + 180 * SEC).await?;
+    let recs = v.handle(&ev, Invocation::at(up.last_modified_ms + 180 * SEC)).await?;
     ensure!(recs[0].notice_id.is_none());
     ensure!(emu.drain_messages(&c.notices, 1, EXTRA_WAIT).await?.is_empty());
     Ok(())
@@ -558,7 +559,7 @@ async fn verifier_under_a_stalled_s3_fails_retryably_in_bounded_time() -> Result
     let up = head_object(&emu, &c.backups, BACKUP_KEY).await?;
     emu.inject(&Fault::delay("s3", 5_000).method("HEAD").times(FOREVER)).await?;
     let started = Instant::now();
-    let err = v.handle(&s3_event(S3Shape::Direct, &[&up]), up.last_modified_ms + 60 * SEC).await.expect_err("s3 stalls");
+    let err = v.handle(&s3_event(S3Shape::Direct, &[&up]), Invocation::at(up.last_modified_ms + 60 * SEC)).await.expect_err("s3 stalls");
     let took = started.elapsed();
     emu.clear_faults().await?;
     ensure!(err.retryable() && err.to_string().contains("timed out"), "{err}");
@@ -645,7 +646,7 @@ async fn router_every_call_failing_n_times_then_succeeding_delivers_once() -> Re
             let ev = critical_alarm(&format!("fault-{cases}"))?;
             emu.inject(&call.fault(kind, N)).await?;
             let outcome: Result<()> = async {
-                let recs = r.handle(&ev, t0()).await?;
+                let recs = r.handle(&ev, Invocation::at(t0())).await?;
                 consumed(&emu, call.name).await?;
                 ensure!(recs.len() == 1 && recs[0].outcome == Outcome::Delivered, "{:?}", recs.iter().map(|r| r.outcome).collect::<Vec<_>>());
                 assert_delivered_once(&emu, &c).await
@@ -672,11 +673,11 @@ async fn router_claim_write_failing_for_good_delivers_nothing_and_the_retry_deli
     let r = router_fn(&emu, &c, None).await?;
     let ev = critical_alarm("claim-for-good")?;
     emu.inject(&Fault::error("s3", 503, "SlowDown").method("PUT").times(FOREVER)).await?;
-    let err = r.handle(&ev, t0()).await.expect_err("claim fails");
+    let err = r.handle(&ev, Invocation::at(t0())).await.expect_err("claim fails");
     ensure!(err.retryable(), "{err}");
     emu.clear_faults().await?;
     ensure!(emu.drain_messages(&c.critical, 1, EXTRA_WAIT).await?.is_empty(), "delivered without a claim");
-    let recs = r.handle(&ev, t0() + SEC).await?;
+    let recs = r.handle(&ev, Invocation::at(t0() + SEC)).await?;
     ensure!(recs[0].outcome == Outcome::Delivered, "{:?}", recs[0].outcome);
     assert_delivered_once(&emu, &c).await
 }
@@ -689,7 +690,7 @@ async fn router_under_a_stalled_s3_fails_retryably_in_bounded_time() -> Result<(
     let r = router_fn(&emu, &c, Some(&settings)).await?;
     emu.inject(&Fault::delay("s3", 5_000).times(FOREVER)).await?;
     let started = Instant::now();
-    let err = r.handle(&critical_alarm("stalled")?, t0()).await.expect_err("s3 stalls");
+    let err = r.handle(&critical_alarm("stalled")?, Invocation::at(t0())).await.expect_err("s3 stalls");
     let took = started.elapsed();
     emu.clear_faults().await?;
     ensure!(err.retryable() && err.to_string().contains("timed out"), "{err}");

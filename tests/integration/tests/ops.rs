@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use kbha_aws::{Identity, StsIdentity};
 use kbha_failover::ops::{Command, OpsError};
 use kbha_failover::ActionTaken;
+use kbha_hosting::record::Invocation;
 use kbha_integration::*;
 
 const SEC: i64 = 1000;
@@ -179,7 +180,7 @@ async fn a_command_racing_the_function_loses_nothing() -> Result<()> {
         w.emu.set_alarm_state_at("us-east-1", PRIMARY_ALARM, "ALARM", "test", at).await?;
         let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", at, &format!("race-{round}"))?;
         let pause = Command::Pause { reason: format!("race {round}") };
-        let (r, p) = tokio::join!(f.handle(&ev, at + 5 * SEC), f.operate(ME, &pause, at + 5 * SEC));
+        let (r, p) = tokio::join!(f.handle(&ev, Invocation::at(at + 5 * SEC)), f.operate(ME, &pause, at + 5 * SEC));
         let r = r?.pop().context("record")?;
         p?;
         let s = state(&w, &f).await?;
@@ -206,7 +207,7 @@ async fn a_command_racing_the_function_loses_nothing() -> Result<()> {
     w.emu.set_alarm_state_at("us-east-1", PRIMARY_ALARM, "ALARM", "test", t0()).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "race-shift")?;
     let split = Command::Shift { to: None, weights: kbha_failover::ops::parse_weights("primary=0,secondary=200").map_err(anyhow::Error::msg)?, force: false, reason: "more".into() };
-    let (r, o) = tokio::join!(f.handle(&ev, t0() + 5 * SEC), f.operate(ME, &split, t0() + 5 * SEC));
+    let (r, o) = tokio::join!(f.handle(&ev, Invocation::at(t0() + 5 * SEC)), f.operate(ME, &split, t0() + 5 * SEC));
     let r = r?.pop().context("record")?;
     let s = state(&w, &f).await?;
     let w_now = w.weights().await?;

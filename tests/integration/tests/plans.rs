@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use kbha_core::plan::{PlanOutcome, parse_steps};
 use kbha_failover::ActionTaken;
 use kbha_failover::ops::Command;
+use kbha_hosting::record::Invocation;
 use kbha_integration::*;
 
 const SEC: i64 = 1000;
@@ -117,7 +118,7 @@ async fn eight_concurrent_copies_of_one_tick_take_one_step() -> Result<()> {
     for i in 0..10 {
         let f = f.clone();
         let id = if i < 8 { "tick-dup".to_owned() } else { format!("tick-other-{i}") };
-        tasks.push(tokio::spawn(async move { f.handle(&tick(at, &id)?, at).await.map_err(anyhow::Error::from) }));
+        tasks.push(tokio::spawn(async move { f.handle(&tick(at, &id)?, Invocation::at(at)).await.map_err(anyhow::Error::from) }));
     }
     let mut changes = std::collections::BTreeSet::new();
     for t in tasks {

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use kbha_core::{ArchiveCheck, ChecksumCheck, CopyCheck, ManifestCheck, Verdict};
+use kbha_hosting::record::Invocation;
 use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, STATE, s3_event, schedule, tar_gz};
 use kbha_replication_verifier::ActionTaken;
 
@@ -30,9 +31,12 @@ async fn a_good_backup_is_ok_its_record_written_and_both_regions_status_raised()
     w.emu.put_bytes(REPLICA, key, w.emu.s3().await.get_object().bucket(BACKUPS).key(key).send().await?.body.collect().await?.to_vec()).await?;
     let v = w.verifier(&[]).await?;
     let now = up.last_modified_ms + 60_000;
-    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), now).await?;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), Invocation::lambda(now, "0c9a7e44-request-1")).await?;
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].action, records[0].verdict), (ActionTaken::Recorded, Some(Verdict::Ok)), "{:?}", records[0].policy);
+    let record = serde_json::to_value(&records[0])?;
+    assert_eq!(record["request_id"], "0c9a7e44-request-1", "{record}");
+    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
 
     let rec = w.record(BACKUPS, key).await?.expect("record written");
     assert_eq!(rec.verdict, Verdict::Ok);
@@ -70,7 +74,7 @@ async fn damaged_backups_are_corrupt_each_with_a_critical_notice() -> Result<()>
     let v = w.verifier(&[]).await?;
     let now = mismatch.last_modified_ms + 60_000;
     // Several records in one invocation.
-    let records = v.handle(&s3_event(S3Shape::Direct, &[&flipped, &truncated, &empty, &mismatch]), now).await?;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&flipped, &truncated, &empty, &mismatch]), Invocation::at(now)).await?;
     assert_eq!(records.len(), 4);
     for (up, what) in [(&flipped, "archive"), (&truncated, "archive"), (&empty, "empty"), (&mismatch, "SHA-256")] {
         let rec = w.record(BACKUPS, &up.key).await?.expect("record");
@@ -102,7 +106,7 @@ async fn a_backup_older_than_the_rpo_is_a_breach() -> Result<()> {
     let taken_at = recent() - 2 * HOUR;
     let up = w.put_backup("chromadb/late.tar.gz", &files(), taken_at).await?;
     let v = w.verifier(&[]).await?;
-    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), up.last_modified_ms + 60_000).await?;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), Invocation::at(up.last_modified_ms + 60_000)).await?;
     assert_eq!(records[0].verdict, Some(Verdict::Breach));
     let rec = w.record(BACKUPS, &up.key).await?.expect("record");
     assert!(rec.reason.contains("past the RPO"), "{}", rec.reason);
@@ -121,7 +125,7 @@ async fn the_dead_man_check_breaches_when_no_backup_is_within_the_rpo() -> Resul
     let v = w.verifier(&[]).await?;
 
     // Just after the backup: chromadb fine, redis has never had one.
-    let records = v.handle(&schedule(up.last_modified_ms + 10 * 60_000, "tick-1"), up.last_modified_ms + 10 * 60_000).await?;
+    let records = v.handle(&schedule(up.last_modified_ms + 10 * 60_000, "tick-1"), Invocation::at(up.last_modified_ms + 10 * 60_000)).await?;
     let verdicts: Vec<_> = records.iter().map(|r| (r.subject.as_str(), r.verdict)).collect();
     assert_eq!(verdicts, vec![("source:chromadb", Some(Verdict::Ok)), ("source:redis", Some(Verdict::Breach))]);
     let notices = w.notices(2, 3).await?;
@@ -130,7 +134,7 @@ async fn the_dead_man_check_breaches_when_no_backup_is_within_the_rpo() -> Resul
 
     // Two hours on, nothing new arrived: chromadb breaches too.
     let later = up.last_modified_ms + 2 * HOUR;
-    let records = v.handle(&schedule(later, "tick-2"), later).await?;
+    let records = v.handle(&schedule(later, "tick-2"), Invocation::at(later)).await?;
     assert!(records.iter().all(|r| r.verdict == Some(Verdict::Breach)), "{records:?}");
     let notices = w.notices(3, 3).await?;
     assert_eq!(notices.len(), 2);
@@ -144,9 +148,9 @@ async fn the_same_event_twice_gives_one_record_and_one_notice() -> Result<()> {
     let up = w.put(BACKUPS, "redis/empty-twice.tar.gz", Vec::new()).await?;
     let v = w.verifier(&[]).await?;
     let event = s3_event(S3Shape::Sns, &[&up]);
-    let first = v.handle(&event, up.last_modified_ms + 1000).await?;
+    let first = v.handle(&event, Invocation::at(up.last_modified_ms + 1000)).await?;
     let before = w.record(BACKUPS, &up.key).await?.expect("record");
-    let second = v.handle(&event, up.last_modified_ms + 9000).await?;
+    let second = v.handle(&event, Invocation::at(up.last_modified_ms + 9000)).await?;
     assert_eq!(first[0].action, ActionTaken::Recorded);
     assert_eq!(second[0].action, ActionTaken::Duplicate);
     assert_eq!(second[0].verdict, Some(Verdict::Corrupt));
@@ -164,7 +168,7 @@ async fn eight_concurrent_copies_of_one_event_give_one_record_and_one_notice() -
     let mut tasks = Vec::new();
     for shape in [S3Shape::Direct, S3Shape::Sns, S3Shape::EventBridge, S3Shape::Direct].repeat(2) {
         let (v, event) = (std::sync::Arc::clone(&v), s3_event(shape, &[&up]));
-        tasks.push(tokio::spawn(async move { v.handle(&event, at).await }));
+        tasks.push(tokio::spawn(async move { v.handle(&event, Invocation::at(at)).await }));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -187,7 +191,7 @@ async fn a_notice_claimed_by_a_copy_that_died_waits_for_its_lease_then_is_sent_o
     let up = w.put(BACKUPS, "redis/empty-orphan.tar.gz", Vec::new()).await?;
     let v = w.verifier(&[]).await?;
     let event = s3_event(S3Shape::Direct, &[&up]);
-    v.handle(&event, up.last_modified_ms + 1000).await?;
+    v.handle(&event, Invocation::at(up.last_modified_ms + 1000)).await?;
     assert_eq!(w.notices(3, 3).await?.len(), 1);
     // Rewind the record to what a copy that claimed the notice and died leaves behind.
     let key = format!("kbha/replication/records/{BACKUPS}/{}.json", up.key);
@@ -197,13 +201,13 @@ async fn a_notice_claimed_by_a_copy_that_died_waits_for_its_lease_then_is_sent_o
     orphan.notifying = Some(kbha_hosting::claim::Claim { by: "a-copy-that-died".into(), until_ms: lease_end });
     w.emu.put_bytes(STATE, &key, serde_json::to_vec(&orphan)?).await?;
     // While its lease runs, a redelivery waits (bounded), sends nothing, fails retryably.
-    let err = v.handle(&event, up.last_modified_ms + 2000).await.expect_err("the lease still runs");
+    let err = v.handle(&event, Invocation::at(up.last_modified_ms + 2000)).await.expect_err("the lease still runs");
     assert!(err.retryable() && err.to_string().contains("another invocation is sending"), "{err}");
     assert!(w.notices(3, 2).await?.is_empty());
     // Once it has run out, the next redelivery takes the claim over and sends it once.
     orphan.notifying = Some(kbha_hosting::claim::Claim { by: "a-copy-that-died".into(), until_ms: 1 });
     w.emu.put_bytes(STATE, &key, serde_json::to_vec(&orphan)?).await?;
-    let recs = v.handle(&event, up.last_modified_ms + 3000).await?;
+    let recs = v.handle(&event, Invocation::at(up.last_modified_ms + 3000)).await?;
     assert!(recs[0].notice_id.is_some());
     assert_eq!(w.notices(3, 3).await?.len(), 1);
     let rec = w.record(BACKUPS, &up.key).await?.expect("record");
@@ -221,7 +225,7 @@ async fn url_encoded_keys_with_spaces_and_non_ascii_characters_are_found() -> Re
         (S3Shape::EventBridge, "chromadb/2026/11/26/バックアップ 12:00 (1).tar.gz"),
     ] {
         let up = w.put_backup(key, &files(), recent()).await?;
-        let records = v.handle(&s3_event(shape, &[&up]), up.last_modified_ms + 1000).await?;
+        let records = v.handle(&s3_event(shape, &[&up]), Invocation::at(up.last_modified_ms + 1000)).await?;
         assert_eq!(records[0].action, ActionTaken::Recorded, "{shape:?} {key}: {:?}", records[0].skipped);
         assert_eq!(records[0].subject, format!("s3://{BACKUPS}/{key}"));
         let rec = w.record(BACKUPS, key).await?.expect("record under the decoded key");
@@ -237,7 +241,7 @@ async fn manifests_and_keys_no_source_owns_are_skipped() -> Result<()> {
     let manifest = w.head(BACKUPS, "chromadb/with-manifest.tar.gz.manifest.json").await?;
     let stray = w.put(BACKUPS, "elsewhere/file.bin", b"x".to_vec()).await?;
     let v = w.verifier(&[]).await?;
-    let records = v.handle(&s3_event(S3Shape::Direct, &[&manifest, &stray, &up]), up.last_modified_ms + 1000).await?;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&manifest, &stray, &up]), Invocation::at(up.last_modified_ms + 1000)).await?;
     let actions: Vec<_> = records.iter().map(|r| r.action).collect();
     assert_eq!(actions, vec![ActionTaken::Skipped, ActionTaken::Skipped, ActionTaken::Recorded]);
     assert!(w.record(BACKUPS, "elsewhere/file.bin").await?.is_none());

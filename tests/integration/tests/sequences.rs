@@ -9,6 +9,7 @@
 
 use anyhow::Result;
 use kbha_failover::{ActionTaken, DecisionRecord, Policies};
+use kbha_hosting::record::Invocation;
 use kbha_integration::*;
 use serde_json::Value;
 
@@ -35,7 +36,7 @@ async fn transition(w: &World, f: &Function, target: &str, healthy: bool, at: i6
         return Ok(None);
     }
     let ev = alarm_event(Shape::Sns, alarm, region, state, at, &format!("{alarm}-{state}-{at}"))?;
-    Ok(f.handle(&ev, at + 5 * SEC).await?.pop())
+    Ok(f.handle(&ev, Invocation::at(at + 5 * SEC)).await?.pop())
 }
 
 fn action(r: &Option<DecisionRecord>) -> Option<ActionTaken> {
@@ -130,7 +131,7 @@ async fn insufficient_data_does_not_hide_a_failing_health_check() -> Result<()> 
     w.set_health("primary", false).await?;
     w.emu.set_alarm_state_at("us-east-1", PRIMARY_ALARM, "INSUFFICIENT_DATA", "no data", t0()).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "INSUFFICIENT_DATA", t0(), "m-insufficient")?;
-    let r = f.handle(&ev, t0() + 5 * SEC).await?;
+    let r = f.handle(&ev, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(r[0].action, ActionTaken::Applied);
     assert_eq!(w.weights().await?, weights(0, 100));
     Ok(())

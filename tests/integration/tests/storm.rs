@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail, ensure};
 use kbha_alert_router::{AlertRouter, RouterConfig};
 use kbha_aws::{AwsError, CloudWatchAlarms, Dns, Route53Dns, S3Store, SnsNotifier, WeightedRecord};
 use kbha_failover::FailoverFunction;
+use kbha_hosting::record::Invocation;
 use kbha_hosting::{Alerting, Failover, Policies, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, STATE, Uploaded, manifest_for, s3_event, tar_gz};
 use kbha_integration::{PRIMARY_ALARM, Shape, World, alarm_event, t0, tick, weights};
@@ -559,23 +560,23 @@ async fn run(f: &Functions, ev: &Event) -> Result<std::result::Result<usize, Str
         Work::Failover { t, shape, id } => {
             let tr = &f.storm.failover_transitions[*t];
             let body = alarm_event(*shape, &tr.alarm, "us-east-1", tr.alarm_state, tr.at_ms, id)?;
-            match f.failover.handle(&body, ev.now_ms).await {
+            match f.failover.handle(&body, Invocation::at(ev.now_ms)).await {
                 Ok(recs) => Ok(recs.iter().filter(|r| r.action == kbha_failover::ActionTaken::Applied).count()),
                 Err(e) if e.retryable() => Err(e.to_string()),
                 Err(e) => bail!("failover {id}: {e}"),
             }
         }
-        Work::Tick { id } => match f.failover.handle(&tick(ev.now_ms, id)?, ev.now_ms).await {
+        Work::Tick { id } => match f.failover.handle(&tick(ev.now_ms, id)?, Invocation::at(ev.now_ms)).await {
             Ok(recs) => Ok(recs.iter().filter(|r| r.action == kbha_failover::ActionTaken::Applied).count()),
             Err(e) if e.retryable() => Err(e.to_string()),
             Err(e) => bail!("tick {id}: {e}"),
         },
-        Work::Router { t, id } => match f.router.handle(&router_event(&f.storm.router_transitions[*t], id)?, ev.now_ms).await {
+        Work::Router { t, id } => match f.router.handle(&router_event(&f.storm.router_transitions[*t], id)?, Invocation::at(ev.now_ms)).await {
             Ok(_) => Ok(0),
             Err(e) if e.retryable() => Err(e.to_string()),
             Err(e) => bail!("router {id}: {e}"),
         },
-        Work::Verify { b, shape } => match f.verifier.handle(&s3_event(*shape, &[&f.backups[*b]]), ev.now_ms).await {
+        Work::Verify { b, shape } => match f.verifier.handle(&s3_event(*shape, &[&f.backups[*b]]), Invocation::at(ev.now_ms)).await {
             Ok(_) => Ok(0),
             Err(e) if e.retryable() => Err(e.to_string()),
             Err(e) => bail!("verifier {}: {e}", f.backups[*b].key),

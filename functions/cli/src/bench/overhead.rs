@@ -30,6 +30,7 @@ use anyhow::{Context, Result, bail};
 use kbha_aws::{Alarms, AwsSettings, CloudWatchAlarms, Dns, Notifier, ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier};
 use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction};
 use kbha_hosting::Failover;
+use kbha_hosting::record::Invocation;
 use serde_json::{Value, json};
 
 const ZONE: &str = "Z0BENCH";
@@ -443,7 +444,7 @@ async fn measure(n: usize) -> Result<Overhead> {
         stub.reset();
         let start = Instant::now();
         let event: Value = serde_json::from_slice(&bytes)?;
-        let records = match function.handle(&event, kbha_hosting::lambda::now_ms()).await {
+        let records = match function.handle(&event, Invocation::at(kbha_hosting::lambda::now_ms())).await {
             Ok(records) => records,
             Err(e) => bail!("the failover function failed against the stub: {e} (the stub saw {:?})", stub.seen().ops),
         };

@@ -24,6 +24,7 @@ use kbha_failover::ledger::{Objectives, Report};
 use kbha_failover::ops::Command;
 use kbha_failover::plan::PlanNote;
 use kbha_failover::{ActionTaken, DecisionRecord, Policies};
+use kbha_hosting::record::Invocation;
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, s3_event, schedule, tar_gz};
 use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, fixture, tick};
@@ -361,7 +362,7 @@ impl Drill {
             if a.lost {
                 (format!("alarm {} {state} (lost: CloudWatch only)", a.target), "-".to_owned())
             } else {
-                let recs = self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, now + DELIVERY_MS).await?;
+                let recs = self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, Invocation::at(now + DELIVERY_MS)).await?;
                 notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
                 decided_at = Some(at + DELIVERY_MS);
                 (plan, note) = plan_of(&recs);
@@ -374,13 +375,13 @@ impl Drill {
         } else if let Some(b) = &step.backup {
             self.backups += 1;
             let uploaded = self.land_backup(b.kind, now - parse_duration(&b.age)?, b.copy).await?;
-            let recs = self.verifier.handle(&s3_event(S3Shape::Direct, &[&uploaded]), now).await?;
+            let recs = self.verifier.handle(&s3_event(S3Shape::Direct, &[&uploaded]), Invocation::at(now)).await?;
             notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
             let verdict = recs.iter().filter_map(|r| r.verdict).map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
             backup = Some((b.kind, verdict.clone()));
             (format!("backup lands ({:?}, age {})", b.kind, b.age).to_lowercase(), verdict)
         } else if step.tick {
-            let recs = self.failover.handle(&tick(now, &id)?, now).await?;
+            let recs = self.failover.handle(&tick(now, &id)?, Invocation::at(now)).await?;
             notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
             decided_at = Some(at);
             (plan, note) = plan_of(&recs);
@@ -411,7 +412,7 @@ impl Drill {
                 }
             }
         } else if step.dead_man {
-            let recs = self.verifier.handle(&schedule(now, &id), now).await?;
+            let recs = self.verifier.handle(&schedule(now, &id), Invocation::at(now)).await?;
             notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
             let verdict = recs.iter().filter_map(|r| r.verdict).map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
             ("verifier dead-man check (schedule)".to_owned(), verdict)
@@ -484,7 +485,7 @@ impl Drill {
             let attrs: serde_json::Map<String, serde_json::Value> =
                 n.attributes.iter().map(|(k, v)| (k.clone(), json!({"Type": "String", "Value": v}))).collect();
             sns["MessageAttributes"] = serde_json::Value::Object(attrs);
-            let recs = self.router.handle(&ev, now).await?;
+            let recs = self.router.handle(&ev, Invocation::at(now)).await?;
             for d in recs.iter().flat_map(|r| &r.deliveries) {
                 let tq = self.severities.get(&d.destination).with_context(|| format!("unknown destination {}", d.destination))?;
                 for m in self.world.emu.drain_messages(tq, 1, std::time::Duration::from_secs(5)).await? {

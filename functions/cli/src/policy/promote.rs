@@ -10,11 +10,15 @@
 //! record (`{"record":"kbha.decision","function":"policy-promote",...}`) on stdout; the
 //! human summary goes to stderr.
 //!
+//! A function whose triggers invoke an alias (the SAM stack's `live`, moved by
+//! `AutoPublishAlias`) runs a published version, not `$LATEST`: with `--alias`, the change
+//! is published as a new version and the alias moved to it; without, such a function is
+//! refused, since changing `$LATEST` alone would change nothing its triggers run.
+//!
 //! The computations (validation, the new environment) are plain functions; the Lambda
 //! calls sit behind [`LambdaApi`].
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -39,9 +43,14 @@ pub type EnvMap = BTreeMap<String, String>;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FunctionArgs {
     /// The Lambda function: its name or ARN, unqualified (the configuration of `$LATEST`
-    /// is changed; publish a version afterwards if an alias serves it).
+    /// is changed, then published to `--alias`).
     #[arg(long)]
     pub function: String,
+    /// The alias the function's triggers invoke (`live` in the SAM stack): the change is
+    /// published as a new version and the alias moved to it. Required when the function
+    /// has aliases.
+    #[arg(long)]
+    pub alias: Option<String>,
     /// Why (carried in the printed record).
     #[arg(long)]
     pub reason: Option<String>,
@@ -272,20 +281,20 @@ pub struct Record {
     /// Lambda's `RevisionId` of the configuration after the change (before it, when
     /// nothing changed); `null` when Lambda gives none.
     pub revision_id: Option<String>,
+    /// With `--alias`: the alias, the version it pointed at and the one it points at now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<AliasMove>,
 }
 
-/// A random UUID v4 (the OS generator, as `kbha policy keygen` uses).
-fn uuid_v4() -> String {
+/// A random UUID v4 (the OS generator, rand_core's `OsRng`, as `kbha policy keygen` uses).
+fn uuid_v4() -> Result<String> {
     let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
-        // No generator: time and pid still make the id unique enough for a record.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-        b = (t ^ (u128::from(std::process::id()) << 96)).to_be_bytes();
-    }
+    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut b)
+        .map_err(|e| anyhow::anyhow!("the operating system gave no random bytes for the record id: {e}"))?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
 }
 
 // ------------------------------------------------------------------ Lambda
@@ -314,10 +323,31 @@ impl FunctionState {
     }
 }
 
-/// The two Lambda calls kbha makes.
+/// Where an alias points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasState {
+    /// `FunctionVersion`.
+    pub version: String,
+    /// The alias's `RevisionId`, so moving it is conditional on what was read.
+    pub revision_id: Option<String>,
+}
+
+/// The Lambda calls kbha makes.
 pub trait LambdaApi {
-    /// `GetFunctionConfiguration`.
-    async fn read(&self, function: &str) -> Result<FunctionState>;
+    /// `GetFunctionConfiguration` (of `$LATEST`, or of `qualifier`: an alias or version).
+    async fn read_qualified(&self, function: &str, qualifier: Option<&str>) -> Result<FunctionState>;
+    /// `GetFunctionConfiguration` of `$LATEST`.
+    async fn read(&self, function: &str) -> Result<FunctionState> {
+        self.read_qualified(function, None).await
+    }
+    /// `ListAliases`: the names of the function's aliases.
+    async fn aliases(&self, function: &str) -> Result<Vec<String>>;
+    /// `GetAlias`.
+    async fn alias(&self, function: &str, alias: &str) -> Result<AliasState>;
+    /// `PublishVersion` of `$LATEST`, only if it is still at `revision_id`: the version.
+    async fn publish(&self, function: &str, revision_id: Option<&str>) -> Result<String>;
+    /// `UpdateAlias` to `version`, only if the alias is still at `revision_id`.
+    async fn point_alias(&self, function: &str, alias: &str, version: &str, revision_id: Option<&str>) -> Result<()>;
     /// `UpdateFunctionConfiguration` with the whole environment, only if the configuration
     /// is still at `revision_id` (when given).
     async fn write(&self, function: &str, env: &EnvMap, revision_id: Option<&str>) -> Result<FunctionState>;
@@ -374,12 +404,73 @@ macro_rules! state_of {
 }
 
 impl LambdaApi for aws_sdk_lambda::Client {
-    async fn read(&self, function: &str) -> Result<FunctionState> {
-        let out = self.get_function_configuration().function_name(function).send().await.map_err(|e| {
-            let hint = if e.code() == Some("ResourceNotFoundException") { "; check the name and the region (--region)" } else { "" };
-            anyhow::anyhow!("cannot read the configuration of `{function}` (lambda GetFunctionConfiguration): {}{hint}", sdk_message(&e))
-        })?;
+    async fn read_qualified(&self, function: &str, qualifier: Option<&str>) -> Result<FunctionState> {
+        let out = self
+            .get_function_configuration()
+            .function_name(function)
+            .set_qualifier(qualifier.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| {
+                let hint = if e.code() == Some("ResourceNotFoundException") { "; check the name and the region (--region)" } else { "" };
+                let q = qualifier.map(|q| format!(":{q}")).unwrap_or_default();
+                anyhow::anyhow!("cannot read the configuration of `{function}{q}` (lambda GetFunctionConfiguration): {}{hint}", sdk_message(&e))
+            })?;
         state_of!(out, function)
+    }
+
+    async fn aliases(&self, function: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut pages = self.list_aliases().function_name(function).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| anyhow::anyhow!("cannot list the aliases of `{function}` (lambda ListAliases): {}", sdk_message(&e)))?;
+            names.extend(page.aliases().iter().filter_map(|a| a.name().map(str::to_owned)));
+        }
+        Ok(names)
+    }
+
+    async fn alias(&self, function: &str, alias: &str) -> Result<AliasState> {
+        let out = self.get_alias().function_name(function).name(alias).send().await.map_err(|e| {
+            anyhow::anyhow!("cannot read the alias `{alias}` of `{function}` (lambda GetAlias): {}", sdk_message(&e))
+        })?;
+        let version = out.function_version().ok_or_else(|| anyhow::anyhow!("lambda GetAlias gave no version for `{function}:{alias}`"))?;
+        Ok(AliasState { version: version.to_owned(), revision_id: out.revision_id().map(str::to_owned) })
+    }
+
+    async fn publish(&self, function: &str, revision_id: Option<&str>) -> Result<String> {
+        let out = self
+            .publish_version()
+            .function_name(function)
+            .description("kbha policy promote/rollback")
+            .set_revision_id(revision_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot publish a version of `{function}` (lambda PublishVersion): {}; its $LATEST has the new \
+                     environment: run the command again to publish it",
+                    sdk_message(&e)
+                )
+            })?;
+        out.version().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("lambda PublishVersion gave no version for `{function}`"))
+    }
+
+    async fn point_alias(&self, function: &str, alias: &str, version: &str, revision_id: Option<&str>) -> Result<()> {
+        self.update_alias()
+            .function_name(function)
+            .name(alias)
+            .function_version(version)
+            .set_revision_id(revision_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot point the alias `{alias}` of `{function}` at version {version} (lambda UpdateAlias): {}; the \
+                     version is published: run the command again",
+                    sdk_message(&e)
+                )
+            })?;
+        Ok(())
     }
 
     async fn write(&self, function: &str, env: &EnvMap, revision_id: Option<&str>) -> Result<FunctionState> {
@@ -473,34 +564,88 @@ pub struct Outcome {
     pub before: EnvMap,
     /// The revision after (or as read, when nothing was written).
     pub revision_id: Option<String>,
+    /// The alias moved (or that would be), with `--alias`.
+    pub alias: Option<AliasMove>,
 }
 
-/// Reads, computes and (unless `dry_run` or nothing changes) writes and waits.
-pub async fn execute(api: &impl LambdaApi, function: &str, op: &Op, dry_run: bool, wait: Wait) -> Result<Outcome> {
+/// An alias moved to the version that carries the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AliasMove {
+    /// The alias.
+    pub name: String,
+    /// The version it pointed at.
+    pub from_version: String,
+    /// The version it points at now (`null` in a dry run or when nothing changed).
+    pub to_version: Option<String>,
+}
+
+/// Reads, computes and (unless `dry_run` or nothing changes) writes and waits; with an
+/// alias, then publishes a version and moves the alias to it.
+pub async fn execute(api: &impl LambdaApi, function: &str, op: &Op, dry_run: bool, wait: Wait, alias: Option<&str>) -> Result<Outcome> {
     let first = api.read(function).await?;
     // An update under way would refuse ours (and its environment may be replaced).
     let current = settle(api, function, first, wait, false).await?;
+    let aliases = api.aliases(function).await?;
+    let alias = match alias {
+        None if !aliases.is_empty() => bail!(
+            "`{function}` has aliases ({}): its triggers invoke an alias, which runs a published version, so \
+             changing $LATEST alone would change nothing they run; pass --alias <name> (the SAM stack's is `live`)",
+            aliases.join(", ")
+        ),
+        None => None,
+        Some(a) if !aliases.iter().any(|n| n == a) => {
+            let has = if aliases.is_empty() { "none".to_owned() } else { aliases.join(", ") };
+            bail!("`{function}` has no alias `{a}` (its aliases: {has}); pass one it has, or no --alias when it has none")
+        }
+        Some(a) => Some((a, api.alias(function, a).await?)),
+    };
     let plan = match op {
         Op::Promote { policy, public_key } => promoted(&current.env, policy, public_key.as_deref()),
         Op::Rollback => rolled_back(&current.env, function)?,
     };
-    let outcome = |action, revision_id| Outcome { action, arn: current.arn.clone(), plan: plan.clone(), before: current.env.clone(), revision_id };
-    if plan.env == current.env {
-        return Ok(outcome("no_change", current.revision_id.clone()));
+    // What the alias runs now: behind when its version has other policy variables than the
+    // plan's outcome (e.g. a change made to $LATEST without publishing it).
+    let alias_behind = match &alias {
+        Some((name, state)) => policy_vars(&api.read_qualified(function, Some(name)).await?.env) != plan.to || state.version == "$LATEST",
+        None => false,
+    };
+    let mut moved = alias.as_ref().map(|(name, state)| AliasMove { name: (*name).to_owned(), from_version: state.version.clone(), to_version: None });
+    let outcome = |action, revision_id, moved: Option<AliasMove>| Outcome {
+        action,
+        arn: current.arn.clone(),
+        plan: plan.clone(),
+        before: current.env.clone(),
+        revision_id,
+        alias: moved,
+    };
+    let latest_changes = plan.env != current.env;
+    if !latest_changes && !alias_behind {
+        return Ok(outcome("no_change", current.revision_id.clone(), moved));
     }
     if dry_run {
         let action = if matches!(op, Op::Promote { .. }) { "would_promote" } else { "would_roll_back" };
-        return Ok(outcome(action, current.revision_id.clone()));
+        return Ok(outcome(action, current.revision_id.clone(), moved));
     }
-    let written = api.write(function, &plan.env, current.revision_id.as_deref()).await?;
-    let done = settle(api, function, written, wait, true).await?;
+    let done = if latest_changes {
+        let written = api.write(function, &plan.env, current.revision_id.as_deref()).await?;
+        settle(api, function, written, wait, true).await?
+    } else {
+        current.clone()
+    };
+    if let (Some((name, state)), Some(m)) = (&alias, moved.as_mut()) {
+        let version = api.publish(function, done.revision_id.as_deref()).await?;
+        api.point_alias(function, name, &version, state.revision_id.as_deref()).await?;
+        m.to_version = Some(version);
+    }
     let action = if matches!(op, Op::Promote { .. }) { "promoted" } else { "rolled_back" };
-    Ok(outcome(action, done.revision_id))
+    Ok(outcome(action, done.revision_id, moved))
 }
 
 /// Runs promote or rollback against AWS and prints the record.
 async fn run(target: &FunctionArgs, op: Op) -> Result<()> {
     check_function(&target.function)?;
+    // Drawn before anything changes, so the record of a change is never lost to it.
+    let event_id = uuid_v4()?;
     let settings = AwsSettings { endpoint_url: target.endpoint_url.clone(), region: target.region.clone(), ..AwsSettings::default() };
     let conf = load_sdk_config(&settings).await;
     let by = match StsIdentity::from_conf(&conf).caller_arn().await {
@@ -512,7 +657,7 @@ async fn run(target: &FunctionArgs, op: Op) -> Result<()> {
     };
     let lambda = aws_sdk_lambda::Client::new(&conf);
     let function = target.function.as_str();
-    let out = execute(&lambda, function, &op, target.dry_run, Wait::default()).await?;
+    let out = execute(&lambda, function, &op, target.dry_run, Wait::default(), target.alias.as_deref()).await?;
     let changes = describe_changes(&out.before, &out.plan.env);
     match out.action {
         "no_change" => eprintln!("`{function}` already runs {} (with that key); nothing changed", out.plan.from.policy),
@@ -526,8 +671,13 @@ async fn run(target: &FunctionArgs, op: Op) -> Result<()> {
             for c in &changes {
                 eprintln!("  {c}");
             }
+            let via = match &out.alias {
+                Some(AliasMove { name, from_version, to_version: Some(v) }) => format!(" through alias `{name}` (version {from_version} -> {v})"),
+                _ => String::new(),
+            };
+            let undo_alias = out.alias.as_ref().map(|a| format!(" --alias {}", a.name)).unwrap_or_default();
             eprintln!(
-                "`{function}` now runs {} (was {}); its next invocation loads it. Undo with `kbha policy rollback --function {function}`",
+                "`{function}` now runs {} (was {}){via}; its next invocation loads it. Undo with `kbha policy rollback --function {function}{undo_alias}`",
                 out.plan.to.policy, out.plan.from.policy
             );
         }
@@ -539,7 +689,7 @@ async fn run(target: &FunctionArgs, op: Op) -> Result<()> {
     let record = Record {
         record: "kbha.decision",
         function: "policy-promote",
-        event_id: uuid_v4(),
+        event_id,
         now: kbha_core::time::format_timestamp(kbha_hosting::lambda::now_ms()),
         subject: out.arn,
         action: out.action,
@@ -548,6 +698,7 @@ async fn run(target: &FunctionArgs, op: Op) -> Result<()> {
         from: out.plan.from,
         to: out.plan.to,
         revision_id: out.revision_id,
+        alias: out.alias,
     };
     println!("{}", serde_json::to_string(&record)?);
     Ok(())
@@ -682,8 +833,18 @@ mod tests {
     fn changes_are_described_per_variable() {
         let d = describe_changes(&env(&[("A", "1"), ("B", "2")]), &env(&[("A", "1"), ("B", "3"), ("C", "")]));
         assert_eq!(d, vec!["B: `2` -> `3`".to_owned(), "C: unset -> ``".to_owned()]);
-        let id = uuid_v4();
-        assert_eq!((id.len(), id.as_bytes()[14], id.matches('-').count()), (36, b'4', 4));
+    }
+
+    #[test]
+    fn record_ids_are_random_uuid_v4() -> Result<()> {
+        let id = uuid_v4()?;
+        let groups: Vec<&str> = id.split('-').collect();
+        assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{id}");
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)), "lowercase hex: {id}");
+        assert!(groups[2].starts_with('4'), "version 4: {id}");
+        assert!(groups[3].starts_with(['8', '9', 'a', 'b']), "RFC 4122 variant: {id}");
+        assert_ne!(uuid_v4()?, id, "two ids differ");
+        Ok(())
     }
 
     /// A function in memory: each write is `InProgress` for `busy_reads` reads, then
@@ -703,7 +864,23 @@ mod tests {
     }
 
     impl LambdaApi for Fake {
-        async fn read(&self, _: &str) -> Result<FunctionState> {
+        async fn aliases(&self, _: &str) -> Result<Vec<String>> {
+            Ok(vec![])
+        }
+
+        async fn alias(&self, _: &str, alias: &str) -> Result<AliasState> {
+            anyhow::bail!("no alias {alias}")
+        }
+
+        async fn publish(&self, _: &str, _: Option<&str>) -> Result<String> {
+            anyhow::bail!("the fake has no versions")
+        }
+
+        async fn point_alias(&self, _: &str, _: &str, _: &str, _: Option<&str>) -> Result<()> {
+            anyhow::bail!("the fake has no aliases")
+        }
+
+        async fn read_qualified(&self, _: &str, _: Option<&str>) -> Result<FunctionState> {
             let mut g = self.state.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
             if g.1 > 0 {
                 g.1 -= 1;
@@ -733,15 +910,15 @@ mod tests {
     async fn promote_waits_for_the_update_and_reports_the_new_revision() -> Result<()> {
         let api = Fake::new(env(&[("OTHER", "y")]), 3, "Successful");
         let op = Op::Promote { policy: parse_target(&pinned())?, public_key: None };
-        let out = execute(&api, "f", &op, false, QUICK).await?;
+        let out = execute(&api, "f", &op, false, QUICK, None).await?;
         assert_eq!((out.action, out.revision_id.as_deref()), ("promoted", Some("r1")));
         assert_eq!(api.read("f").await?.last_update_status.as_deref(), Some("Successful"));
         // Again: nothing to do, nothing written.
-        let out = execute(&api, "f", &op, false, QUICK).await?;
+        let out = execute(&api, "f", &op, false, QUICK, None).await?;
         assert_eq!(out.action, "no_change");
         assert_eq!(api.writes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len(), 1);
         // A dry-run rollback writes nothing either.
-        let out = execute(&api, "f", &Op::Rollback, true, QUICK).await?;
+        let out = execute(&api, "f", &Op::Rollback, true, QUICK, None).await?;
         assert_eq!((out.action, out.plan.to.policy.as_str()), ("would_roll_back", "builtin"));
         assert_eq!(api.writes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len(), 1);
         Ok(())
@@ -751,11 +928,11 @@ mod tests {
     async fn a_failed_or_endless_update_is_an_error() -> Result<()> {
         let op = Op::Promote { policy: PolicySource::Builtin, public_key: None };
         let failing = Fake::new(env(&[(POLICY, &pinned())]), 1, "Failed");
-        let e = execute(&failing, "f", &op, false, QUICK).await.expect_err("failed update").to_string();
+        let e = execute(&failing, "f", &op, false, QUICK, None).await.expect_err("failed update").to_string();
         assert!(e.contains("update of `f` Failed: ENI limit"), "{e}");
         let endless = Fake::new(env(&[(POLICY, &pinned())]), u32::MAX, "Successful");
         let wait = Wait { timeout: Duration::from_millis(20), poll: Duration::from_millis(2) };
-        let e = execute(&endless, "f", &op, false, wait).await.expect_err("never done").to_string();
+        let e = execute(&endless, "f", &op, false, wait, None).await.expect_err("never done").to_string();
         assert!(e.contains("still updating `f`"), "{e}");
         Ok(())
     }

@@ -8,44 +8,77 @@
 //! configuration that pins exactly these bytes.
 //!
 //! Private key files: `kbha policy keygen` writes the 32-byte seed as 64 hex digits;
-//! base64 of the seed and OpenSSL's PKCS#8 PEM (`openssl genpkey -algorithm ed25519`)
-//! are read too.
+//! base64 of the seed and PKCS#8 keys, PEM (`openssl genpkey -algorithm ed25519`) or
+//! DER (`-outform DER`), are read too (ed25519-dalek's PKCS#8 decoder).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, ObjectIdentifier, PrivateKeyInfo, SecretDocument};
 use ed25519_dalek::{Signer, SigningKey};
 use kbha_aws::{AwsSettings, ObjectStore, PutCondition, S3Store, load_sdk_config};
 use kbha_hosting::verify::load_checked;
 use kbha_hosting::{Alerting, Failover, Kind, PolicySource, Replication};
 use kbha_policy_host::{PolicyEngine, World};
 
-/// DER prefix of an OpenSSL ed25519 PKCS#8 private key; the 32-byte seed follows.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+/// What to do about a key kbha cannot use.
+const MAKE_ONE: &str = "make an ed25519 key with `kbha policy keygen <prefix>` or `openssl genpkey -algorithm ed25519 -out <file>`";
 
-/// Reads an ed25519 private key: hex or base64 of the 32-byte seed, or a PKCS#8 PEM.
+/// Reads an ed25519 private key: hex or base64 of the 32-byte seed, or a PKCS#8 key
+/// (PEM or DER).
 pub fn read_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the private key `{}`", path.display()))?;
-    let text = text.trim();
-    let seed: Vec<u8> = if let Some(body) = text.strip_prefix("-----BEGIN PRIVATE KEY-----") {
-        let body: String = body.lines().take_while(|l| !l.starts_with("-----END")).collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).context("the PEM body is not base64")?;
-        match der.strip_prefix(&PKCS8_ED25519_PREFIX[..]) {
-            Some(seed) => seed.to_vec(),
-            None => bail!("`{}` is a PEM key but not ed25519; make one with `kbha policy keygen`", path.display()),
+    let shown = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read the private key `{shown}`"))?;
+    let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or_default();
+    if text.starts_with("-----BEGIN") {
+        let (label, der) = SecretDocument::from_pem(text).map_err(|e| anyhow::anyhow!("`{shown}` is not a readable PEM file ({e}); {MAKE_ONE}"))?;
+        match label {
+            "PRIVATE KEY" => return pkcs8_key(der.as_bytes(), path),
+            "ENCRYPTED PRIVATE KEY" => {
+                bail!("`{shown}` is an encrypted key; decrypt it (`openssl pkey -in {shown} -out <file>`) or {MAKE_ONE}")
+            }
+            other => bail!("`{shown}` is a PEM `{other}`, not an ed25519 PKCS#8 private key; {MAKE_ONE}"),
         }
-    } else {
-        hex::decode(text)
-            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
-            .with_context(|| format!("`{}` is neither hex, base64 nor a PKCS#8 PEM key", path.display()))?
+    }
+    let seed = hex::decode(text).or_else(|_| base64::engine::general_purpose::STANDARD.decode(text));
+    let seed = match seed {
+        Ok(seed) if !text.is_empty() => seed,
+        // Not text: a DER PKCS#8 key, or nothing kbha reads.
+        _ if PrivateKeyInfo::try_from(bytes.as_slice()).is_ok() => return pkcs8_key(&bytes, path),
+        _ => bail!("`{shown}` is neither hex nor base64 of a seed nor a PKCS#8 key (PEM or DER); {MAKE_ONE}"),
     };
     let seed: [u8; 32] = seed
         .try_into()
-        .map_err(|s: Vec<u8>| anyhow::anyhow!("`{}` holds {} bytes; an ed25519 private key is 32", path.display(), s.len()))?;
+        .map_err(|s: Vec<u8>| anyhow::anyhow!("`{shown}` holds {} bytes; an ed25519 private key is 32", s.len()))?;
     Ok(SigningKey::from_bytes(&seed))
+}
+
+/// An ed25519 key from PKCS#8 DER; another algorithm's key is named in the error.
+fn pkcs8_key(der: &[u8], path: &Path) -> anyhow::Result<SigningKey> {
+    let shown = path.display();
+    let info = PrivateKeyInfo::try_from(der).map_err(|e| anyhow::anyhow!("`{shown}` is not a PKCS#8 private key ({e}); {MAKE_ONE}"))?;
+    let oid = info.algorithm.oid;
+    if oid != ed25519_dalek::pkcs8::ALGORITHM_OID {
+        bail!("`{shown}` is {}, not ed25519; {MAKE_ONE}", algorithm_name(oid));
+    }
+    SigningKey::from_pkcs8_der(der).map_err(|e| anyhow::anyhow!("`{shown}` is a malformed ed25519 PKCS#8 key ({e}); {MAKE_ONE}"))
+}
+
+/// "an RSA key" and the like, for the error.
+fn algorithm_name(oid: ObjectIdentifier) -> String {
+    let name = match oid.to_string().as_str() {
+        "1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.10" => "an RSA key",
+        "1.2.840.10045.2.1" => "an EC (ECDSA) key",
+        "1.3.101.110" => "an X25519 key",
+        "1.3.101.111" => "an X448 key",
+        "1.3.101.113" => "an ed448 key",
+        "1.2.840.10040.4.1" => "a DSA key",
+        other => return format!("a key of algorithm {other}"),
+    };
+    name.to_owned()
 }
 
 /// The `KBHA_POLICY_PUBLIC_KEY` value of a key (64 hex digits).
@@ -56,11 +89,10 @@ pub fn public_key_hex(key: &SigningKey) -> String {
 /// Runs `kbha policy keygen <prefix>`: `<prefix>.key` (private, mode 0600) and
 /// `<prefix>.pub` (the `KBHA_POLICY_PUBLIC_KEY` value). Refuses to overwrite.
 pub fn keygen(prefix: &Path) -> anyhow::Result<ExitCode> {
+    // The OS generator (getrandom); the key never leaves this machine.
     let mut seed = [0u8; 32];
-    // The OS generator; the key never leaves this machine.
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .context("cannot read random bytes from /dev/urandom")?;
+    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut seed)
+        .map_err(|e| anyhow::anyhow!("the operating system gave no random bytes for the key: {e}"))?;
     let key = SigningKey::from_bytes(&seed);
     let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
     let (private, public) = (with_ext("key"), with_ext("pub"));
@@ -108,8 +140,8 @@ pub struct PublishArgs {
     /// Destination object, `s3://bucket/key`.
     #[arg(long)]
     pub to: String,
-    /// Sign with this ed25519 private key file (from `kbha policy keygen`, or an OpenSSL
-    /// PKCS#8 PEM); uploads `<key>.sig` beside the component.
+    /// Sign with this ed25519 private key file (from `kbha policy keygen`, or a PKCS#8
+    /// PEM or DER key from OpenSSL); uploads `<key>.sig` beside the component.
     #[arg(long)]
     pub sign: Option<PathBuf>,
     /// S3 endpoint (an emulator); default: `AWS_ENDPOINT_URL`, else AWS.
@@ -171,29 +203,61 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+
     use super::*;
+
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> anyhow::Result<PathBuf> {
+        let dir = std::env::temp_dir().join(format!("kbha-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Runs `openssl` in `dir`; its stdout. A missing openssl fails the test (never a skip).
+    fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().map_err(|e| {
+            anyhow::anyhow!("this test needs the `openssl` command (apt-get install openssl): cannot run it: {e}")
+        })?;
+        if !out.status.success() {
+            bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    }
 
     #[test]
     fn private_keys_read_in_every_format_and_match_their_public_half() -> anyhow::Result<()> {
-        let dir = std::env::temp_dir().join(format!("kbha-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = scratch("keys")?;
         let seed = [5u8; 32];
         let expected = SigningKey::from_bytes(&seed);
-        let mut der = PKCS8_ED25519_PREFIX.to_vec();
-        der.extend_from_slice(&seed);
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)
-        );
+        let pem = expected.to_pkcs8_pem(LineEnding::LF)?.to_string();
+        let der = expected.to_pkcs8_der()?.as_bytes().to_vec();
         let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, seed);
-        for (name, text) in [("hex", hex::encode(seed)), ("b64", b64), ("pem", pem)] {
+        let files: [(&str, Vec<u8>); 5] = [
+            ("hex", hex::encode(seed).into_bytes()),
+            ("hex-newline", format!("{}\n", hex::encode(seed)).into_bytes()),
+            ("b64", b64.into_bytes()),
+            ("pem", pem.into_bytes()),
+            ("der", der),
+        ];
+        for (name, bytes) in files {
             let p = dir.join(name);
-            std::fs::write(&p, text)?;
+            std::fs::write(&p, bytes)?;
             assert_eq!(read_signing_key(&p)?.to_bytes(), expected.to_bytes(), "{name}");
         }
         std::fs::write(dir.join("short"), "abcd")?;
         let e = read_signing_key(&dir.join("short")).expect_err("2 bytes is no key");
         assert!(e.to_string().contains("holds 2 bytes"), "{e}");
+        std::fs::write(dir.join("empty"), "\n")?;
+        let e = read_signing_key(&dir.join("empty")).expect_err("an empty file is no key").to_string();
+        assert!(e.contains("is neither hex nor base64 of a seed nor a PKCS#8 key"), "{e}");
+        std::fs::write(dir.join("garbage.pem"), "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n")?;
+        let e = read_signing_key(&dir.join("garbage.pem")).expect_err("no base64").to_string();
+        assert!(e.contains("garbage.pem` is not a readable PEM file"), "{e}");
         // The printed public key is what the hosting verifier parses.
         let parsed = kbha_hosting::verify::parse_public_key(&public_key_hex(&expected)).map_err(anyhow::Error::msg)?;
         assert_eq!(parsed, expected.verifying_key());
@@ -202,16 +266,80 @@ mod tests {
     }
 
     #[test]
+    fn openssl_ed25519_keys_load_and_sign_as_their_seed_and_as_openssl() -> anyhow::Result<()> {
+        let dir = scratch("openssl-ed25519")?;
+        openssl(&dir, &["genpkey", "-algorithm", "ed25519", "-out", "k.pem"])?;
+        openssl(&dir, &["pkey", "-in", "k.pem", "-outform", "DER", "-out", "k.der"])?;
+        let key = read_signing_key(&dir.join("k.pem"))?;
+        assert_eq!(read_signing_key(&dir.join("k.der"))?.to_bytes(), key.to_bytes(), "DER and PEM are one key");
+
+        // The public half is OpenSSL's: the SubjectPublicKeyInfo ends with the 32 key bytes.
+        let spki = openssl(&dir, &["pkey", "-in", "k.pem", "-pubout", "-outform", "DER"])?;
+        let openssl_public = spki.get(spki.len().saturating_sub(32)..).context("short public key")?;
+        assert_eq!(spki.len(), 44, "an ed25519 SubjectPublicKeyInfo");
+        assert_eq!(key.verifying_key().to_bytes(), openssl_public);
+
+        // The same key as a hex seed signs the same (ed25519 is deterministic), and so does OpenSSL.
+        std::fs::write(dir.join("k.hex"), hex::encode(key.to_bytes()))?;
+        let message = b"a policy component";
+        std::fs::write(dir.join("m"), message)?;
+        let ours = key.sign(message).to_bytes();
+        assert_eq!(read_signing_key(&dir.join("k.hex"))?.sign(message).to_bytes(), ours);
+        openssl(&dir, &["pkeyutl", "-sign", "-rawin", "-inkey", "k.pem", "-in", "m", "-out", "m.sig"])?;
+        assert_eq!(std::fs::read(dir.join("m.sig"))?, ours, "openssl's signature");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn other_keys_are_refused_naming_the_file_and_the_fix() -> anyhow::Result<()> {
+        let dir = scratch("openssl-other")?;
+        openssl(&dir, &["genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.pem"])?;
+        // `pkey -outform DER` writes RSA as PKCS#1 (not PKCS#8); `pkcs8 -topk8` writes PKCS#8.
+        openssl(&dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "rsa.pem", "-outform", "DER", "-out", "rsa.der"])?;
+        openssl(&dir, &["pkey", "-in", "rsa.pem", "-outform", "DER", "-out", "rsa-pkcs1.der"])?;
+        openssl(&dir, &["pkey", "-in", "rsa.pem", "-traditional", "-out", "rsa-traditional.pem"])?;
+        openssl(&dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec.pem"])?;
+        openssl(&dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.pem"])?;
+        openssl(&dir, &["pkey", "-in", "ed.pem", "-pubout", "-out", "ed.pub.pem"])?;
+        let fix = "make an ed25519 key with `kbha policy keygen <prefix>` or `openssl genpkey -algorithm ed25519 -out <file>`";
+        for (file, says) in [
+            ("rsa.pem", "is an RSA key, not ed25519"),
+            ("rsa.der", "is an RSA key, not ed25519"),
+            ("rsa-pkcs1.der", "is neither hex nor base64 of a seed nor a PKCS#8 key (PEM or DER)"),
+            ("rsa-traditional.pem", "is a PEM `RSA PRIVATE KEY`, not an ed25519 PKCS#8 private key"),
+            ("ec.pem", "is an EC (ECDSA) key, not ed25519"),
+            ("ed.pub.pem", "is a PEM `PUBLIC KEY`, not an ed25519 PKCS#8 private key"),
+        ] {
+            let path = dir.join(file);
+            let e = read_signing_key(&path).expect_err(file).to_string();
+            assert!(e.starts_with(&format!("`{}` {says}; ", path.display())), "{file}: {e}");
+            assert!(e.ends_with(fix), "{file}: {e}");
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
     fn keygen_writes_a_usable_pair_and_never_overwrites() -> anyhow::Result<()> {
-        let dir = std::env::temp_dir().join(format!("kbha-keygen-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = scratch("keygen")?;
         let prefix = dir.join("signing");
         keygen(&prefix)?;
+        let text = std::fs::read_to_string(dir.join("signing.key"))?;
+        assert!(text.len() == 65 && text.ends_with('\n') && hex::decode(text.trim()).is_ok(), "64 hex digits of the seed: {text:?}");
         let key = read_signing_key(&dir.join("signing.key"))?;
         let public = std::fs::read_to_string(dir.join("signing.pub"))?;
         assert_eq!(public.trim(), public_key_hex(&key));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(dir.join("signing.key"))?.permissions().mode() & 0o777, 0o600);
+        }
         assert!(keygen(&prefix).is_err(), "an existing key must not be overwritten");
         assert_eq!(read_signing_key(&dir.join("signing.key"))?.to_bytes(), key.to_bytes());
+        // Two keys differ (the generator is random).
+        keygen(&dir.join("other"))?;
+        assert_ne!(read_signing_key(&dir.join("other.key"))?.to_bytes(), key.to_bytes());
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
