@@ -10,8 +10,9 @@
 #     (infra/check_template.py), and the SLO alerting rendered from the sample spec
 #     (scripts/slo-check.sh),
 # (5) `sam build` of the template: cargo lambda build --release --arm64 --bin <function>
-#     in each function's directory, as SAM runs it, checked to give arm64 binaries; then
-#     the sandbox tests on that same release profile (panic strategy and optimisations of
+#     in each function's directory, as SAM runs it, checked to give arm64 binaries (after
+#     checking that the functions share one dependency feature set, so the three builds
+#     share their dependencies); then the sandbox tests on that same release profile (panic strategy and optimisations of
 #     what ships: the workspace's [profile.release]),
 # (6) smoke: each function's debug binary behind `cargo lambda watch --only-lambda-apis`,
 #     invoked with `cargo lambda invoke` on a sample event against the local AWS emulator, results read
@@ -92,9 +93,16 @@ sam_build() {
         [[ -f "target/lambda/$p/bootstrap" ]] || { echo "sam build did not build $p (target/lambda/$p/bootstrap)"; return 1; }
     done
 }
+# SAM builds one function at a time; a dependency with different features per function
+# would compile the AWS SDK and wasmtime once per function (functions/workspace-hack).
+timed "one dependency feature set across the functions (scripts/check-function-features.py)" \
+    python3 scripts/check-function-features.py "${packages[@]}"
 timed "sam build (cargo lambda build --release --arm64 per function, as SAM runs it)" sam_build
-# The sandbox's containment (fuel, memory, traps, oversized output) on the release profile.
+# The sandbox's containment (fuel, memory, traps, oversized output) on the release profile:
+# its panic strategy, opt-level, overflow checks and debug assertions. LTO and codegen units
+# change how long the build takes, not what a panic does, so this x86_64 build skips them.
 timed "sandbox tests on the release profile (kbha-policy-host components::hostile)" \
+    env CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
     cargo test --profile release -p kbha-policy-host --test components -- hostile
 
 # ---------------------------------------------------------------- emulator for (6) and (7)
