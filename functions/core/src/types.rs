@@ -428,10 +428,10 @@ pub struct BackupFacts {
 pub struct SourceStatus {
     /// Source name.
     pub source: String,
-    /// Newest key, if any.
+    /// Key of the newest verified backup, if any.
     #[serde(default)]
     pub newest_key: Option<String>,
-    /// Newest creation time, if any.
+    /// Creation time of the newest verified backup, if any.
     #[serde(default)]
     pub newest_at_ms: Option<TimestampMs>,
 }
@@ -488,11 +488,17 @@ pub struct ReplicationDecision {
 
 /// Per-region replication status, written by the replication verifier
 /// (`<status prefix><region>.json`) and read by the failover function's RPO gate.
+///
+/// Freshness is kept per source (`sources`): a fresh Redis backup must not hide a stale
+/// ChromaDB one. The top-level fields are the *oldest* source's, what a reader that
+/// needs every source in the region sees; a reader that needs only some sources asks
+/// [`ReplicationStatus::oldest_of`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicationStatus {
     /// Region.
     pub region: String,
-    /// Creation time of the newest backup verified (not corrupt) that can be restored there.
+    /// Creation time of the oldest source's newest verified (not corrupt) backup that can
+    /// be restored there; the newest backup's, when `sources` is empty (an older writer).
     pub newest_verified_backup_at_ms: TimestampMs,
     /// Its key.
     #[serde(default)]
@@ -500,6 +506,87 @@ pub struct ReplicationStatus {
     /// Its source name.
     #[serde(default)]
     pub source: Option<String>,
+    /// Each source's newest verified backup restorable in the region, by source name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, SourceFreshness>,
+}
+
+/// One source's newest verified backup in one region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFreshness {
+    /// Its creation time.
+    pub newest_verified_backup_at_ms: TimestampMs,
+    /// Its key.
+    pub key: String,
+}
+
+/// How fresh a region is for the sources a reader needs ([`ReplicationStatus::oldest_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    /// The oldest needed source's newest verified backup.
+    Oldest {
+        /// Its creation time.
+        at_ms: TimestampMs,
+        /// The source that sets it (the one that would hold the RPO gate); `None` for a
+        /// status object without per-source entries.
+        source: Option<String>,
+    },
+    /// A needed source has no verified backup restorable in the region.
+    Missing(String),
+}
+
+impl ReplicationStatus {
+    /// A status with one source's backup.
+    pub fn new(region: &str, source: &str, at_ms: TimestampMs, key: &str) -> Self {
+        let mut s = ReplicationStatus {
+            region: region.to_owned(),
+            newest_verified_backup_at_ms: at_ms,
+            key: None,
+            source: None,
+            sources: BTreeMap::new(),
+        };
+        s.raise(source, at_ms, key);
+        s
+    }
+
+    /// Moves `source` forward to `at_ms` (never back) and the top level to the oldest
+    /// source. Returns whether anything changed. A status from an older writer (no
+    /// `sources`) keeps what it knew: its top level becomes its source's entry.
+    pub fn raise(&mut self, source: &str, at_ms: TimestampMs, key: &str) -> bool {
+        if self.sources.is_empty()
+            && let (Some(old_source), Some(old_key)) = (&self.source, &self.key)
+        {
+            let old = SourceFreshness { newest_verified_backup_at_ms: self.newest_verified_backup_at_ms, key: old_key.clone() };
+            self.sources.insert(old_source.clone(), old);
+        }
+        if self.sources.get(source).is_some_and(|f| f.newest_verified_backup_at_ms >= at_ms) {
+            return false;
+        }
+        self.sources.insert(source.to_owned(), SourceFreshness { newest_verified_backup_at_ms: at_ms, key: key.to_owned() });
+        if let Some((name, oldest)) = self.sources.iter().min_by_key(|(name, f)| (f.newest_verified_backup_at_ms, *name)) {
+            self.newest_verified_backup_at_ms = oldest.newest_verified_backup_at_ms;
+            self.key = Some(oldest.key.clone());
+            self.source = Some(name.clone());
+        }
+        true
+    }
+
+    /// The oldest of the `needed` sources (every source in the object when `needed` is
+    /// empty). A status without per-source entries answers with its top level.
+    pub fn oldest_of(&self, needed: &[String]) -> Freshness {
+        if self.sources.is_empty() {
+            return Freshness::Oldest { at_ms: self.newest_verified_backup_at_ms, source: self.source.clone() };
+        }
+        if let Some(missing) = needed.iter().find(|n| !self.sources.contains_key(*n)) {
+            return Freshness::Missing(missing.clone());
+        }
+        self.sources
+            .iter()
+            .filter(|(name, _)| needed.is_empty() || needed.contains(name))
+            .min_by_key(|(name, f)| (f.newest_verified_backup_at_ms, *name))
+            .map(|(name, f)| Freshness::Oldest { at_ms: f.newest_verified_backup_at_ms, source: Some(name.clone()) })
+            .unwrap_or(Freshness::Oldest { at_ms: self.newest_verified_backup_at_ms, source: self.source.clone() })
+    }
 }
 
 // --------------------------------------------------------------------- alerts
@@ -632,6 +719,33 @@ pub struct AlertDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_source_does_not_hide_a_stale_one() {
+        let mut s = ReplicationStatus::new("us-west-2", "chromadb", 1_000, "chromadb/a.tar.gz");
+        assert!(s.raise("redis", 9_000, "redis/b.rdb.gz"));
+        // The top level is the oldest source, what a reader needing both must go by.
+        assert_eq!((s.newest_verified_backup_at_ms, s.source.as_deref()), (1_000, Some("chromadb")));
+        assert_eq!(s.oldest_of(&[]), Freshness::Oldest { at_ms: 1_000, source: Some("chromadb".into()) });
+        assert_eq!(s.oldest_of(&["redis".into()]), Freshness::Oldest { at_ms: 9_000, source: Some("redis".into()) });
+        assert_eq!(s.oldest_of(&["redis".into(), "kafka".into()]), Freshness::Missing("kafka".into()));
+        // Never back; forward moves the top level to the next oldest.
+        assert!(!s.raise("chromadb", 500, "chromadb/old.tar.gz"));
+        assert!(s.raise("chromadb", 12_000, "chromadb/c.tar.gz"));
+        assert_eq!((s.newest_verified_backup_at_ms, s.key.as_deref()), (9_000, Some("redis/b.rdb.gz")));
+    }
+
+    #[test]
+    fn a_status_from_an_older_writer_reads_as_before_and_keeps_its_source_on_the_next_raise() {
+        let mut s: ReplicationStatus =
+            serde_json::from_str(r#"{"region":"us-west-2","newest_verified_backup_at_ms":5000,"key":"k","source":"redis"}"#).expect("parse");
+        assert_eq!(s.oldest_of(&["chromadb".into()]), Freshness::Oldest { at_ms: 5_000, source: Some("redis".into()) });
+        assert!(s.raise("chromadb", 4_000, "c"));
+        assert_eq!(s.oldest_of(&[]), Freshness::Oldest { at_ms: 4_000, source: Some("chromadb".into()) });
+        assert_eq!(s.oldest_of(&["redis".into()]), Freshness::Oldest { at_ms: 5_000, source: Some("redis".into()) });
+        let v = serde_json::to_value(&s).expect("serialise");
+        assert_eq!(v["sources"]["chromadb"]["newest_verified_backup_at_ms"], 4_000);
+    }
 
     #[test]
     fn failover_decision_json_shape_is_tagged_by_kind() {

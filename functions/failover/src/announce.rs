@@ -583,6 +583,7 @@ mod tests {
             }),
             guardrail: Some(verdict),
             plan: None,
+            replication: vec![],
             action,
             old_weights: vec![],
             new_weights: vec![Weight { set_identifier: "primary".into(), weight: 0 }, Weight { set_identifier: "secondary".into(), weight: 100 }],

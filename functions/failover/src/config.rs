@@ -105,6 +105,10 @@ pub struct FailoverConfig {
     /// `KBHA_REPLICATION_STATUS`: `s3://bucket/prefix` of the replication verifier's
     /// per-region status objects (`<prefix><region>.json`); unset: ages unknown.
     pub replication_status: Option<S3Location>,
+    /// `KBHA_RPO_SOURCES`: the backup sources a region needs to take traffic, by the
+    /// verifier's source names (comma-separated); a region is as fresh as the oldest of
+    /// them. Empty (the default): every source in the region's status object.
+    pub rpo_sources: Vec<String>,
     /// `KBHA_MAX_ATTEMPTS`: decide-and-swap attempts when Route 53 reports a conflict (default 4).
     pub max_attempts: u32,
     /// `KBHA_INSYNC_ALERT_MINUTES`: a change Route 53 has not reported INSYNC this long
@@ -167,6 +171,24 @@ impl FailoverConfig {
                 raw.parse::<S3Location>().map_err(|e| ConfigError { variable: "KBHA_REPLICATION_STATUS", problem: e.to_string() })
             })
             .transpose()?;
+        let rpo_sources = match get("KBHA_RPO_SOURCES") {
+            None => Vec::new(),
+            Some(raw) if raw.trim().is_empty() => Vec::new(),
+            Some(raw) => raw
+                .split(',')
+                .map(|n| {
+                    let n = n.trim();
+                    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                        Err(ConfigError {
+                            variable: "KBHA_RPO_SOURCES",
+                            problem: format!("has `{n}`; expected comma-separated source names (letters, digits, `-`, `_`, `.`)"),
+                        })
+                    } else {
+                        Ok(n.to_owned())
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        };
         let max_attempts = number("KBHA_MAX_ATTEMPTS", 4, &get)?;
         if !(1..=20).contains(&max_attempts) {
             return Err(ConfigError { variable: "KBHA_MAX_ATTEMPTS", problem: format!("is {max_attempts}; expected 1..=20") });
@@ -192,6 +214,7 @@ impl FailoverConfig {
                 prefix: required_or("KBHA_STATE_PREFIX", "kbha/failover/", &get),
             },
             replication_status,
+            rpo_sources,
             max_attempts: max_attempts as u32,
             insync_alert_minutes: match number("KBHA_INSYNC_ALERT_MINUTES", 5, &get)? {
                 0 => return Err(ConfigError { variable: "KBHA_INSYNC_ALERT_MINUTES", problem: "is 0; expected at least 1".into() }),
@@ -382,6 +405,8 @@ mod tests {
             ("KBHA_MAX_ATTEMPTS", "0", "1..=20"),
             ("KBHA_RETURN_STEPS", "10,50", "must be 100 %"),
             ("KBHA_RETURN_BAKE_SECONDS", "5m", "whole number"),
+            ("KBHA_RPO_SOURCES", "chromadb,,redis", "comma-separated source names"),
+            ("KBHA_RPO_SOURCES", "chroma db", "has `chroma db`"),
         ];
         for (var, value, expect) in cases {
             let mut e = base();
@@ -391,6 +416,9 @@ mod tests {
             assert_eq!(err.variable, *var);
             assert!(err.to_string().contains(expect), "{err}");
         }
+        let mut e = base();
+        e.push(("KBHA_RPO_SOURCES", " chromadb , redis "));
+        assert_eq!(FailoverConfig::from_lookup(env(&e)).expect("valid").rpo_sources, ["chromadb", "redis"]);
         let mut e = base();
         e.retain(|(k, _)| *k != "KBHA_NOTIFY_TOPIC_ARN");
         assert_eq!(FailoverConfig::from_lookup(env(&e)).expect_err("missing").variable, "KBHA_NOTIFY_TOPIC_ARN");

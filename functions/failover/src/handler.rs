@@ -141,6 +141,11 @@ pub struct DecisionRecord {
     /// The stepped shift under way, started or ended by this decision ([`crate::plan`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanNote>,
+    /// Each target's replication freshness and the source it is of (the oldest of
+    /// `KBHA_RPO_SOURCES`): which source held the RPO gate. Empty without
+    /// `KBHA_REPLICATION_STATUS`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replication: Vec<crate::observe::ReplicationRead>,
     /// What was done.
     pub action: ActionTaken,
     /// Weights before.
@@ -279,6 +284,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             observed.note_conditions(&mut seen, &conditions);
             let targets = observe::targets(&self.cfg, &observed, &seen);
             rec.durations.gather_ms = ms(t_gather);
+            if self.cfg.replication_status.is_some() {
+                rec.replication = observed.replication();
+            }
             if !observed.unknown_alarms.is_empty() {
                 tracing::warn!(alarms = ?observed.unknown_alarms, "CloudWatch does not know these mapped alarms; using their last delivered transition");
             }
@@ -326,6 +334,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             policy: None,
             guardrail: None,
             plan: None,
+            replication: vec![],
             action: ActionTaken::NoChange,
             old_weights: vec![],
             new_weights: vec![],

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use kbha_aws::{AlarmStatus, Alarms, Dns, Notifier, ObjectStore, WeightedRecord};
 use kbha_core::state::FailoverState;
-use kbha_core::{Alarm, AlarmState, Health, Target, TimestampMs};
+use kbha_core::{Alarm, AlarmState, Freshness, Health, Target, TimestampMs};
 use serde::Serialize;
 
 use crate::handler::{FailoverError, FailoverFunction, ReplicationStatus};
@@ -39,9 +39,36 @@ pub struct TargetRead {
     pub health: Health,
     /// Replication age at decision time.
     pub replication_age_ms: Option<u64>,
+    /// The source that age is of (the oldest needed), or the needed source with no
+    /// verified backup in the region (then the age is unknown).
+    pub replication_source: Option<String>,
+}
+
+/// One target's replication freshness as read, in the decision record: which source the
+/// RPO gate went by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicationRead {
+    /// SetIdentifier.
+    pub set_identifier: String,
+    /// Age of the oldest needed source's newest verified backup; `None`: unknown.
+    pub age_ms: Option<u64>,
+    /// That source, or the needed source with no verified backup there.
+    pub source: Option<String>,
 }
 
 impl Observed {
+    /// What the RPO gate read for each target.
+    pub fn replication(&self) -> Vec<ReplicationRead> {
+        self.reads
+            .iter()
+            .map(|r| ReplicationRead {
+                set_identifier: r.set_identifier.clone(),
+                age_ms: r.replication_age_ms,
+                source: r.replication_source.clone(),
+            })
+            .collect()
+    }
+
     /// Notes the alarm transition that triggered this invocation and the alarm states
     /// CloudWatch reported in `state`. Idempotent, like [`Observed::note_conditions`], so
     /// the state write re-applies both to whatever state it finds.
@@ -85,12 +112,14 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                     None => Ok::<_, FailoverError>(Health::Unknown),
                 }
             };
-            let (health, replication_age_ms) = futures::future::try_join(health, self.replication_age(&tc.region, now_ms)).await?;
+            let (health, (replication_age_ms, replication_source)) =
+                futures::future::try_join(health, self.replication_age(&tc.region, now_ms)).await?;
             Ok::<_, FailoverError>(TargetRead {
                 set_identifier: tc.set_identifier.clone(),
                 weight: rec.weight,
                 health,
                 replication_age_ms,
+                replication_source,
             })
         }));
         let (reads, alarms) = futures::future::try_join(reads, self.read_alarms()).await?;
@@ -125,18 +154,27 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             .collect())
     }
 
-    /// Replication age of `region` at `now_ms`, from the verifier's status object.
-    async fn replication_age(&self, region: &str, now_ms: TimestampMs) -> Result<Option<u64>, FailoverError> {
-        let Some(loc) = &self.cfg.replication_status else { return Ok(None) };
+    /// Replication age of `region` at `now_ms`, from the verifier's status object: the age
+    /// of the oldest source the region needs (`KBHA_RPO_SOURCES`), with that source's name.
+    async fn replication_age(&self, region: &str, now_ms: TimestampMs) -> Result<(Option<u64>, Option<String>), FailoverError> {
+        let Some(loc) = &self.cfg.replication_status else { return Ok((None, None)) };
         let key = format!("{}{region}.json", loc.prefix);
-        let Some(obj) = self.store.get(&loc.bucket, &key).await? else { return Ok(None) };
+        let Some(obj) = self.store.get(&loc.bucket, &key).await? else { return Ok((None, None)) };
         match serde_json::from_slice::<ReplicationStatus>(&obj.bytes) {
-            Ok(s) => Ok(Some(now_ms.saturating_sub(s.newest_verified_backup_at_ms).max(0) as u64)),
+            Ok(s) => Ok(match s.oldest_of(&self.cfg.rpo_sources) {
+                Freshness::Oldest { at_ms, source } => (Some(now_ms.saturating_sub(at_ms).max(0) as u64), source),
+                Freshness::Missing(source) => {
+                    // Never verified there (or a name the verifier does not use): unknown,
+                    // like a missing status object; the policy decides what that means.
+                    tracing::warn!(region, source = %source, "no verified backup of a needed source in the region; replication age unknown");
+                    (None, Some(source))
+                }
+            }),
             Err(e) => {
                 // A broken status object must not block a failover; the age is reported
                 // unknown and the policy decides what unknown means.
                 tracing::error!(bucket = %loc.bucket, key = %key, "replication status unreadable, age unknown: {e}");
-                Ok(None)
+                Ok((None, None))
             }
         }
     }

@@ -90,6 +90,9 @@ pub struct VerifierConfig {
     pub fallback: Fallback,
     /// Policy parameters: `KBHA_RPO_SECONDS` as `rpo_s`, then `KBHA_POLICY_CONFIG` on top.
     pub policy_config: PolicyConfig,
+    /// `KBHA_COPY_DEADLINE_SECONDS`: how long a cross-region copy that was missing when its
+    /// backup was verified is looked for again on each scheduled check (default 3600).
+    pub copy_deadline_s: u64,
 }
 
 impl VerifierConfig {
@@ -124,6 +127,7 @@ impl VerifierConfig {
             policy: env.policy_source()?,
             fallback: env.policy_fallback()?,
             policy_config,
+            copy_deadline_s: env.number("KBHA_COPY_DEADLINE_SECONDS", 3600)?,
         })
     }
 
@@ -182,6 +186,7 @@ mod tests {
         assert_eq!(c.policy, PolicySource::Builtin);
         assert_eq!(c.policy_config.get("rpo_s").map(String::as_str), Some("3600"));
         assert_eq!(c.sources[0].manifest, ManifestMode::Optional);
+        assert_eq!(c.copy_deadline_s, 3600);
     }
 
     #[test]
@@ -212,6 +217,7 @@ mod tests {
             ("KBHA_BACKUP_SOURCES", r#"[{"name":"a","bucket":"b","region":"r"},{"name":"a","bucket":"c","region":"r"}]"#, "twice"),
             ("KBHA_RPO_SECONDS", "0", "at least 1"),
             ("KBHA_POLICY", "ftp://x", "s3://bucket/key"),
+            ("KBHA_COPY_DEADLINE_SECONDS", "1h", "whole number"),
         ] {
             let mut v = base();
             v.retain(|(k, _)| *k != var);

@@ -17,7 +17,7 @@ use kbha_core::backup_events::{BackupEvent, ObjectCreated, normalise_backup_even
 use kbha_core::events::EventError;
 use kbha_core::time::format_timestamp;
 use kbha_core::{
-    Alert, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, ReplicationDecision, ReplicationInput, ReplicationStatus,
+    Alert, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, ReplicationDecision, ReplicationInput, ReplicationStatus, SourceFreshness,
     ReplicationSubject, Severity, SourceStatus, TimestampMs, Verdict,
 };
 use kbha_hosting::claim::{self, Claim, Holder};
@@ -160,10 +160,59 @@ pub struct DecisionRecord {
     pub record_key: Option<String>,
     /// Regions whose status object moved forward.
     pub status_updated: Vec<String>,
+    /// Scheduled check: backups whose missing cross-region copy has now arrived.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copies_arrived: Vec<String>,
+    /// Scheduled check: backups whose copy is still missing past the deadline.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copies_given_up: Vec<String>,
     /// SNS message id of the notice, when one was sent.
     pub notice_id: Option<String>,
     /// Step durations.
     pub durations: Durations,
+}
+
+/// The backups of one source whose cross-region copy was missing when they were verified,
+/// looked for again on each scheduled check (`<status prefix>pending-copies/<source>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCopies {
+    /// Source name.
+    pub source: String,
+    /// Oldest first.
+    pub copies: Vec<PendingCopy>,
+}
+
+/// A backup whose copy is looked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCopy {
+    /// Key of the backup (its copy's key follows from the source's `copy`).
+    pub key: String,
+    /// The backup's creation time: what the copy region's status moves to.
+    pub created_at_ms: TimestampMs,
+    /// Its size, which the copy must have.
+    pub size: u64,
+    /// Its S3 SHA-256 checksum, when S3 holds one.
+    pub sha256: Option<String>,
+    /// When the copy was first found missing; the deadline counts from here.
+    pub since_ms: TimestampMs,
+}
+
+/// A source keeps at most this many copies pending: a copy job that stopped altogether
+/// would otherwise grow the list by one per backup until the deadline.
+const MAX_PENDING_COPIES: usize = 200;
+
+/// Adds `c` unless it is there; drops the oldest beyond [`MAX_PENDING_COPIES`].
+fn add_pending(copies: &mut Vec<PendingCopy>, c: PendingCopy) -> bool {
+    if copies.iter().any(|p| p.key == c.key) {
+        return false;
+    }
+    copies.push(c);
+    if copies.len() > MAX_PENDING_COPIES {
+        let dropped = copies.len() - MAX_PENDING_COPIES;
+        tracing::warn!(dropped, "too many cross-region copies pending; the oldest are no longer looked for");
+        copies.drain(..dropped);
+    }
+    true
 }
 
 /// The verification record kept in S3, one per backup object.
@@ -294,6 +343,8 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             skipped: None,
             record_key: None,
             status_updated: Vec::new(),
+            copies_arrived: Vec::new(),
+            copies_given_up: Vec::new(),
             notice_id: None,
             durations: Durations::default(),
         }
@@ -407,6 +458,17 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
                     rec.status_updated.push(region);
                 }
             }
+            if facts.cross_region_copy == CopyCheck::Missing {
+                // S3 replication lags: the scheduled check looks for the copy again.
+                let pending = PendingCopy {
+                    key: o.key.clone(),
+                    created_at_ms: facts.created_at_ms,
+                    size: head.size,
+                    sha256: head.sha256_checksum.clone(),
+                    since_ms: now_ms,
+                };
+                self.update_pending(&source.name, |copies| add_pending(copies, pending.clone())).await?;
+            }
         }
         if vrec.notifying.is_some() {
             rec.notice_id = self.deliver(&record_key, vrec, record_etag, &me, &decided.faults).await?;
@@ -435,6 +497,17 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
                 if self.raise_status(&region, previous.facts.created_at_ms, &previous.key, &previous.source).await? {
                     rec.status_updated.push(region);
                 }
+            }
+            if previous.facts.cross_region_copy == CopyCheck::Missing && source.is_some_and(|s| s.copy.is_some()) {
+                // As the first run would have; the size alone identifies the copy here.
+                let pending = PendingCopy {
+                    key: previous.key.clone(),
+                    created_at_ms: previous.facts.created_at_ms,
+                    size: previous.facts.size_bytes,
+                    sha256: None,
+                    since_ms: previous.verified_at_ms,
+                };
+                self.update_pending(&previous.source, |copies| add_pending(copies, pending.clone())).await?;
             }
         }
         // Due: a non-ok verdict (records written before claims existed say no more), or
@@ -650,6 +723,12 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     }
 
     async fn copy_check(&self, source: &SourceConfig, key: &str, head: &ObjectHead) -> Result<CopyCheck, VerifierError> {
+        self.copy_present(source, key, head.size, head.sha256_checksum.as_deref()).await
+    }
+
+    /// Whether the copy of `key` is in the copy bucket with the same size (and SHA-256,
+    /// when S3 holds one for both).
+    async fn copy_present(&self, source: &SourceConfig, key: &str, size: u64, sha256: Option<&str>) -> Result<CopyCheck, VerifierError> {
         let (Some((bucket, copy_key)), Some(copy)) = (source.copy_key(key), source.copy.as_ref()) else {
             return Ok(CopyCheck::NotConfigured);
         };
@@ -657,37 +736,99 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         Ok(match store.head(&bucket, &copy_key).await? {
             None => CopyCheck::Missing,
             Some(copy) => {
-                let same_hash = match (&copy.sha256_checksum, &head.sha256_checksum) {
+                let same_hash = match (copy.sha256_checksum.as_deref(), sha256) {
                     (Some(a), Some(b)) => a == b,
                     _ => true,
                 };
-                if copy.size == head.size && same_hash { CopyCheck::Present } else { CopyCheck::Missing }
+                if copy.size == size && same_hash { CopyCheck::Present } else { CopyCheck::Missing }
             }
         })
     }
 
-    /// Moves a region's status forward to `at_ms` (never back), as a compare-and-swap.
+    /// Changes a source's list of copies still looked for, as a compare-and-swap; `change`
+    /// answers whether it changed anything.
+    async fn update_pending(&self, source: &str, change: impl Fn(&mut Vec<PendingCopy>) -> bool) -> Result<(), VerifierError> {
+        let key = format!("{}pending-copies/{source}.json", self.cfg.status_prefix);
+        for _ in 0..STATUS_ATTEMPTS {
+            let current = self.store.get(&self.cfg.state_bucket, &key).await?;
+            let (mut copies, cond) = match &current {
+                None => (Vec::new(), PutCondition::IfNoneMatch),
+                // Derived data like the status: an unreadable list starts over.
+                Some(obj) => (
+                    serde_json::from_slice::<PendingCopies>(&obj.bytes).map(|p| p.copies).unwrap_or_default(),
+                    PutCondition::IfMatch(obj.etag.clone()),
+                ),
+            };
+            if !change(&mut copies) {
+                return Ok(());
+            }
+            let body = to_json(&PendingCopies { source: source.to_owned(), copies });
+            match self.store.put(&self.cfg.state_bucket, &key, body, cond).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VerifierError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key, attempts: STATUS_ATTEMPTS })
+    }
+
+    /// The scheduled re-check of a source's missing copies: one that arrived raises the
+    /// copy region's status; one past `KBHA_COPY_DEADLINE_SECONDS` is given up (its
+    /// backup's verification already sent the notice that the copy was missing).
+    async fn recheck_copies(&self, source: &SourceConfig, now_ms: TimestampMs, rec: &mut DecisionRecord) -> Result<(), VerifierError> {
+        let Some(copy) = &source.copy else { return Ok(()) };
+        let key = format!("{}pending-copies/{}.json", self.cfg.status_prefix, source.name);
+        let Some(obj) = self.store.get(&self.cfg.state_bucket, &key).await? else { return Ok(()) };
+        let copies = serde_json::from_slice::<PendingCopies>(&obj.bytes).map(|p| p.copies).unwrap_or_default();
+        let deadline_ms = i64::try_from(self.cfg.copy_deadline_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let mut done = Vec::new();
+        for c in copies {
+            if self.copy_present(source, &c.key, c.size, c.sha256.as_deref()).await? == CopyCheck::Present {
+                if self.raise_status(&copy.region, c.created_at_ms, &c.key, &source.name).await?
+                    && !rec.status_updated.contains(&copy.region)
+                {
+                    rec.status_updated.push(copy.region.clone());
+                }
+                rec.copies_arrived.push(c.key.clone());
+                done.push(c.key);
+            } else if now_ms.saturating_sub(c.since_ms) > deadline_ms {
+                tracing::warn!(source = %source.name, key = %c.key, region = %copy.region, "cross-region copy still missing past KBHA_COPY_DEADLINE_SECONDS; no longer looked for");
+                rec.copies_given_up.push(c.key.clone());
+                done.push(c.key);
+            }
+        }
+        if !done.is_empty() {
+            self.update_pending(&source.name, |copies| {
+                let before = copies.len();
+                copies.retain(|c| !done.contains(&c.key));
+                copies.len() != before
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves `source`'s entry in a region's status forward to `at_ms` (never back), as a
+    /// compare-and-swap.
     async fn raise_status(&self, region: &str, at_ms: TimestampMs, key: &str, source: &str) -> Result<bool, VerifierError> {
         let status_key = format!("{}{region}.json", self.cfg.status_prefix);
         for _ in 0..STATUS_ATTEMPTS {
             let current = self.store.get(&self.cfg.state_bucket, &status_key).await?;
-            let cond = match &current {
-                None => PutCondition::IfNoneMatch,
+            let (status, cond) = match &current {
+                None => (ReplicationStatus::new(region, source, at_ms, key), PutCondition::IfNoneMatch),
                 Some(obj) => {
-                    // An unreadable status is derived data: it is replaced.
-                    if let Ok(status) = serde_json::from_slice::<ReplicationStatus>(&obj.bytes)
-                        && status.newest_verified_backup_at_ms >= at_ms
-                    {
-                        return Ok(false);
-                    }
-                    PutCondition::IfMatch(obj.etag.clone())
+                    let status = match serde_json::from_slice::<ReplicationStatus>(&obj.bytes) {
+                        Ok(mut status) => {
+                            if !status.raise(source, at_ms, key) {
+                                return Ok(false);
+                            }
+                            status
+                        }
+                        // An unreadable status is derived data: it is replaced.
+                        Err(_) => ReplicationStatus::new(region, source, at_ms, key),
+                    };
+                    (status, PutCondition::IfMatch(obj.etag.clone()))
                 }
-            };
-            let status = ReplicationStatus {
-                region: region.to_owned(),
-                newest_verified_backup_at_ms: at_ms,
-                key: Some(key.to_owned()),
-                source: Some(source.to_owned()),
             };
             match self.store.put(&self.cfg.state_bucket, &status_key, to_json(&status), cond).await {
                 Ok(_) => return Ok(true),
@@ -698,22 +839,42 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         Err(VerifierError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key: status_key, attempts: STATUS_ATTEMPTS })
     }
 
-    /// The dead-man check of one source: its newest backup against the RPO.
+    /// A source's newest verified backup in its own region, from the status object: what
+    /// the dead-man check goes by (an object that arrived but was found corrupt, or was
+    /// never verified, does not count).
+    async fn verified_newest(&self, source: &SourceConfig) -> Result<Option<SourceFreshness>, VerifierError> {
+        let status_key = format!("{}{}.json", self.cfg.status_prefix, source.region);
+        let Some(obj) = self.store.get(&self.cfg.state_bucket, &status_key).await? else { return Ok(None) };
+        match serde_json::from_slice::<ReplicationStatus>(&obj.bytes) {
+            Ok(status) => Ok(match status.sources.get(&source.name) {
+                Some(f) => Some(f.clone()),
+                // A status from an older writer knows only the newest backup of the region.
+                None if status.sources.is_empty() && status.source.as_deref() == Some(source.name.as_str()) => {
+                    status.key.map(|key| SourceFreshness { newest_verified_backup_at_ms: status.newest_verified_backup_at_ms, key })
+                }
+                None => None,
+            }),
+            Err(e) => {
+                // Derived data, rewritten by the next verification; until then the source
+                // reads as having no verified backup, which the policy judges.
+                tracing::error!(bucket = %self.cfg.state_bucket, key = %status_key, "replication status unreadable: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The dead-man check of one source: its newest verified backup against the RPO.
     async fn dead_man(&self, source: &SourceConfig, event_id: &str, inv: &Invocation) -> Result<DecisionRecord, VerifierError> {
         let now_ms = inv.now_ms;
         let started = Instant::now();
         let mut rec = self.record(event_id, inv, format!("source:{}", source.name), ActionTaken::Checked);
-        let listing = self.store.list(&source.bucket, &source.prefix).await?;
-        let newest = listing
-            .into_iter()
-            .filter(|s| !is_companion(&s.key) && !self.is_own(&source.bucket, &s.key))
-            .filter(|s| self.cfg.source_of(&source.bucket, &s.key).is_some_and(|owner| owner.name == source.name))
-            .max_by(|a, b| (a.last_modified_ms, &a.key).cmp(&(b.last_modified_ms, &b.key)));
+        self.recheck_copies(source, now_ms, &mut rec).await?;
+        let newest = self.verified_newest(source).await?;
         rec.durations.gather_ms = ms(started);
         let status = SourceStatus {
             source: source.name.clone(),
             newest_key: newest.as_ref().map(|n| n.key.clone()),
-            newest_at_ms: newest.map(|n| n.last_modified_ms),
+            newest_at_ms: newest.map(|n| n.newest_verified_backup_at_ms),
         };
         let decided_at = Instant::now();
         let input = ReplicationInput {

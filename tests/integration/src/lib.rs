@@ -171,6 +171,24 @@ impl World {
         )))
     }
 
+    /// Writes the replication status the verifier would write for `region` after verifying
+    /// each `(source, created at)` backup: per-source entries, the top level the oldest.
+    pub async fn set_replication_sources(&self, region: &str, sources: &[(&str, i64)]) -> Result<()> {
+        let mut status: Option<kbha_core::ReplicationStatus> = None;
+        for (source, at) in sources {
+            let key = format!("{source}/backup-{at}.tar.gz");
+            match status.as_mut() {
+                None => status = Some(kbha_core::ReplicationStatus::new(region, source, *at, &key)),
+                Some(s) => {
+                    s.raise(source, *at, &key);
+                }
+            }
+        }
+        let body = serde_json::to_vec(&status.context("at least one source")?)?;
+        self.emu.put_bytes(STATE_BUCKET, &format!("replication/{region}.json"), body).await?;
+        Ok(())
+    }
+
     /// Writes the replication status the verifier would write for `region`.
     pub async fn set_replication(&self, region: &str, newest_verified_backup_at_ms: i64) -> Result<()> {
         let body = json!({"region": region, "newest_verified_backup_at_ms": newest_verified_backup_at_ms}).to_string();

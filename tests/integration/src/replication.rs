@@ -138,6 +138,11 @@ impl ReplicationWorld {
         Ok(self.get_json(&format!("kbha/replication/status/{region}.json")).await?.map(serde_json::from_value).transpose()?)
     }
 
+    /// The list of copies the scheduled check still looks for, read back through S3.
+    pub async fn pending_copies(&self, source: &str) -> Result<Option<Value>> {
+        self.get_json(&format!("kbha/replication/status/pending-copies/{source}.json")).await
+    }
+
     async fn get_json(&self, key: &str) -> Result<Option<Value>> {
         match self.emu.s3().await.get_object().bucket(STATE).key(key).send().await {
             Ok(out) => {

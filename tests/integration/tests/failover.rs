@@ -210,6 +210,28 @@ async fn replication_older_than_the_rpo_holds_with_a_critical_notice() -> Result
 }
 
 #[tokio::test]
+async fn a_stale_source_behind_a_fresh_one_holds_the_rpo_gate_and_the_record_names_it() -> Result<()> {
+    let w = World::start().await?;
+    primary_down(&w).await?;
+    // Redis was copied a minute ago; ChromaDB's newest verified backup is two hours old.
+    w.set_replication_sources("us-west-2", &[("redis", t0() - MIN), ("chromadb", t0() - 2 * 60 * MIN)]).await?;
+    let f = w.function(&[], builtin()).await?;
+    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-rpo-src")?, Invocation::at(t0() + 5 * SEC)).await?;
+    assert_eq!(recs[0].action, ActionTaken::NoChange, "{:?}", recs[0].policy);
+    assert_eq!(w.weights().await?, weights(100, 0));
+    let record = serde_json::to_value(&recs[0])?;
+    let secondary = record["replication"].as_array().and_then(|r| r.iter().find(|t| t["set_identifier"] == "secondary")).cloned();
+    assert_eq!(secondary.as_ref().map(|t| t["source"].clone()), Some(serde_json::json!("chromadb")), "{record}");
+
+    // A region that needs only Redis (KBHA_RPO_SOURCES) takes the traffic.
+    let f = w.function(&[("KBHA_RPO_SOURCES", "redis")], builtin()).await?;
+    let recs = f.handle(&tick(t0() + MIN, "tick-rpo-src")?, Invocation::at(t0() + MIN)).await?;
+    assert_eq!(recs[0].action, ActionTaken::Applied, "{:?}", recs[0].policy);
+    assert_eq!(w.weights().await?, weights(0, 100));
+    Ok(())
+}
+
+#[tokio::test]
 async fn dry_run_changes_nothing_and_says_so() -> Result<()> {
     let w = World::start().await?;
     let f = w.function(&[("KBHA_DRY_RUN", "true")], builtin()).await?;

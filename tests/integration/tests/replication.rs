@@ -2,7 +2,7 @@
 //! real-shaped S3 events and reads the outcome back through S3 (verification records,
 //! status objects) and SQS (notices delivered through SNS).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use kbha_core::{ArchiveCheck, ChecksumCheck, CopyCheck, ManifestCheck, Verdict};
 use kbha_hosting::record::Invocation;
 use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, STATE, s3_event, schedule, tar_gz};
@@ -121,8 +121,11 @@ async fn a_backup_older_than_the_rpo_is_a_breach() -> Result<()> {
 #[tokio::test]
 async fn the_dead_man_check_breaches_when_no_backup_is_within_the_rpo() -> Result<()> {
     let w = ReplicationWorld::start().await?;
-    let up = w.put_backup("chromadb/only.tar.gz", &files(), recent()).await?;
+    let taken_at = recent();
+    let up = w.put_backup("chromadb/only.tar.gz", &files(), taken_at).await?;
+    w.emu.put_bytes(REPLICA, &up.key, tar_gz(&files())?).await?;
     let v = w.verifier(&[]).await?;
+    v.handle(&s3_event(S3Shape::Direct, &[&up]), Invocation::at(up.last_modified_ms + 60_000)).await?;
 
     // Just after the backup: chromadb fine, redis has never had one.
     let records = v.handle(&schedule(up.last_modified_ms + 10 * 60_000, "tick-1"), Invocation::at(up.last_modified_ms + 10 * 60_000)).await?;
@@ -133,12 +136,96 @@ async fn the_dead_man_check_breaches_when_no_backup_is_within_the_rpo() -> Resul
     assert!(notices[0].0["reason"].as_str().unwrap_or_default().contains("no backup found"), "{}", notices[0].0);
 
     // Two hours on, nothing new arrived: chromadb breaches too.
-    let later = up.last_modified_ms + 2 * HOUR;
+    let later = taken_at + 2 * HOUR;
     let records = v.handle(&schedule(later, "tick-2"), Invocation::at(later)).await?;
     assert!(records.iter().all(|r| r.verdict == Some(Verdict::Breach)), "{records:?}");
     let notices = w.notices(3, 3).await?;
     assert_eq!(notices.len(), 2);
     assert!(notices.iter().any(|(b, ..)| b["reason"].as_str().unwrap_or_default().contains("chromadb/only.tar.gz")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_source_whose_only_backup_is_corrupt_fails_the_dead_man_check() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let good = w.put_backup("chromadb/good.tar.gz", &files(), recent()).await?;
+    w.emu.put_bytes(REPLICA, &good.key, tar_gz(&files())?).await?;
+    let mut damaged = tar_gz(&files())?;
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x5a;
+    let bad = w.put(BACKUPS, "redis/only.tar.gz", damaged).await?;
+    let v = w.verifier(&[]).await?;
+    let now = bad.last_modified_ms + 60_000;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&good, &bad]), Invocation::at(now)).await?;
+    assert_eq!(records.iter().map(|r| r.verdict).collect::<Vec<_>>(), vec![Some(Verdict::Ok), Some(Verdict::Corrupt)]);
+
+    // Both objects are minutes old, but only chromadb's is a backup that restores.
+    let tick = now + 5 * 60_000;
+    let records = v.handle(&schedule(tick, "tick-1"), Invocation::at(tick)).await?;
+    let verdicts: Vec<_> = records.iter().map(|r| (r.subject.as_str(), r.verdict)).collect();
+    assert_eq!(verdicts, vec![("source:chromadb", Some(Verdict::Ok)), ("source:redis", Some(Verdict::Breach))]);
+    let record = serde_json::to_value(&records[1])?;
+    assert_eq!(record["input"]["subject"]["kind"], "dead_man", "{record}");
+    assert_eq!(record["input"]["subject"]["newest_key"], serde_json::Value::Null, "the corrupt object is not its newest backup: {record}");
+    let notices = w.notices(2, 3).await?;
+    assert_eq!(notices.len(), 2, "the corrupt backup's notice and the dead-man's");
+    assert!(notices.iter().any(|(b, ..)| b["reason"].as_str().unwrap_or_default().contains("no backup found")), "{notices:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_source_keeps_its_own_freshness_and_the_region_is_as_fresh_as_the_oldest() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let stale_at = recent() - 3 * HOUR;
+    let stale = w.put_backup("chromadb/stale.tar.gz", &files(), stale_at).await?;
+    let fresh = w.put_backup("redis/fresh.tar.gz", &files(), recent()).await?;
+    let v = w.verifier(&[]).await?;
+    // The fresh one first: the stale one must still pull the region back.
+    let now = fresh.last_modified_ms + 60_000;
+    v.handle(&s3_event(S3Shape::Direct, &[&fresh]), Invocation::at(now)).await?;
+    v.handle(&s3_event(S3Shape::Direct, &[&stale]), Invocation::at(now)).await?;
+
+    let status = w.status("us-east-1").await?.expect("status written");
+    assert_eq!((status.newest_verified_backup_at_ms, status.source.as_deref()), (stale_at, Some("chromadb")), "{status:?}");
+    // redis backups carry no manifest here: their age counts from the upload.
+    let fresh_at = w.record(BACKUPS, &fresh.key).await?.expect("record").facts.created_at_ms;
+    assert!(fresh_at > stale_at + 2 * HOUR);
+    assert_eq!(status.sources["redis"].newest_verified_backup_at_ms, fresh_at);
+    assert_eq!(status.sources["chromadb"].key, "chromadb/stale.tar.gz");
+    assert_eq!(status.oldest_of(&["redis".into()]), kbha_core::Freshness::Oldest { at_ms: fresh_at, source: Some("redis".into()) });
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_copy_that_arrives_after_its_backup_advances_the_copy_region_on_the_next_tick() -> Result<()> {
+    let w = ReplicationWorld::start().await?;
+    let taken_at = recent();
+    let late = w.put_backup("chromadb/late-copy.tar.gz", &files(), taken_at).await?;
+    let never = w.put_backup("chromadb/never-copied.tar.gz", &files(), taken_at - 60_000).await?;
+    let v = w.verifier(&[("KBHA_COPY_DEADLINE_SECONDS", "1800")]).await?;
+    let now = late.last_modified_ms + 60_000;
+    let records = v.handle(&s3_event(S3Shape::Direct, &[&never, &late]), Invocation::at(now)).await?;
+    assert!(records.iter().all(|r| r.status_updated == ["us-east-1"]), "copies missing: only the home region");
+    assert!(w.status("us-west-2").await?.is_none());
+
+    // Replication catches up with one of them; the next tick finds it.
+    w.emu.put_bytes(REPLICA, &late.key, tar_gz(&files())?).await?;
+    let tick = now + 5 * 60_000;
+    let records = v.handle(&schedule(tick, "tick-1"), Invocation::at(tick)).await?;
+    let chromadb = records.iter().find(|r| r.subject == "source:chromadb").expect("chromadb checked");
+    assert_eq!(chromadb.copies_arrived, [late.key.as_str()]);
+    assert_eq!(chromadb.status_updated, ["us-west-2"]);
+    assert_eq!(w.status("us-west-2").await?.map(|s| s.sources["chromadb"].newest_verified_backup_at_ms), Some(taken_at));
+
+    // The other never comes: looked for until the deadline, then given up.
+    let records = v.handle(&schedule(now + 20 * 60_000, "tick-2"), Invocation::at(now + 20 * 60_000)).await?;
+    let chromadb = records.iter().find(|r| r.subject == "source:chromadb").expect("chromadb checked");
+    assert!(chromadb.copies_arrived.is_empty() && chromadb.copies_given_up.is_empty(), "{chromadb:?}");
+    let records = v.handle(&schedule(now + 31 * 60_000, "tick-3"), Invocation::at(now + 31 * 60_000)).await?;
+    let chromadb = records.iter().find(|r| r.subject == "source:chromadb").expect("chromadb checked");
+    assert_eq!(chromadb.copies_given_up, [never.key.as_str()]);
+    let pending = w.pending_copies("chromadb").await?.context("pending list kept")?;
+    assert_eq!(pending["copies"], serde_json::json!([]), "{pending}");
     Ok(())
 }
 
