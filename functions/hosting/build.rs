@@ -31,10 +31,17 @@ fn main() {
             all = false;
             "None".to_owned()
         };
-        let _ = writeln!(text, "/// The `{name}` component, when it was built before this crate.\npub static {constant}: Option<&[u8]> = {code};");
+        let _ = writeln!(
+            text,
+            "/// The `{name}` component, when it was built before this crate.\npub static {constant}: Option<&[u8]> = {code};"
+        );
     }
     let _ = writeln!(text, "/// All three were there when this crate was built.\npub const ALL_PRESENT: bool = {all};");
-    let _ = writeln!(text, "/// Where `cargo kbha policy build` writes components.\npub const POLICY_DIR: &str = {:?};", dir.display().to_string());
+    let _ = writeln!(
+        text,
+        "/// Where `cargo kbha policy build` writes components.\npub const POLICY_DIR: &str = {:?};",
+        dir.display().to_string()
+    );
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("builtin.rs");
     if let Err(e) = std::fs::write(&out, text) {
         panic!("cannot write {}: {e}", out.display());

@@ -198,14 +198,22 @@ pub fn check_guardrail_verdict(
                     ensure(*forced && force && settings.break_glass, || format!("traffic share raised onto down `{}`", t.set_identifier))?;
                 }
                 if change.is_gt() && *kind != Move::Evacuation {
-                    ensure(!settings.manual_failback || t.up_for(settings.hysteresis_ms, input.now_ms), || "returned with manual failback".into())?;
-                    ensure(*forced || t.up_for(settings.hysteresis_ms, input.now_ms), || format!("returned onto unproven `{}`", t.set_identifier))?;
+                    ensure(!settings.manual_failback || t.up_for(settings.hysteresis_ms, input.now_ms), || {
+                        "returned with manual failback".into()
+                    })?;
+                    ensure(*forced || t.up_for(settings.hysteresis_ms, input.now_ms), || {
+                        format!("returned onto unproven `{}`", t.set_identifier)
+                    })?;
                 }
             }
             ensure(*kind == classify(&input.targets, weights, settings.hysteresis_ms, input.now_ms), || "move misclassified".into())?;
-            ensure(input.targets.iter().zip(weights).any(|(t, w)| t.weight != w.weight), || "applied a change that changes nothing".into())?;
+            ensure(input.targets.iter().zip(weights).any(|(t, w)| t.weight != w.weight), || {
+                "applied a change that changes nothing".into()
+            })?;
             if let Some(last) = &input.last_change {
-                ensure(input.now_ms >= last.at_ms.saturating_add(settings.min_interval_ms), || "applied inside the minimum interval".into())?;
+                ensure(input.now_ms >= last.at_ms.saturating_add(settings.min_interval_ms), || {
+                    "applied inside the minimum interval".into()
+                })?;
                 if *kind != Move::Evacuation {
                     ensure(input.now_ms >= last.at_ms.saturating_add(settings.cooldown_ms), || "applied inside the cooldown".into())?;
                 }

@@ -51,17 +51,8 @@ impl RouterConfig {
 
     /// Reads configuration through `get` (tests and `kbha replay` pass maps).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let required = |k: &'static str| {
-            get(k).ok_or_else(|| ConfigError {
-                variable: k,
-                problem: "is not set".into(),
-            })
-        };
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let required = |k: &'static str| get(k).ok_or_else(|| ConfigError { variable: k, problem: "is not set".into() });
         let err = |variable: &'static str, problem: String| ConfigError { variable, problem };
 
         let raw = required("KBHA_DESTINATIONS")?;
@@ -77,22 +68,12 @@ impl RouterConfig {
         if destinations.is_empty() {
             return Err(err("KBHA_DESTINATIONS", "names no destination".into()));
         }
-        if let Some((name, arn)) = destinations
-            .iter()
-            .find(|(_, arn)| !arn.starts_with("arn:") || arn.split(':').count() < 6)
-        {
-            return Err(err(
-                "KBHA_DESTINATIONS",
-                format!("maps `{name}` to `{arn}`, which is not an SNS topic ARN"),
-            ));
+        if let Some((name, arn)) = destinations.iter().find(|(_, arn)| !arn.starts_with("arn:") || arn.split(':').count() < 6) {
+            return Err(err("KBHA_DESTINATIONS", format!("maps `{name}` to `{arn}`, which is not an SNS topic ARN")));
         }
-        let default_destination =
-            get("KBHA_DEFAULT_DESTINATION").unwrap_or_else(|| "critical".into());
+        let default_destination = get("KBHA_DEFAULT_DESTINATION").unwrap_or_else(|| "critical".into());
         if !destinations.contains_key(&default_destination) {
-            return Err(err(
-                "KBHA_DEFAULT_DESTINATION",
-                format!("is `{default_destination}`, which KBHA_DESTINATIONS does not name"),
-            ));
+            return Err(err("KBHA_DEFAULT_DESTINATION", format!("is `{default_destination}`, which KBHA_DESTINATIONS does not name")));
         }
         let policy = get("KBHA_POLICY")
             .unwrap_or_else(|| "builtin".into())
@@ -105,24 +86,15 @@ impl RouterConfig {
         let policy_config = match get("KBHA_POLICY_CONFIG") {
             None => PolicyConfig::new(),
             Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw).map_err(|e| {
-                err(
-                    "KBHA_POLICY_CONFIG",
-                    format!("is not a JSON object of string values like `{{\"default_severity\":\"warning\"}}`: {e}"),
-                )
+                err("KBHA_POLICY_CONFIG", format!("is not a JSON object of string values like `{{\"default_severity\":\"warning\"}}`: {e}"))
             })?,
         };
         let number = |k: &'static str, default: u64| -> Result<u64, ConfigError> {
-            get(k).map_or(Ok(default), |v| {
-                v.parse()
-                    .map_err(|_| err(k, format!("is `{v}`; expected a whole number of seconds")))
-            })
+            get(k).map_or(Ok(default), |v| v.parse().map_err(|_| err(k, format!("is `{v}`; expected a whole number of seconds"))))
         };
         let claim_lease_s = number("KBHA_CLAIM_SECONDS", 120)?;
         if claim_lease_s == 0 {
-            return Err(err(
-                "KBHA_CLAIM_SECONDS",
-                "is 0; expected at least 1".into(),
-            ));
+            return Err(err("KBHA_CLAIM_SECONDS", "is 0; expected at least 1".into()));
         }
         Ok(RouterConfig {
             destinations,
@@ -142,14 +114,10 @@ impl RouterConfig {
 mod tests {
     use super::*;
 
-    const DESTS: &str =
-        r#"{"critical":"arn:aws:sns:us-east-1:1:crit","warning":"arn:aws:sns:us-east-1:1:warn"}"#;
+    const DESTS: &str = r#"{"critical":"arn:aws:sns:us-east-1:1:crit","warning":"arn:aws:sns:us-east-1:1:warn"}"#;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -162,18 +130,8 @@ mod tests {
         let c = RouterConfig::from_lookup(env(&base())).expect("valid");
         assert_eq!(c.destinations["warning"], "arn:aws:sns:us-east-1:1:warn");
         assert_eq!(c.default_destination, "critical");
-        assert_eq!(
-            (
-                c.state_prefix.as_str(),
-                c.repeat_interval_s,
-                c.claim_lease_s
-            ),
-            ("kbha/alerts/", 14_400, 120)
-        );
-        assert_eq!(
-            (c.policy.clone(), c.fallback),
-            (PolicySource::Builtin, Fallback::Builtin)
-        );
+        assert_eq!((c.state_prefix.as_str(), c.repeat_interval_s, c.claim_lease_s), ("kbha/alerts/", 14_400, 120));
+        assert_eq!((c.policy.clone(), c.fallback), (PolicySource::Builtin, Fallback::Builtin));
         assert!(c.policy_config.is_empty());
     }
 
@@ -182,11 +140,7 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("KBHA_DESTINATIONS", "[]", "JSON object"),
             ("KBHA_DESTINATIONS", "{}", "no destination"),
-            (
-                "KBHA_DESTINATIONS",
-                r#"{"critical":"kbha-critical"}"#,
-                "not an SNS topic ARN",
-            ),
+            ("KBHA_DESTINATIONS", r#"{"critical":"kbha-critical"}"#, "not an SNS topic ARN"),
             ("KBHA_DEFAULT_DESTINATION", "pager", "does not name"),
             ("KBHA_POLICY", "http://x", "s3://bucket/key"),
             ("KBHA_POLICY_FALLBACK", "pray", "hold"),
@@ -202,8 +156,7 @@ mod tests {
             assert_eq!(err.variable, *var);
             assert!(err.to_string().contains(expect), "{err}");
         }
-        let e =
-            RouterConfig::from_lookup(env(&[("KBHA_DESTINATIONS", DESTS)])).expect_err("no bucket");
+        let e = RouterConfig::from_lookup(env(&[("KBHA_DESTINATIONS", DESTS)])).expect_err("no bucket");
         assert_eq!(e.variable, "KBHA_STATE_BUCKET");
     }
 }

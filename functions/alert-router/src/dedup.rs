@@ -7,9 +7,7 @@
 //! one whose claim write won publishes. A claim whose publish failed is released (the
 //! retry takes over at once); a claim whose holder vanished expires after the lease.
 
-use kbha_core::{
-    ActiveAlert, AlertDecision, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs,
-};
+use kbha_core::{ActiveAlert, AlertDecision, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs};
 use serde::{Deserialize, Serialize};
 
 /// Why a delivery is sent.
@@ -104,9 +102,7 @@ impl AlertEntry {
     }
 
     fn live_claim(&self, now: TimestampMs, lease_ms: i64) -> Option<&Claim> {
-        self.claim
-            .as_ref()
-            .filter(|c| c.claimed_at_ms.is_some_and(|at| now < at + lease_ms))
+        self.claim.as_ref().filter(|c| c.claimed_at_ms.is_some_and(|at| now < at + lease_ms))
     }
 }
 
@@ -185,35 +181,17 @@ fn fresh(alert: &IncomingAlert, d: &AlertDecision, now: TimestampMs) -> AlertEnt
 /// resolved incident, or resolve a newer one, and page for something already said.
 fn is_late_copy(prev: &AlertEntry, alert: &IncomingAlert) -> bool {
     alert.at_ms < prev.since_ms
-        || (prev.status == AlertStatus::Resolved
-            && alert.status == AlertStatus::Firing
-            && alert.at_ms <= prev.since_ms)
+        || (prev.status == AlertStatus::Resolved && alert.status == AlertStatus::Firing && alert.at_ms <= prev.since_ms)
 }
 
 /// Decides what to do about `alert` (decided as `d`, delivered as `event_id`) given the
 /// stored entry `prev`.
-pub fn plan(
-    prev: Option<&AlertEntry>,
-    alert: &IncomingAlert,
-    d: &AlertDecision,
-    event_id: &str,
-    t: Timing,
-) -> Plan {
+pub fn plan(prev: Option<&AlertEntry>, alert: &IncomingAlert, d: &AlertDecision, event_id: &str, t: Timing) -> Plan {
     let now = t.now_ms;
     let claim = |kind: DeliveryKind, mut e: AlertEntry| {
         // A released or expired claim of the same kind keeps the destinations it reached.
-        let delivered_to = e
-            .claim
-            .take()
-            .filter(|c| c.kind == kind)
-            .map(|c| c.delivered_to)
-            .unwrap_or_default();
-        e.claim = Some(Claim {
-            kind,
-            token: format!("{event_id}@{now}"),
-            claimed_at_ms: Some(now),
-            delivered_to,
-        });
+        let delivered_to = e.claim.take().filter(|c| c.kind == kind).map(|c| c.delivered_to).unwrap_or_default();
+        e.claim = Some(Claim { kind, token: format!("{event_id}@{now}"), claimed_at_ms: Some(now), delivered_to });
         e.suppressed = None;
         Plan::Deliver { kind, entry: e }
     };
@@ -226,10 +204,7 @@ pub fn plan(
         e
     };
     if prev.is_some_and(|p| is_late_copy(p, alert)) {
-        return Plan::Skip {
-            why: Skip::Duplicate,
-            entry: None,
-        };
+        return Plan::Skip { why: Skip::Duplicate, entry: None };
     }
     match alert.status {
         AlertStatus::Firing => {
@@ -238,36 +213,20 @@ pub fn plan(
                 let mut e = fresh(alert, d, now);
                 if let Some(s) = &d.suppress {
                     e.suppressed = Some(s.clone());
-                    return Plan::Skip {
-                        why: Skip::Suppressed,
-                        entry: Some(e),
-                    };
+                    return Plan::Skip { why: Skip::Suppressed, entry: Some(e) };
                 }
                 return claim(DeliveryKind::Firing, e);
             };
             if let Some(c) = prev.live_claim(now, t.lease_ms) {
-                return if c.kind == DeliveryKind::Resolved {
-                    Plan::Busy
-                } else {
-                    Plan::Skip {
-                        why: Skip::InFlight,
-                        entry: None,
-                    }
-                };
+                return if c.kind == DeliveryKind::Resolved { Plan::Busy } else { Plan::Skip { why: Skip::InFlight, entry: None } };
             }
             let mut e = refresh(prev);
             if let Some(s) = &d.suppress {
                 if e.suppressed.as_ref() == Some(s) {
-                    return Plan::Skip {
-                        why: Skip::Suppressed,
-                        entry: None,
-                    };
+                    return Plan::Skip { why: Skip::Suppressed, entry: None };
                 }
                 e.suppressed = Some(s.clone());
-                return Plan::Skip {
-                    why: Skip::Suppressed,
-                    entry: Some(e),
-                };
+                return Plan::Skip { why: Skip::Suppressed, entry: Some(e) };
             }
             if let Some(c) = &prev.claim {
                 // A released or expired claim: finish what it started.
@@ -278,51 +237,30 @@ pub fn plan(
                 // Worse than what was last sent (a warning became a breach): say so now.
                 Some(_) if d.severity > prev.severity => claim(DeliveryKind::Firing, e),
                 Some(sent) if now - sent >= t.repeat_ms => claim(DeliveryKind::Repeat, e),
-                Some(_) => Plan::Skip {
-                    why: Skip::Duplicate,
-                    entry: None,
-                },
+                Some(_) => Plan::Skip { why: Skip::Duplicate, entry: None },
             }
         }
         AlertStatus::Resolved => {
             let Some(prev) = prev else {
-                return Plan::Skip {
-                    why: Skip::ResolvedUnknown,
-                    entry: None,
-                };
+                return Plan::Skip { why: Skip::ResolvedUnknown, entry: None };
             };
             if prev.status == AlertStatus::Resolved {
-                return Plan::Skip {
-                    why: Skip::Duplicate,
-                    entry: None,
-                };
+                return Plan::Skip { why: Skip::Duplicate, entry: None };
             }
             if let Some(c) = prev.live_claim(now, t.lease_ms) {
-                return if c.kind == DeliveryKind::Resolved {
-                    Plan::Skip {
-                        why: Skip::InFlight,
-                        entry: None,
-                    }
-                } else {
-                    Plan::Busy
-                };
+                return if c.kind == DeliveryKind::Resolved { Plan::Skip { why: Skip::InFlight, entry: None } } else { Plan::Busy };
             }
             let mut e = refresh(prev);
             let close = |mut e: AlertEntry, why: Skip| {
                 e.status = AlertStatus::Resolved;
                 e.resolved_at_ms = Some(now);
                 e.claim = None;
-                Plan::Skip {
-                    why,
-                    entry: Some(e),
-                }
+                Plan::Skip { why, entry: Some(e) }
             };
             // Nothing was ever sent for this incident (or only a firing claim that never
             // reached anyone): close it without a word.
             let reached_anyone = prev.last_sent_ms.is_some()
-                || prev.claim.as_ref().is_some_and(|c| {
-                    c.kind == DeliveryKind::Resolved || !c.delivered_to.is_empty()
-                });
+                || prev.claim.as_ref().is_some_and(|c| c.kind == DeliveryKind::Resolved || !c.delivered_to.is_empty());
             if !reached_anyone {
                 return close(e, Skip::ResolvedUnsent);
             }
@@ -370,11 +308,7 @@ mod tests {
     use kbha_core::AlertSource;
 
     const MIN: i64 = 60_000;
-    const T: Timing = Timing {
-        now_ms: 1_000 * MIN,
-        repeat_ms: 60 * MIN,
-        lease_ms: 2 * MIN,
-    };
+    const T: Timing = Timing { now_ms: 1_000 * MIN, repeat_ms: 60 * MIN, lease_ms: 2 * MIN };
 
     fn alert(status: AlertStatus) -> IncomingAlert {
         IncomingAlert {
@@ -406,22 +340,11 @@ mod tests {
     }
 
     /// Plans, and when it delivers, confirms: the entry as stored afterwards.
-    fn deliver(
-        prev: Option<&AlertEntry>,
-        status: AlertStatus,
-        t: Timing,
-    ) -> (Option<DeliveryKind>, AlertEntry) {
+    fn deliver(prev: Option<&AlertEntry>, status: AlertStatus, t: Timing) -> (Option<DeliveryKind>, AlertEntry) {
         match plan(prev, &alert(status), &decision(None), "e", t) {
             Plan::Deliver { kind, entry } => {
-                let token = entry
-                    .claim
-                    .as_ref()
-                    .map(|c| c.token.clone())
-                    .unwrap_or_default();
-                (
-                    Some(kind),
-                    confirm(&entry, &token, t.now_ms).expect("our claim"),
-                )
+                let token = entry.claim.as_ref().map(|c| c.token.clone()).unwrap_or_default();
+                (Some(kind), confirm(&entry, &token, t.now_ms).expect("our claim"))
             }
             Plan::Skip { entry, .. } => (None, entry.or_else(|| prev.cloned()).expect("an entry")),
             Plan::Busy => panic!("busy"),
@@ -432,22 +355,10 @@ mod tests {
     fn first_firing_delivers_then_duplicates_until_the_repeat_interval() {
         let (kind, e) = deliver(None, AlertStatus::Firing, T);
         assert_eq!(kind, Some(DeliveryKind::Firing));
+        assert_eq!((e.sent_count, e.last_sent_ms, e.claim.is_none()), (1, Some(T.now_ms), true));
         assert_eq!(
-            (e.sent_count, e.last_sent_ms, e.claim.is_none()),
-            (1, Some(T.now_ms), true)
-        );
-        assert_eq!(
-            plan(
-                Some(&e),
-                &alert(AlertStatus::Firing),
-                &decision(None),
-                "e2",
-                at(T, T.now_ms + 59 * MIN)
-            ),
-            Plan::Skip {
-                why: Skip::Duplicate,
-                entry: None
-            }
+            plan(Some(&e), &alert(AlertStatus::Firing), &decision(None), "e2", at(T, T.now_ms + 59 * MIN)),
+            Plan::Skip { why: Skip::Duplicate, entry: None }
         );
         let (kind, e) = deliver(Some(&e), AlertStatus::Firing, at(T, T.now_ms + 60 * MIN));
         assert_eq!((kind, e.sent_count), (Some(DeliveryKind::Repeat), 2));
@@ -459,78 +370,27 @@ mod tests {
         let mut lower = decision(None);
         lower.severity = Severity::Warning;
         let later = at(T, T.now_ms + MIN);
-        assert_eq!(
-            plan(Some(&e), &alert(AlertStatus::Firing), &lower, "e2", later),
-            Plan::Skip {
-                why: Skip::Duplicate,
-                entry: None
-            }
-        );
+        assert_eq!(plan(Some(&e), &alert(AlertStatus::Firing), &lower, "e2", later), Plan::Skip { why: Skip::Duplicate, entry: None });
         let mut warned = e.clone();
         warned.severity = Severity::Warning;
         assert!(matches!(
-            plan(
-                Some(&warned),
-                &alert(AlertStatus::Firing),
-                &decision(None),
-                "e3",
-                later
-            ),
-            Plan::Deliver {
-                kind: DeliveryKind::Firing,
-                ..
-            }
+            plan(Some(&warned), &alert(AlertStatus::Firing), &decision(None), "e3", later),
+            Plan::Deliver { kind: DeliveryKind::Firing, .. }
         ));
     }
 
     #[test]
     fn a_live_claim_makes_copies_skip_and_an_expired_one_is_taken_over() {
-        let Plan::Deliver { entry: claimed, .. } =
-            plan(None, &alert(AlertStatus::Firing), &decision(None), "e1", T)
-        else {
+        let Plan::Deliver { entry: claimed, .. } = plan(None, &alert(AlertStatus::Firing), &decision(None), "e1", T) else {
             panic!("deliver")
         };
-        let copy = plan(
-            Some(&claimed),
-            &alert(AlertStatus::Firing),
-            &decision(None),
-            "e2",
-            at(T, T.now_ms + MIN),
-        );
-        assert_eq!(
-            copy,
-            Plan::Skip {
-                why: Skip::InFlight,
-                entry: None
-            }
-        );
-        match plan(
-            Some(&claimed),
-            &alert(AlertStatus::Firing),
-            &decision(None),
-            "e3",
-            at(T, T.now_ms + 3 * MIN),
-        ) {
-            Plan::Deliver {
-                kind: DeliveryKind::Firing,
-                entry,
-            } => {
-                assert!(
-                    entry
-                        .claim
-                        .as_ref()
-                        .is_some_and(|c| c.token.starts_with("e3@"))
-                );
-                let old_token = claimed
-                    .claim
-                    .as_ref()
-                    .map(|c| c.token.clone())
-                    .unwrap_or_default();
-                assert_eq!(
-                    confirm(&entry, &old_token, T.now_ms),
-                    None,
-                    "the old holder cannot confirm"
-                );
+        let copy = plan(Some(&claimed), &alert(AlertStatus::Firing), &decision(None), "e2", at(T, T.now_ms + MIN));
+        assert_eq!(copy, Plan::Skip { why: Skip::InFlight, entry: None });
+        match plan(Some(&claimed), &alert(AlertStatus::Firing), &decision(None), "e3", at(T, T.now_ms + 3 * MIN)) {
+            Plan::Deliver { kind: DeliveryKind::Firing, entry } => {
+                assert!(entry.claim.as_ref().is_some_and(|c| c.token.starts_with("e3@")));
+                let old_token = claimed.claim.as_ref().map(|c| c.token.clone()).unwrap_or_default();
+                assert_eq!(confirm(&entry, &old_token, T.now_ms), None, "the old holder cannot confirm");
             }
             other => panic!("expected takeover, got {other:?}"),
         }
@@ -538,32 +398,14 @@ mod tests {
 
     #[test]
     fn a_released_claim_is_retried_at_once_skipping_destinations_reached() {
-        let Plan::Deliver { entry: claimed, .. } =
-            plan(None, &alert(AlertStatus::Firing), &decision(None), "e1", T)
-        else {
+        let Plan::Deliver { entry: claimed, .. } = plan(None, &alert(AlertStatus::Firing), &decision(None), "e1", T) else {
             panic!("deliver")
         };
-        let token = claimed
-            .claim
-            .as_ref()
-            .map(|c| c.token.clone())
-            .unwrap_or_default();
+        let token = claimed.claim.as_ref().map(|c| c.token.clone()).unwrap_or_default();
         let released = release(&claimed, &token, &["critical".into()]).expect("ours");
-        match plan(
-            Some(&released),
-            &alert(AlertStatus::Firing),
-            &decision(None),
-            "e1",
-            at(T, T.now_ms + 1000),
-        ) {
-            Plan::Deliver {
-                kind: DeliveryKind::Firing,
-                entry,
-            } => {
-                assert_eq!(
-                    entry.claim.map(|c| c.delivered_to),
-                    Some(vec!["critical".to_owned()])
-                );
+        match plan(Some(&released), &alert(AlertStatus::Firing), &decision(None), "e1", at(T, T.now_ms + 1000)) {
+            Plan::Deliver { kind: DeliveryKind::Firing, entry } => {
+                assert_eq!(entry.claim.map(|c| c.delivered_to), Some(vec!["critical".to_owned()]));
             }
             other => panic!("expected a retry, got {other:?}"),
         }
@@ -572,51 +414,19 @@ mod tests {
     #[test]
     fn ok_after_a_delivered_alarm_is_delivered_and_closes_the_entry() {
         let (_, fired) = deliver(None, AlertStatus::Firing, T);
-        let (kind, closed) = deliver(
-            Some(&fired),
-            AlertStatus::Resolved,
-            at(T, T.now_ms + 5 * MIN),
-        );
+        let (kind, closed) = deliver(Some(&fired), AlertStatus::Resolved, at(T, T.now_ms + 5 * MIN));
         assert_eq!(kind, Some(DeliveryKind::Resolved));
-        assert_eq!(
-            (closed.status, closed.resolved_at_ms),
-            (AlertStatus::Resolved, Some(T.now_ms + 5 * MIN))
-        );
+        assert_eq!((closed.status, closed.resolved_at_ms), (AlertStatus::Resolved, Some(T.now_ms + 5 * MIN)));
         assert_eq!(closed.active(), None);
-        let again = plan(
-            Some(&closed),
-            &alert(AlertStatus::Resolved),
-            &decision(None),
-            "e",
-            at(T, T.now_ms + 6 * MIN),
-        );
-        assert_eq!(
-            again,
-            Plan::Skip {
-                why: Skip::Duplicate,
-                entry: None
-            }
-        );
+        let again = plan(Some(&closed), &alert(AlertStatus::Resolved), &decision(None), "e", at(T, T.now_ms + 6 * MIN));
+        assert_eq!(again, Plan::Skip { why: Skip::Duplicate, entry: None });
         // A new ALARM transition (later than the one that began the closed incident).
         let mut again = alert(AlertStatus::Firing);
         again.at_ms = T.now_ms + 6 * MIN;
-        let Plan::Deliver {
-            kind,
-            entry: reopened,
-        } = plan(
-            Some(&closed),
-            &again,
-            &decision(None),
-            "e",
-            at(T, T.now_ms + 7 * MIN),
-        )
-        else {
+        let Plan::Deliver { kind, entry: reopened } = plan(Some(&closed), &again, &decision(None), "e", at(T, T.now_ms + 7 * MIN)) else {
             panic!("a new incident is delivered")
         };
-        assert_eq!(
-            (kind, reopened.sent_count, reopened.since_ms),
-            (DeliveryKind::Firing, 0, T.now_ms + 6 * MIN)
-        );
+        assert_eq!((kind, reopened.sent_count, reopened.since_ms), (DeliveryKind::Firing, 0, T.now_ms + 6 * MIN));
     }
 
     /// Late copies of old transitions (as the storm in tests/integration/tests/storm.rs
@@ -625,158 +435,56 @@ mod tests {
     #[test]
     fn late_copies_of_older_transitions_change_nothing() {
         let (_, fired) = deliver(None, AlertStatus::Firing, T);
-        let (_, closed) = deliver(
-            Some(&fired),
-            AlertStatus::Resolved,
-            at(T, T.now_ms + 5 * MIN),
-        );
-        let skip = Plan::Skip {
-            why: Skip::Duplicate,
-            entry: None,
-        };
+        let (_, closed) = deliver(Some(&fired), AlertStatus::Resolved, at(T, T.now_ms + 5 * MIN));
+        let skip = Plan::Skip { why: Skip::Duplicate, entry: None };
         // The ALARM that began the closed incident, delivered again after its OK.
-        let late = plan(
-            Some(&closed),
-            &alert(AlertStatus::Firing),
-            &decision(None),
-            "copy",
-            at(T, T.now_ms + 6 * MIN),
-        );
+        let late = plan(Some(&closed), &alert(AlertStatus::Firing), &decision(None), "copy", at(T, T.now_ms + 6 * MIN));
         assert_eq!(late, skip);
         // A newer incident is firing; a late OK (and ALARM) of the old one arrive.
         let mut newer = alert(AlertStatus::Firing);
         newer.at_ms = T.now_ms + 10 * MIN;
-        let Plan::Deliver { entry, .. } = plan(
-            Some(&closed),
-            &newer,
-            &decision(None),
-            "new",
-            at(T, T.now_ms + 10 * MIN),
-        ) else {
+        let Plan::Deliver { entry, .. } = plan(Some(&closed), &newer, &decision(None), "new", at(T, T.now_ms + 10 * MIN)) else {
             panic!("the new incident is delivered")
         };
-        let firing = confirm(
-            &entry,
-            &entry
-                .claim
-                .as_ref()
-                .map(|c| c.token.clone())
-                .unwrap_or_default(),
-            T.now_ms + 10 * MIN,
-        )
-        .expect("ours");
+        let firing =
+            confirm(&entry, &entry.claim.as_ref().map(|c| c.token.clone()).unwrap_or_default(), T.now_ms + 10 * MIN).expect("ours");
         let mut old_ok = alert(AlertStatus::Resolved);
         old_ok.at_ms = T.now_ms + 4 * MIN;
-        assert_eq!(
-            plan(
-                Some(&firing),
-                &old_ok,
-                &decision(None),
-                "late-ok",
-                at(T, T.now_ms + 11 * MIN)
-            ),
-            skip
-        );
-        assert_eq!(
-            plan(
-                Some(&firing),
-                &alert(AlertStatus::Firing),
-                &decision(None),
-                "late-alarm",
-                at(T, T.now_ms + 11 * MIN)
-            ),
-            skip
-        );
+        assert_eq!(plan(Some(&firing), &old_ok, &decision(None), "late-ok", at(T, T.now_ms + 11 * MIN)), skip);
+        assert_eq!(plan(Some(&firing), &alert(AlertStatus::Firing), &decision(None), "late-alarm", at(T, T.now_ms + 11 * MIN)), skip);
         // The newer incident's own OK still resolves it.
         let mut ok = alert(AlertStatus::Resolved);
         ok.at_ms = T.now_ms + 12 * MIN;
         assert!(matches!(
-            plan(
-                Some(&firing),
-                &ok,
-                &decision(None),
-                "ok",
-                at(T, T.now_ms + 12 * MIN)
-            ),
-            Plan::Deliver {
-                kind: DeliveryKind::Resolved,
-                ..
-            }
+            plan(Some(&firing), &ok, &decision(None), "ok", at(T, T.now_ms + 12 * MIN)),
+            Plan::Deliver { kind: DeliveryKind::Resolved, .. }
         ));
     }
 
     #[test]
     fn suppressed_alerts_are_remembered_and_delivered_once_unsuppressed() {
         let sup = Some(Suppression::MaintenanceWindow("w".into()));
-        let Plan::Skip {
-            why: Skip::Suppressed,
-            entry: Some(e),
-        } = plan(
-            None,
-            &alert(AlertStatus::Firing),
-            &decision(sup.clone()),
-            "e",
-            T,
-        )
+        let Plan::Skip { why: Skip::Suppressed, entry: Some(e) } = plan(None, &alert(AlertStatus::Firing), &decision(sup.clone()), "e", T)
         else {
             panic!("suppressed")
         };
-        assert!(
-            e.active().is_some(),
-            "a suppressed alert still fires (and can inhibit)"
-        );
-        assert_eq!(
-            plan(
-                Some(&e),
-                &alert(AlertStatus::Firing),
-                &decision(sup),
-                "e",
-                T
-            ),
-            Plan::Skip {
-                why: Skip::Suppressed,
-                entry: None
-            }
-        );
+        assert!(e.active().is_some(), "a suppressed alert still fires (and can inhibit)");
+        assert_eq!(plan(Some(&e), &alert(AlertStatus::Firing), &decision(sup), "e", T), Plan::Skip { why: Skip::Suppressed, entry: None });
         let (kind, _) = deliver(Some(&e), AlertStatus::Firing, at(T, T.now_ms + MIN));
         assert_eq!(kind, Some(DeliveryKind::Firing), "window closed: delivered");
-        let closed = plan(
-            Some(&e),
-            &alert(AlertStatus::Resolved),
-            &decision(None),
-            "e",
-            T,
-        );
-        assert!(
-            matches!(closed, Plan::Skip { why: Skip::ResolvedUnsent, entry: Some(ref x) } if x.status == AlertStatus::Resolved)
-        );
+        let closed = plan(Some(&e), &alert(AlertStatus::Resolved), &decision(None), "e", T);
+        assert!(matches!(closed, Plan::Skip { why: Skip::ResolvedUnsent, entry: Some(ref x) } if x.status == AlertStatus::Resolved));
     }
 
     #[test]
     fn resolution_of_an_unknown_alert_is_skipped_and_transitions_never_overlap() {
         assert_eq!(
             plan(None, &alert(AlertStatus::Resolved), &decision(None), "e", T),
-            Plan::Skip {
-                why: Skip::ResolvedUnknown,
-                entry: None
-            }
+            Plan::Skip { why: Skip::ResolvedUnknown, entry: None }
         );
-        let Plan::Deliver {
-            entry: firing_claim,
-            ..
-        } = plan(None, &alert(AlertStatus::Firing), &decision(None), "e", T)
-        else {
+        let Plan::Deliver { entry: firing_claim, .. } = plan(None, &alert(AlertStatus::Firing), &decision(None), "e", T) else {
             panic!("deliver")
         };
-        assert_eq!(
-            plan(
-                Some(&firing_claim),
-                &alert(AlertStatus::Resolved),
-                &decision(None),
-                "ok",
-                T
-            ),
-            Plan::Busy
-        );
+        assert_eq!(plan(Some(&firing_claim), &alert(AlertStatus::Resolved), &decision(None), "ok", T), Plan::Busy);
     }
 }

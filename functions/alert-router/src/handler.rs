@@ -8,10 +8,7 @@ use std::time::Instant;
 
 use kbha_aws::{AwsError, Notifier, ObjectStore, PutCondition};
 use kbha_core::time::format_timestamp;
-use kbha_core::{
-    AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression,
-    TimestampMs,
-};
+use kbha_core::{AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs};
 use kbha_hosting::record::{Invocation, RecordedInput, ms};
 use kbha_hosting::{Alerting, Decided, Policies};
 use serde::Serialize;
@@ -51,17 +48,13 @@ pub enum RouterError {
         source: AwsError,
     },
     /// Another invocation is delivering another transition of the same alert.
-    #[error(
-        "alert `{dedup_key}` is being delivered by another invocation; the message will be retried"
-    )]
+    #[error("alert `{dedup_key}` is being delivered by another invocation; the message will be retried")]
     Busy {
         /// The alert's dedup key.
         dedup_key: String,
     },
     /// The state object kept changing under us.
-    #[error(
-        "state object s3://{bucket}/{key} changed between read and write {attempts} times in a row; the message will be retried"
-    )]
+    #[error("state object s3://{bucket}/{key} changed between read and write {attempts} times in a row; the message will be retried")]
     ConflictExhausted {
         /// Bucket.
         bucket: String,
@@ -232,13 +225,7 @@ struct Acted {
 impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     /// Wires configuration, AWS adapters and policies.
     pub fn new(cfg: RouterConfig, store: S, notifier: N, policies: Policies<Alerting>) -> Self {
-        AlertRouter {
-            cfg,
-            store,
-            notifier,
-            policies,
-            cache: Mutex::new(HashMap::new()),
-        }
+        AlertRouter { cfg, store, notifier, policies, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The configuration in use.
@@ -248,11 +235,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
 
     /// Handles one invocation at time `inv.now_ms`: every alert in the event, in order; the
     /// records carry `inv.request_id`.
-    pub async fn handle(
-        &self,
-        event: &Value,
-        inv: Invocation,
-    ) -> Result<Vec<DecisionRecord>, RouterError> {
+    pub async fn handle(&self, event: &Value, inv: Invocation) -> Result<Vec<DecisionRecord>, RouterError> {
         let mut records = Vec::new();
         for message in normalise_event(event, inv.now_ms) {
             records.push(self.route(message, &inv).await?);
@@ -260,11 +243,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
         Ok(records)
     }
 
-    async fn route(
-        &self,
-        m: IncomingMessage,
-        inv: &Invocation,
-    ) -> Result<DecisionRecord, RouterError> {
+    async fn route(&self, m: IncomingMessage, inv: &Invocation) -> Result<DecisionRecord, RouterError> {
         let now_ms = inv.now_ms;
         let t_gather = Instant::now();
         let firing = self.firing_entries().await?;
@@ -308,10 +287,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             )
             .await?;
         let fault_notice = match &decided.fault_alert {
-            Some(fault) => Some(
-                self.announce_fault(&m.event_id, fault, &decided, now_ms)
-                    .await?,
-            ),
+            Some(fault) => Some(self.announce_fault(&m.event_id, fault, &decided, now_ms).await?),
             None => None,
         };
         let rec = DecisionRecord {
@@ -330,11 +306,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                 summary: m.alert.summary.clone(),
             },
             input: recorded,
-            suppression: if acted.outcome == Outcome::Suppressed {
-                decision.suppress.clone()
-            } else {
-                None
-            },
+            suppression: if acted.outcome == Outcome::Suppressed { decision.suppress.clone() } else { None },
             state_key: self.entry_key(&decision.dedup_key),
             policy: decided.clone(),
             outcome: acted.outcome,
@@ -342,11 +314,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             unknown_destinations: unknown,
             attempts: acted.attempts,
             fault_notice,
-            durations: Durations {
-                gather_ms,
-                decide_ms,
-                act_ms: ms(t_act),
-            },
+            durations: Durations { gather_ms, decide_ms, act_ms: ms(t_act) },
         };
         log_record(&rec);
         Ok(rec)
@@ -436,9 +404,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             let (prev, etag) = self.load_entry(&key).await?;
             match dedup::plan(prev.as_ref(), r.alert, r.decision, &me, timing) {
                 Plan::Busy => {
-                    return Err(RouterError::Busy {
-                        dedup_key: r.decision.dedup_key.clone(),
-                    });
+                    return Err(RouterError::Busy { dedup_key: r.decision.dedup_key.clone() });
                 }
                 Plan::Skip { why, entry } => {
                     if let Some(e) = entry {
@@ -451,11 +417,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                     if why == Skip::Suppressed {
                         tracing::info!(dedup_key = %r.decision.dedup_key, suppression = ?r.decision.suppress, "suppressed: {}", r.decision.reason);
                     }
-                    return Ok(Acted {
-                        outcome: why.into(),
-                        deliveries: vec![],
-                        attempts: attempt,
-                    });
+                    return Ok(Acted { outcome: why.into(), deliveries: vec![], attempts: attempt });
                 }
                 Plan::Deliver { kind, entry } => {
                     let claim_etag = match self.put_entry(&key, &entry, etag).await {
@@ -468,11 +430,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                         },
                         Err(e) => return Err(e.into()),
                     };
-                    let (token, mut reached) = entry
-                        .claim
-                        .as_ref()
-                        .map(|c| (c.token.clone(), c.delivered_to.clone()))
-                        .unwrap_or_default();
+                    let (token, mut reached) = entry.claim.as_ref().map(|c| (c.token.clone(), c.delivered_to.clone())).unwrap_or_default();
                     let mut deliveries = Vec::new();
                     for (destination, topic_arn) in &r.topics {
                         if reached.contains(destination) {
@@ -481,17 +439,10 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                         match self.publish(&r, kind, &entry, topic_arn).await {
                             Ok(message_id) => {
                                 reached.push(destination.clone());
-                                deliveries.push(Delivery {
-                                    destination: destination.clone(),
-                                    topic_arn: topic_arn.clone(),
-                                    message_id,
-                                });
+                                deliveries.push(Delivery { destination: destination.clone(), topic_arn: topic_arn.clone(), message_id });
                             }
                             Err(source) => {
-                                self.settle(&key, Some(claim_etag), |e| {
-                                    dedup::release(e, &token, &reached)
-                                })
-                                .await;
+                                self.settle(&key, Some(claim_etag), |e| dedup::release(e, &token, &reached)).await;
                                 return Err(RouterError::Delivery {
                                     dedup_key: r.decision.dedup_key.clone(),
                                     destination: destination.clone(),
@@ -501,23 +452,12 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                             }
                         }
                     }
-                    self.settle(&key, Some(claim_etag), |e| {
-                        dedup::confirm(e, &token, now_ms)
-                    })
-                    .await;
-                    return Ok(Acted {
-                        outcome: kind.into(),
-                        deliveries,
-                        attempts: attempt,
-                    });
+                    self.settle(&key, Some(claim_etag), |e| dedup::confirm(e, &token, now_ms)).await;
+                    return Ok(Acted { outcome: kind.into(), deliveries, attempts: attempt });
                 }
             }
         }
-        Err(RouterError::ConflictExhausted {
-            bucket: self.cfg.state_bucket.clone(),
-            key,
-            attempts: STATE_WRITE_ATTEMPTS,
-        })
+        Err(RouterError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key, attempts: STATE_WRITE_ATTEMPTS })
     }
 
     /// The ETag of the state object if it holds exactly `entry` (the claim this
@@ -532,12 +472,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     /// Writes `change(entry)` after a publish (confirm or release), re-reading on a lost
     /// race. Best effort: the publish already happened (or failed); if this write never
     /// lands, the claim expires after its lease and the next copy finishes the job.
-    async fn settle(
-        &self,
-        key: &str,
-        mut etag: Option<String>,
-        change: impl Fn(&AlertEntry) -> Option<AlertEntry>,
-    ) {
+    async fn settle(&self, key: &str, mut etag: Option<String>, change: impl Fn(&AlertEntry) -> Option<AlertEntry>) {
         for _ in 0..STATE_WRITE_ATTEMPTS {
             let current = match etag.take() {
                 Some(t) => self.cache_get(key).filter(|(et, _)| *et == t),
@@ -549,19 +484,13 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                     Ok((Some(e), t)) => (e, t),
                     Ok((None, _)) => return,
                     Err(e) => {
-                        tracing::error!(
-                            key,
-                            "cannot read the state object to settle a delivery: {e}"
-                        );
+                        tracing::error!(key, "cannot read the state object to settle a delivery: {e}");
                         return;
                     }
                 },
             };
             let Some(next) = change(&entry) else {
-                tracing::warn!(
-                    key,
-                    "another invocation took over this delivery after the claim's lease ran out"
-                );
+                tracing::warn!(key, "another invocation took over this delivery after the claim's lease ran out");
                 return;
             };
             match self.put_entry(key, &next, tag).await {
@@ -573,19 +502,10 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                 }
             }
         }
-        tracing::error!(
-            key,
-            "state object kept changing; the delivery claim stays until its lease runs out"
-        );
+        tracing::error!(key, "state object kept changing; the delivery claim stays until its lease runs out");
     }
 
-    async fn publish(
-        &self,
-        r: &Routed<'_>,
-        kind: DeliveryKind,
-        entry: &AlertEntry,
-        topic_arn: &str,
-    ) -> Result<String, AwsError> {
+    async fn publish(&self, r: &Routed<'_>, kind: DeliveryKind, entry: &AlertEntry, topic_arn: &str) -> Result<String, AwsError> {
         let a = r.alert;
         let d = r.decision;
         let mut body = a.body.clone();
@@ -623,10 +543,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             "policy_digest": r.policy_digest,
             "body": body,
         });
-        let source = serde_json::to_value(a.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let source = serde_json::to_value(a.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let attributes = BTreeMap::from([
             ("severity".to_owned(), d.severity.as_str().to_owned()),
             ("source".to_owned(), source),
@@ -634,23 +551,12 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             ("dedup_key".to_owned(), d.dedup_key.clone()),
             ("status".to_owned(), status.to_owned()),
         ]);
-        self.notifier
-            .publish(
-                topic_arn,
-                &subject(kind, d.severity, &a.summary),
-                &message.to_string(),
-                &attributes,
-            )
-            .await
+        self.notifier.publish(topic_arn, &subject(kind, d.severity, &a.summary), &message.to_string(), &attributes).await
     }
 
     /// `<prefix>entries/<sha256 of the dedup key>.json`: any dedup key makes a valid key.
     fn entry_key(&self, dedup_key: &str) -> String {
-        format!(
-            "{}entries/{}.json",
-            self.cfg.state_prefix,
-            hex::encode(Sha256::digest(dedup_key.as_bytes()))
-        )
+        format!("{}entries/{}.json", self.cfg.state_prefix, hex::encode(Sha256::digest(dedup_key.as_bytes())))
     }
 
     fn cache_get(&self, key: &str) -> Option<(String, AlertEntry)> {
@@ -666,10 +572,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     /// The state object; a missing one is `None`. An unreadable one is logged and
     /// treated as absent, keeping its ETag so the next write replaces it: a broken
     /// object must not stop alerts.
-    async fn load_entry(
-        &self,
-        key: &str,
-    ) -> Result<(Option<AlertEntry>, Option<String>), RouterError> {
+    async fn load_entry(&self, key: &str) -> Result<(Option<AlertEntry>, Option<String>), RouterError> {
         let Some(obj) = self.store.get(&self.cfg.state_bucket, key).await? else {
             return Ok((None, None));
         };
@@ -686,21 +589,11 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
     }
 
     /// Writes with If-Match on `etag`, or If-None-Match when there was no object.
-    async fn put_entry(
-        &self,
-        key: &str,
-        entry: &AlertEntry,
-        etag: Option<String>,
-    ) -> Result<String, AwsError> {
-        let body = serde_json::to_vec_pretty(entry).map_err(|e| AwsError::Invalid {
-            operation: "PutObject",
-            message: format!("cannot serialise state: {e}"),
-        })?;
+    async fn put_entry(&self, key: &str, entry: &AlertEntry, etag: Option<String>) -> Result<String, AwsError> {
+        let body = serde_json::to_vec_pretty(entry)
+            .map_err(|e| AwsError::Invalid { operation: "PutObject", message: format!("cannot serialise state: {e}") })?;
         let cond = etag.map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
-        let new_etag = self
-            .store
-            .put(&self.cfg.state_bucket, key, body, cond)
-            .await?;
+        let new_etag = self.store.put(&self.cfg.state_bucket, key, body, cond).await?;
         self.cache_put(key, new_etag.clone(), entry.clone());
         Ok(new_etag)
     }
@@ -711,35 +604,19 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
         let prefix = format!("{}entries/", self.cfg.state_prefix);
         let listing = self.store.list(&self.cfg.state_bucket, &prefix).await?;
         let changed: Vec<_> = {
-            let cache = self.cache.lock().map_err(|_| AwsError::Invalid {
-                operation: "cache",
-                message: "poisoned".into(),
-            })?;
-            listing
-                .iter()
-                .filter(|o| cache.get(&o.key).is_none_or(|(etag, _)| *etag != o.etag))
-                .map(|o| o.key.clone())
-                .collect()
+            let cache = self.cache.lock().map_err(|_| AwsError::Invalid { operation: "cache", message: "poisoned".into() })?;
+            listing.iter().filter(|o| cache.get(&o.key).is_none_or(|(etag, _)| *etag != o.etag)).map(|o| o.key.clone()).collect()
         };
         for key in changed {
             self.load_entry(&key).await?;
         }
-        let mut cache = self.cache.lock().map_err(|_| AwsError::Invalid {
-            operation: "cache",
-            message: "poisoned".into(),
-        })?;
+        let mut cache = self.cache.lock().map_err(|_| AwsError::Invalid { operation: "cache", message: "poisoned".into() })?;
         cache.retain(|k, _| listing.iter().any(|o| &o.key == k));
-        let mut firing: Vec<AlertEntry> = cache
-            .values()
-            .map(|(_, e)| e)
-            .filter(|e| e.status == AlertStatus::Firing)
-            .cloned()
-            .collect();
+        let mut firing: Vec<AlertEntry> = cache.values().map(|(_, e)| e).filter(|e| e.status == AlertStatus::Firing).cloned().collect();
         firing.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
         Ok(firing)
     }
 }
-
 
 fn log_record(rec: &DecisionRecord) {
     match serde_json::to_string(rec) {

@@ -45,19 +45,11 @@ pub struct IncomingMessage {
 /// Splits `event` into alerts, received at `now_ms` (the time of alerts whose sender
 /// gave none).
 pub fn normalise_event(event: &Value, now_ms: TimestampMs) -> Vec<IncomingMessage> {
-    let records = event
-        .get("Records")
-        .and_then(Value::as_array)
-        .filter(|r| !r.is_empty());
+    let records = event.get("Records").and_then(Value::as_array).filter(|r| !r.is_empty());
     if let Some(records) = records
-        && records
-            .iter()
-            .all(|r| r.get("Sns").is_some_and(Value::is_object))
+        && records.iter().all(|r| r.get("Sns").is_some_and(Value::is_object))
     {
-        return records
-            .iter()
-            .map(|r| sns_record(&r["Sns"], now_ms))
-            .collect();
+        return records.iter().map(|r| sns_record(&r["Sns"], now_ms)).collect();
     }
     let text = event.to_string();
     let event_id = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
@@ -66,33 +58,17 @@ pub fn normalise_event(event: &Value, now_ms: TimestampMs) -> Vec<IncomingMessag
         Value::String(s) => generic_text(s, None, now_ms),
         _ => generic_text(&text, None, now_ms),
     };
-    vec![IncomingMessage {
-        event_id,
-        alert,
-        topic_arn: None,
-    }]
+    vec![IncomingMessage { event_id, alert, topic_arn: None }]
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    v.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// `s` on one line, at most [`MAX_TEXT_CHARS`] characters.
 pub fn one_line(s: &str) -> String {
-    let line = s
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_owned();
-    if line.chars().count() > MAX_TEXT_CHARS {
-        line.chars().take(MAX_TEXT_CHARS - 3).collect::<String>() + "..."
-    } else {
-        line
-    }
+    let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_owned();
+    if line.chars().count() > MAX_TEXT_CHARS { line.chars().take(MAX_TEXT_CHARS - 3).collect::<String>() + "..." } else { line }
 }
 
 fn severity(s: &str) -> Option<Severity> {
@@ -105,56 +81,30 @@ fn severity(s: &str) -> Option<Severity> {
 }
 
 fn resolves(word: &str) -> bool {
-    matches!(
-        word.trim().to_ascii_lowercase().as_str(),
-        "ok" | "resolved" | "recovered"
-    )
+    matches!(word.trim().to_ascii_lowercase().as_str(), "ok" | "resolved" | "recovered")
 }
 
 fn sns_record(sns: &Value, now_ms: TimestampMs) -> IncomingMessage {
-    let message = sns
-        .get("Message")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let message = sns.get("Message").and_then(Value::as_str).unwrap_or_default();
     let subject = str_field(sns, "Subject");
     let topic_arn = str_field(sns, "TopicArn").map(str::to_owned);
     let event_id = str_field(sns, "MessageId")
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(sns.to_string().as_bytes()))
-            )
-        });
-    let sent_ms = str_field(sns, "Timestamp")
-        .and_then(|t| parse_timestamp(t).ok())
-        .unwrap_or(now_ms);
+        .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(sns.to_string().as_bytes()))));
+    let sent_ms = str_field(sns, "Timestamp").and_then(|t| parse_timestamp(t).ok()).unwrap_or(now_ms);
     // String-valued message attributes (`{"severity": {"Type": "String", "Value": "critical"}}`).
     let attributes: BTreeMap<String, String> = sns
         .get("MessageAttributes")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        k.clone(),
-                        v.get("Value").and_then(Value::as_str)?.to_owned(),
-                    ))
-                })
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.get("Value").and_then(Value::as_str)?.to_owned()))).collect())
         .unwrap_or_default();
     let alert = match serde_json::from_str::<Value>(message) {
-        Ok(Value::Object(obj))
-            if obj.contains_key("AlarmName") && obj.contains_key("NewStateValue") =>
-        {
+        Ok(Value::Object(obj)) if obj.contains_key("AlarmName") && obj.contains_key("NewStateValue") => {
             cloudwatch(&obj, message, topic_arn.as_deref(), sent_ms)
         }
         Ok(Value::Object(obj))
             if obj.get("kind").and_then(Value::as_str) == Some("kbha.notice")
-                || attributes
-                    .get("source")
-                    .is_some_and(|s| s.starts_with("kbha.")) =>
+                || attributes.get("source").is_some_and(|s| s.starts_with("kbha.")) =>
         {
             kbha_notice(&obj, message, &attributes, sent_ms)
         }
@@ -165,11 +115,7 @@ fn sns_record(sns: &Value, now_ms: TimestampMs) -> IncomingMessage {
             a
         }
     };
-    IncomingMessage {
-        event_id,
-        alert,
-        topic_arn,
-    }
+    IncomingMessage { event_id, alert, topic_arn }
 }
 
 fn merge_attributes(a: &mut IncomingAlert, attributes: &BTreeMap<String, String>) {
@@ -184,18 +130,11 @@ fn merge_attributes(a: &mut IncomingAlert, attributes: &BTreeMap<String, String>
     }
 }
 
-fn cloudwatch(
-    obj: &Map<String, Value>,
-    raw: &str,
-    topic_arn: Option<&str>,
-    sent_ms: TimestampMs,
-) -> IncomingAlert {
+fn cloudwatch(obj: &Map<String, Value>, raw: &str, topic_arn: Option<&str>, sent_ms: TimestampMs) -> IncomingAlert {
     let v = Value::Object(obj.clone());
     let name = one_line(str_field(&v, "AlarmName").unwrap_or("unnamed-alarm"));
     let state = str_field(&v, "NewStateValue").unwrap_or("ALARM").to_owned();
-    let region = str_field(&v, "AlarmArn")
-        .and_then(region_from_arn)
-        .or_else(|| topic_arn.and_then(region_from_arn));
+    let region = str_field(&v, "AlarmArn").and_then(region_from_arn).or_else(|| topic_arn.and_then(region_from_arn));
     let mut labels = BTreeMap::from([("state".to_owned(), state.clone())]);
     if let Some(a) = str_field(&v, "AWSAccountId") {
         labels.insert("account".into(), a.to_owned());
@@ -210,35 +149,21 @@ fn cloudwatch(
     }
     // CloudWatch puts no tags in the notification; `key=value` words of the description
     // are how an alarm carries labels such as `severity=critical service=chromadb`.
-    for word in str_field(&v, "AlarmDescription")
-        .unwrap_or("")
-        .split_whitespace()
-    {
+    for word in str_field(&v, "AlarmDescription").unwrap_or("").split_whitespace() {
         if let Some((k, val)) = word.split_once('=')
             && !k.is_empty()
             && !val.is_empty()
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            labels.insert(
-                k.to_owned(),
-                val.trim_matches(|c: char| c == ',' || c == ';').to_owned(),
-            );
+            labels.insert(k.to_owned(), val.trim_matches(|c: char| c == ',' || c == ';').to_owned());
         }
     }
     // The ARN says where the alarm lives, not what it watches: every Route 53 health-check
     // alarm lives in us-east-1 whatever region it probes. A `region=` label in the
     // description (the template's health-check alarms carry one) says what it is about.
     let region = labels.get("region").filter(|r| !r.is_empty()).cloned().or(region);
-    let status = if state == "OK" {
-        AlertStatus::Resolved
-    } else {
-        AlertStatus::Firing
-    };
-    let where_ = region
-        .as_deref()
-        .map(|r| format!(" in {r}"))
-        .unwrap_or_default();
+    let status = if state == "OK" { AlertStatus::Resolved } else { AlertStatus::Firing };
+    let where_ = region.as_deref().map(|r| format!(" in {r}")).unwrap_or_default();
     IncomingAlert {
         source: AlertSource::Cloudwatch,
         severity_hint: labels.get("severity").and_then(|s| severity(s)),
@@ -248,42 +173,21 @@ fn cloudwatch(
         region,
         body: raw.to_owned(),
         labels,
-        at_ms: str_field(&v, "StateChangeTime")
-            .and_then(|t| parse_timestamp(t).ok())
-            .unwrap_or(sent_ms),
+        at_ms: str_field(&v, "StateChangeTime").and_then(|t| parse_timestamp(t).ok()).unwrap_or(sent_ms),
     }
 }
 
-fn kbha_notice(
-    obj: &Map<String, Value>,
-    raw: &str,
-    attributes: &BTreeMap<String, String>,
-    sent_ms: TimestampMs,
-) -> IncomingAlert {
+fn kbha_notice(obj: &Map<String, Value>, raw: &str, attributes: &BTreeMap<String, String>, sent_ms: TimestampMs) -> IncomingAlert {
     let v = Value::Object(obj.clone());
     let function = str_field(&v, "function")
         .map(str::to_owned)
-        .or_else(|| {
-            attributes
-                .get("source")
-                .and_then(|s| s.strip_prefix("kbha."))
-                .map(str::to_owned)
-        })
+        .or_else(|| attributes.get("source").and_then(|s| s.strip_prefix("kbha.")).map(str::to_owned))
         .unwrap_or_else(|| "unknown".into());
-    let kind = str_field(&v, "type")
-        .or_else(|| attributes.get("kind").map(String::as_str))
-        .unwrap_or("notice")
-        .to_owned();
+    let kind = str_field(&v, "type").or_else(|| attributes.get("kind").map(String::as_str)).unwrap_or("notice").to_owned();
     let resolved = resolves(&kind) || str_field(&v, "status").is_some_and(resolves);
-    let region = str_field(&v, "region").map(str::to_owned).or_else(|| {
-        v.get("alarm")
-            .and_then(|a| str_field(a, "region"))
-            .map(str::to_owned)
-    });
-    let mut labels = BTreeMap::from([
-        ("function".to_owned(), function.clone()),
-        ("type".to_owned(), kind.clone()),
-    ]);
+    let region =
+        str_field(&v, "region").map(str::to_owned).or_else(|| v.get("alarm").and_then(|a| str_field(a, "region")).map(str::to_owned));
+    let mut labels = BTreeMap::from([("function".to_owned(), function.clone()), ("type".to_owned(), kind.clone())]);
     for key in ["record_name", "dedup_key", "bucket", "key"] {
         if let Some(s) = str_field(&v, key) {
             labels.insert(key.to_owned(), s.to_owned());
@@ -293,30 +197,20 @@ fn kbha_notice(
     // the service, and one alert per source and region, so a `breach` and the `ok` after it
     // share a dedup key and the `ok` resolves it.
     if let Some(backup) = str_field(&v, "source") {
-        labels
-            .entry("service".into())
-            .or_insert_with(|| backup.to_owned());
+        labels.entry("service".into()).or_insert_with(|| backup.to_owned());
         let region = region.as_deref().unwrap_or("-");
-        labels
-            .entry("dedup_key".into())
-            .or_insert_with(|| format!("kbha/{function}/{backup}/{region}"));
+        labels.entry("dedup_key".into()).or_insert_with(|| format!("kbha/{function}/{backup}/{region}"));
     }
     let mut a = IncomingAlert {
         source: AlertSource::Kbha,
         name: one_line(&format!("kbha.{function}.{kind}")),
-        status: if resolved {
-            AlertStatus::Resolved
-        } else {
-            AlertStatus::Firing
-        },
+        status: if resolved { AlertStatus::Resolved } else { AlertStatus::Firing },
         region,
         severity_hint: str_field(&v, "severity").and_then(severity),
         summary: one_line(str_field(&v, "summary").unwrap_or(&kind)),
         body: raw.to_owned(),
         labels,
-        at_ms: str_field(&v, "at")
-            .and_then(|t| parse_timestamp(t).ok())
-            .unwrap_or(sent_ms),
+        at_ms: str_field(&v, "at").and_then(|t| parse_timestamp(t).ok()).unwrap_or(sent_ms),
     };
     merge_attributes(&mut a, attributes);
     a
@@ -330,25 +224,14 @@ fn generic_json(
     sent_ms: TimestampMs,
 ) -> IncomingAlert {
     let v = Value::Object(obj.clone());
-    let first = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| str_field(&v, k))
-            .map(str::to_owned)
-    };
-    let summary = first(&["summary", "message", "description", "title"])
-        .or_else(|| subject.map(str::to_owned))
-        .unwrap_or_else(|| raw.to_owned());
-    let name = first(&["name", "alertname", "alert", "title"])
-        .or_else(|| subject.map(str::to_owned))
-        .unwrap_or_else(|| summary.clone());
+    let first = |keys: &[&str]| keys.iter().find_map(|k| str_field(&v, k)).map(str::to_owned);
+    let summary =
+        first(&["summary", "message", "description", "title"]).or_else(|| subject.map(str::to_owned)).unwrap_or_else(|| raw.to_owned());
+    let name = first(&["name", "alertname", "alert", "title"]).or_else(|| subject.map(str::to_owned)).unwrap_or_else(|| summary.clone());
     let mut labels: BTreeMap<String, String> = v
         .get("labels")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, x)| Some((k.clone(), x.as_str()?.to_owned())))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, x)| Some((k.clone(), x.as_str()?.to_owned()))).collect())
         .unwrap_or_default();
     if let Some(k) = first(&["dedup_key", "fingerprint"]) {
         labels.insert("dedup_key".into(), k);
@@ -356,19 +239,13 @@ fn generic_json(
     let mut a = IncomingAlert {
         source: AlertSource::Generic,
         name: one_line(&name),
-        status: if first(&["status", "state"]).is_some_and(|s| resolves(&s)) {
-            AlertStatus::Resolved
-        } else {
-            AlertStatus::Firing
-        },
+        status: if first(&["status", "state"]).is_some_and(|s| resolves(&s)) { AlertStatus::Resolved } else { AlertStatus::Firing },
         region: first(&["region"]),
         severity_hint: first(&["severity", "level", "priority"]).and_then(|s| severity(&s)),
         summary: one_line(&summary),
         body: raw.to_owned(),
         labels,
-        at_ms: first(&["at", "time", "timestamp"])
-            .and_then(|t| parse_timestamp(&t).ok())
-            .unwrap_or(sent_ms),
+        at_ms: first(&["at", "time", "timestamp"]).and_then(|t| parse_timestamp(&t).ok()).unwrap_or(sent_ms),
     };
     merge_attributes(&mut a, attributes);
     a
@@ -376,15 +253,8 @@ fn generic_json(
 
 fn generic_text(text: &str, subject: Option<&str>, sent_ms: TimestampMs) -> IncomingAlert {
     let first_line = one_line(text);
-    let summary = subject
-        .map(one_line)
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| first_line.clone());
-    let summary = if summary.is_empty() {
-        "empty message".to_owned()
-    } else {
-        summary
-    };
+    let summary = subject.map(one_line).filter(|s| !s.is_empty()).unwrap_or_else(|| first_line.clone());
+    let summary = if summary.is_empty() { "empty message".to_owned() } else { summary };
     IncomingAlert {
         source: AlertSource::Generic,
         name: summary.clone(),
@@ -426,10 +296,7 @@ mod tests {
         assert_eq!(a.summary, "ALARM: kbha-api-primary-unhealthy in us-east-1");
         assert_eq!(a.labels["namespace"], "AWS/Route53");
         assert_eq!(a.labels["state"], "ALARM");
-        assert_eq!(
-            a.at_ms,
-            parse_timestamp("2026-11-26T10:00:00Z").expect("ts")
-        );
+        assert_eq!(a.at_ms, parse_timestamp("2026-11-26T10:00:00Z").expect("ts"));
         assert!(a.body.contains("Threshold Crossed"));
     }
 
@@ -440,10 +307,7 @@ mod tests {
         assert_eq!(m.alert.severity_hint, Some(Severity::Critical));
         assert_eq!(m.alert.labels["service"], "api");
         let two = normalise_event(&fixture("cloudwatch-alarm-sns-two-records.json"), 0);
-        assert_eq!(
-            two.iter().map(|m| m.alert.status).collect::<Vec<_>>(),
-            [AlertStatus::Resolved, AlertStatus::Firing]
-        );
+        assert_eq!(two.iter().map(|m| m.alert.status).collect::<Vec<_>>(), [AlertStatus::Resolved, AlertStatus::Firing]);
     }
 
     /// The template's own health-check alarm, as CloudWatch sends it: the alarm lives in
@@ -490,10 +354,7 @@ mod tests {
         assert_eq!(a.region.as_deref(), Some("us-east-1"));
         assert_eq!(a.summary, "traffic shifted: primary=0, secondary=100");
         assert_eq!(a.labels["record_name"], "api.example.com.");
-        assert_eq!(
-            a.labels["dry_run"], "false",
-            "message attributes become labels"
-        );
+        assert_eq!(a.labels["dry_run"], "false", "message attributes become labels");
         assert_eq!(a.status, AlertStatus::Firing);
     }
 
@@ -506,25 +367,15 @@ mod tests {
                                "key": "chromadb/2026-11-26.tar.gz", "at": "2026-11-26T10:00:00Z"})
             .to_string()
         };
-        ev["Records"][0]["Sns"]["MessageAttributes"] =
-            serde_json::json!({"source": {"Type": "String", "Value": "kbha.replication"}});
+        ev["Records"][0]["Sns"]["MessageAttributes"] = serde_json::json!({"source": {"Type": "String", "Value": "kbha.replication"}});
         ev["Records"][0]["Sns"]["Message"] = Value::String(notice("breach", "critical"));
         let breach = only(&ev).alert;
         ev["Records"][0]["Sns"]["Message"] = Value::String(notice("ok", "info"));
         let ok = only(&ev).alert;
-        assert_eq!(
-            (breach.status, ok.status),
-            (AlertStatus::Firing, AlertStatus::Resolved)
-        );
-        assert_eq!(
-            breach.labels["dedup_key"],
-            "kbha/replication/chromadb/us-west-2"
-        );
+        assert_eq!((breach.status, ok.status), (AlertStatus::Firing, AlertStatus::Resolved));
+        assert_eq!(breach.labels["dedup_key"], "kbha/replication/chromadb/us-west-2");
         assert_eq!(breach.labels["dedup_key"], ok.labels["dedup_key"]);
-        assert_eq!(
-            (breach.labels["service"].as_str(), breach.name.as_str()),
-            ("chromadb", "kbha.replication.breach")
-        );
+        assert_eq!((breach.labels["service"].as_str(), breach.name.as_str()), ("chromadb", "kbha.replication.breach"));
         assert_eq!(breach.severity_hint, Some(Severity::Critical));
     }
 
@@ -534,11 +385,7 @@ mod tests {
         let a = m.alert;
         assert_eq!(a.source, AlertSource::Generic);
         assert_eq!(a.name, "Disk almost full on kb-worker-3");
-        assert!(
-            a.body.starts_with("/var/lib/chroma is at 97%"),
-            "{}",
-            a.body
-        );
+        assert!(a.body.starts_with("/var/lib/chroma is at 97%"), "{}", a.body);
         assert_eq!(a.status, AlertStatus::Firing);
     }
 
@@ -550,21 +397,14 @@ mod tests {
         let a = only(&ev).alert;
         assert_eq!(
             (a.source, a.name.as_str(), a.body.as_str()),
-            (
-                AlertSource::Generic,
-                "{\"AlarmName\": \"half",
-                "{\"AlarmName\": \"half"
-            )
+            (AlertSource::Generic, "{\"AlarmName\": \"half", "{\"AlarmName\": \"half")
         );
         let m = only(&serde_json::json!({"detail-type": "Something Else", "detail": {"x": 1}}));
         assert!(m.event_id.starts_with("sha256:"));
         assert_eq!(m.alert.source, AlertSource::Generic);
         assert!(m.alert.body.contains("Something Else"));
         let m = only(&serde_json::json!({"Records": [{"eventSource": "aws:s3"}]}));
-        assert!(
-            m.alert.body.contains("aws:s3"),
-            "an S3 event is carried whole"
-        );
+        assert!(m.alert.body.contains("aws:s3"), "an S3 event is carried whole");
         let e = only(&Value::String(String::new())).alert;
         assert_eq!(e.name, "empty message");
     }
@@ -578,18 +418,8 @@ mod tests {
             .to_string(),
         );
         let a = only(&ev).alert;
-        assert_eq!(
-            (a.name.as_str(), a.status, a.severity_hint),
-            (
-                "QueueBacklog",
-                AlertStatus::Resolved,
-                Some(Severity::Critical)
-            )
-        );
-        assert_eq!(
-            (a.region.as_deref(), a.labels["service"].as_str()),
-            (Some("eu-west-1"), "ingest")
-        );
+        assert_eq!((a.name.as_str(), a.status, a.severity_hint), ("QueueBacklog", AlertStatus::Resolved, Some(Severity::Critical)));
+        assert_eq!((a.region.as_deref(), a.labels["service"].as_str()), (Some("eu-west-1"), "ingest"));
     }
 
     #[test]

@@ -35,16 +35,8 @@ pub fn sns_safe(s: &str) -> String {
     }
     let out = out.trim_end();
     // ASCII only by now, so byte length is character count.
-    let cut = if out.len() > MAX_SUBJECT_CHARS {
-        format!("{}...", out[..MAX_SUBJECT_CHARS - 3].trim_end())
-    } else {
-        out.to_owned()
-    };
-    if cut.is_empty() {
-        "kbha alert".to_owned()
-    } else {
-        cut
-    }
+    let cut = if out.len() > MAX_SUBJECT_CHARS { format!("{}...", out[..MAX_SUBJECT_CHARS - 3].trim_end()) } else { out.to_owned() };
+    if cut.is_empty() { "kbha alert".to_owned() } else { cut }
 }
 
 #[cfg(test)]
@@ -54,27 +46,14 @@ mod tests {
     #[test]
     fn subjects_say_severity_and_kind() {
         let s = "ALARM: kbha-api-primary-unhealthy in us-east-1";
-        assert_eq!(
-            subject(DeliveryKind::Firing, Severity::Critical, s),
-            "[kbha critical] ALARM: kbha-api-primary-unhealthy in us-east-1"
-        );
-        assert!(
-            subject(DeliveryKind::Repeat, Severity::Warning, s)
-                .starts_with("[kbha warning, repeat] ALARM")
-        );
-        assert!(
-            subject(DeliveryKind::Resolved, Severity::Critical, "OK: x")
-                .starts_with("[kbha resolved] OK: x")
-        );
+        assert_eq!(subject(DeliveryKind::Firing, Severity::Critical, s), "[kbha critical] ALARM: kbha-api-primary-unhealthy in us-east-1");
+        assert!(subject(DeliveryKind::Repeat, Severity::Warning, s).starts_with("[kbha warning, repeat] ALARM"));
+        assert!(subject(DeliveryKind::Resolved, Severity::Critical, "OK: x").starts_with("[kbha resolved] OK: x"));
     }
 
     #[test]
     fn subjects_stay_within_sns_limits() {
-        let long = subject(
-            DeliveryKind::Firing,
-            Severity::Info,
-            &format!("été\n{}\tend", "x".repeat(300)),
-        );
+        let long = subject(DeliveryKind::Firing, Severity::Info, &format!("été\n{}\tend", "x".repeat(300)));
         assert_eq!(long.len(), MAX_SUBJECT_CHARS);
         assert!(long.ends_with("..."));
         assert!(long.starts_with("[kbha info] ?t? xxx"), "{long}");

@@ -33,11 +33,7 @@ pub trait Alarms: Send + Sync {
     /// that means). An empty `names` makes no call.
     ///
     /// The result holds one entry per alarm, sorted by name; duplicate names are asked once.
-    fn alarm_states(
-        &self,
-        region: &str,
-        names: &[String],
-    ) -> impl Future<Output = Result<Vec<AlarmStatus>, AwsError>> + Send;
+    fn alarm_states(&self, region: &str, names: &[String]) -> impl Future<Output = Result<Vec<AlarmStatus>, AwsError>> + Send;
 }
 
 /// [`Alarms`] over the AWS SDK: one client per region, made from the shared SdkConfig (same
@@ -57,10 +53,7 @@ pub struct CloudWatchAlarms {
 impl CloudWatchAlarms {
     /// Keeps the shared SDK configuration; clients are made per region from it on first use.
     pub fn from_conf(conf: &SdkConfig) -> Self {
-        CloudWatchAlarms {
-            conf: conf.clone(),
-            clients: Arc::default(),
-        }
+        CloudWatchAlarms { conf: conf.clone(), clients: Arc::default() }
     }
 
     /// The client for `region`, built from the shared configuration on first use.
@@ -69,11 +62,7 @@ impl CloudWatchAlarms {
         clients
             .entry(region.to_owned())
             .or_insert_with(|| {
-                Client::from_conf(
-                    aws_sdk_cloudwatch::config::Builder::from(&self.conf)
-                        .region(Region::new(region.to_owned()))
-                        .build(),
-                )
+                Client::from_conf(aws_sdk_cloudwatch::config::Builder::from(&self.conf).region(Region::new(region.to_owned())).build())
             })
             .clone()
     }
@@ -84,51 +73,27 @@ const DESCRIBE: &str = "DescribeAlarms";
 /// The distinct names, in order of first appearance, in batches DescribeAlarms accepts.
 fn name_batches(names: &[String]) -> Vec<Vec<String>> {
     let mut seen = BTreeSet::new();
-    let unique: Vec<String> = names
-        .iter()
-        .filter(|n| seen.insert(n.as_str()))
-        .cloned()
-        .collect();
-    unique
-        .chunks(MAX_ALARM_NAMES_PER_CALL)
-        .map(<[String]>::to_vec)
-        .collect()
+    let unique: Vec<String> = names.iter().filter(|n| seen.insert(n.as_str())).cloned().collect();
+    unique.chunks(MAX_ALARM_NAMES_PER_CALL).map(<[String]>::to_vec).collect()
 }
 
 /// One alarm of an answer; CloudWatch always sends all three fields, so a missing one
 /// (or a state this code does not know) is an unexpected exchange, not an absent alarm.
-fn status(
-    name: Option<&str>,
-    state: Option<&StateValue>,
-    since: Option<&DateTime>,
-) -> Result<AlarmStatus, AwsError> {
+fn status(name: Option<&str>, state: Option<&StateValue>, since: Option<&DateTime>) -> Result<AlarmStatus, AwsError> {
     let name = name.ok_or_else(|| AwsError::invalid(DESCRIBE, "an alarm without a name"))?;
-    let missing =
-        |what: &str| AwsError::invalid(DESCRIBE, format!("alarm `{name}` without {what}"));
+    let missing = |what: &str| AwsError::invalid(DESCRIBE, format!("alarm `{name}` without {what}"));
     let state = state.ok_or_else(|| missing("a state"))?;
-    let state = AlarmState::from_cloudwatch(state.as_str()).ok_or_else(|| {
-        AwsError::invalid(
-            DESCRIBE,
-            format!("alarm `{name}` in unknown state `{}`", state.as_str()),
-        )
-    })?;
+    let state = AlarmState::from_cloudwatch(state.as_str())
+        .ok_or_else(|| AwsError::invalid(DESCRIBE, format!("alarm `{name}` in unknown state `{}`", state.as_str())))?;
     let since_ms = since
         .ok_or_else(|| missing("a state timestamp"))?
         .to_millis()
         .map_err(|e| AwsError::invalid(DESCRIBE, format!("alarm `{name}`: {e}")))?;
-    Ok(AlarmStatus {
-        name: name.to_owned(),
-        state,
-        since_ms,
-    })
+    Ok(AlarmStatus { name: name.to_owned(), state, since_ms })
 }
 
 impl Alarms for CloudWatchAlarms {
-    async fn alarm_states(
-        &self,
-        region: &str,
-        names: &[String],
-    ) -> Result<Vec<AlarmStatus>, AwsError> {
+    async fn alarm_states(&self, region: &str, names: &[String]) -> Result<Vec<AlarmStatus>, AwsError> {
         let batches = name_batches(names);
         if batches.is_empty() {
             return Ok(Vec::new());
@@ -157,19 +122,13 @@ impl Alarms for CloudWatchAlarms {
                     let s = status(a.alarm_name(), a.state_value(), a.state_updated_timestamp())?;
                     found.insert(s.name.clone(), s);
                 }
-                let next = page
-                    .next_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned);
+                let next = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
                 if next.is_none() {
                     break;
                 }
                 // A service that hands the same token back would page forever.
                 if next == token {
-                    return Err(AwsError::invalid(
-                        DESCRIBE,
-                        "pagination did not advance; the service returned the same next token",
-                    ));
+                    return Err(AwsError::invalid(DESCRIBE, "pagination did not advance; the service returned the same next token"));
                 }
                 token = next;
             }
@@ -191,16 +150,10 @@ mod tests {
         let mut with_dups = names.clone();
         with_dups.extend(names[..10].iter().cloned());
         let batches = name_batches(&with_dups);
-        assert_eq!(
-            batches.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![100, 100, 50]
-        );
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![100, 100, 50]);
         assert_eq!(batches.concat(), names, "each name once, in order");
         assert!(name_batches(&[]).is_empty());
-        assert_eq!(
-            name_batches(&["a".into(), "a".into()]),
-            vec![vec!["a".to_owned()]]
-        );
+        assert_eq!(name_batches(&["a".into(), "a".into()]), vec![vec!["a".to_owned()]]);
     }
 
     #[test]
@@ -208,19 +161,14 @@ mod tests {
         let t = DateTime::from_millis(1_700_000_000_123);
         assert_eq!(
             status(Some("a"), Some(&StateValue::Alarm), Some(&t)).expect("complete"),
-            AlarmStatus {
-                name: "a".into(),
-                state: AlarmState::Alarm,
-                since_ms: 1_700_000_000_123,
-            }
+            AlarmStatus { name: "a".into(), state: AlarmState::Alarm, since_ms: 1_700_000_000_123 }
         );
         let ins = status(Some("b"), Some(&StateValue::InsufficientData), Some(&t));
         assert_eq!(ins.expect("complete").state, AlarmState::InsufficientData);
         assert!(status(Some("a"), None, Some(&t)).is_err());
         assert!(status(Some("a"), Some(&StateValue::Ok), None).is_err());
         assert!(status(None, Some(&StateValue::Ok), Some(&t)).is_err());
-        let odd = status(Some("a"), Some(&StateValue::from("SNOOZED")), Some(&t))
-            .expect_err("unknown state");
+        let odd = status(Some("a"), Some(&StateValue::from("SNOOZED")), Some(&t)).expect_err("unknown state");
         assert!(!odd.retryable(), "{odd}");
     }
 }

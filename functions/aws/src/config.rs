@@ -69,9 +69,7 @@ impl AwsSettings {
 /// An HTTPS client (hyper 1 + rustls with ring): the SDK crates are built without
 /// default features, which would have pulled aws-lc-sys and its slow C build.
 pub fn https_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 /// A config loader with kbha's HTTP client, retries and timeouts; add credentials or

@@ -3,10 +3,7 @@
 use std::future::Future;
 
 use aws_sdk_route53::Client;
-use aws_sdk_route53::types::{
-    AliasTarget as SdkAliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord,
-    ResourceRecordSet, RrType,
-};
+use aws_sdk_route53::types::{AliasTarget as SdkAliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
 use kbha_core::Health;
 
 use crate::AwsError;
@@ -51,10 +48,7 @@ pub struct WeightedRecord {
 impl WeightedRecord {
     /// The same record with another weight: the usual CREATE half of a swap.
     pub fn with_weight(&self, weight: u32) -> Self {
-        WeightedRecord {
-            weight,
-            ..self.clone()
-        }
+        WeightedRecord { weight, ..self.clone() }
     }
 }
 
@@ -84,11 +78,7 @@ pub fn swaps_for_weights<'a>(
             (r.clone(), r.with_weight(w))
         })
         .collect::<Vec<_>>();
-    if unknown.is_empty() {
-        Ok(swaps)
-    } else {
-        Err(unknown)
-    }
+    if unknown.is_empty() { Ok(swaps) } else { Err(unknown) }
 }
 
 /// Where a Route 53 change stands (GetChange).
@@ -123,18 +113,12 @@ pub trait Dns: Send + Sync {
 
     /// The health check's verdict, aggregated from its checkers as Route 53 does
     /// ([`HEALTHY_CHECKER_FRACTION`]); [`Health::Unknown`] when no checker reported.
-    fn health_status(
-        &self,
-        health_check_id: &str,
-    ) -> impl Future<Output = Result<Health, AwsError>> + Send;
+    fn health_status(&self, health_check_id: &str) -> impl Future<Output = Result<Health, AwsError>> + Send;
 
     /// Whether the change `change_id` (as [`Dns::swap_records`] returns it; a `/change/`
     /// prefix is accepted) has reached every Route 53 authoritative server. An id Route 53
     /// never issued (or has forgotten) is an error (`NoSuchChange`, HTTP 404).
-    fn change_status(
-        &self,
-        change_id: &str,
-    ) -> impl Future<Output = Result<ChangeStatus, AwsError>> + Send;
+    fn change_status(&self, change_id: &str) -> impl Future<Output = Result<ChangeStatus, AwsError>> + Send;
 }
 
 /// [`Dns`] over the AWS SDK.
@@ -201,11 +185,7 @@ fn from_sdk_record(rrs: &ResourceRecordSet) -> Option<WeightedRecord> {
         set_identifier: rrs.set_identifier()?.to_owned(),
         weight,
         ttl: rrs.ttl(),
-        values: rrs
-            .resource_records()
-            .iter()
-            .map(|r| r.value().to_owned())
-            .collect(),
+        values: rrs.resource_records().iter().map(|r| r.value().to_owned()).collect(),
         alias: rrs.alias_target().map(|a| AliasTarget {
             hosted_zone_id: a.hosted_zone_id().to_owned(),
             dns_name: a.dns_name().to_owned(),
@@ -243,25 +223,15 @@ pub fn to_sdk_record(r: &WeightedRecord) -> Result<ResourceRecordSet, AwsError> 
 }
 
 fn change(action: ChangeAction, r: &WeightedRecord) -> Result<Change, AwsError> {
-    Change::builder()
-        .action(action)
-        .resource_record_set(to_sdk_record(r)?)
-        .build()
-        .map_err(|e| AwsError::invalid(CHANGE, e.to_string()))
+    Change::builder().action(action).resource_record_set(to_sdk_record(r)?).build().map_err(|e| AwsError::invalid(CHANGE, e.to_string()))
 }
 
 impl Dns for Route53Dns {
-    async fn weighted_records(
-        &self,
-        zone_id: &str,
-        name: &str,
-        rtype: &str,
-    ) -> Result<Vec<WeightedRecord>, AwsError> {
+    async fn weighted_records(&self, zone_id: &str, name: &str, rtype: &str) -> Result<Vec<WeightedRecord>, AwsError> {
         let want_name = normalize_name(name);
         let mut out = Vec::new();
         // Start at the record itself: Route 53 lists in (name, type, identifier) order.
-        let mut next: (Option<String>, Option<RrType>, Option<String>) =
-            (Some(want_name.clone()), Some(RrType::from(rtype)), None);
+        let mut next: (Option<String>, Option<RrType>, Option<String>) = (Some(want_name.clone()), Some(RrType::from(rtype)), None);
         loop {
             let page = self
                 .client
@@ -298,10 +268,7 @@ impl Dns for Route53Dns {
             }
             // A service that ignores StartRecordIdentifier would hand the same page back forever.
             if following == next {
-                return Err(AwsError::invalid(
-                    LIST,
-                    "pagination did not advance; the service ignored the next record identifier",
-                ));
+                return Err(AwsError::invalid(LIST, "pagination did not advance; the service ignored the next record identifier"));
             }
             next = following;
         }
@@ -310,12 +277,7 @@ impl Dns for Route53Dns {
         Ok(out)
     }
 
-    async fn swap_records(
-        &self,
-        zone_id: &str,
-        swaps: &[(WeightedRecord, WeightedRecord)],
-        comment: &str,
-    ) -> Result<String, AwsError> {
+    async fn swap_records(&self, zone_id: &str, swaps: &[(WeightedRecord, WeightedRecord)], comment: &str) -> Result<String, AwsError> {
         if swaps.is_empty() {
             return Err(AwsError::invalid(CHANGE, "no records to change"));
         }
@@ -346,16 +308,8 @@ impl Dns for Route53Dns {
 
     async fn change_status(&self, change_id: &str) -> Result<ChangeStatus, AwsError> {
         let id = change_id.trim_start_matches("/change/");
-        let out = self
-            .client
-            .get_change()
-            .id(id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(GET_CHANGE, e))?;
-        let info = out
-            .change_info()
-            .ok_or_else(|| AwsError::invalid(GET_CHANGE, "response carried no change info"))?;
+        let out = self.client.get_change().id(id).send().await.map_err(|e| AwsError::from_sdk(GET_CHANGE, e))?;
+        let info = out.change_info().ok_or_else(|| AwsError::invalid(GET_CHANGE, "response carried no change info"))?;
         Ok(match info.status() {
             aws_sdk_route53::types::ChangeStatus::Insync => ChangeStatus::InSync,
             // PENDING, or a status this SDK does not know: not known to be in sync.
@@ -371,11 +325,7 @@ impl Dns for Route53Dns {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(HEALTH, e))?;
-        Ok(aggregate_health(
-            out.health_check_observations()
-                .iter()
-                .filter_map(|o| o.status_report().and_then(|r| r.status())),
-        ))
+        Ok(aggregate_health(out.health_check_observations().iter().filter_map(|o| o.status_report().and_then(|r| r.status()))))
     }
 }
 
@@ -387,14 +337,8 @@ mod tests {
     fn health_follows_route53s_18_percent_rule() {
         let ok = "Success: HTTP Status Code 200, OK";
         let bad = "Failure: Connection timed out.";
-        assert_eq!(
-            aggregate_health([ok, ok, bad, bad, bad, bad, bad, bad]),
-            Health::Healthy
-        );
-        assert_eq!(
-            aggregate_health([ok, bad, bad, bad, bad, bad, bad, bad]),
-            Health::Unhealthy
-        );
+        assert_eq!(aggregate_health([ok, ok, bad, bad, bad, bad, bad, bad]), Health::Healthy);
+        assert_eq!(aggregate_health([ok, bad, bad, bad, bad, bad, bad, bad]), Health::Unhealthy);
         assert_eq!(aggregate_health([]), Health::Unknown);
     }
 
@@ -417,10 +361,7 @@ mod tests {
             vec![(rec("a", 100), rec("a", 0)), (rec("b", 0), rec("b", 0))],
             "the unchanged record is in the batch too, so a concurrent change to it conflicts"
         );
-        assert_eq!(
-            swaps_for_weights(&current, [("c", 1)]),
-            Err(vec!["c".to_owned()])
-        );
+        assert_eq!(swaps_for_weights(&current, [("c", 1)]), Err(vec!["c".to_owned()]));
     }
 
     #[test]

@@ -20,23 +20,13 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// Error codes meaning "the thing named does not exist".
-const NOT_FOUND_CODES: &[&str] = &[
-    "NoSuchKey",
-    "NoSuchBucket",
-    "NotFound",
-    "NoSuchHostedZone",
-    "NoSuchHealthCheck",
-    "NotFoundException",
-    "ResourceNotFoundException",
-];
+const NOT_FOUND_CODES: &[&str] =
+    &["NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchHostedZone", "NoSuchHealthCheck", "NotFoundException", "ResourceNotFoundException"];
 
 /// Fragments of Route 53 `InvalidChangeBatch` messages that mean the records changed
 /// since they were read (the compare-and-swap lost), as opposed to a malformed batch.
-const R53_CONFLICT_MESSAGES: &[&str] = &[
-    "values provided do not match the current values",
-    "but it already exists",
-    "but it was not found",
-];
+const R53_CONFLICT_MESSAGES: &[&str] =
+    &["values provided do not match the current values", "but it already exists", "but it was not found"];
 
 /// What went wrong talking to AWS.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +34,7 @@ pub enum AwsError {
     /// A conditional write lost: Route 53 rejected a change batch because the records
     /// changed since they were read, or S3 answered 412 Precondition Failed (or 409
     /// ConditionalRequestConflict). Re-read, decide again, and retry.
-    #[error(
-        "conflict in {operation}: {message}; the data changed since it was read, re-read and decide again"
-    )]
+    #[error("conflict in {operation}: {message}; the data changed since it was read, re-read and decide again")]
     Conflict {
         /// The API operation, e.g. `ChangeResourceRecordSets`.
         operation: &'static str,
@@ -64,9 +52,7 @@ pub enum AwsError {
         message: String,
     },
     /// AWS kept throttling after the SDK's bounded retries.
-    #[error(
-        "throttled in {operation} ({code}) after retries: {message}; try again later or lower the call rate"
-    )]
+    #[error("throttled in {operation} ({code}) after retries: {message}; try again later or lower the call rate")]
     Throttled {
         /// The API operation.
         operation: &'static str,
@@ -82,9 +68,7 @@ pub enum AwsError {
         operation: &'static str,
     },
     /// The request never got an HTTP answer (DNS, connect, TLS, I/O).
-    #[error(
-        "cannot reach AWS for {operation}: {message}; check network access to the AWS endpoint"
-    )]
+    #[error("cannot reach AWS for {operation}: {message}; check network access to the AWS endpoint")]
     Transport {
         /// The API operation.
         operation: &'static str,
@@ -119,10 +103,7 @@ impl AwsError {
     /// retryable too, but only after re-reading the current state.
     pub fn retryable(&self) -> bool {
         match self {
-            AwsError::Conflict { .. }
-            | AwsError::Throttled { .. }
-            | AwsError::Timeout { .. }
-            | AwsError::Transport { .. } => true,
+            AwsError::Conflict { .. } | AwsError::Throttled { .. } | AwsError::Timeout { .. } | AwsError::Transport { .. } => true,
             AwsError::Service { status, .. } => *status >= 500,
             AwsError::NotFound { .. } | AwsError::Invalid { .. } => false,
         }
@@ -139,10 +120,7 @@ impl AwsError {
     }
 
     pub(crate) fn invalid(operation: &'static str, message: impl Into<String>) -> Self {
-        AwsError::Invalid {
-            operation,
-            message: message.into(),
-        }
+        AwsError::Invalid { operation, message: message.into() }
     }
 
     /// Classifies an SDK error. Every SDK crate shares `SdkError`, so one function serves all.
@@ -162,57 +140,27 @@ impl AwsError {
         match &err {
             SdkError::TimeoutError(_) => AwsError::Timeout { operation },
             SdkError::DispatchFailure(f) if f.is_timeout() => AwsError::Timeout { operation },
-            SdkError::DispatchFailure(_) => AwsError::Transport {
-                operation,
-                message: detail,
-            },
-            SdkError::ResponseError(r) => AwsError::Invalid {
-                operation,
-                message: format!(
-                    "unreadable response (http {}): {detail}",
-                    r.raw().status().as_u16()
-                ),
-            },
+            SdkError::DispatchFailure(_) => AwsError::Transport { operation, message: detail },
+            SdkError::ResponseError(r) => {
+                AwsError::Invalid { operation, message: format!("unreadable response (http {}): {detail}", r.raw().status().as_u16()) }
+            }
             _ => AwsError::invalid(operation, detail),
         }
     }
 }
 
-fn classify_service(
-    operation: &'static str,
-    code: String,
-    status: u16,
-    message: String,
-) -> AwsError {
-    let is_cas_loss =
-        code == "InvalidChangeBatch" && R53_CONFLICT_MESSAGES.iter().any(|m| message.contains(m));
-    if is_cas_loss
-        || status == 412
-        || code == "PreconditionFailed"
-        || code == "ConditionalRequestConflict"
-    {
+fn classify_service(operation: &'static str, code: String, status: u16, message: String) -> AwsError {
+    let is_cas_loss = code == "InvalidChangeBatch" && R53_CONFLICT_MESSAGES.iter().any(|m| message.contains(m));
+    if is_cas_loss || status == 412 || code == "PreconditionFailed" || code == "ConditionalRequestConflict" {
         return AwsError::Conflict { operation, message };
     }
     if THROTTLING_CODES.contains(&code.as_str()) || status == 429 {
-        return AwsError::Throttled {
-            operation,
-            code,
-            message,
-        };
+        return AwsError::Throttled { operation, code, message };
     }
     if NOT_FOUND_CODES.contains(&code.as_str()) || status == 404 {
-        return AwsError::NotFound {
-            operation,
-            code,
-            message,
-        };
+        return AwsError::NotFound { operation, code, message };
     }
-    AwsError::Service {
-        operation,
-        code,
-        status,
-        message,
-    }
+    AwsError::Service { operation, code, status, message }
 }
 
 /// The error and its sources on one line: SDK errors put the useful part in `source()`.
@@ -252,24 +200,12 @@ mod tests {
 
     #[test]
     fn s3_precondition_and_throttling_are_classified() {
-        assert!(
-            classify_service("PutObject", "PreconditionFailed".into(), 412, String::new())
-                .is_conflict()
-        );
+        assert!(classify_service("PutObject", "PreconditionFailed".into(), 412, String::new()).is_conflict());
         let slow = classify_service("PutObject", "SlowDown".into(), 503, String::new());
         assert!(matches!(slow, AwsError::Throttled { .. }) && slow.retryable());
-        let prior = classify_service(
-            "ChangeResourceRecordSets",
-            "PriorRequestNotComplete".into(),
-            400,
-            String::new(),
-        );
+        let prior = classify_service("ChangeResourceRecordSets", "PriorRequestNotComplete".into(), 400, String::new());
         assert!(matches!(prior, AwsError::Throttled { .. }));
-        assert!(
-            classify_service("GetObject", "InternalError".into(), 500, String::new()).retryable()
-        );
-        assert!(
-            !classify_service("Publish", "InvalidParameter".into(), 400, String::new()).retryable()
-        );
+        assert!(classify_service("GetObject", "InternalError".into(), 500, String::new()).retryable());
+        assert!(!classify_service("Publish", "InvalidParameter".into(), 400, String::new()).retryable());
     }
 }

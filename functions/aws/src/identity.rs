@@ -41,14 +41,7 @@ const WHO: &str = "GetCallerIdentity";
 
 impl Identity for StsIdentity {
     async fn caller_arn(&self) -> Result<String, AwsError> {
-        let out = self
-            .client
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(WHO, e))?;
-        out.arn()
-            .map(str::to_owned)
-            .ok_or_else(|| AwsError::invalid(WHO, "response carried no ARN"))
+        let out = self.client.get_caller_identity().send().await.map_err(|e| AwsError::from_sdk(WHO, e))?;
+        out.arn().map(str::to_owned).ok_or_else(|| AwsError::invalid(WHO, "response carried no ARN"))
     }
 }

@@ -38,18 +38,15 @@ mod store;
 pub use alarms::{AlarmStatus, Alarms, CloudWatchAlarms, MAX_ALARM_NAMES_PER_CALL};
 pub use config::{AwsSettings, config_loader, https_client, load_sdk_config};
 pub use dns::{
-    AliasTarget, ChangeStatus, Dns, HEALTHY_CHECKER_FRACTION, Route53Dns, WeightedRecord,
-    aggregate_health, normalize_name, swaps_for_weights, to_sdk_record,
+    AliasTarget, ChangeStatus, Dns, HEALTHY_CHECKER_FRACTION, Route53Dns, WeightedRecord, aggregate_health, normalize_name,
+    swaps_for_weights, to_sdk_record,
 };
 pub use error::AwsError;
 pub use identity::{Identity, StsIdentity};
 #[cfg(feature = "logs")]
 pub use logs::{CloudWatchLogEvents, LogEvents, LogPage, LogQuery};
 pub use notify::{MAX_SUBJECT_CHARS, Notifier, SnsNotifier, sns_subject};
-pub use store::{
-    Fetched, ObjectHead, ObjectReader, ObjectStore, ObjectStream, ObjectSummary, PutCondition,
-    S3Store, StoredObject,
-};
+pub use store::{Fetched, ObjectHead, ObjectReader, ObjectStore, ObjectStream, ObjectSummary, PutCondition, S3Store, StoredObject};
 
 /// The SDK crates, so callers use the same versions.
 pub mod sdk {

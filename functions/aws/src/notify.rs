@@ -82,12 +82,7 @@ impl Notifier for SnsNotifier {
         message: &str,
         attributes: &BTreeMap<String, String>,
     ) -> Result<String, AwsError> {
-        let mut req = self
-            .client
-            .publish()
-            .topic_arn(topic_arn)
-            .subject(sns_subject(subject))
-            .message(message);
+        let mut req = self.client.publish().topic_arn(topic_arn).subject(sns_subject(subject)).message(message);
         for (k, v) in attributes {
             // SNS rejects empty attribute values; an empty label says nothing anyway.
             if v.is_empty() {
@@ -100,13 +95,8 @@ impl Notifier for SnsNotifier {
                 .map_err(|e| AwsError::invalid(PUBLISH, e.to_string()))?;
             req = req.message_attributes(k, value);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(PUBLISH, e))?;
-        out.message_id()
-            .map(str::to_owned)
-            .ok_or_else(|| AwsError::invalid(PUBLISH, "response carried no message id"))
+        let out = req.send().await.map_err(|e| AwsError::from_sdk(PUBLISH, e))?;
+        out.message_id().map(str::to_owned).ok_or_else(|| AwsError::invalid(PUBLISH, "response carried no message id"))
     }
 }
 

@@ -85,21 +85,14 @@ pub struct ObjectStream {
 
 impl std::fmt::Debug for ObjectStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectStream")
-            .field("size", &self.size)
-            .field("etag", &self.etag)
-            .finish_non_exhaustive()
+        f.debug_struct("ObjectStream").field("size", &self.size).field("etag", &self.etag).finish_non_exhaustive()
     }
 }
 
 /// What the functions need from S3.
 pub trait ObjectStore: Send + Sync {
     /// The object read whole (small objects only); `None` if the key does not exist.
-    fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<StoredObject>, AwsError>> + Send;
+    fn get(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<StoredObject>, AwsError>> + Send;
 
     /// The object unless it still has ETag `etag` (`If-None-Match`; `None` reads
     /// unconditionally); `version_id` reads that version. One request, so polling a
@@ -116,35 +109,17 @@ pub trait ObjectStore: Send + Sync {
     /// [`AwsError::Conflict`] when the condition failed (HTTP 412). A conditional
     /// write whose answer was lost and was retried can report a conflict with its own
     /// earlier attempt: on conflict, read the object and compare before deciding.
-    fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-        cond: PutCondition,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn put(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> impl Future<Output = Result<String, AwsError>> + Send;
 
     /// Every object under `prefix`, all pages read, in key order.
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> impl Future<Output = Result<Vec<ObjectSummary>, AwsError>> + Send;
+    fn list(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<ObjectSummary>, AwsError>> + Send;
 
     /// Metadata, with the stored checksum asked for; `None` if the object does not exist.
-    fn head(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<ObjectHead>, AwsError>> + Send;
+    fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<ObjectHead>, AwsError>> + Send;
 
     /// Opens the object for streaming, so large objects are hashed or unpacked without
     /// being held in memory; `None` if the key does not exist.
-    fn open(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<ObjectStream>, AwsError>> + Send;
+    fn open(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<ObjectStream>, AwsError>> + Send;
 }
 
 /// [`ObjectStore`] over the AWS SDK.
@@ -202,9 +177,7 @@ fn size(n: Option<i64>) -> u64 {
 /// `NoSuchKey` on GET, a bare 404 on HEAD: the object is absent (a missing bucket stays an error on GET).
 fn is_missing_key(e: &AwsError) -> bool {
     match e {
-        AwsError::NotFound { code, .. } => {
-            code == "NoSuchKey" || code == "NotFound" || code == "unknown"
-        }
+        AwsError::NotFound { code, .. } => code == "NoSuchKey" || code == "NotFound" || code == "unknown",
         _ => false,
     }
 }
@@ -220,19 +193,8 @@ fn sha256_hex(checksum: Option<&str>, kind: Option<&ChecksumType>) -> Option<Str
 
 impl S3Store {
     /// GetObject; `None` when the key does not exist (a missing bucket is an error).
-    async fn get_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, AwsError> {
-        match self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, AwsError> {
+        match self.client.get_object().bucket(bucket).key(key).send().await {
             Ok(out) => Ok(Some(out)),
             Err(e) => {
                 let e = AwsError::from_sdk(GET, e);
@@ -252,22 +214,13 @@ impl ObjectStore for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| AwsError::Transport {
-                operation: GET,
-                message: format!("reading the body of `{key}`: {e}"),
-            })?
+            .map_err(|e| AwsError::Transport { operation: GET, message: format!("reading the body of `{key}`: {e}") })?
             .into_bytes()
             .to_vec();
         Ok(Some(StoredObject { bytes, etag }))
     }
 
-    async fn get_if_changed(
-        &self,
-        bucket: &str,
-        key: &str,
-        version_id: Option<&str>,
-        etag: Option<&str>,
-    ) -> Result<Fetched, AwsError> {
+    async fn get_if_changed(&self, bucket: &str, key: &str, version_id: Option<&str>, etag: Option<&str>) -> Result<Fetched, AwsError> {
         let sent = self
             .client
             .get_object()
@@ -300,19 +253,8 @@ impl ObjectStore for S3Store {
         Ok(Fetched::Object(StoredObject { bytes, etag }))
     }
 
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-        cond: PutCondition,
-    ) -> Result<String, AwsError> {
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body));
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, cond: PutCondition) -> Result<String, AwsError> {
+        let mut req = self.client.put_object().bucket(bucket).key(key).body(ByteStream::from(body));
         req = match cond {
             PutCondition::Always => req,
             PutCondition::IfNoneMatch => req.if_none_match("*"),
@@ -324,13 +266,7 @@ impl ObjectStore for S3Store {
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectSummary>, AwsError> {
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
+        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| AwsError::from_sdk(LIST, e))?;
             for o in page.contents() {
@@ -346,14 +282,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, AwsError> {
-        let res = self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
+        let res = self.client.head_object().bucket(bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
         let out = match res {
             Ok(out) => out,
             Err(e) => {

@@ -42,8 +42,7 @@ fn every_sdk_call_has_its_permissions_listed_and_every_listed_call_is_made() -> 
     }
     assert!(called.len() >= 10, "the scan found only {called:?}: has the calling style changed?");
     let perms: toml::Table = std::fs::read_to_string(root.join("../../infra/permissions.toml"))?.parse()?;
-    let listed: BTreeSet<String> =
-        perms["operations"].as_table().map(|t| t.keys().cloned().collect()).unwrap_or_default();
+    let listed: BTreeSet<String> = perms["operations"].as_table().map(|t| t.keys().cloned().collect()).unwrap_or_default();
     let unlisted: Vec<_> = called.difference(&listed).collect();
     assert!(unlisted.is_empty(), "SDK calls without permissions in infra/permissions.toml [operations]: {unlisted:?}");
     let stale: Vec<_> = listed.difference(&called).collect();

@@ -136,8 +136,8 @@ fn us(d: Duration) -> String {
 
 fn decision_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
     let wasm_path = target_dir().join("policies/failover-default.wasm");
-    let wasm = std::fs::read(&wasm_path)
-        .with_context(|| format!("reading {} (run `cargo kbha policy build` first)", wasm_path.display()))?;
+    let wasm =
+        std::fs::read(&wasm_path).with_context(|| format!("reading {} (run `cargo kbha policy build` first)", wasm_path.display()))?;
     let case = workspace().join("policies/failover-default/cases/primary-alarm-shifts-to-secondary/input.json");
     let input: FailoverInput = serde_json::from_slice(&std::fs::read(&case).with_context(|| case.display().to_string())?)?;
 
@@ -282,7 +282,11 @@ fn measure_verification(path: &Path, bytes: u64, rows: &mut Vec<Row>) -> Result<
     }
     let rate = |d: Duration| format!("{:.0} MiB/s", size as f64 / (1 << 20) as f64 / d.as_secs_f64());
     rows.push(row(
-        &format!("verification throughput ({:.0} MiB gz of {:.0} MiB tar: sha256 + gunzip + tar walk)", size as f64 / (1 << 20) as f64, bytes as f64 / (1 << 20) as f64),
+        &format!(
+            "verification throughput ({:.0} MiB gz of {:.0} MiB tar: sha256 + gunzip + tar walk)",
+            size as f64 / (1 << 20) as f64,
+            bytes as f64 / (1 << 20) as f64
+        ),
         rate(best_scan),
         format!("sha256sum {}", rate(best_sum)),
         format!("{:.0} %", 100.0 * best_sum.as_secs_f64() / best_scan.as_secs_f64()),
@@ -325,7 +329,10 @@ fn function_env(name: &str) -> &'static [(&'static str, &'static str)] {
         "kbha-failover" => &[
             ("KBHA_HOSTED_ZONE_ID", "Z123"),
             ("KBHA_RECORD_NAME", "api.example.com"),
-            ("KBHA_TARGETS", r#"[{"set_identifier":"primary","region":"us-east-1","primary":true,"alarms":["a1"]},{"set_identifier":"secondary","region":"us-west-2","alarms":["a2"]}]"#),
+            (
+                "KBHA_TARGETS",
+                r#"[{"set_identifier":"primary","region":"us-east-1","primary":true,"alarms":["a1"]},{"set_identifier":"secondary","region":"us-west-2","alarms":["a2"]}]"#,
+            ),
             ("KBHA_NOTIFY_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:kbha-notices"),
             ("KBHA_STATE_BUCKET", "state"),
         ],
@@ -387,10 +394,7 @@ fn cold_start(bin: &Path, env: &[(&str, &str)]) -> Result<ColdStart> {
         if let Some(mut s) = child.stdout.take() {
             let _ = s.read_to_string(&mut out);
         }
-        let init = out
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["record"] == "kbha.init");
+        let init = out.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["record"] == "kbha.init");
         runs.push(ColdStart { elapsed: waited?, init });
     }
     runs.sort_by_key(|r| r.elapsed);
@@ -450,12 +454,19 @@ fn overhead_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
     let calls = o.kbha.ops.iter().position(|op| op.ends_with("ChangeResourceRecordSets")).unwrap_or(0);
     for (what, kbha, base, goal) in [
         (
-            format!("own overhead: event to Route 53 change request, warm, instant loopback AWS stub ({calls} AWS calls before it) (p50 / p99)"),
+            format!(
+                "own overhead: event to Route 53 change request, warm, instant loopback AWS stub ({calls} AWS calls before it) (p50 / p99)"
+            ),
             &o.kbha.to_change_us,
             &o.sdk_only.to_change_us,
             "<= 2 ms warm",
         ),
-        (format!("whole failover invocation, same stub ({} AWS calls) (p50 / p99)", o.kbha.ops.len()), &o.kbha.whole_us, &o.sdk_only.whole_us, "-"),
+        (
+            format!("whole failover invocation, same stub ({} AWS calls) (p50 / p99)", o.kbha.ops.len()),
+            &o.kbha.whole_us,
+            &o.sdk_only.whole_us,
+            "-",
+        ),
     ] {
         let (k50, k99, value) = pair(kbha);
         let (b50, b99, baseline) = pair(base);

@@ -97,9 +97,11 @@ fn main() -> std::process::ExitCode {
         Command::Ops(args) => block_on(ops::run(&args)),
         Command::Report(args) => block_on(report::run(&args)),
         Command::Slo(cmd) => slo::run(&cmd),
-        Command::Drill(args) => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(drill::run(&args)))
-        }
+        Command::Drill(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(drill::run(&args))),
     };
     match result {
         Ok(code) => code,

@@ -151,7 +151,11 @@ pub fn parse_config(text: &str) -> Result<BTreeMap<String, String>> {
         let line = line.strip_prefix("export ").unwrap_or(line);
         let (k, v) = line.split_once('=').with_context(|| format!("line {}: `{line}` is not KEY=value", n + 1))?;
         let v = v.trim();
-        let v = v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')).or_else(|| v.strip_prefix('"').and_then(|x| x.strip_suffix('"'))).unwrap_or(v);
+        let v = v
+            .strip_prefix('\'')
+            .and_then(|x| x.strip_suffix('\''))
+            .or_else(|| v.strip_prefix('"').and_then(|x| x.strip_suffix('"')))
+            .unwrap_or(v);
         out.insert(k.trim().to_owned(), v.to_owned());
     }
     Ok(out)
@@ -228,7 +232,11 @@ pub async fn run(args: &OpsArgs) -> Result<()> {
     if !args.json {
         eprintln!("{}", rec.detail);
         if let Some(id) = &rec.change_id {
-            eprintln!("route 53 change {id}: {} -> {}", kbha_failover::ops::describe(&rec.old_weights), kbha_failover::ops::describe(&rec.new_weights));
+            eprintln!(
+                "route 53 change {id}: {} -> {}",
+                kbha_failover::ops::describe(&rec.old_weights),
+                kbha_failover::ops::describe(&rec.new_weights)
+            );
         }
         eprintln!("recorded as {by}; notice {}", rec.notice_id.as_deref().unwrap_or("NOT sent (see the warning above)"));
     }
@@ -275,7 +283,11 @@ pub fn render_status(s: &Status) -> String {
         modes.push(format!("automatic returns HELD by {} at {}: {}", m.by, format_timestamp(m.at_ms), m.reason));
     }
     let _ = writeln!(o, "mode: {}", if modes.is_empty() { "automatic".to_owned() } else { modes.join("; ") });
-    let _ = writeln!(o, "\n{:<12} {:<11} {:>6} {:>6}  {:<9} {:<10} {:<18} {:<28} replication age", "target", "region", "weight", "share", "condition", "health", "alarms", "up since");
+    let _ = writeln!(
+        o,
+        "\n{:<12} {:<11} {:>6} {:>6}  {:<9} {:<10} {:<18} {:<28} replication age",
+        "target", "region", "weight", "share", "condition", "health", "alarms", "up since"
+    );
     for t in &s.targets {
         let d = &t.detail;
         let mut name = t.set_identifier.clone();

@@ -27,8 +27,7 @@ pub struct ReplayArgs {
 /// request id (no Lambda ran it: the records say `"request_id": null`).
 fn event_and_invocation(args: &ReplayArgs) -> Result<(serde_json::Value, Invocation)> {
     let text = std::fs::read_to_string(&args.event).with_context(|| format!("cannot read `{}`", args.event.display()))?;
-    let event: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", args.event.display()))?;
+    let event: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", args.event.display()))?;
     let now = match &args.now {
         Some(t) => kbha_core::time::parse_timestamp(t)?,
         None => now_ms(),
@@ -93,11 +92,6 @@ pub async fn replication(args: &ReplayArgs) -> Result<()> {
         let class = if e.retryable() { "retryable" } else { "not retryable" };
         anyhow::anyhow!("{e} ({class})")
     })?;
-    eprintln!(
-        "{} decision(s); verdicts: {:?}",
-        records.len(),
-        records.iter().map(|r| (r.action, r.verdict)).collect::<Vec<_>>()
-    );
+    eprintln!("{} decision(s); verdicts: {:?}", records.len(), records.iter().map(|r| (r.action, r.verdict)).collect::<Vec<_>>());
     Ok(())
 }
-

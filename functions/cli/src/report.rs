@@ -56,11 +56,7 @@ pub async fn run(args: &ReportArgs) -> Result<()> {
     }
     let (f, _) = live(&args.target).await?;
     let now = now_ms();
-    let objectives = Objectives {
-        slo_percent: args.slo,
-        rpo_ms: f.config().rpo_s.saturating_mul(1000),
-        rto_ms: parse_span(&args.rto)?,
-    };
+    let objectives = Objectives { slo_percent: args.slo, rpo_ms: f.config().rpo_s.saturating_mul(1000), rto_ms: parse_span(&args.rto)? };
     let incidents = f.incidents().await?;
     let r = report(incidents, now - parse_span(&args.since)?, now, objectives);
     if args.json {

@@ -563,7 +563,10 @@ fn validate(f: SpecFile) -> Result<Model> {
         bail!("service `{}`: use lowercase letters, digits and dashes, like knowledgebeast", f.service);
     }
     if !(f.name_prefix.len() >= 2 && f.name_prefix.len() <= 20 && is_name(&f.name_prefix)) {
-        bail!("name_prefix `{}`: 2 to 20 lowercase letters, digits and dashes, starting with a letter (the kbha stack's NamePrefix)", f.name_prefix);
+        bail!(
+            "name_prefix `{}`: 2 to 20 lowercase letters, digits and dashes, starting with a letter (the kbha stack's NamePrefix)",
+            f.name_prefix
+        );
     }
     for s in [&f.severity.page, &f.severity.ticket] {
         if !SEVERITIES.contains(&s.as_str()) {
@@ -678,13 +681,18 @@ fn validate_slo(s: SloFile, params: &BTreeMap<String, ParameterFile>, used: &mut
             let namespace = check_namespace(&l.namespace, "latency.namespace").map_err(|e| at(e.to_string()))?;
             let metric = check_metric_names(std::slice::from_ref(&l.metric), "latency.metric").map_err(|e| at(e.to_string()))?.remove(0);
             if !l.threshold.is_finite() || l.threshold <= 0.0 {
-                return Err(at(format!("latency.threshold {} must be above 0 (the slowest good request, in the metric's unit: seconds for TargetResponseTime)", l.threshold)));
+                return Err(at(format!(
+                    "latency.threshold {} must be above 0 (the slowest good request, in the metric's unit: seconds for TargetResponseTime)",
+                    l.threshold
+                )));
             }
             let dimensions = check_dimensions(&l.dimensions, "latency.dimensions", params, used).map_err(|e| at(e.to_string()))?;
             Sli::Latency { namespace, metric, threshold: l.threshold, dimensions }
         }
         (Some(_), Some(_)) => return Err(at("give [slo.ratio] or [slo.latency], not both".into())),
-        (None, None) => return Err(at("no SLI: give [slo.ratio] (bad and total counts) or [slo.latency] (a threshold on a latency metric)".into())),
+        (None, None) => {
+            return Err(at("no SLI: give [slo.ratio] (bad and total counts) or [slo.latency] (a threshold on a latency metric)".into()));
+        }
     };
     let slo = Slo { logical: camel(&name), name: name.clone(), description: s.description, objective: s.objective, window_s, sli };
     // The fastest alert must be able to fire: its error-ratio threshold below 1.
@@ -727,10 +735,15 @@ fn validate_capacity(c: CapacityFile, params: &BTreeMap<String, ParameterFile>, 
                     Desired::Param(p.to_owned())
                 }
                 Some(p) => bail!("capacity.desired: `${{{p}}}` is not declared as a [parameters.{p}] with type = \"Number\""),
-                None => bail!("capacity.desired: `{s}`: give the full capacity as a whole number of targets (4) or a Number parameter (\"${{DesiredCapacity}}\")"),
+                None => bail!(
+                    "capacity.desired: `{s}`: give the full capacity as a whole number of targets (4) or a Number parameter (\"${{DesiredCapacity}}\")"
+                ),
             },
             toml::Value::Integer(n) => bail!("capacity.desired {n}: the full capacity is at least 1 target"),
-            other => bail!("capacity.desired: a {}: give the full capacity as a whole number of targets, at least 1, or a Number parameter (\"${{DesiredCapacity}}\")", other.type_str()),
+            other => bail!(
+                "capacity.desired: a {}: give the full capacity as a whole number of targets, at least 1, or a Number parameter (\"${{DesiredCapacity}}\")",
+                other.type_str()
+            ),
         },
         (None, Some(m)) => {
             if !statistics.contains(&m.statistic.as_str()) {
@@ -744,7 +757,9 @@ fn validate_capacity(c: CapacityFile, params: &BTreeMap<String, ParameterFile>, 
             })
         }
         (Some(_), Some(_)) => bail!("capacity: give desired or [capacity.desired_metric], not both"),
-        (None, None) => bail!("capacity: the full capacity is missing: give desired (a number or a Number parameter) or [capacity.desired_metric]"),
+        (None, None) => {
+            bail!("capacity: the full capacity is missing: give desired (a number or a Number parameter) or [capacity.desired_metric]")
+        }
     };
     if !c.min_fraction.is_finite() || c.min_fraction <= 0.0 || c.min_fraction >= 1.0 {
         bail!("capacity.min_fraction {} is out of range: give a fraction strictly between 0 and 1, like 0.5", c.min_fraction);
@@ -1176,7 +1191,15 @@ pub fn render(model: &Model, topic: Topic) -> Result<String> {
                 AlertClass::Ticket => "error budget burning steadily",
             };
             let description = describe(
-                format!("{} SLO {}: {} % over {}{}: {how}: {}.", model.service, slo.name, num(slo.objective), span(slo.window_s), about(slo), said.join(", or ")),
+                format!(
+                    "{} SLO {}: {} % over {}{}: {how}: {}.",
+                    model.service,
+                    slo.name,
+                    num(slo.objective),
+                    span(slo.window_s),
+                    about(slo),
+                    said.join(", or ")
+                ),
                 &[("severity", severity), ("slo", &slo.name), ("alert", class.as_str())],
                 &model.labels,
             )?;
@@ -1194,19 +1217,29 @@ pub fn render(model: &Model, topic: Topic) -> Result<String> {
                 ),
             ));
         }
-        metadata.push(MetadataSlo { name: slo.name.clone(), objective_percent: num(slo.objective), window: span(slo.window_s), error_budget: num(budget), alerts });
+        metadata.push(MetadataSlo {
+            name: slo.name.clone(),
+            objective_percent: num(slo.objective),
+            window: span(slo.window_s),
+            error_budget: num(budget),
+            alerts,
+        });
     }
 
     let mut outputs = Vec::new();
     if topic == Topic::Create {
         outputs.push((
             "SloAlarmsTopicArn".to_owned(),
-            Output { description: "The topic the alarms notify; the alert router's live alias is subscribed to it.".into(), value: Value::Ref(CREATED_TOPIC.into()) },
+            Output {
+                description: "The topic the alarms notify; the alert router's live alias is subscribed to it.".into(),
+                value: Value::Ref(CREATED_TOPIC.into()),
+            },
         ));
     }
     if let Some(c) = &model.capacity {
         let id = capacity_logical_id(c);
-        resources.push((id.clone(), Resource::new("AWS::CloudWatch::Alarm", Properties::Alarm(Box::new(capacity_alarm(model, c, topic)?)))));
+        resources
+            .push((id.clone(), Resource::new("AWS::CloudWatch::Alarm", Properties::Alarm(Box::new(capacity_alarm(model, c, topic)?)))));
         outputs.push((
             format!("{id}Arn"),
             Output {
@@ -1255,7 +1288,10 @@ fn describe(text: String, own: &[(&str, &str)], labels: &[(String, String)]) -> 
         d.push_str(&format!(" {k}={v}"));
     }
     if d.len() > MAX_DESCRIPTION {
-        bail!("an alarm description would be {} characters, above CloudWatch's {MAX_DESCRIPTION}: shorten the description fields: {d}", d.len());
+        bail!(
+            "an alarm description would be {} characters, above CloudWatch's {MAX_DESCRIPTION}: shorten the description fields: {d}",
+            d.len()
+        );
     }
     Ok(d)
 }
@@ -1362,7 +1398,13 @@ fn capacity_alarm(model: &Model, c: &Capacity, topic: Topic) -> Result<AlarmProp
             (Value::Lit("healthy / desired".into()), format!("{} {}", m.namespace, m.metric))
         }
     };
-    metrics.push(Query { id: "capacity".into(), label: Some("healthy share of the full capacity".into()), expression: Some(expression), metric_stat: None, return_data: true });
+    metrics.push(Query {
+        id: "capacity".into(),
+        label: Some("healthy share of the full capacity".into()),
+        expression: Some(expression),
+        metric_stat: None,
+        return_data: true,
+    });
     let text = c.description.as_deref().map(|d| format!("{} ", d.trim())).unwrap_or_default();
     let description = describe(
         format!(
@@ -1422,7 +1464,9 @@ fn topic_resources() -> Vec<(String, Resource)> {
     );
     let subscription = Resource::new(
         "AWS::SNS::Subscription",
-        Properties::Raw(serde_json::json!({"TopicArn": {"Ref": CREATED_TOPIC}, "Protocol": "lambda", "Endpoint": {"Ref": "AlertRouterAliasArn"}})),
+        Properties::Raw(
+            serde_json::json!({"TopicArn": {"Ref": CREATED_TOPIC}, "Protocol": "lambda", "Endpoint": {"Ref": "AlertRouterAliasArn"}}),
+        ),
     );
     vec![
         (CREATED_TOPIC.to_owned(), topic),

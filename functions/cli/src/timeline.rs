@@ -109,7 +109,12 @@ impl Timeline {
         let marks_y = lanes_y + self.lanes.len() as f64 * 24.0 + 9.0;
         let axis_y = marks_y + self.marks.len() as f64 * 30.0;
         let mut s = String::new();
-        let _ = write!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">", L + W + 20.0, axis_y + 60.0);
+        let _ = write!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">",
+            L + W + 20.0,
+            axis_y + 60.0
+        );
         let mut y = 20.0;
         for b in &self.bands {
             self.band(&mut s, y, b);
@@ -144,7 +149,8 @@ impl Timeline {
                 let (cx, t) = (self.x(m.at), esc(&m.title));
                 match m.shape {
                     Shape::Circle => {
-                        let _ = write!(s, "<circle cx=\"{cx:.1}\" cy=\"{y}\" r=\"6\" fill=\"{}\"><title>{t}</title></circle>", esc(&m.colour));
+                        let _ =
+                            write!(s, "<circle cx=\"{cx:.1}\" cy=\"{y}\" r=\"6\" fill=\"{}\"><title>{t}</title></circle>", esc(&m.colour));
                     }
                     Shape::Triangle => {
                         let _ = write!(
@@ -159,7 +165,13 @@ impl Timeline {
                         );
                     }
                     Shape::Square => {
-                        let _ = write!(s, "<rect x=\"{:.1}\" y=\"{}\" width=\"8\" height=\"8\" fill=\"{}\"><title>{t}</title></rect>", cx - 4.0, y - 4.0, esc(&m.colour));
+                        let _ = write!(
+                            s,
+                            "<rect x=\"{:.1}\" y=\"{}\" width=\"8\" height=\"8\" fill=\"{}\"><title>{t}</title></rect>",
+                            cx - 4.0,
+                            y - 4.0,
+                            esc(&m.colour)
+                        );
                     }
                 }
                 if let Some(c) = &m.caption {

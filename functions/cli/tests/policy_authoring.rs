@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 
 /// Runs kbha from the repository root; returns (exit code, stdout, stderr).
 fn kbha(args: &[&str]) -> Result<(i32, String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_kbha")).args(args).current_dir(kbha_test_harness::repo_root()).output().context("run kbha")?;
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_kbha")).args(args).current_dir(kbha_test_harness::repo_root()).output().context("run kbha")?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -52,7 +53,10 @@ fn diff_shows_the_business_hours_sample_holds_failback_only_outside_hours() -> R
     let plain = std::env::temp_dir().join(format!("kbha-diff-plain-{}", std::process::id()));
     std::fs::create_dir_all(&plain)?;
     for case in ["failback-at-noon", "alarm-at-night-fails-over"] {
-        std::fs::copy(Path::new(&kbha_test_harness::repo_root()).join(SAMPLE_CASES).join(case).join("input.json"), plain.join(format!("{case}.json")))?;
+        std::fs::copy(
+            Path::new(&kbha_test_harness::repo_root()).join(SAMPLE_CASES).join(case).join("input.json"),
+            plain.join(format!("{case}.json")),
+        )?;
     }
     let plain_arg = plain.to_str().context("utf-8 temp path")?;
     let (code, out, err) = kbha(&["policy", "diff", SAMPLE, SAMPLE, "--inputs", plain_arg])?;
@@ -81,14 +85,8 @@ fn a_scaffolded_policy_builds_and_passes_its_own_cases() -> Result<()> {
 
     let started = Instant::now();
     let out_dir = parent.join("out");
-    let (code, out, err) = kbha(&[
-        "policy",
-        "build",
-        "--crate",
-        dir.to_str().context("utf-8")?,
-        "--out",
-        out_dir.to_str().context("utf-8")?,
-    ])?;
+    let (code, out, err) =
+        kbha(&["policy", "build", "--crate", dir.to_str().context("utf-8")?, "--out", out_dir.to_str().context("utf-8")?])?;
     assert_eq!(code, 0, "build failed:\n{out}\n{err}");
     assert!(out.contains("my-failover: world failover-policy"), "{out}");
     eprintln!("scaffolded crate built in {:?}", started.elapsed());

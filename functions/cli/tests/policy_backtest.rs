@@ -69,9 +69,9 @@ fn is_return(record: &Value) -> bool {
     let primary = record["input"]["targets"].as_array().and_then(|ts| ts.iter().find(|t| t["primary"] == true));
     let Some(p) = primary.filter(|p| p["weight"] == 0) else { return false };
     let action = &record["policy"]["decision"]["action"];
-    action["weights"].as_array().is_some_and(|ws| {
-        ws.iter().any(|w| w["set_identifier"] == p["set_identifier"] && w["weight"].as_u64().is_some_and(|n| n > 0))
-    })
+    action["weights"]
+        .as_array()
+        .is_some_and(|ws| ws.iter().any(|w| w["set_identifier"] == p["set_identifier"] && w["weight"].as_u64().is_some_and(|n| n > 0)))
 }
 
 fn differ(s: &Value) -> usize {
@@ -110,7 +110,8 @@ fn the_business_hours_sample_differs_exactly_on_the_returns_outside_its_hours() 
     let outside: BTreeSet<&str> = returns.iter().filter(|(_, h)| !(open..close).contains(h)).map(|(id, _)| id.as_str()).collect();
     let wasm = repo_root().join("target/policies/business-hours.wasm").display().to_string();
     let dir = dir.display().to_string();
-    let (code, s) = backtest(&[&wasm, "--records", &dir, "--set", &format!("open_hour={open}"), "--set", &format!("close_hour={close}")], &[])?;
+    let (code, s) =
+        backtest(&[&wasm, "--records", &dir, "--set", &format!("open_hour={open}"), "--set", &format!("close_hour={close}")], &[])?;
     assert_eq!(code, 1, "{s:#}");
     let groups: Vec<&String> = s["different"].as_object().context("different")?.keys().collect();
     assert!(groups.iter().all(|g| *g == "shift_in_steps -> hold" || *g == "shift_weights -> hold"), "{s:#}");
@@ -123,7 +124,8 @@ fn the_business_hours_sample_differs_exactly_on_the_returns_outside_its_hours() 
     }
     // Hours that hold every return: nothing differs.
     let (lo, hi) = (returns.iter().map(|r| r.1).min().unwrap_or(0), returns.iter().map(|r| r.1).max().unwrap_or(23));
-    let (code, s) = backtest(&[&wasm, "--records", &dir, "--set", &format!("open_hour={lo}"), "--set", &format!("close_hour={}", hi + 1)], &[])?;
+    let (code, s) =
+        backtest(&[&wasm, "--records", &dir, "--set", &format!("open_hour={lo}"), "--set", &format!("close_hour={}", hi + 1)], &[])?;
     assert_eq!((code, differ(&s)), (0, 0), "{s:#}");
     Ok(())
 }
@@ -186,13 +188,15 @@ async fn records_read_from_cloudwatch_logs_page_by_page_give_the_same_summary_as
         .map(|(i, l)| InputLogEvent::builder().timestamp(t0 + i as i64 * 1000).message(l).build())
         .collect::<Result<_, _>>()?;
     for chunk in events.chunks(100) {
-        logs.put_log_events().log_group_name(group).log_stream_name("2026/12/04/[$LATEST]a").set_log_events(Some(chunk.to_vec())).send().await?;
+        logs.put_log_events()
+            .log_group_name(group)
+            .log_stream_name("2026/12/04/[$LATEST]a")
+            .set_log_events(Some(chunk.to_vec()))
+            .send()
+            .await?;
     }
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-    ];
+    let env =
+        [("AWS_ACCESS_KEY_ID", "test".to_owned()), ("AWS_SECRET_ACCESS_KEY", "test".to_owned()), ("AWS_REGION", "us-east-1".to_owned())];
     let source = format!("logs:{group}");
     let url = emu.endpoint_url();
     let args = ["builtin", "--world", "failover", "--records", &source, "--page-size", "7", "--endpoint-url", &url];
@@ -200,12 +204,18 @@ async fn records_read_from_cloudwatch_logs_page_by_page_give_the_same_summary_as
     let (_, from_files) = backtest(&["builtin", "--world", "failover", "--records", &dir.display().to_string()], &[])?;
     assert_eq!(code, 0, "{from_logs:#}");
     assert_eq!(from_logs, from_files);
-    let (_, _, err) = kbha(&["policy", "backtest", "builtin", "--world", "failover", "--records", &source, "--page-size", "7", "--endpoint-url", &url], &env)?;
+    let (_, _, err) = kbha(
+        &["policy", "backtest", "builtin", "--world", "failover", "--records", &source, "--page-size", "7", "--endpoint-url", &url],
+        &env,
+    )?;
     let pages: usize = err.rsplit(", ").next().and_then(|p| p.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
     let records = records(dir)?.len();
     assert!(pages >= records / 7, "{records} records in pages of 7 took {pages} pages: {err}");
     // --since leaves out what is older than the window (everything here is an hour old).
-    let (code, _, err) = kbha(&["policy", "backtest", "builtin", "--world", "failover", "--records", &source, "--since", "10m", "--endpoint-url", &url], &env)?;
+    let (code, _, err) = kbha(
+        &["policy", "backtest", "builtin", "--world", "failover", "--records", &source, "--since", "10m", "--endpoint-url", &url],
+        &env,
+    )?;
     assert_eq!(code, 2, "no records in the window is trouble, not a pass: {err}");
     assert!(err.contains("no decision records in logs:"), "{err}");
     Ok(())

@@ -150,9 +150,11 @@ async fn promote_and_rollback_rewrite_only_the_policy_variables() -> Result<()> 
     let (ok, _, err) = kbha(&emu, &["policy", "keygen", prefix])?;
     ensure!(ok, "keygen failed: {err}");
     let to = format!("s3://{BUCKET}/{KEY}");
-    let (ok, out, err) = kbha(&emu, &["policy", "publish", component.to_str().context("utf-8")?, "--to", &to, "--sign", &format!("{prefix}.key")])?;
+    let (ok, out, err) =
+        kbha(&emu, &["policy", "publish", component.to_str().context("utf-8")?, "--to", &to, "--sign", &format!("{prefix}.key")])?;
     ensure!(ok, "publish failed: {err}\n{out}");
-    let line = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned).with_context(|| format!("no {name} in {out}"));
+    let line =
+        |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned).with_context(|| format!("no {name} in {out}"));
     let policy = line("KBHA_POLICY=")?;
     let public_key = line("KBHA_POLICY_PUBLIC_KEY=")?;
     ensure!(policy.contains("?versionId=") && policy.contains("#sha256:"), "pinned: {policy}");
@@ -171,7 +173,8 @@ async fn promote_and_rollback_rewrite_only_the_policy_variables() -> Result<()> 
     assert_eq!(env_of(&lambda, f).await?, original, "a dry run changes nothing");
 
     // Promote.
-    let rec = record(&emu, &["policy", "promote", "--function", f, "--policy", &policy, "--public-key", &public_key, "--reason", "v2 rollout"])?;
+    let rec =
+        record(&emu, &["policy", "promote", "--function", f, "--policy", &policy, "--public-key", &public_key, "--reason", "v2 rollout"])?;
     for (field, want) in [
         ("record", "kbha.decision"),
         ("function", "policy-promote"),
@@ -211,11 +214,7 @@ async fn promote_and_rollback_rewrite_only_the_policy_variables() -> Result<()> 
     assert_eq!(rec["to"], serde_json::json!({"policy": "builtin", "public_key": null}));
     let rolled_back = {
         let mut v = original.clone();
-        v.extend(vars(&[
-            ("KBHA_POLICY", "builtin"),
-            ("KBHA_POLICY_PREVIOUS", &policy),
-            ("KBHA_POLICY_PREVIOUS_PUBLIC_KEY", &public_key),
-        ]));
+        v.extend(vars(&[("KBHA_POLICY", "builtin"), ("KBHA_POLICY_PREVIOUS", &policy), ("KBHA_POLICY_PREVIOUS_PUBLIC_KEY", &public_key)]));
         v
     };
     assert_eq!(env_of(&lambda, f).await?, rolled_back);

@@ -160,7 +160,8 @@ async fn replay_replication_verifies_a_256_mib_backup_with_bounded_memory() -> R
     }]});
     let event_path = std::env::temp_dir().join(format!("kbha-large-event-{}.json", std::process::id()));
     std::fs::write(&event_path, event.to_string())?;
-    let sources = serde_json::json!([{"name": "chromadb", "bucket": "kbha-backups-us-east-1", "prefix": "chromadb/", "region": "us-east-1"}]);
+    let sources =
+        serde_json::json!([{"name": "chromadb", "bucket": "kbha-backups-us-east-1", "prefix": "chromadb/", "region": "us-east-1"}]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_kbha"))
         .args(["replay", "replication", "--event"])
         .arg(&event_path)

@@ -85,7 +85,10 @@ pub fn normalise_backup_event(event: &Value) -> Result<BackupEvent, EventError> 
         let mut skipped = Vec::new();
         for (i, record) in records.iter().enumerate() {
             if let Some(sns) = record.get("Sns") {
-                let message = sns.get("Message").and_then(Value::as_str).ok_or_else(|| malformed("SNS", format!("record {i} has no `Sns.Message`")))?;
+                let message = sns
+                    .get("Message")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| malformed("SNS", format!("record {i} has no `Sns.Message`")))?;
                 let inner: Value = serde_json::from_str(message)
                     .map_err(|e| malformed("SNS", format!("record {i}: the message is not an S3 event notification: {e}")))?;
                 if inner.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
@@ -143,8 +146,10 @@ fn s3_record(
         return Ok(());
     }
     let s3 = r.get("s3").ok_or_else(|| malformed(shape_name, format!("{at} has no `s3`")))?;
-    let bucket = s3.pointer("/bucket/name").and_then(Value::as_str).ok_or_else(|| malformed(shape_name, format!("{at} has no `s3.bucket.name`")))?;
-    let raw_key = s3.pointer("/object/key").and_then(Value::as_str).ok_or_else(|| malformed(shape_name, format!("{at} has no `s3.object.key`")))?;
+    let bucket =
+        s3.pointer("/bucket/name").and_then(Value::as_str).ok_or_else(|| malformed(shape_name, format!("{at} has no `s3.bucket.name`")))?;
+    let raw_key =
+        s3.pointer("/object/key").and_then(Value::as_str).ok_or_else(|| malformed(shape_name, format!("{at} has no `s3.object.key`")))?;
     let key = decode_key(raw_key).map_err(|e| malformed(shape_name, format!("{at}: key `{raw_key}`: {e}")))?;
     let time = r.get("eventTime").and_then(Value::as_str).ok_or_else(|| malformed(shape_name, format!("{at} has no `eventTime`")))?;
     let at_ms = parse_timestamp(time).map_err(|e| malformed(shape_name, format!("{at}: {e}")))?;

@@ -118,10 +118,8 @@ pub fn region_from_arn(arn: &str) -> Option<String> {
 }
 
 fn state(shape: &'static str, s: &str) -> Result<AlarmState, EventError> {
-    AlarmState::from_cloudwatch(s).ok_or_else(|| EventError::Malformed {
-        shape,
-        problem: format!("alarm state `{s}` is not OK, ALARM or INSUFFICIENT_DATA"),
-    })
+    AlarmState::from_cloudwatch(s)
+        .ok_or_else(|| EventError::Malformed { shape, problem: format!("alarm state `{s}` is not OK, ALARM or INSUFFICIENT_DATA") })
 }
 
 fn time(shape: &'static str, s: &str) -> Result<TimestampMs, EventError> {
@@ -173,22 +171,16 @@ fn sns_alarms(records: &[Value]) -> Result<Vec<AlarmEvent>, EventError> {
     }
     let mut out = Vec::with_capacity(records.len());
     for (i, raw) in records.iter().enumerate() {
-        let rec: SnsRecord = serde_json::from_value(raw.clone())
-            .map_err(|e| EventError::Unrecognised(format!("record {i} is not an SNS record ({e})")))?;
+        let rec: SnsRecord =
+            serde_json::from_value(raw.clone()).map_err(|e| EventError::Unrecognised(format!("record {i} is not an SNS record ({e})")))?;
         let body = match (rec.event_source.as_deref(), rec.sns) {
             (Some("aws:sns"), Some(body)) => body,
             (source, _) => {
-                return Err(EventError::Unrecognised(format!(
-                    "record {i} has event source `{}`, not `aws:sns`",
-                    source.unwrap_or("none")
-                )));
+                return Err(EventError::Unrecognised(format!("record {i} has event source `{}`, not `aws:sns`", source.unwrap_or("none"))));
             }
         };
         let msg: SnsAlarmMessage = serde_json::from_str(&body.message).map_err(|e| {
-            EventError::Unrecognised(format!(
-                "SNS message `{}` is not a CloudWatch alarm notification ({e})",
-                body.message_id
-            ))
+            EventError::Unrecognised(format!("SNS message `{}` is not a CloudWatch alarm notification ({e})", body.message_id))
         })?;
         let region = msg
             .alarm_arn
@@ -293,12 +285,7 @@ fn eventbridge_alarm(event: &Value) -> Result<AlarmEvent, EventError> {
     let id = event.get("id").and_then(Value::as_str).ok_or_else(|| malformed("no `id`".into()))?;
     let detail = event.get("detail").cloned().ok_or_else(|| malformed("no `detail`".into()))?;
     let data: AlarmDataJson = serde_json::from_value(detail).map_err(|e| malformed(format!("`detail`: {e}")))?;
-    let arn = event
-        .get("resources")
-        .and_then(Value::as_array)
-        .and_then(|r| r.first())
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let arn = event.get("resources").and_then(Value::as_array).and_then(|r| r.first()).and_then(Value::as_str).map(str::to_owned);
     let alarm = enveloped_alarm(SHAPE, event, data, arn.as_deref(), "account")?;
     Ok(AlarmEvent { event_id: id.to_owned(), alarm, arn, shape: EventShape::EventBridge })
 }
@@ -306,17 +293,12 @@ fn eventbridge_alarm(event: &Value) -> Result<AlarmEvent, EventError> {
 fn alarm_action(event: &Value) -> Result<AlarmEvent, EventError> {
     const SHAPE: &str = "CloudWatch alarm action";
     let malformed = |p: String| EventError::Malformed { shape: SHAPE, problem: p };
-    let data: AlarmDataJson = serde_json::from_value(event["alarmData"].clone())
-        .map_err(|e| malformed(format!("`alarmData`: {e}")))?;
+    let data: AlarmDataJson = serde_json::from_value(event["alarmData"].clone()).map_err(|e| malformed(format!("`alarmData`: {e}")))?;
     let arn = event.get("alarmArn").and_then(Value::as_str).map(|s| s.replace(' ', ""));
     let alarm = enveloped_alarm(SHAPE, event, data, arn.as_deref(), "accountId")?;
     // The action payload has no id; ARN plus transition time names the transition, so
     // redeliveries of the same transition deduplicate.
-    let event_id = format!(
-        "{}@{}",
-        arn.as_deref().unwrap_or(&alarm.name),
-        alarm.state_changed_at_ms
-    );
+    let event_id = format!("{}@{}", arn.as_deref().unwrap_or(&alarm.name), alarm.state_changed_at_ms);
     Ok(AlarmEvent { event_id, alarm, arn, shape: EventShape::AlarmAction })
 }
 

@@ -130,28 +130,30 @@ impl std::fmt::Display for Refusal {
                 write!(f, "the traffic share of `{set_identifier}` would rise although it is down (health check failing or alarm in ALARM)")
             }
             Refusal::ForceNotAllowed => write!(f, "the policy asked for force but break-glass is not enabled"),
-            Refusal::Cooldown { allowed_from_ms, .. } => write!(
-                f,
-                "a return or rebalance within the cooldown after the last change; next one allowed at {}",
-                ts(*allowed_from_ms)
-            ),
+            Refusal::Cooldown { allowed_from_ms, .. } => {
+                write!(f, "a return or rebalance within the cooldown after the last change; next one allowed at {}", ts(*allowed_from_ms))
+            }
             Refusal::TooSoon { allowed_from_ms, .. } => {
                 write!(f, "within the minimum interval after the last change; next change allowed at {}", ts(*allowed_from_ms))
             }
-            Refusal::NotProvenUp { set_identifier, up_since_ms: Some(since) } => write!(
-                f,
-                "traffic would return to `{set_identifier}`, up only since {}, before the hysteresis has passed",
-                ts(*since)
-            ),
+            Refusal::NotProvenUp { set_identifier, up_since_ms: Some(since) } => {
+                write!(f, "traffic would return to `{set_identifier}`, up only since {}, before the hysteresis has passed", ts(*since))
+            }
             Refusal::NotProvenUp { set_identifier, up_since_ms: None } => {
                 write!(f, "traffic would return to `{set_identifier}`, which is not observed up")
             }
             Refusal::ManualFailback { set_identifier } => {
-                write!(f, "traffic would return to `{set_identifier}` but failback is manual (KBHA_FAILBACK=manual); `kbha ops approve-failback` lets it return")
+                write!(
+                    f,
+                    "traffic would return to `{set_identifier}` but failback is manual (KBHA_FAILBACK=manual); `kbha ops approve-failback` lets it return"
+                )
             }
             Refusal::InvalidPlan { problem } => write!(f, "the stepped shift is not valid: {problem}"),
             Refusal::Drained { set_identifier } => {
-                write!(f, "the traffic share of `{set_identifier}` would rise but an operator drained it; `kbha ops undrain {set_identifier}` gives it back")
+                write!(
+                    f,
+                    "the traffic share of `{set_identifier}` would rise but an operator drained it; `kbha ops undrain {set_identifier}` gives it back"
+                )
             }
         }
     }
@@ -488,10 +490,7 @@ mod tests {
     fn never_onto_a_down_target_without_break_glass() {
         let i = input(sick("primary", 100), sick("secondary", 0), None);
         let d = shift(&[("primary", 0), ("secondary", 100)], false);
-        assert_eq!(
-            refusals(check_failover(&i, &d, SETTINGS)),
-            vec![Refusal::OntoUnhealthyTarget { set_identifier: "secondary".into() }]
-        );
+        assert_eq!(refusals(check_failover(&i, &d, SETTINGS)), vec![Refusal::OntoUnhealthyTarget { set_identifier: "secondary".into() }]);
         let forced = shift(&[("primary", 0), ("secondary", 100)], true);
         let r = refusals(check_failover(&i, &forced, SETTINGS));
         assert!(r.contains(&Refusal::ForceNotAllowed), "{r:?}");
@@ -588,7 +587,10 @@ mod tests {
         let steps = |p: &[u8]| p.iter().map(|p| crate::PlanStep { percent: *p, bake_ms: 0 }).collect::<Vec<_>>();
         let stepped = |s: Vec<crate::PlanStep>| FailoverDecision {
             action: FailoverAction::ShiftInSteps {
-                weights: vec![Weight { set_identifier: "primary".into(), weight: 100 }, Weight { set_identifier: "secondary".into(), weight: 0 }],
+                weights: vec![
+                    Weight { set_identifier: "primary".into(), weight: 100 },
+                    Weight { set_identifier: "secondary".into(), weight: 0 },
+                ],
                 steps: s,
             },
             reason: "return".into(),

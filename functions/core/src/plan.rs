@@ -341,14 +341,13 @@ pub fn progress(plan: &ActivePlan, targets: &[Target], rpo_gate_ms: Option<u64>,
     let bake = i64::try_from(plan.steps[matched - 1].bake_ms).unwrap_or(i64::MAX);
     let ready_at = baked_from.saturating_add(bake);
     if now_ms < ready_at {
-        return wait(format!(
-            "{} in place, baking until {}",
-            plan.describe_step(matched),
-            crate::time::format_timestamp(ready_at)
-        ));
+        return wait(format!("{} in place, baking until {}", plan.describe_step(matched), crate::time::format_timestamp(ready_at)));
     }
     if matched == n {
-        return Progress::End { outcome: PlanOutcome::Completed, reason: format!("{} completed: every step taken and baked", plan.title()) };
+        return Progress::End {
+            outcome: PlanOutcome::Completed,
+            reason: format!("{} completed: every step taken and baked", plan.title()),
+        };
     }
     Progress::Advance { step: matched + 1, weights: plan.weights_at(matched + 1) }
 }
@@ -377,10 +376,7 @@ mod tests {
     }
 
     fn w(p: u32, s: u32) -> Vec<Weight> {
-        vec![
-            Weight { set_identifier: "primary".into(), weight: p },
-            Weight { set_identifier: "secondary".into(), weight: s },
-        ]
+        vec![Weight { set_identifier: "primary".into(), weight: p }, Weight { set_identifier: "secondary".into(), weight: s }]
     }
 
     fn targets(p: u32, s: u32) -> Vec<Target> {
@@ -440,7 +436,11 @@ mod tests {
         let now = T0 + 6 * MIN;
         assert_eq!(
             progress(&p, &targets(25, 75), None, now),
-            Progress::Wait { step: 2, step_at_ms: Some(now), reason: format!("step 2 of 5 (25 %) in place, baking until {}", crate::time::format_timestamp(now + 5 * MIN)) }
+            Progress::Wait {
+                step: 2,
+                step_at_ms: Some(now),
+                reason: format!("step 2 of 5 (25 %) in place, baking until {}", crate::time::format_timestamp(now + 5 * MIN))
+            }
         );
     }
 

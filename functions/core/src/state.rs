@@ -161,10 +161,7 @@ impl FailoverState {
             self.history.entry(t.to_owned()).or_default().down_at(changed_at_ms);
         }
         if newer {
-            self.alarms.insert(
-                name.to_owned(),
-                RecordedAlarm { state, changed_at_ms, target: target.map(str::to_owned) },
-            );
+            self.alarms.insert(name.to_owned(), RecordedAlarm { state, changed_at_ms, target: target.map(str::to_owned) });
         }
     }
 
@@ -194,8 +191,7 @@ impl FailoverState {
     /// any is, else OK since the latest transition (all its alarms have been OK since
     /// then). No recorded alarm: OK, since unknown.
     pub fn target_alarm_state(&self, set_identifier: &str) -> (AlarmState, Option<TimestampMs>) {
-        let mine: Vec<&RecordedAlarm> =
-            self.alarms.values().filter(|a| a.target.as_deref() == Some(set_identifier)).collect();
+        let mine: Vec<&RecordedAlarm> = self.alarms.values().filter(|a| a.target.as_deref() == Some(set_identifier)).collect();
         for worst in [AlarmState::Alarm, AlarmState::InsufficientData] {
             if let Some(since) = mine.iter().filter(|a| a.state == worst).map(|a| a.changed_at_ms).min() {
                 return (worst, Some(since));

@@ -74,12 +74,7 @@ pub fn format_timestamp(ms: TimestampMs) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
 /// Days in `month` (1..=12) of `year` in the proleptic Gregorian calendar. Checking it
@@ -144,10 +139,12 @@ mod tests {
     /// accepted as 2200-03-01, and `2026-02-31` as 2026-03-03.
     #[test]
     fn impossible_dates_are_refused_not_moved_to_another_day() {
-        for bad in ["2200-02-29T00:00:00Z", "2026-02-31T10:00:00Z", "2026-02-29T10:00:00Z", "2026-04-31T10:00:00Z", "1900-02-29T00:00:00Z"] {
+        for bad in ["2200-02-29T00:00:00Z", "2026-02-31T10:00:00Z", "2026-02-29T10:00:00Z", "2026-04-31T10:00:00Z", "1900-02-29T00:00:00Z"]
+        {
             assert_eq!(parse_timestamp(bad), Err(TimestampError(bad.into())), "{bad}");
         }
-        for good in ["2000-02-29T00:00:00Z", "2024-02-29T23:59:59Z", "2026-01-31T10:00:00Z", "2026-12-31T23:59:59Z", "2026-04-30T00:00:00Z"] {
+        for good in ["2000-02-29T00:00:00Z", "2024-02-29T23:59:59Z", "2026-01-31T10:00:00Z", "2026-12-31T23:59:59Z", "2026-04-30T00:00:00Z"]
+        {
             let ms = parse_timestamp(good).unwrap_or_else(|e| panic!("{good}: {e}"));
             assert_eq!(format_timestamp(ms)[..19], good[..19]);
         }

@@ -738,7 +738,8 @@ mod tests {
     #[test]
     fn a_status_from_an_older_writer_reads_as_before_and_keeps_its_source_on_the_next_raise() {
         let mut s: ReplicationStatus =
-            serde_json::from_str(r#"{"region":"us-west-2","newest_verified_backup_at_ms":5000,"key":"k","source":"redis"}"#).expect("parse");
+            serde_json::from_str(r#"{"region":"us-west-2","newest_verified_backup_at_ms":5000,"key":"k","source":"redis"}"#)
+                .expect("parse");
         assert_eq!(s.oldest_of(&["chromadb".into()]), Freshness::Oldest { at_ms: 5_000, source: Some("redis".into()) });
         assert!(s.raise("chromadb", 4_000, "c"));
         assert_eq!(s.oldest_of(&[]), Freshness::Oldest { at_ms: 4_000, source: Some("chromadb".into()) });

@@ -11,9 +11,7 @@
 macro_rules! wit_conversions {
     () => {
         fn config(c: $crate::PolicyConfig) -> Vec<w::ConfigEntry> {
-            c.into_iter()
-                .map(|(key, value)| w::ConfigEntry { key, value })
-                .collect()
+            c.into_iter().map(|(key, value)| w::ConfigEntry { key, value }).collect()
         }
 
         fn pairs(m: std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -64,11 +62,7 @@ macro_rules! wit_conversions {
 
         impl From<w::Alert> for $crate::Alert {
             fn from(a: w::Alert) -> Self {
-                $crate::Alert {
-                    severity: a.severity.into(),
-                    summary: a.summary,
-                    detail: a.detail,
-                }
+                $crate::Alert { severity: a.severity.into(), summary: a.summary, detail: a.detail }
             }
         }
 
@@ -138,19 +132,13 @@ macro_rules! wit_conversions {
 
         impl From<$crate::Weight> for w::Weight {
             fn from(x: $crate::Weight) -> Self {
-                w::Weight {
-                    set_identifier: x.set_identifier,
-                    weight: x.weight,
-                }
+                w::Weight { set_identifier: x.set_identifier, weight: x.weight }
             }
         }
 
         impl From<w::Weight> for $crate::Weight {
             fn from(x: w::Weight) -> Self {
-                $crate::Weight {
-                    set_identifier: x.set_identifier,
-                    weight: x.weight,
-                }
+                $crate::Weight { set_identifier: x.set_identifier, weight: x.weight }
             }
         }
 
@@ -186,11 +174,7 @@ macro_rules! wit_conversions {
                         },
                         w::FailoverAction::ShiftInSteps(p) => $crate::FailoverAction::ShiftInSteps {
                             weights: p.weights.into_iter().map(Into::into).collect(),
-                            steps: p
-                                .steps
-                                .into_iter()
-                                .map(|s| $crate::PlanStep { percent: s.percent, bake_ms: s.bake_ms })
-                                .collect(),
+                            steps: p.steps.into_iter().map(|s| $crate::PlanStep { percent: s.percent, bake_ms: s.bake_ms }).collect(),
                         },
                     },
                     reason: d.reason,
@@ -207,59 +191,42 @@ macro_rules! wit_conversions {
                     now: i.now_ms,
                     event_id: i.event_id,
                     subject: match i.subject {
-                        $crate::ReplicationSubject::Backup(b) => {
-                            w::ReplicationSubject::Backup(w::BackupFacts {
-                                bucket: b.bucket,
-                                key: b.key,
-                                source: b.source,
-                                size_bytes: b.size_bytes,
-                                created_at: b.created_at_ms,
-                                previous_size_bytes: b.previous_size_bytes,
-                                previous_created_at: b.previous_created_at_ms,
-                                checksum: match b.checksum {
-                                    $crate::ChecksumCheck::Matched { sha256 } => {
-                                        w::ChecksumCheck::Matched(sha256)
-                                    }
-                                    $crate::ChecksumCheck::Mismatched { expected, actual } => {
-                                        w::ChecksumCheck::Mismatched(w::ChecksumMismatch {
-                                            expected,
-                                            actual,
-                                        })
-                                    }
-                                    $crate::ChecksumCheck::Unverified { sha256 } => {
-                                        w::ChecksumCheck::Unverified(sha256)
-                                    }
-                                },
-                                archive: match b.archive {
-                                    $crate::ArchiveCheck::Valid { entries } => {
-                                        w::ArchiveCheck::Valid(entries)
-                                    }
-                                    $crate::ArchiveCheck::Invalid { problem } => {
-                                        w::ArchiveCheck::Invalid(problem)
-                                    }
-                                    $crate::ArchiveCheck::NotArchive => w::ArchiveCheck::NotArchive,
-                                },
-                                manifest: match b.manifest {
-                                    $crate::ManifestCheck::Absent => w::ManifestCheck::Absent,
-                                    $crate::ManifestCheck::Valid { files } => w::ManifestCheck::Valid(files),
-                                    $crate::ManifestCheck::Invalid { problems } => {
-                                        w::ManifestCheck::Invalid(problems)
-                                    }
-                                },
-                                cross_region_copy: match b.cross_region_copy {
-                                    $crate::CopyCheck::NotConfigured => w::CopyCheck::NotConfigured,
-                                    $crate::CopyCheck::Present => w::CopyCheck::Present,
-                                    $crate::CopyCheck::Missing => w::CopyCheck::Missing,
-                                },
-                            })
-                        }
-                        $crate::ReplicationSubject::DeadMan(s) => {
-                            w::ReplicationSubject::DeadMan(w::SourceStatus {
-                                source: s.source,
-                                newest_key: s.newest_key,
-                                newest_at: s.newest_at_ms,
-                            })
-                        }
+                        $crate::ReplicationSubject::Backup(b) => w::ReplicationSubject::Backup(w::BackupFacts {
+                            bucket: b.bucket,
+                            key: b.key,
+                            source: b.source,
+                            size_bytes: b.size_bytes,
+                            created_at: b.created_at_ms,
+                            previous_size_bytes: b.previous_size_bytes,
+                            previous_created_at: b.previous_created_at_ms,
+                            checksum: match b.checksum {
+                                $crate::ChecksumCheck::Matched { sha256 } => w::ChecksumCheck::Matched(sha256),
+                                $crate::ChecksumCheck::Mismatched { expected, actual } => {
+                                    w::ChecksumCheck::Mismatched(w::ChecksumMismatch { expected, actual })
+                                }
+                                $crate::ChecksumCheck::Unverified { sha256 } => w::ChecksumCheck::Unverified(sha256),
+                            },
+                            archive: match b.archive {
+                                $crate::ArchiveCheck::Valid { entries } => w::ArchiveCheck::Valid(entries),
+                                $crate::ArchiveCheck::Invalid { problem } => w::ArchiveCheck::Invalid(problem),
+                                $crate::ArchiveCheck::NotArchive => w::ArchiveCheck::NotArchive,
+                            },
+                            manifest: match b.manifest {
+                                $crate::ManifestCheck::Absent => w::ManifestCheck::Absent,
+                                $crate::ManifestCheck::Valid { files } => w::ManifestCheck::Valid(files),
+                                $crate::ManifestCheck::Invalid { problems } => w::ManifestCheck::Invalid(problems),
+                            },
+                            cross_region_copy: match b.cross_region_copy {
+                                $crate::CopyCheck::NotConfigured => w::CopyCheck::NotConfigured,
+                                $crate::CopyCheck::Present => w::CopyCheck::Present,
+                                $crate::CopyCheck::Missing => w::CopyCheck::Missing,
+                            },
+                        }),
+                        $crate::ReplicationSubject::DeadMan(s) => w::ReplicationSubject::DeadMan(w::SourceStatus {
+                            source: s.source,
+                            newest_key: s.newest_key,
+                            newest_at: s.newest_at_ms,
+                        }),
                     },
                     config: config(i.config),
                 }

@@ -92,13 +92,9 @@ fn the_guardrail_property_rejects_an_unsafe_verdict() {
         last_change: None,
         config: Default::default(),
     };
-    let decision = FailoverDecision {
-        action: FailoverAction::ShiftWeights { weights: vec![], force: false },
-        reason: String::new(),
-        alerts: vec![],
-    };
-    let settings =
-        GuardrailSettings { cooldown_ms: 0, min_interval_ms: 0, hysteresis_ms: 0, manual_failback: false, break_glass: false };
+    let decision =
+        FailoverDecision { action: FailoverAction::ShiftWeights { weights: vec![], force: false }, reason: String::new(), alerts: vec![] };
+    let settings = GuardrailSettings { cooldown_ms: 0, min_interval_ms: 0, hysteresis_ms: 0, manual_failback: false, break_glass: false };
     let weights = |a, b| vec![Weight { set_identifier: "a".into(), weight: a }, Weight { set_identifier: "b".into(), weight: b }];
     for unsafe_verdict in [
         GuardrailVerdict::Apply { weights: weights(0, 0), forced: false, kind: Move::Rebalance },

@@ -77,7 +77,8 @@ fn json() -> impl Strategy<Value = Value> {
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../../samples/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap_or_else(|e| panic!("{path}: {e}"))
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// Replaces the `n`-th node (pre-order) of `v` with `with`.
@@ -152,55 +153,59 @@ fn guardrails_never_apply_an_unsafe_change() {
         (0i64..1_000_000, 0i64..10_000, 0i64..1_000_000),
         prop::option::of(0i64..2_000_000),
     );
-    check("guardrail decisions", strategy, |(targets, asked, (force, break_glass, manual_failback), (cooldown_ms, min_interval_ms, hysteresis_ms), last_change_ago)| {
-        let now_ms = 10_000_000;
-        let health = |h: u8| match h {
-            0 => Health::Healthy,
-            1 => Health::Unhealthy,
-            _ => Health::Unknown,
-        };
-        let alarm = |a: u8| match a {
-            0 => AlarmState::Alarm,
-            1 => AlarmState::InsufficientData,
-            _ => AlarmState::Ok,
-        };
-        let input = FailoverInput {
-            now_ms,
-            event_id: "e".into(),
-            trigger: FailoverTrigger::Schedule,
-            record_name: "api.example.com.".into(),
-            targets: targets
-                .iter()
-                .enumerate()
-                .map(|(i, (w, h, a, up_for))| Target {
-                    set_identifier: format!("t{i}"),
-                    region: format!("r{i}"),
-                    primary: i == 0,
-                    weight: *w,
-                    health: health(*h),
-                    alarm_state: alarm(*a),
-                    alarm_state_since_ms: None,
-                    up_since_ms: up_for.map(|ago| now_ms - ago),
-                    last_down_at_ms: None,
-                    replication_age_ms: None,
-                })
-                .collect(),
-            last_change: last_change_ago.map(|ago| LastChange { at_ms: now_ms - ago, weights: vec![], reason: String::new() }),
-            config: Default::default(),
-        };
-        let decision = FailoverDecision {
-            action: FailoverAction::ShiftWeights {
-                weights: asked.iter().map(|(i, w)| Weight { set_identifier: format!("t{i}"), weight: *w }).collect(),
-                force,
-            },
-            reason: "property".into(),
-            alerts: vec![],
-        };
-        let settings = GuardrailSettings { cooldown_ms, min_interval_ms, hysteresis_ms, manual_failback, break_glass };
-        let verdict = check_failover(&input, &decision, settings);
-        if let Err(broken) = bodies::check_guardrail_verdict(&input, &decision, settings, &verdict) {
-            return Err(TestCaseError::fail(format!("{broken}: {verdict:?}")));
-        }
-        Ok(())
-    });
+    check(
+        "guardrail decisions",
+        strategy,
+        |(targets, asked, (force, break_glass, manual_failback), (cooldown_ms, min_interval_ms, hysteresis_ms), last_change_ago)| {
+            let now_ms = 10_000_000;
+            let health = |h: u8| match h {
+                0 => Health::Healthy,
+                1 => Health::Unhealthy,
+                _ => Health::Unknown,
+            };
+            let alarm = |a: u8| match a {
+                0 => AlarmState::Alarm,
+                1 => AlarmState::InsufficientData,
+                _ => AlarmState::Ok,
+            };
+            let input = FailoverInput {
+                now_ms,
+                event_id: "e".into(),
+                trigger: FailoverTrigger::Schedule,
+                record_name: "api.example.com.".into(),
+                targets: targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (w, h, a, up_for))| Target {
+                        set_identifier: format!("t{i}"),
+                        region: format!("r{i}"),
+                        primary: i == 0,
+                        weight: *w,
+                        health: health(*h),
+                        alarm_state: alarm(*a),
+                        alarm_state_since_ms: None,
+                        up_since_ms: up_for.map(|ago| now_ms - ago),
+                        last_down_at_ms: None,
+                        replication_age_ms: None,
+                    })
+                    .collect(),
+                last_change: last_change_ago.map(|ago| LastChange { at_ms: now_ms - ago, weights: vec![], reason: String::new() }),
+                config: Default::default(),
+            };
+            let decision = FailoverDecision {
+                action: FailoverAction::ShiftWeights {
+                    weights: asked.iter().map(|(i, w)| Weight { set_identifier: format!("t{i}"), weight: *w }).collect(),
+                    force,
+                },
+                reason: "property".into(),
+                alerts: vec![],
+            };
+            let settings = GuardrailSettings { cooldown_ms, min_interval_ms, hysteresis_ms, manual_failback, break_glass };
+            let verdict = check_failover(&input, &decision, settings);
+            if let Err(broken) = bodies::check_guardrail_verdict(&input, &decision, settings, &verdict) {
+                return Err(TestCaseError::fail(format!("{broken}: {verdict:?}")));
+            }
+            Ok(())
+        },
+    );
 }

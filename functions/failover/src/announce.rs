@@ -403,7 +403,13 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let record = self.cfg.record_name.trim_end_matches('.');
         let since = format_timestamp(c.since_ms);
         let (kind, status, summary, reason, subject) = match said {
-            Said::Started => (c.kind.clone(), "firing", c.summary.clone(), "started".to_owned(), format!("[kbha {}] {record}: {}", c.severity.as_str(), c.summary)),
+            Said::Started => (
+                c.kind.clone(),
+                "firing",
+                c.summary.clone(),
+                "started".to_owned(),
+                format!("[kbha {}] {record}: {}", c.severity.as_str(), c.summary),
+            ),
             Said::Reminder => (
                 c.kind.clone(),
                 "firing",
@@ -586,7 +592,10 @@ mod tests {
             replication: vec![],
             action,
             old_weights: vec![],
-            new_weights: vec![Weight { set_identifier: "primary".into(), weight: 0 }, Weight { set_identifier: "secondary".into(), weight: 100 }],
+            new_weights: vec![
+                Weight { set_identifier: "primary".into(), weight: 0 },
+                Weight { set_identifier: "secondary".into(), weight: 100 },
+            ],
             change_id: None,
             attempts: 1,
             notice_id: None,
@@ -601,13 +610,21 @@ mod tests {
     #[test]
     fn a_condition_is_what_it_is_about_not_its_numbers() {
         let at = |age: &str| {
-            record(ActionTaken::NoChange, vec![alert(Severity::Critical, &format!("failover to `secondary` blocked by RPO: data {age} old"))], GuardrailVerdict::NoChange)
+            record(
+                ActionTaken::NoChange,
+                vec![alert(Severity::Critical, &format!("failover to `secondary` blocked by RPO: data {age} old"))],
+                GuardrailVerdict::NoChange,
+            )
         };
         let (first, later) = (at("1h 10m"), at("1h 11m"));
         assert_eq!(standing_keys(&first), standing_keys(&later), "the same condition a minute later");
         assert_eq!(conditions(&first)[0].id, "failover to `secondary` blocked by RPO: data #h #m old");
         assert_eq!(conditions(&later)[0].summary, "failover to `secondary` blocked by RPO: data 1h 11m old", "the words keep the numbers");
-        let other = record(ActionTaken::NoChange, vec![alert(Severity::Critical, "failover to `replica-2` blocked by RPO")], GuardrailVerdict::NoChange);
+        let other = record(
+            ActionTaken::NoChange,
+            vec![alert(Severity::Critical, "failover to `replica-2` blocked by RPO")],
+            GuardrailVerdict::NoChange,
+        );
         assert_ne!(conditions(&other)[0].id, conditions(&first)[0].id);
     }
 
@@ -629,7 +646,11 @@ mod tests {
 
     #[test]
     fn the_alerts_of_a_change_go_with_the_change_or_what_holds_it() {
-        let mut paused = record(ActionTaken::Paused, vec![alert(Severity::Warning, "replication age of `secondary` unknown")], GuardrailVerdict::NoChange);
+        let mut paused = record(
+            ActionTaken::Paused,
+            vec![alert(Severity::Warning, "replication age of `secondary` unknown")],
+            GuardrailVerdict::NoChange,
+        );
         if let Some(d) = paused.policy.as_mut() {
             d.decision.action = FailoverAction::ShiftWeights { weights: paused.new_weights.clone(), force: false };
         }

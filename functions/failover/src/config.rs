@@ -167,9 +167,7 @@ impl FailoverConfig {
         };
         let state_bucket = required("KBHA_STATE_BUCKET")?;
         let replication_status = get("KBHA_REPLICATION_STATUS")
-            .map(|raw| {
-                raw.parse::<S3Location>().map_err(|e| ConfigError { variable: "KBHA_REPLICATION_STATUS", problem: e.to_string() })
-            })
+            .map(|raw| raw.parse::<S3Location>().map_err(|e| ConfigError { variable: "KBHA_REPLICATION_STATUS", problem: e.to_string() }))
             .transpose()?;
         let rpo_sources = match get("KBHA_RPO_SOURCES") {
             None => Vec::new(),
@@ -209,10 +207,7 @@ impl FailoverConfig {
             break_glass: boolean("KBHA_BREAK_GLASS", &get)?,
             notify_topic_arn: required("KBHA_NOTIFY_TOPIC_ARN")?,
             rpo_s: number("KBHA_RPO_SECONDS", 3600, &get)?,
-            state: S3Location {
-                bucket: state_bucket,
-                prefix: required_or("KBHA_STATE_PREFIX", "kbha/failover/", &get),
-            },
+            state: S3Location { bucket: state_bucket, prefix: required_or("KBHA_STATE_PREFIX", "kbha/failover/", &get) },
             replication_status,
             rpo_sources,
             max_attempts: max_attempts as u32,
@@ -222,7 +217,8 @@ impl FailoverConfig {
             },
             return_steps: {
                 let raw = required_or("KBHA_RETURN_STEPS", "10,25,50,75,100", &get);
-                kbha_core::plan::parse_steps(&raw, 0).map_err(|e| ConfigError { variable: "KBHA_RETURN_STEPS", problem: format!("is `{raw}`: {e}") })?;
+                kbha_core::plan::parse_steps(&raw, 0)
+                    .map_err(|e| ConfigError { variable: "KBHA_RETURN_STEPS", problem: format!("is `{raw}`: {e}") })?;
                 raw
             },
             return_bake_s: number("KBHA_RETURN_BAKE_SECONDS", 300, &get)?,
@@ -284,13 +280,7 @@ impl FailoverConfig {
 
     /// Key of the state object of this record set.
     pub fn state_key(&self) -> String {
-        format!(
-            "{}{}/{}-{}.json",
-            self.state.prefix,
-            self.hosted_zone_id,
-            self.record_name.trim_end_matches('.'),
-            self.record_type
-        )
+        format!("{}{}/{}-{}.json", self.state.prefix, self.hosted_zone_id, self.record_name.trim_end_matches('.'), self.record_type)
     }
 }
 

@@ -11,7 +11,7 @@ use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failove
 use kbha_core::guardrails::{GuardrailContext, GuardrailVerdict, Move, check_failover, refuse_onto_drained};
 use kbha_core::state::{FailoverState, Freshness};
 use kbha_core::time::format_timestamp;
-use kbha_core::{Alarm, Alert, FailoverDecision, Severity, FailoverInput, FailoverTrigger, Target, TimestampMs, Weight};
+use kbha_core::{Alarm, Alert, FailoverDecision, FailoverInput, FailoverTrigger, Severity, Target, TimestampMs, Weight};
 use kbha_hosting::claim::{self, Claim};
 use kbha_hosting::record::{Invocation, RecordedInput, ms};
 use serde::{Deserialize, Serialize};
@@ -21,12 +21,12 @@ use crate::announce;
 use crate::config::FailoverConfig;
 use crate::journal::{Notice, Outgoing, PendingChange, RIVAL_WINDOW_MS, StoredState};
 use crate::ledger::{self, ChangeEntry};
-use crate::ops;
 use crate::observe::{self, Observed};
+use crate::ops;
 use crate::plan::{PlanNote, PlanUpdate, plan_guardrails};
-use kbha_core::plan::{ActivePlan, PlanKind, PlanOutcome, Progress, complete, progress};
-use kbha_core::FailoverAction;
 use crate::{Decided, Policies};
+use kbha_core::FailoverAction;
+use kbha_core::plan::{ActivePlan, PlanKind, PlanOutcome, Progress, complete, progress};
 
 /// Attempts at writing the state object when another invocation wrote it meanwhile
 /// (a change takes three writes: intent, applied, done; 8 concurrent copies contend).
@@ -555,21 +555,34 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                     return (v, eval);
                 }
                 let why = refusal_text(&v);
-                ended(PlanOutcome::Abandoned, format!("{reason}, but the guardrails refused it ({why}); the plan ends and the policy decides"), false)
+                ended(
+                    PlanOutcome::Abandoned,
+                    format!("{reason}, but the guardrails refused it ({why}); the plan ends and the policy decides"),
+                    false,
+                )
             }
             Progress::End { outcome, reason } => ended(outcome, reason, false),
             Progress::Wait { .. } | Progress::Advance { .. } if replaces => {
                 ended(PlanOutcome::Superseded, format!("{} superseded by the policy: {policy_reason}", plan.title()), true)
             }
             Progress::Wait { step, step_at_ms, reason } => {
-                let mut eval = PlanEval { note: Some(PlanNote::new(plan, step, None, reason)), reason: policy_reason, now: vec![], with_change: vec![] };
+                let mut eval = PlanEval {
+                    note: Some(PlanNote::new(plan, step, None, reason)),
+                    reason: policy_reason,
+                    now: vec![],
+                    with_change: vec![],
+                };
                 if step != plan.step || step_at_ms != plan.step_at_ms {
                     let mut p = plan.clone();
                     p.step = step;
                     p.step_at_ms = step_at_ms;
                     eval.now.push(PlanUpdate::Set { plan: p });
                 }
-                let v = if matches!(policy_verdict, GuardrailVerdict::Refused { .. }) { policy_verdict.clone() } else { GuardrailVerdict::NoChange };
+                let v = if matches!(policy_verdict, GuardrailVerdict::Refused { .. }) {
+                    policy_verdict.clone()
+                } else {
+                    GuardrailVerdict::NoChange
+                };
                 (v, eval)
             }
             Progress::Advance { step, weights } => {
@@ -704,11 +717,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         now_ms: TimestampMs,
     ) -> Result<StoredState, FailoverError> {
         // A change's notice was built with its intent; any other decision's now.
-        let notice = if applied.is_none() {
-            self.build_notice(rec, alarm, &stored.state.standing_alerts, now_ms)
-        } else {
-            None
-        };
+        let notice = if applied.is_none() { self.build_notice(rec, alarm, &stored.state.standing_alerts, now_ms) } else { None };
         let standing = announce::standing_keys(rec);
         let current = announce::conditions(rec);
         // The condition the decision's own notice is the alert of, if any.
@@ -812,9 +821,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             let landed = p.to.iter().all(|w| records.iter().any(|r| r.set_identifier == w.set_identifier && r.weight == w.weight));
             // Matching records are ours only if no other invocation may have made them.
             let rival = stored.state.last_change != p.seen_last_change
-                || stored.pending.iter().any(|o| {
-                    o.event_id != p.event_id && o.to == p.to && (o.at_ms - p.at_ms).abs() <= RIVAL_WINDOW_MS
-                });
+                || stored.pending.iter().any(|o| o.event_id != p.event_id && o.to == p.to && (o.at_ms - p.at_ms).abs() <= RIVAL_WINDOW_MS);
             if !landed || rival {
                 tracing::info!(event_id = %p.event_id, landed, rival, "an earlier attempt's change did not land (or is not ours); deciding again");
                 return Ok(None);
@@ -844,8 +851,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let key = self.cfg.state_key();
         match self.store.get(&self.cfg.state.bucket, &key).await? {
             None => Ok((StoredState::default(), None)),
-            Some(obj) => serde_json::from_slice(&obj.bytes).map(|s| (s, Some(obj.etag))).map_err(|e| {
-                FailoverError::CorruptState { bucket: self.cfg.state.bucket.clone(), key, message: e.to_string() }
+            Some(obj) => serde_json::from_slice(&obj.bytes).map(|s| (s, Some(obj.etag))).map_err(|e| FailoverError::CorruptState {
+                bucket: self.cfg.state.bucket.clone(),
+                key,
+                message: e.to_string(),
             }),
         }
     }
@@ -863,10 +872,8 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             if etag.is_some() && state == before {
                 return Ok(state);
             }
-            let body = serde_json::to_vec_pretty(&state).map_err(|e| AwsError::Invalid {
-                operation: "PutObject",
-                message: format!("cannot serialise state: {e}"),
-            })?;
+            let body = serde_json::to_vec_pretty(&state)
+                .map_err(|e| AwsError::Invalid { operation: "PutObject", message: format!("cannot serialise state: {e}") })?;
             let cond = etag.map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
             match self.store.put(&self.cfg.state.bucket, &key, body, cond).await {
                 Ok(_) => return Ok(state),
@@ -886,8 +893,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         event_id: &str,
     ) -> Result<String, AwsError> {
         // The guardrails only pass weights for targets of this record set.
-        let swaps = kbha_aws::swaps_for_weights(records, weights.iter().map(|w| (w.set_identifier.as_str(), w.weight)))
-            .map_err(|unknown| AwsError::Invalid { operation: "ChangeResourceRecordSets", message: format!("unknown targets {unknown:?}") })?;
+        let swaps =
+            kbha_aws::swaps_for_weights(records, weights.iter().map(|w| (w.set_identifier.as_str(), w.weight))).map_err(|unknown| {
+                AwsError::Invalid { operation: "ChangeResourceRecordSets", message: format!("unknown targets {unknown:?}") }
+            })?;
         let mut comment = format!("kbha failover ({event_id}): {reason}");
         // Route 53 limits the batch comment to 256 characters.
         if comment.chars().count() > 256 {
@@ -909,7 +918,6 @@ fn refusal_text(v: &GuardrailVerdict) -> String {
 fn weights_of(targets: &[Target]) -> Vec<Weight> {
     targets.iter().map(|t| Weight { set_identifier: t.set_identifier.clone(), weight: t.weight }).collect()
 }
-
 
 fn log_record(rec: &DecisionRecord) {
     match serde_json::to_string(rec) {

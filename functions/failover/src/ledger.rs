@@ -199,10 +199,7 @@ impl Incident {
 
     /// Milliseconds of unhealthy periods within `[from_ms, to_ms)`, open ones until `now_ms`.
     pub fn unhealthy_within(&self, from_ms: TimestampMs, to_ms: TimestampMs, now_ms: TimestampMs) -> i64 {
-        self.unhealthy
-            .iter()
-            .map(|p| (p.until_ms.unwrap_or(now_ms).min(to_ms) - p.from_ms.max(from_ms)).max(0))
-            .sum()
+        self.unhealthy.iter().map(|p| (p.until_ms.unwrap_or(now_ms).min(to_ms) - p.from_ms.max(from_ms)).max(0)).sum()
     }
 
     /// The ledger object key under `prefix` (the state prefix).
@@ -253,7 +250,9 @@ impl Incident {
         }
         // The same for any unhealthy period this change ended.
         if let Some(insync) = c.insync_at_ms {
-            let shed = |t: &str| c.from.iter().any(|w| w.set_identifier == t && w.weight > 0) && c.to.iter().any(|w| w.set_identifier == t && w.weight == 0);
+            let shed = |t: &str| {
+                c.from.iter().any(|w| w.set_identifier == t && w.weight > 0) && c.to.iter().any(|w| w.set_identifier == t && w.weight == 0)
+            };
             for p in self.unhealthy.iter_mut().filter(|p| p.until_ms == Some(c.at_ms) && shed(&p.target)) {
                 p.until_ms = Some(insync);
                 self.revision += 1;
@@ -285,13 +284,7 @@ fn carries(targets: &[Target], t: &Target) -> bool {
 /// Opens, advances or closes the incident on one observation: `targets` as observed (with
 /// the weights in Route 53 after this invocation's change, if any), `alarms` the mapped
 /// alarms' current (name, target, state, since). Returns whether anything changed.
-pub fn observe(
-    incident: &mut Option<Incident>,
-    record_name: &str,
-    targets: &[Target],
-    alarms: &[AlarmMark],
-    now_ms: TimestampMs,
-) -> bool {
+pub fn observe(incident: &mut Option<Incident>, record_name: &str, targets: &[Target], alarms: &[AlarmMark], now_ms: TimestampMs) -> bool {
     observe_with_plan(incident, record_name, targets, alarms, false, now_ms)
 }
 
@@ -330,8 +323,7 @@ pub fn observe_with_plan(
     let down_carrier = targets.iter().find(|t| t.condition() == Condition::Down && carries(targets, t));
     if let (Some(inc), Some(t)) = (incident.as_mut().filter(|i| i.closed_at_ms.is_none() && i.planned), down_carrier) {
         // A target failed during a planned switchover: from here it is an incident.
-        let alarm_since =
-            alarms.iter().filter(|a| a.target == t.set_identifier && a.state == "ALARM").map(|a| a.at_ms).min();
+        let alarm_since = alarms.iter().filter(|a| a.target == t.set_identifier && a.state == "ALARM").map(|a| a.at_ms).min();
         inc.planned = false;
         inc.target = t.set_identifier.clone();
         inc.opened_at_ms = alarm_since.map_or(now_ms, |s| s.min(now_ms));
@@ -347,8 +339,7 @@ pub fn observe_with_plan(
         }
         let Some(t) = down_carrier else { return false };
         // The earliest evidence: an alarm of this target in ALARM since before now.
-        let alarm_since =
-            alarms.iter().filter(|a| a.target == t.set_identifier && a.state == "ALARM").map(|a| a.at_ms).min();
+        let alarm_since = alarms.iter().filter(|a| a.target == t.set_identifier && a.state == "ALARM").map(|a| a.at_ms).min();
         let opened = alarm_since.map_or(now_ms, |s| s.min(now_ms));
         let mut inc = Incident {
             id: format!("inc-{}-{}", kbha_core::time::format_timestamp(opened).replace(':', ""), t.set_identifier),
@@ -392,9 +383,11 @@ pub fn observe_with_plan(
     // Unhealthy periods: one per down target carrying traffic, ended when it stops (from
     // the change's INSYNC, filled in by `update_change`) or recovers.
     for p in inc.unhealthy.iter_mut().filter(|p| p.until_ms.is_none()) {
-        let off = targets.iter().find(|t| t.set_identifier == p.target).is_none_or(|t| !carries(targets, t) || t.condition() != Condition::Down);
+        let off =
+            targets.iter().find(|t| t.set_identifier == p.target).is_none_or(|t| !carries(targets, t) || t.condition() != Condition::Down);
         if off {
-            let shed_by = inc.changes.iter().rev().find(|c| c.at_ms <= now_ms && c.to.iter().any(|w| w.set_identifier == p.target && w.weight == 0));
+            let shed_by =
+                inc.changes.iter().rev().find(|c| c.at_ms <= now_ms && c.to.iter().any(|w| w.set_identifier == p.target && w.weight == 0));
             p.until_ms = Some(shed_by.map_or(now_ms, |c| c.insync_at_ms.unwrap_or(c.at_ms)).max(p.from_ms).min(now_ms));
             inc.revision += 1;
         }
@@ -664,7 +657,11 @@ mod tests {
         observe(&mut inc, "api.", &[t("primary", 100, true), t("secondary", 0, false)], &[], 6 * MIN);
         assert_eq!(inc.as_ref().and_then(|i| i.closed_at_ms), Some(6 * MIN));
         let i = inc.as_ref().expect("kept");
-        assert_eq!(i.unhealthy.iter().map(|p| p.target.as_str()).collect::<Vec<_>>(), ["primary", "secondary"], "both sides' time on a down target counts");
+        assert_eq!(
+            i.unhealthy.iter().map(|p| p.target.as_str()).collect::<Vec<_>>(),
+            ["primary", "secondary"],
+            "both sides' time on a down target counts"
+        );
         assert!(i.unhealthy.iter().all(|p| p.until_ms.is_some()));
         assert_eq!(i.figures(9 * MIN).unhealthy_ms, (5 * MIN - MIN) + (6 * MIN - 5 * MIN));
         // Closed but not yet written: a new failure does not reopen it.
@@ -674,7 +671,14 @@ mod tests {
     #[test]
     fn a_failure_during_a_stepped_return_counts_from_its_alarm_not_from_its_detection() {
         let mut inc = None;
-        observe_with_plan(&mut inc, "api.", &[t("primary", 100, false), t("secondary", 0, true)], &[alarm("primary", "ALARM", MIN)], false, MIN);
+        observe_with_plan(
+            &mut inc,
+            "api.",
+            &[t("primary", 100, false), t("secondary", 0, true)],
+            &[alarm("primary", "ALARM", MIN)],
+            false,
+            MIN,
+        );
         inc.as_mut().expect("open").add_change(&change(Move::Evacuation, MIN, Some(MIN + 30_000)));
         observe_with_plan(&mut inc, "api.", &[t("primary", 0, true), t("secondary", 100, true)], &[], false, 20 * MIN);
         // The return's first step, then the primary's alarm at 30:00, seen at 30:40.
@@ -713,7 +717,8 @@ mod tests {
     #[test]
     fn the_achieved_rpo_is_the_age_of_the_target_given_traffic() {
         let targets = [t("primary", 100, false), t("secondary", 0, true)];
-        let w = |p, s| vec![Weight { set_identifier: "primary".into(), weight: p }, Weight { set_identifier: "secondary".into(), weight: s }];
+        let w =
+            |p, s| vec![Weight { set_identifier: "primary".into(), weight: p }, Weight { set_identifier: "secondary".into(), weight: s }];
         assert_eq!(rpo_of(&targets, &w(100, 0), &w(0, 100)), Some(20 * MIN as u64));
         assert_eq!(rpo_of(&targets, &w(100, 0), &w(100, 0)), None);
     }

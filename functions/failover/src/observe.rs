@@ -100,11 +100,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             });
         }
         let reads = futures::future::try_join_all(self.cfg.targets.iter().map(|tc| async {
-            let rec = records.iter().find(|r| r.set_identifier == tc.set_identifier).ok_or_else(|| {
-                FailoverError::RecordSet {
-                    name: self.cfg.record_name.clone(),
-                    problem: format!("has no {} record with SetIdentifier `{}`", self.cfg.record_type, tc.set_identifier),
-                }
+            let rec = records.iter().find(|r| r.set_identifier == tc.set_identifier).ok_or_else(|| FailoverError::RecordSet {
+                name: self.cfg.record_name.clone(),
+                problem: format!("has no {} record with SetIdentifier `{}`", self.cfg.record_type, tc.set_identifier),
             })?;
             let health = async {
                 match tc.health_check_id.as_ref().or(rec.health_check_id.as_ref()) {
@@ -142,9 +140,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             by_region.entry(region).or_default().push(name.to_owned());
         }
         let per_region = futures::future::try_join_all(
-            by_region.into_iter().filter(|(_, names)| !names.is_empty()).map(|(region, names)| async move {
-                self.alarms.alarm_states(region, &names).await
-            }),
+            by_region
+                .into_iter()
+                .filter(|(_, names)| !names.is_empty())
+                .map(|(region, names)| async move { self.alarms.alarm_states(region, &names).await }),
         )
         .await?;
         Ok(per_region
@@ -188,11 +187,9 @@ pub fn targets(cfg: &crate::FailoverConfig, obs: &Observed, seen: &FailoverState
         .iter()
         .zip(&obs.reads)
         .map(|(tc, read)| {
-            let states = tc.alarm_refs().filter_map(|(_, name)| {
-                match obs.alarms.iter().find(|(s, _)| s.name == name) {
-                    Some((live, _)) => Some((live.state, live.since_ms)),
-                    None => seen.alarms.get(name).map(|r| (r.state, r.changed_at_ms)),
-                }
+            let states = tc.alarm_refs().filter_map(|(_, name)| match obs.alarms.iter().find(|(s, _)| s.name == name) {
+                Some((live, _)) => Some((live.state, live.since_ms)),
+                None => seen.alarms.get(name).map(|r| (r.state, r.changed_at_ms)),
             });
             let (alarm_state, alarm_state_since_ms) = worst(states);
             let history = seen.history_of(&tc.set_identifier);

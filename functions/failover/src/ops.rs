@@ -19,9 +19,7 @@ use kbha_aws::{Alarms, AwsError, ChangeStatus, Dns, Notifier, ObjectStore};
 use kbha_core::guardrails::{GuardrailSettings, GuardrailVerdict, Move, check_failover, refuse_onto_drained};
 use kbha_core::state::FailoverState;
 use kbha_core::time::format_timestamp;
-use kbha_core::{
-    Condition, FailoverAction, FailoverDecision, FailoverInput, FailoverTrigger, LastChange, Target, TimestampMs, Weight,
-};
+use kbha_core::{Condition, FailoverAction, FailoverDecision, FailoverInput, FailoverTrigger, LastChange, Target, TimestampMs, Weight};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -30,8 +28,8 @@ use crate::journal::StoredState;
 use crate::ledger::{self, ChangeEntry, Incident, IncidentFigures, OperatorAction};
 use crate::observe;
 use crate::plan::PlanUpdate;
-use kbha_core::plan::{ActivePlan, PlanKind, PlanOutcome};
 use kbha_core::PlanStep;
+use kbha_core::plan::{ActivePlan, PlanKind, PlanOutcome};
 
 /// Recent changes and operator actions the state object keeps for `kbha ops status`.
 pub(crate) const RECENT: usize = 20;
@@ -80,9 +78,7 @@ impl OpsState {
     /// after it was given (the operator approved returning to a target that has since
     /// failed again: they must look again).
     pub fn approval<'a>(&'a self, history: &FailoverState) -> Option<&'a Mark> {
-        self.failback_approval
-            .as_ref()
-            .filter(|a| history.history.values().all(|h| h.last_down_at_ms.is_none_or(|d| d <= a.at_ms)))
+        self.failback_approval.as_ref().filter(|a| history.history.values().all(|h| h.last_down_at_ms.is_none_or(|d| d <= a.at_ms)))
     }
 }
 
@@ -288,10 +284,7 @@ pub struct Status {
 /// Route 53 share of each weight, percent (all-zero: even).
 fn shares(weights: &[u32]) -> Vec<f64> {
     let total: u32 = weights.iter().sum();
-    weights
-        .iter()
-        .map(|w| if total == 0 { 100.0 / weights.len() as f64 } else { f64::from(*w) * 100.0 / f64::from(total) })
-        .collect()
+    weights.iter().map(|w| if total == 0 { 100.0 / weights.len() as f64 } else { f64::from(*w) * 100.0 / f64::from(total) }).collect()
 }
 
 impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N> {
@@ -452,9 +445,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             }
             Command::ApproveFailback => {
                 if self.cfg.failback != crate::config::Failback::Manual {
-                    return Err(OpsError::Invalid(
-                        "failback is automatic (KBHA_FAILBACK=auto); there is nothing to approve".to_owned(),
-                    ));
+                    return Err(OpsError::Invalid("failback is automatic (KBHA_FAILBACK=auto); there is nothing to approve".to_owned()));
                 }
                 let m = mark("approved");
                 self.update_state(|s| s.ops.failback_approval = Some(m.clone())).await?;
@@ -494,19 +485,26 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
                 })
                 .await?;
                 let observed = self.observe(now_ms).await?;
-                let current: Vec<Weight> = observed.records.iter().map(|r| Weight { set_identifier: r.set_identifier.clone(), weight: r.weight }).collect();
+                let current: Vec<Weight> =
+                    observed.records.iter().map(|r| Weight { set_identifier: r.set_identifier.clone(), weight: r.weight }).collect();
                 let back = plan.from.iter().all(|w| current.iter().any(|c| c.set_identifier == w.set_identifier && c.weight == w.weight));
                 if back {
                     format!("{title} aborted before it moved traffic; automatic returns held until `kbha ops switchover` ({reason})")
                 } else {
                     match self.manual_change(by, command, &plan.from, false, &format!("abort: {reason}"), now_ms, &mut rec).await {
                         Ok(c) => {
-                            let d = format!("{title} aborted: weights back to {} as before it; automatic returns held until `kbha ops switchover` ({reason})", describe(&c.to));
+                            let d = format!(
+                                "{title} aborted: weights back to {} as before it; automatic returns held until `kbha ops switchover` ({reason})",
+                                describe(&c.to)
+                            );
                             change = Some(c);
                             d
                         }
                         Err(e) => {
-                            rec.detail = format!("{title} aborted (no further steps), but the weights could not go back to {}: {e}; `kbha ops shift` moves them", describe(&plan.from));
+                            rec.detail = format!(
+                                "{title} aborted (no further steps), but the weights could not go back to {}: {e}; `kbha ops shift` moves them",
+                                describe(&plan.from)
+                            );
                             self.finish_command(by, command, &rec, None, now_ms).await?;
                             return Err(e);
                         }
@@ -558,11 +556,9 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             return Err(OpsError::UnknownTarget(to.to_owned()));
         };
         if dest.condition() != Condition::Up {
-            return Err(OpsError::Invalid(format!(
-                "`{to}` is {:?} now; a switchover goes only to a target observed up",
-                dest.condition()
-            )
-            .to_lowercase()));
+            return Err(OpsError::Invalid(
+                format!("`{to}` is {:?} now; a switchover goes only to a target observed up", dest.condition()).to_lowercase(),
+            ));
         }
         let weight = targets.iter().map(|t| t.weight).max().filter(|w| *w > 0).unwrap_or(100);
         let dest_weights: Vec<Weight> = targets
@@ -636,9 +632,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     ) -> Result<Option<String>, OpsError> {
         let mut rec = rec.clone();
         let action = OperatorAction { at_ms: now_ms, by: by.to_owned(), command: command.name().to_owned(), detail: rec.detail.clone() };
-        let stored = self
-            .update_state(|s| record_action(s, &action))
-            .await?;
+        let stored = self.update_state(|s| record_action(s, &action)).await?;
         self.flush_ledger(&stored, now_ms).await?;
         rec.notice_id = self.announce_operator(&rec, change, now_ms).await;
         match serde_json::to_string(&rec) {
@@ -675,7 +669,10 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         Ok(Some(
             targets
                 .iter()
-                .map(|x| Weight { set_identifier: x.set_identifier.clone(), weight: if x.set_identifier == to.set_identifier { active } else { 0 } })
+                .map(|x| Weight {
+                    set_identifier: x.set_identifier.clone(),
+                    weight: if x.set_identifier == to.set_identifier { active } else { 0 },
+                })
                 .collect(),
         ))
     }

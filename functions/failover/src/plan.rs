@@ -2,9 +2,9 @@
 //! evaluation does to it, and how that reaches the ledger and the decision record. The
 //! step logic itself is pure, in [`kbha_core::plan`].
 
+use kbha_core::TimestampMs;
 use kbha_core::guardrails::GuardrailSettings;
 use kbha_core::plan::{ActivePlan, PlanKind, PlanOutcome};
-use kbha_core::TimestampMs;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::StoredState;
@@ -99,7 +99,10 @@ pub(crate) fn apply(s: &mut StoredState, u: &PlanUpdate, now_ms: TimestampMs) {
                 let a = OperatorAction {
                     at_ms: now_ms,
                     by: by.clone(),
-                    command: format!("plan {}", serde_json::to_value(outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+                    command: format!(
+                        "plan {}",
+                        serde_json::to_value(outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+                    ),
                     detail: reason.clone(),
                 };
                 crate::ops::record_action(s, &a);

@@ -101,12 +101,7 @@ impl Cache {
 
     /// The component with `digest` (the sha256 of `bytes`, already verified by the
     /// caller): from memory, from a precompiled artifact, or compiled from `bytes`.
-    pub fn load<K: Kind>(
-        &self,
-        engine: &PolicyEngine,
-        bytes: &[u8],
-        digest: &str,
-    ) -> Result<(Arc<K::Component>, Origin), PolicyError> {
+    pub fn load<K: Kind>(&self, engine: &PolicyEngine, bytes: &[u8], digest: &str) -> Result<(Arc<K::Component>, Origin), PolicyError> {
         let key = (K::NAME, digest.to_owned());
         if let Some(hit) = self.memory().get(&key).and_then(|e| e.downcast::<K::Component>().ok()) {
             return Ok((hit, Origin::Memory));

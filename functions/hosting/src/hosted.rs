@@ -48,9 +48,7 @@ fn engine() -> Result<&'static PolicyEngine, LoadError> {
     ENGINE
         .get_or_init(|| {
             let setting = std::env::var("KBHA_POLICY_WASI").ok();
-            Limits::for_wasi_setting(setting.as_deref())
-                .and_then(PolicyEngine::new)
-                .map_err(|e| e.to_string())
+            Limits::for_wasi_setting(setting.as_deref()).and_then(PolicyEngine::new).map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| LoadError::Engine(e.clone()))
@@ -152,21 +150,15 @@ pub async fn load_policies<K: Kind, S: ObjectStore>(
             Arc::new(Hosted::<K>::from_bytes(&name, &obj.bytes)?)
         }
         PolicySource::S3 { bucket, key, version_id, sha256 } => {
-            let p = SwappablePolicy::<K>::open(
-                bucket,
-                key,
-                version_id.as_deref(),
-                sha256.as_deref(),
-                Lifecycle::default(),
-                store,
-                0,
-            )
-            .await;
+            let p = SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), Lifecycle::default(), store, 0).await;
             if !p.usable() {
-                let why = Decider::<K>::decide(&p, &K::smoke_input().map_err(|message| LoadError::Read { source_name: source.to_string(), message })?)
-                    .err()
-                    .map(|f| f.message)
-                    .unwrap_or_default();
+                let why = Decider::<K>::decide(
+                    &p,
+                    &K::smoke_input().map_err(|message| LoadError::Read { source_name: source.to_string(), message })?,
+                )
+                .err()
+                .map(|f| f.message)
+                .unwrap_or_default();
                 return Err(LoadError::Read { source_name: source.to_string(), message: why });
             }
             Arc::new(p)
@@ -198,8 +190,7 @@ pub async fn load_swappable<K: Kind, S: ObjectStore>(
         PolicySource::Builtin => Ok((with_shadow(Policies::new(builtin::<K>()?, fallback), lifecycle, store).await, None)),
         PolicySource::S3 { bucket, key, version_id, sha256 } => {
             let swap = Arc::new(
-                SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), lifecycle.clone(), store, now_ms)
-                    .await,
+                SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), lifecycle.clone(), store, now_ms).await,
             );
             let primary: Arc<dyn Decider<K>> = Arc::clone(&swap) as Arc<dyn Decider<K>>;
             Ok((with_shadow(Policies::new(primary, fallback), lifecycle, store).await, Some(swap)))
@@ -214,8 +205,7 @@ async fn with_shadow<K: Kind, S: ObjectStore>(mut policies: Policies<K>, lifecyc
     let loaded: Result<Arc<dyn Decider<K>>, String> = match source {
         PolicySource::Builtin => builtin::<K>().map_err(|e| e.to_string()),
         PolicySource::S3 { bucket, key, version_id, sha256 } => {
-            let swap =
-                SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), lifecycle.clone(), store, 0).await;
+            let swap = SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), lifecycle.clone(), store, 0).await;
             match swap.current() {
                 Some(current) if swap.usable() => Ok(current),
                 _ => Err("the object is unusable (see the log above)".to_owned()),

@@ -1,8 +1,8 @@
 //! The three policy worlds as types, so hosting code is written once.
 
 use kbha_core::{
-    Alert, AlertDecision, AlertInput, FailoverAction, FailoverDecision, FailoverInput, ReplicationDecision, ReplicationInput,
-    Severity, Verdict,
+    Alert, AlertDecision, AlertInput, FailoverAction, FailoverDecision, FailoverInput, ReplicationDecision, ReplicationInput, Severity,
+    Verdict,
 };
 use kbha_policy_host::{AlertPolicy, Evaluation, FailoverPolicy, PolicyEngine, PolicyError, ReplicationPolicy};
 use serde::Serialize;

@@ -162,9 +162,8 @@ impl<K: Kind> Policies<K> {
         for policy in candidates {
             match policy.decide(input) {
                 Ok(mut decision) => {
-                    let fault_alert = faults
-                        .first()
-                        .and_then(|f| K::attach(&mut decision, fault_alert::<K>(primary.as_ref(), f, policy.source())));
+                    let fault_alert =
+                        faults.first().and_then(|f| K::attach(&mut decision, fault_alert::<K>(primary.as_ref(), f, policy.source())));
                     return Decided {
                         decision,
                         decided_by: policy.source().to_owned(),

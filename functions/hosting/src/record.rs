@@ -28,7 +28,18 @@ use serde_json::Value;
 /// - `action`: what was done (each function's own vocabulary, snake_case);
 /// - `durations`: milliseconds in `gather_ms`, `decide_ms`, `act_ms`.
 pub const COMMON_FIELDS: [&str; 12] = [
-    "record", "function", "event_id", "request_id", "now", "subject", "input_digest", "input", "policy", "guardrail", "action", "durations",
+    "record",
+    "function",
+    "event_id",
+    "request_id",
+    "now",
+    "subject",
+    "input_digest",
+    "input",
+    "policy",
+    "guardrail",
+    "action",
+    "durations",
 ];
 
 /// The invocation a decision is made in, as each function's handler gets it: the decision

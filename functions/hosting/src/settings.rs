@@ -125,7 +125,10 @@ mod tests {
     #[test]
     fn errors_name_the_variable_and_the_expectation() {
         let e = env(&[("N", "ten"), ("F", "yes"), ("P", "http://x"), ("J", "{")]);
-        assert_eq!(e.number("N", 1).expect_err("must be rejected").to_string(), "invalid configuration: `N` is `ten`; expected a whole number");
+        assert_eq!(
+            e.number("N", 1).expect_err("must be rejected").to_string(),
+            "invalid configuration: `N` is `ten`; expected a whole number"
+        );
         assert!(e.flag("F", false).expect_err("must be rejected").to_string().contains("`F` is `yes`"));
         assert!(e.s3_location("P").expect_err("must be rejected").to_string().contains("s3://bucket/prefix"));
         assert!(e.json::<serde_json::Value>("J", "{}").is_err());

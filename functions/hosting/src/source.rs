@@ -64,10 +64,8 @@ impl FromStr for PolicySource {
         if s == "builtin" {
             return Ok(PolicySource::Builtin);
         }
-        let err = || SourceError {
-            value: s.to_owned(),
-            expected: "`builtin` or `s3://bucket/key[?versionId=<id>][#sha256:<64 hex digits>]`",
-        };
+        let err =
+            || SourceError { value: s.to_owned(), expected: "`builtin` or `s3://bucket/key[?versionId=<id>][#sha256:<64 hex digits>]`" };
         let (rest, sha256) = match s.split_once('#') {
             None => (s, None),
             Some((rest, pin)) => {

@@ -151,7 +151,9 @@ impl<K: Kind> SwappablePolicy<K> {
         let outcome = self.check(store, now_ms).await;
         match &outcome {
             Checked::Swapped(d) => tracing::info!(policy = %self.name, digest = %d, "new policy object in use"),
-            Checked::Refused(d, why) => tracing::error!(policy = %self.name, digest = %d, "new policy object refused, keeping the last good one: {why}"),
+            Checked::Refused(d, why) => {
+                tracing::error!(policy = %self.name, digest = %d, "new policy object refused, keeping the last good one: {why}")
+            }
             Checked::Unreachable(why) => tracing::warn!(policy = %self.name, "policy check failed, keeping the last good one: {why}"),
             Checked::NotDue | Checked::Unchanged => {}
         }
@@ -192,8 +194,9 @@ impl<K: Kind> SwappablePolicy<K> {
                 }
             }
         }
-        let verdict = check_object(&object.bytes, self.sha256.as_deref(), self.lifecycle.public_key.as_ref(), signature.as_deref(), &sig_name)
-            .and_then(|_| load_checked::<K>(&self.name, &object.bytes));
+        let verdict =
+            check_object(&object.bytes, self.sha256.as_deref(), self.lifecycle.public_key.as_ref(), signature.as_deref(), &sig_name)
+                .and_then(|_| load_checked::<K>(&self.name, &object.bytes));
         let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
         match verdict {
             Ok(hosted) => {

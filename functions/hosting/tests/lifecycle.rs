@@ -86,8 +86,7 @@ async fn tampered_wrong_world_and_unreachable_keep_the_last_good_policy() -> Res
     emu.put_bytes(BUCKET, KEY, good.clone()).await?;
     emu.put_bytes(BUCKET, &sig_key, hex::encode(signer.sign(&good).to_bytes()).into_bytes()).await?;
     let lifecycle = Lifecycle { public_key: Some(signer.verifying_key()), check_every_s: 0, shadow: None };
-    let (policies, swap) =
-        load_swappable::<Failover, _>(&PolicySource::s3(BUCKET, KEY), Fallback::Builtin, &lifecycle, &store, 0).await?;
+    let (policies, swap) = load_swappable::<Failover, _>(&PolicySource::s3(BUCKET, KEY), Fallback::Builtin, &lifecycle, &store, 0).await?;
     let swap = swap.context("an S3 source swaps")?;
     let good_digest = kbha_policy_host::digest(&good);
     assert!(swap.usable());
@@ -109,10 +108,7 @@ async fn tampered_wrong_world_and_unreachable_keep_the_last_good_policy() -> Res
     assert_eq!(d.digest, good_digest, "the last good policy decides");
     let alert = d.decision.alerts.iter().find(|a| a.summary.contains("refused")).context("the refusal alert goes with the decision")?;
     assert!(alert.detail.contains(&kbha_policy_host::digest(&tampered)) && alert.detail.contains(KEY), "{alert:?}");
-    assert!(
-        policies.decide(&input).decision.alerts.iter().all(|a| !a.summary.contains("refused")),
-        "alerted once"
-    );
+    assert!(policies.decide(&input).decision.alerts.iter().all(|a| !a.summary.contains("refused")), "alerted once");
 
     // Wrong world, correctly signed: refused by the engine.
     let alert_world = artifact("alert-default")?;

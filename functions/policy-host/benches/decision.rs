@@ -17,15 +17,10 @@ use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as works
 
 fn decision(c: &mut Criterion) {
     let wasm_path = policies_dir().join("failover-default.wasm");
-    let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read `{}` ({e}); run `cargo kbha policy build` first",
-            wasm_path.display()
-        )
-    });
+    let wasm = std::fs::read(&wasm_path)
+        .unwrap_or_else(|e| panic!("cannot read `{}` ({e}); run `cargo kbha policy build` first", wasm_path.display()));
     let case = workspace().join("policies/failover-default/cases/primary-alarm-shifts-to-secondary/input.json");
-    let input: FailoverInput =
-        serde_json::from_slice(&std::fs::read(&case).expect("golden input")).expect("golden input parses");
+    let input: FailoverInput = serde_json::from_slice(&std::fs::read(&case).expect("golden input")).expect("golden input parses");
 
     let engine = PolicyEngine::new(Limits::default()).expect("engine");
     let policy = engine.load_failover(&wasm).expect("failover-default loads");
@@ -38,12 +33,8 @@ fn decision(c: &mut Criterion) {
     assert_eq!(fresh.as_ref().ok(), reused.decide(&input).as_ref().ok(), "reused instance disagrees");
 
     let mut g = c.benchmark_group("failover-default decision");
-    g.bench_function("component, fresh instance", |b| {
-        b.iter(|| policy.decide(black_box(&input)).expect("decides"))
-    });
-    g.bench_function("component, reused instance", |b| {
-        b.iter(|| reused.decide(black_box(&input)).expect("decides"))
-    });
+    g.bench_function("component, fresh instance", |b| b.iter(|| policy.decide(black_box(&input)).expect("decides")));
+    g.bench_function("component, reused instance", |b| b.iter(|| reused.decide(black_box(&input)).expect("decides")));
     g.bench_function("native", |b| {
         // Includes the core -> WIT conversion, as the component paths do.
         b.iter(|| {

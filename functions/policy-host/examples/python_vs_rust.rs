@@ -63,18 +63,11 @@ fn measure(name: &str, limits: Limits, input: &FailoverInput, n: usize) -> Resul
 }
 
 fn main() -> Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(200);
-    let case =
-        workspace().join("samples/policies/business-hours/cases/failback-at-noon/input.json");
+    let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(200);
+    let case = workspace().join("samples/policies/business-hours/cases/failback-at-noon/input.json");
     let input: FailoverInput = serde_json::from_slice(&std::fs::read(&case)?)?;
     println!("{n} fresh-instance decisions each, case `failback-at-noon`");
-    println!(
-        "| policy | component | compile | load from artifact | decision p50 | decision p99 | fuel |"
-    );
+    println!("| policy | component | compile | load from artifact | decision p50 | decision p99 | fuel |");
     println!("|---|---|---|---|---|---|---|");
     measure("business-hours", Limits::default(), &input, n)?;
     measure("business-hours-py", Limits::python(), &input, n)?;

@@ -22,23 +22,16 @@ pub(crate) trait OutputSize {
 const ENTRY_COST: usize = 8;
 
 fn alerts_bytes(alerts: &[core::Alert]) -> usize {
-    alerts
-        .iter()
-        .map(|a| ENTRY_COST + a.summary.len() + a.detail.len())
-        .sum()
+    alerts.iter().map(|a| ENTRY_COST + a.summary.len() + a.detail.len()).sum()
 }
 
 impl OutputSize for core::FailoverDecision {
     fn output_bytes(&self) -> usize {
         let action = match &self.action {
             core::FailoverAction::Hold => 0,
-            core::FailoverAction::ShiftWeights { weights, .. } => weights
-                .iter()
-                .map(|w| ENTRY_COST + w.set_identifier.len())
-                .sum(),
+            core::FailoverAction::ShiftWeights { weights, .. } => weights.iter().map(|w| ENTRY_COST + w.set_identifier.len()).sum(),
             core::FailoverAction::ShiftInSteps { weights, steps } => {
-                weights.iter().map(|w| ENTRY_COST + w.set_identifier.len()).sum::<usize>()
-                    + steps.len() * ENTRY_COST
+                weights.iter().map(|w| ENTRY_COST + w.set_identifier.len()).sum::<usize>() + steps.len() * ENTRY_COST
             }
         };
         action + self.reason.len() + alerts_bytes(&self.alerts)
@@ -55,16 +48,9 @@ impl OutputSize for core::AlertDecision {
     fn output_bytes(&self) -> usize {
         let suppress = match &self.suppress {
             None => 0,
-            Some(
-                core::Suppression::MaintenanceWindow(n)
-                | core::Suppression::Silence(n)
-                | core::Suppression::InhibitedBy(n),
-            ) => n.len(),
+            Some(core::Suppression::MaintenanceWindow(n) | core::Suppression::Silence(n) | core::Suppression::InhibitedBy(n)) => n.len(),
         };
-        self.destinations
-            .iter()
-            .map(|d| ENTRY_COST + d.len())
-            .sum::<usize>()
+        self.destinations.iter().map(|d| ENTRY_COST + d.len()).sum::<usize>()
             + self.dedup_key.len()
             + self.group_key.len()
             + suppress
@@ -92,20 +78,11 @@ mod tests {
         let i: w::FailoverInput = c.into();
         assert_eq!((i.now, i.event_id.as_str()), (5, "e"));
         let t = &i.targets[0];
-        assert_eq!(
-            (t.health, t.alarm_state, t.alarm_state_since),
-            (w::Health::Unknown, w::AlarmState::Alarm, Some(3))
-        );
+        assert_eq!((t.health, t.alarm_state, t.alarm_state_since), (w::Health::Unknown, w::AlarmState::Alarm, Some(3)));
         assert_eq!(t.replication_age_ms, None);
         assert_eq!((t.up_since, t.last_down_at), (Some(1), Some(2)));
-        assert_eq!(
-            i.last_change.as_ref().map(|l| (l.at, l.weights[0].weight)),
-            Some((2, 7))
-        );
-        assert_eq!(
-            i.config.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(i.last_change.as_ref().map(|l| (l.at, l.weights[0].weight)), Some((2, 7)));
+        assert_eq!(i.config.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         match i.trigger {
             w::FailoverTrigger::Alarm(a) => {
                 assert_eq!(a.state, w::AlarmState::InsufficientData);
@@ -119,35 +96,19 @@ mod tests {
     fn decisions_convert_back_and_are_measured() {
         let d = w::FailoverDecision {
             action: w::FailoverAction::ShiftWeights(w::Shift {
-                weights: vec![w::Weight {
-                    set_identifier: "abc".into(),
-                    weight: 1,
-                }],
+                weights: vec![w::Weight { set_identifier: "abc".into(), weight: 1 }],
                 force: true,
             }),
             reason: "12345".into(),
-            alerts: vec![w::Alert {
-                severity: w::Severity::Warning,
-                summary: "s".into(),
-                detail: "dd".into(),
-            }],
+            alerts: vec![w::Alert { severity: w::Severity::Warning, summary: "s".into(), detail: "dd".into() }],
         };
         let c: core::FailoverDecision = d.into();
         assert_eq!(
             c.action,
-            core::FailoverAction::ShiftWeights {
-                weights: vec![core::Weight {
-                    set_identifier: "abc".into(),
-                    weight: 1
-                }],
-                force: true
-            }
+            core::FailoverAction::ShiftWeights { weights: vec![core::Weight { set_identifier: "abc".into(), weight: 1 }], force: true }
         );
         assert_eq!(c.alerts[0].severity, core::Severity::Warning);
-        assert_eq!(
-            c.output_bytes(),
-            (ENTRY_COST + 3) + 5 + (ENTRY_COST + 1 + 2)
-        );
+        assert_eq!(c.output_bytes(), (ENTRY_COST + 3) + 5 + (ENTRY_COST + 1 + 2));
     }
 
     #[test]

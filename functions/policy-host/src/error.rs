@@ -9,19 +9,13 @@ use kbha_core::PolicyRefusal;
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The bytes are a core WebAssembly module, not a component.
-    #[error(
-        "this is a core wasm module, not a component; build it with `cargo kbha policy build` (or `wasm-tools component new`)"
-    )]
+    #[error("this is a core wasm module, not a component; build it with `cargo kbha policy build` (or `wasm-tools component new`)")]
     NotAComponent,
     /// The bytes are not WebAssembly at all.
-    #[error(
-        "not a webassembly binary (bad magic or version); check the file is a `.wasm` policy component"
-    )]
+    #[error("not a webassembly binary (bad magic or version); check the file is a `.wasm` policy component")]
     NotWasm,
     /// The component does not implement the requested world.
-    #[error(
-        "component does not implement world `{expected}`: {detail}; build it against that world of wit/kbha.wit"
-    )]
+    #[error("component does not implement world `{expected}`: {detail}; build it against that world of wit/kbha.wit")]
     WrongWorld {
         /// The world the host asked for.
         expected: &'static str,
@@ -68,9 +62,7 @@ pub enum PolicyError {
         limit_bytes: usize,
     },
     /// The decision is larger than the output cap.
-    #[error(
-        "policy output is {size_bytes} bytes, over the cap of {limit_bytes}; shorten reasons and alerts"
-    )]
+    #[error("policy output is {size_bytes} bytes, over the cap of {limit_bytes}; shorten reasons and alerts")]
     OutputTooLarge {
         /// Size of the returned decision (strings and list entries).
         size_bytes: usize,

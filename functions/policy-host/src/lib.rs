@@ -84,8 +84,7 @@ pub const WASI_IMPORTS: &[&str] = &[
 
 /// Whether `name` is one of [`WASI_IMPORTS`] at a 0.2 version.
 fn is_offered_wasi(name: &str) -> bool {
-    name.split_once("@0.2.")
-        .is_some_and(|(interface, _)| WASI_IMPORTS.contains(&interface))
+    name.split_once("@0.2.").is_some_and(|(interface, _)| WASI_IMPORTS.contains(&interface))
 }
 
 /// Per-evaluation limits, fixed for an engine.
@@ -133,9 +132,7 @@ impl Limits {
         match value.map(str::trim) {
             None | Some("") | Some("off") => Ok(Self::default()),
             Some("on") => Ok(Self::python()),
-            Some(other) => Err(PolicyError::Host(format!(
-                "`KBHA_POLICY_WASI` must be `on` or `off`, got `{other}`"
-            ))),
+            Some(other) => Err(PolicyError::Host(format!("`KBHA_POLICY_WASI` must be `on` or `off`, got `{other}`"))),
         }
     }
 
@@ -148,11 +145,7 @@ impl Limits {
     /// default 64 MiB: the sample decides within 16 MiB, and a policy
     /// allocating without end gets [`PolicyError::MemoryLimit`].
     pub fn python() -> Self {
-        Self {
-            fuel: 100_000_000,
-            wasi: true,
-            ..Self::default()
-        }
+        Self { fuel: 100_000_000, wasi: true, ..Self::default() }
     }
 }
 
@@ -200,9 +193,7 @@ impl World {
 
     /// Parses `failover`, `replication` or `alert` (or the WIT world name).
     pub fn parse(s: &str) -> Option<World> {
-        World::ALL
-            .into_iter()
-            .find(|w| s == w.wit_name() || w.wit_name().strip_suffix("-policy") == Some(s))
+        World::ALL.into_iter().find(|w| s == w.wit_name() || w.wit_name().strip_suffix("-policy") == Some(s))
     }
 }
 
@@ -245,12 +236,7 @@ struct State {
 }
 
 impl wasmtime::ResourceLimiter for State {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         // Refuse rather than trap here, and remember why, so the trap the
         // guest then raises (allocation failure aborts) is reported as a
         // memory limit and not a generic trap.
@@ -261,12 +247,7 @@ impl wasmtime::ResourceLimiter for State {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -336,21 +317,14 @@ impl WasiState {
             .stderr(SinkOutputStream)
             .wall_clock(FixedWallClock(wall))
             .monotonic_clock(StoppedMonotonicClock)
-            .secure_random(wasmtime_wasi::Deterministic::new(
-                WASI_RANDOM_BYTES.to_vec(),
-            ))
-            .insecure_random(wasmtime_wasi::Deterministic::new(
-                WASI_RANDOM_BYTES.to_vec(),
-            ))
+            .secure_random(wasmtime_wasi::Deterministic::new(WASI_RANDOM_BYTES.to_vec()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(WASI_RANDOM_BYTES.to_vec()))
             .insecure_random_seed(0)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
-        Self {
-            ctx: b.build(),
-            table: wasmtime_wasi::ResourceTable::new(),
-        }
+        Self { ctx: b.build(), table: wasmtime_wasi::ResourceTable::new() }
     }
 }
 
@@ -358,10 +332,7 @@ impl wasmtime_wasi::WasiView for State {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
         let now_ms = self.now_ms;
         let w = self.wasi.get_or_insert_with(|| WasiState::empty(now_ms));
-        wasmtime_wasi::WasiCtxView {
-            ctx: &mut w.ctx,
-            table: &mut w.table,
-        }
+        wasmtime_wasi::WasiCtxView { ctx: &mut w.ctx, table: &mut w.table }
     }
 }
 
@@ -376,9 +347,7 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("PolicyEngine").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -407,9 +376,7 @@ impl PolicyEngine {
             .total_stacks(n)
             .max_memory_size(limits.memory_bytes);
         if limits.wasi {
-            pool.max_memories_per_component(4)
-                .max_tables_per_component(16)
-                .table_elements(100_000);
+            pool.max_memories_per_component(4).max_tables_per_component(16).table_elements(100_000);
         }
         // A fresh instance per decision reuses a pool slot; by default wasmtime
         // resets it with madvise and the next decision page-faults its pages back.
@@ -420,26 +387,17 @@ impl PolicyEngine {
         // ioctl wasmtime would memset all `keep_resident` bytes, so memories stay as is.
         pool.table_keep_resident(64 << 10);
         if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(wasmtime::Enabled::Yes)
-                .linear_memory_keep_resident(limits.memory_bytes);
+            pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(limits.memory_bytes);
         }
         let mut config = wasmtime::Config::new();
-        config
-            .consume_fuel(true)
-            .concurrency_support(false)
-            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        config.consume_fuel(true).concurrency_support(false).allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(host_err)?;
         let mut linker = Linker::new(&engine);
-        bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(host_err)?;
+        bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(host_err)?;
         if limits.wasi {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host_err)?;
         }
-        Ok(Self {
-            engine,
-            linker: std::sync::Arc::new(linker),
-            limits,
-        })
+        Ok(Self { engine, linker: std::sync::Arc::new(linker), limits })
     }
 
     /// The limits every evaluation runs under.
@@ -450,30 +408,16 @@ impl PolicyEngine {
     /// Loads a `failover-policy` component.
     pub fn load_failover(&self, bytes: &[u8]) -> Result<FailoverPolicy, PolicyError> {
         let (pre, digest) = self.compile_and_link(bytes, World::Failover)?;
-        let pre = bindings::failover::FailoverPolicyPre::new(pre)
-            .map_err(|e| wrong(World::Failover, e))?;
-        Ok(FailoverPolicy {
-            inner: Loaded {
-                wasi: self.imports_wasi(pre.instance_pre().component()),
-                engine: self.clone(),
-                digest,
-                pre,
-            },
-        })
+        let pre = bindings::failover::FailoverPolicyPre::new(pre).map_err(|e| wrong(World::Failover, e))?;
+        Ok(FailoverPolicy { inner: Loaded { wasi: self.imports_wasi(pre.instance_pre().component()), engine: self.clone(), digest, pre } })
     }
 
     /// Loads a `replication-policy` component.
     pub fn load_replication(&self, bytes: &[u8]) -> Result<ReplicationPolicy, PolicyError> {
         let (pre, digest) = self.compile_and_link(bytes, World::Replication)?;
-        let pre = bindings::replication::ReplicationPolicyPre::new(pre)
-            .map_err(|e| wrong(World::Replication, e))?;
+        let pre = bindings::replication::ReplicationPolicyPre::new(pre).map_err(|e| wrong(World::Replication, e))?;
         Ok(ReplicationPolicy {
-            inner: Loaded {
-                wasi: self.imports_wasi(pre.instance_pre().component()),
-                engine: self.clone(),
-                digest,
-                pre,
-            },
+            inner: Loaded { wasi: self.imports_wasi(pre.instance_pre().component()), engine: self.clone(), digest, pre },
         })
     }
 
@@ -481,27 +425,15 @@ impl PolicyEngine {
     pub fn load_alert(&self, bytes: &[u8]) -> Result<AlertPolicy, PolicyError> {
         let (pre, digest) = self.compile_and_link(bytes, World::Alert)?;
         let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
-        Ok(AlertPolicy {
-            inner: Loaded {
-                wasi: self.imports_wasi(pre.instance_pre().component()),
-                engine: self.clone(),
-                digest,
-                pre,
-            },
-        })
+        Ok(AlertPolicy { inner: Loaded { wasi: self.imports_wasi(pre.instance_pre().component()), engine: self.clone(), digest, pre } })
     }
 
     /// Loads a failover policy from [`PolicyEngine::precompile`] output whose
     /// component digest must equal `expected_digest`.
-    pub fn load_failover_precompiled(
-        &self,
-        artifact: &[u8],
-        expected_digest: &str,
-    ) -> Result<FailoverPolicy, PolicyError> {
+    pub fn load_failover_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<FailoverPolicy, PolicyError> {
         let component = self.deserialize(artifact, expected_digest)?;
         let pre = self.link(&component, World::Failover)?;
-        let pre = bindings::failover::FailoverPolicyPre::new(pre)
-            .map_err(|e| wrong(World::Failover, e))?;
+        let pre = bindings::failover::FailoverPolicyPre::new(pre).map_err(|e| wrong(World::Failover, e))?;
         Ok(FailoverPolicy {
             inner: Loaded {
                 wasi: self.imports_wasi(pre.instance_pre().component()),
@@ -513,15 +445,10 @@ impl PolicyEngine {
     }
 
     /// Loads a replication policy from [`PolicyEngine::precompile`] output.
-    pub fn load_replication_precompiled(
-        &self,
-        artifact: &[u8],
-        expected_digest: &str,
-    ) -> Result<ReplicationPolicy, PolicyError> {
+    pub fn load_replication_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<ReplicationPolicy, PolicyError> {
         let component = self.deserialize(artifact, expected_digest)?;
         let pre = self.link(&component, World::Replication)?;
-        let pre = bindings::replication::ReplicationPolicyPre::new(pre)
-            .map_err(|e| wrong(World::Replication, e))?;
+        let pre = bindings::replication::ReplicationPolicyPre::new(pre).map_err(|e| wrong(World::Replication, e))?;
         Ok(ReplicationPolicy {
             inner: Loaded {
                 wasi: self.imports_wasi(pre.instance_pre().component()),
@@ -533,11 +460,7 @@ impl PolicyEngine {
     }
 
     /// Loads an alert policy from [`PolicyEngine::precompile`] output.
-    pub fn load_alert_precompiled(
-        &self,
-        artifact: &[u8],
-        expected_digest: &str,
-    ) -> Result<AlertPolicy, PolicyError> {
+    pub fn load_alert_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<AlertPolicy, PolicyError> {
         let component = self.deserialize(artifact, expected_digest)?;
         let pre = self.link(&component, World::Alert)?;
         let pre = bindings::alert::AlertPolicyPre::new(pre).map_err(|e| wrong(World::Alert, e))?;
@@ -559,10 +482,7 @@ impl PolicyEngine {
         if let Some(p) = inspection.problems.into_iter().next() {
             return Err(p);
         }
-        let code = self
-            .engine
-            .precompile_component(bytes)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let code = self.engine.precompile_component(bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         Ok(envelope(&digest(bytes), &code))
     }
 
@@ -570,29 +490,16 @@ impl PolicyEngine {
     /// problems. Fails only when the bytes are no component at all.
     pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, PolicyError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let exports: Vec<String> = ty
-            .exports(&self.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let mut problems: Vec<PolicyError> =
-            forbidden_imports(&imports, self.limits.wasi).collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let mut problems: Vec<PolicyError> = forbidden_imports(&imports, self.limits.wasi).collect();
         let world = if problems.is_empty() {
-            let pre = self
-                .linker
-                .instantiate_pre(&component)
-                .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+            let pre = self.linker.instantiate_pre(&component).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
             World::ALL.into_iter().find(|w| match w {
                 World::Failover => bindings::failover::FailoverPolicyPre::new(pre.clone()).is_ok(),
-                World::Replication => {
-                    bindings::replication::ReplicationPolicyPre::new(pre.clone()).is_ok()
-                }
+                World::Replication => bindings::replication::ReplicationPolicyPre::new(pre.clone()).is_ok(),
                 World::Alert => bindings::alert::AlertPolicyPre::new(pre.clone()).is_ok(),
             })
         } else {
@@ -604,58 +511,35 @@ impl PolicyEngine {
                 detail: format!("exports are [{}]", exports.join(", ")),
             });
         }
-        Ok(Inspection {
-            digest: digest(bytes),
-            size_bytes: bytes.len(),
-            imports,
-            exports,
-            world,
-            problems,
-        })
+        Ok(Inspection { digest: digest(bytes), size_bytes: bytes.len(), imports, exports, world, problems })
     }
 
-    fn compile_and_link(
-        &self,
-        bytes: &[u8],
-        world: World,
-    ) -> Result<(InstancePre<State>, String), PolicyError> {
+    fn compile_and_link(&self, bytes: &[u8], world: World) -> Result<(InstancePre<State>, String), PolicyError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         Ok((self.link(&component, world)?, digest(bytes)))
     }
 
     /// Whether `component` imports any WASI interface.
     fn imports_wasi(&self, component: &Component) -> bool {
-        component
-            .component_type()
-            .imports(&self.engine)
-            .any(|(n, _)| n.starts_with("wasi:"))
+        component.component_type().imports(&self.engine).any(|(n, _)| n.starts_with("wasi:"))
     }
 
     /// Checks imports and exports and builds the `InstancePre`.
     fn link(&self, component: &Component, world: World) -> Result<InstancePre<State>, PolicyError> {
         let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         if let Some(e) = forbidden_imports(&imports, self.limits.wasi).next() {
             return Err(e);
         }
         if ty.get_export(&self.engine, "decide").is_none() {
-            let exports: Vec<String> = ty
-                .exports(&self.engine)
-                .map(|(n, _)| n.to_string())
-                .collect();
+            let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
             return Err(PolicyError::WrongWorld {
                 expected: world.wit_name(),
                 detail: format!("no `decide` export (exports are [{}])", exports.join(", ")),
             });
         }
-        self.linker
-            .instantiate_pre(component)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))
+        self.linker.instantiate_pre(component).map_err(|e| PolicyError::Compile(format!("{e:#}")))
     }
 
     /// Turns a precompiled artifact back into a component.
@@ -663,15 +547,9 @@ impl PolicyEngine {
     /// The artifact layout is `MAGIC | policy digest (71 bytes) | sha256 of
     /// code (32 bytes) | code`, written only by [`PolicyEngine::precompile`].
     #[allow(unsafe_code)]
-    fn deserialize(
-        &self,
-        artifact: &[u8],
-        expected_digest: &str,
-    ) -> Result<Component, PolicyError> {
+    fn deserialize(&self, artifact: &[u8], expected_digest: &str) -> Result<Component, PolicyError> {
         let bad = |m: &str| PolicyError::Precompiled(m.to_string());
-        let rest = artifact
-            .strip_prefix(PRECOMPILED_MAGIC)
-            .ok_or_else(|| bad("not a kbha precompiled policy (bad magic)"))?;
+        let rest = artifact.strip_prefix(PRECOMPILED_MAGIC).ok_or_else(|| bad("not a kbha precompiled policy (bad magic)"))?;
         if rest.len() < DIGEST_LEN + 32 {
             return Err(bad("truncated header"));
         }
@@ -684,9 +562,7 @@ impl PolicyEngine {
             )));
         }
         if Sha256::digest(code).as_slice() != code_hash {
-            return Err(bad(
-                "code does not match its recorded sha256 (corrupt file)",
-            ));
+            return Err(bad("code does not match its recorded sha256 (corrupt file)"));
         }
         // SAFETY: `Component::deserialize` trusts the bytes to be wasmtime's
         // own compiled code. These bytes carry the envelope only
@@ -696,8 +572,7 @@ impl PolicyEngine {
         // (never from S3 or any shared location; remote policies arrive as
         // `.wasm` and go through `load_*`). wasmtime itself rejects artifacts
         // of another version, configuration or CPU.
-        unsafe { Component::deserialize(&self.engine, code) }
-            .map_err(|e| PolicyError::Precompiled(format!("{e:#}")))
+        unsafe { Component::deserialize(&self.engine, code) }.map_err(|e| PolicyError::Precompiled(format!("{e:#}")))
     }
 
     /// A fresh store for one decision taken at `now_ms`.
@@ -727,10 +602,7 @@ const PRECOMPILED_MAGIC: &[u8] = b"kbha-precompiled-policy/1\0";
 const DIGEST_LEN: usize = 7 + 64;
 
 fn wrong(world: World, e: wasmtime::Error) -> PolicyError {
-    PolicyError::WrongWorld {
-        expected: world.wit_name(),
-        detail: format!("{e:#}"),
-    }
+    PolicyError::WrongWorld { expected: world.wit_name(), detail: format!("{e:#}") }
 }
 
 fn forbidden_imports(imports: &[String], wasi: bool) -> impl Iterator<Item = PolicyError> + '_ {
@@ -787,11 +659,7 @@ impl<P> Loaded<P> {
     fn run<W, D>(
         &self,
         now_ms: i64,
-        call: impl FnOnce(
-            &P,
-            &mut Store<State>,
-        ) -> wasmtime::Result<Result<W, bindings::types::PolicyError>>
-        + Send,
+        call: impl FnOnce(&P, &mut Store<State>) -> wasmtime::Result<Result<W, bindings::types::PolicyError>> + Send,
     ) -> Result<Evaluation<D>, PolicyError>
     where
         D: From<W> + OutputSize,
@@ -813,8 +681,7 @@ impl<P> Loaded<P> {
         // CPython); a policy without WASI imports (any Rust one) runs inline,
         // on a WASI engine too.
         let (result, fuel_used, state) = if self.wasi {
-            std::thread::scope(|s| s.spawn(body).join())
-                .map_err(|_| PolicyError::Host("the policy's thread panicked".to_string()))??
+            std::thread::scope(|s| s.spawn(body).join()).map_err(|_| PolicyError::Host("the policy's thread panicked".to_string()))??
         } else {
             body()?
         };
@@ -826,32 +693,19 @@ impl<P> Loaded<P> {
         };
         let size = decision.output_bytes();
         if size > limits.output_bytes {
-            return Err(PolicyError::OutputTooLarge {
-                size_bytes: size,
-                limit_bytes: limits.output_bytes,
-            });
+            return Err(PolicyError::OutputTooLarge { size_bytes: size, limit_bytes: limits.output_bytes });
         }
-        Ok(Evaluation {
-            decision,
-            logs: state.logs,
-            logs_dropped: state.logs_dropped,
-            fuel_used,
-            duration,
-        })
+        Ok(Evaluation { decision, logs: state.logs, logs_dropped: state.logs_dropped, fuel_used, duration })
     }
 }
 
 fn classify(e: wasmtime::Error, state: &State, limits: &Limits) -> PolicyError {
     if state.memory_limit_hit {
-        return PolicyError::MemoryLimit {
-            limit_bytes: limits.memory_bytes,
-        };
+        return PolicyError::MemoryLimit { limit_bytes: limits.memory_bytes };
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => PolicyError::OutOfFuel { fuel: limits.fuel },
-        Some(Trap::AllocationTooLarge) => PolicyError::MemoryLimit {
-            limit_bytes: limits.memory_bytes,
-        },
+        Some(Trap::AllocationTooLarge) => PolicyError::MemoryLimit { limit_bytes: limits.memory_bytes },
         Some(trap) => PolicyError::Trap(trap.to_string()),
         // Not a trap: lifting the result failed (bad utf-8, bad discriminant,
         // pointer out of bounds) or the pool is exhausted.
@@ -921,11 +775,7 @@ impl FailoverPolicy {
         // The sandbox's wall clock (WASI policies only) reads the epoch.
         let mut store = self.inner.engine.store(0)?;
         let instance = self.inner.pre.instantiate(&mut store).map_err(host_err)?;
-        Ok(ReusedFailoverInstance {
-            policy: self,
-            store,
-            instance,
-        })
+        Ok(ReusedFailoverInstance { policy: self, store, instance })
     }
 }
 
@@ -940,18 +790,13 @@ pub struct ReusedFailoverInstance<'a> {
 
 impl std::fmt::Debug for ReusedFailoverInstance<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReusedFailoverInstance")
-            .field("digest", &self.policy.digest())
-            .finish_non_exhaustive()
+        f.debug_struct("ReusedFailoverInstance").field("digest", &self.policy.digest()).finish_non_exhaustive()
     }
 }
 
 impl ReusedFailoverInstance<'_> {
     /// Runs the policy on `input` in this instance's store.
-    pub fn decide(
-        &mut self,
-        input: &kbha_core::FailoverInput,
-    ) -> Result<kbha_core::FailoverDecision, PolicyError> {
+    pub fn decide(&mut self, input: &kbha_core::FailoverInput) -> Result<kbha_core::FailoverDecision, PolicyError> {
         let limits = &self.policy.inner.engine.limits;
         self.store.set_fuel(limits.fuel).map_err(host_err)?;
         self.store.data_mut().logs.clear();
@@ -995,15 +840,9 @@ mod tests {
 
     #[test]
     fn header_tells_module_from_component() {
-        assert!(matches!(
-            check_header(b"\0asm\x01\0\0\0"),
-            Err(PolicyError::NotAComponent)
-        ));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(PolicyError::NotAComponent)));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
-        assert!(matches!(
-            check_header(b"{\"json\": 1}"),
-            Err(PolicyError::NotWasm)
-        ));
+        assert!(matches!(check_header(b"{\"json\": 1}"), Err(PolicyError::NotWasm)));
     }
 
     #[test]
@@ -1016,14 +855,8 @@ mod tests {
     #[test]
     fn wasi_setting_is_on_off_or_refused() {
         assert_eq!(Limits::for_wasi_setting(None).ok(), Some(Limits::default()));
-        assert_eq!(
-            Limits::for_wasi_setting(Some("off")).ok(),
-            Some(Limits::default())
-        );
-        assert_eq!(
-            Limits::for_wasi_setting(Some("on")).ok(),
-            Some(Limits::python())
-        );
+        assert_eq!(Limits::for_wasi_setting(Some("off")).ok(), Some(Limits::default()));
+        assert_eq!(Limits::for_wasi_setting(Some("on")).ok(), Some(Limits::python()));
         assert!(Limits::for_wasi_setting(Some("yes")).is_err());
     }
 
@@ -1039,10 +872,7 @@ mod tests {
     #[test]
     fn digest_is_prefixed_sha256() {
         let d = digest(b"");
-        assert_eq!(
-            d,
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(d.len(), DIGEST_LEN);
     }
 }

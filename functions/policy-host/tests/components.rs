@@ -15,31 +15,17 @@ use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as works
 
 fn artifact(name: &str, ext: &str) -> Vec<u8> {
     let path = policies_dir().join(format!("{name}.{ext}"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read `{}` ({e}); run `cargo kbha policy build` first",
-            path.display()
-        )
-    })
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read `{}` ({e}); run `cargo kbha policy build` first", path.display()))
 }
 
 /// One engine for the whole test binary, as a Lambda would hold it.
 fn engine() -> &'static PolicyEngine {
     static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        PolicyEngine::new(Limits {
-            fuel: 20_000_000,
-            memory_bytes: 32 << 20,
-            ..Limits::default()
-        })
-        .expect("engine")
-    })
+    ENGINE.get_or_init(|| PolicyEngine::new(Limits { fuel: 20_000_000, memory_bytes: 32 << 20, ..Limits::default() }).expect("engine"))
 }
 
 fn load(name: &str) -> FailoverPolicy {
-    engine()
-        .load_failover(&artifact(name, "wasm"))
-        .expect("guest loads")
+    engine().load_failover(&artifact(name, "wasm")).expect("guest loads")
 }
 
 // Every guest must have a test module of its name here; a guest added to
@@ -71,23 +57,13 @@ fn golden_cases() -> Result<Vec<(String, FailoverInput, Expected)>> {
     let mut cases = vec![];
     for entry in std::fs::read_dir(&dir)? {
         let d = entry?.path();
-        let name = d
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let input = serde_json::from_slice(&std::fs::read(d.join("input.json"))?)
-            .with_context(|| name.clone())?;
-        let expected = serde_json::from_slice(&std::fs::read(d.join("expected.json"))?)
-            .with_context(|| name.clone())?;
+        let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let input = serde_json::from_slice(&std::fs::read(d.join("input.json"))?).with_context(|| name.clone())?;
+        let expected = serde_json::from_slice(&std::fs::read(d.join("expected.json"))?).with_context(|| name.clone())?;
         cases.push((name, input, expected));
     }
     cases.sort_by(|a, b| a.0.cmp(&b.0));
-    anyhow::ensure!(
-        cases.len() >= 2,
-        "no golden cases found in `{}`",
-        dir.display()
-    );
+    anyhow::ensure!(cases.len() >= 2, "no golden cases found in `{}`", dir.display());
     Ok(cases)
 }
 
@@ -133,16 +109,11 @@ mod failover_default {
     fn precompiled_artifact_decides_the_same() -> Result<()> {
         let wasm = artifact("failover-default", "wasm");
         let digest = kbha_policy_host::digest(&wasm);
-        let pre =
-            engine().load_failover_precompiled(&artifact("failover-default", "cwasm"), &digest)?;
+        let pre = engine().load_failover_precompiled(&artifact("failover-default", "cwasm"), &digest)?;
         assert_eq!(pre.digest(), digest);
         let fresh = engine().load_failover(&wasm)?;
         for (name, input, _) in golden_cases()? {
-            assert_eq!(
-                outcome(&pre, &input),
-                outcome(&fresh, &input),
-                "case `{name}`"
-            );
+            assert_eq!(outcome(&pre, &input), outcome(&fresh, &input), "case `{name}`");
         }
         Ok(())
     }
@@ -158,10 +129,7 @@ mod failover_default {
         }
         // Pinned to its digest like any artifact.
         let other = format!("sha256:{}", "0".repeat(64));
-        assert!(matches!(
-            engine().load_failover_precompiled(&fresh.artifact()?, &other),
-            Err(PolicyError::Precompiled(_))
-        ));
+        assert!(matches!(engine().load_failover_precompiled(&fresh.artifact()?, &other), Err(PolicyError::Precompiled(_))));
         Ok(())
     }
 
@@ -170,19 +138,11 @@ mod failover_default {
         let mut cwasm = artifact("failover-default", "cwasm");
         let digest = kbha_policy_host::digest(&artifact("failover-default", "wasm"));
         let other = kbha_policy_host::digest(b"another policy");
-        assert!(matches!(
-            engine().load_failover_precompiled(&cwasm, &other),
-            Err(PolicyError::Precompiled(_))
-        ));
+        assert!(matches!(engine().load_failover_precompiled(&cwasm, &other), Err(PolicyError::Precompiled(_))));
         let last = cwasm.len() - 1;
         cwasm[last] ^= 0xff;
-        let e = engine()
-            .load_failover_precompiled(&cwasm, &digest)
-            .expect_err("corrupt artifact");
-        assert!(
-            matches!(&e, PolicyError::Precompiled(m) if m.contains("corrupt")),
-            "{e}"
-        );
+        let e = engine().load_failover_precompiled(&cwasm, &digest).expect_err("corrupt artifact");
+        assert!(matches!(&e, PolicyError::Precompiled(m) if m.contains("corrupt")), "{e}");
         assert!(matches!(
             engine().load_failover_precompiled(&artifact("failover-default", "wasm"), &digest),
             Err(PolicyError::Precompiled(_))
@@ -201,29 +161,9 @@ mod failover_default {
     fn loaded_as_another_world_is_wrong_world() {
         let wasm = artifact("failover-default", "wasm");
         let e = engine().load_alert(&wasm).expect_err("not an alert policy");
-        assert!(
-            matches!(
-                e,
-                PolicyError::WrongWorld {
-                    expected: "alert-policy",
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        let e = engine()
-            .load_replication(&wasm)
-            .expect_err("not a replication policy");
-        assert!(
-            matches!(
-                e,
-                PolicyError::WrongWorld {
-                    expected: "replication-policy",
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, PolicyError::WrongWorld { expected: "alert-policy", .. }), "{e}");
+        let e = engine().load_replication(&wasm).expect_err("not a replication policy");
+        assert!(matches!(e, PolicyError::WrongWorld { expected: "replication-policy", .. }), "{e}");
     }
 
     #[test]
@@ -261,11 +201,7 @@ mod hostile {
         let policy = load("hostile");
         let started = Instant::now();
         let r = policy.decide(&input(mode));
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "mode `{mode}` took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "mode `{mode}` took {:?}", started.elapsed());
         r
     }
 
@@ -278,28 +214,19 @@ mod hostile {
 
     #[test]
     fn endless_loop_runs_out_of_fuel() {
-        assert!(matches!(
-            run("loop"),
-            Err(PolicyError::OutOfFuel { fuel: 20_000_000 })
-        ));
+        assert!(matches!(run("loop"), Err(PolicyError::OutOfFuel { fuel: 20_000_000 })));
     }
 
     #[test]
     fn unbounded_allocation_hits_memory_limit() {
         let r = run("alloc");
-        assert!(
-            matches!(r, Err(PolicyError::MemoryLimit { limit_bytes }) if limit_bytes == 32 << 20),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(PolicyError::MemoryLimit { limit_bytes }) if limit_bytes == 32 << 20), "{r:?}");
     }
 
     #[test]
     fn panic_is_a_trap() {
         let r = run("panic");
-        assert!(
-            matches!(&r, Err(PolicyError::Trap(m)) if m.contains("unreachable")),
-            "{r:?}"
-        );
+        assert!(matches!(&r, Err(PolicyError::Trap(m)) if m.contains("unreachable")), "{r:?}");
     }
 
     #[test]
@@ -327,10 +254,7 @@ mod hostile {
     #[test]
     fn refusal_is_typed() {
         let r = run("refuse");
-        assert!(
-            matches!(r, Err(PolicyError::Refused(PolicyRefusal::Internal(_)))),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(PolicyError::Refused(PolicyRefusal::Internal(_)))), "{r:?}");
     }
 
     #[test]
@@ -348,41 +272,25 @@ mod hostile {
 
     #[test]
     fn wasi_import_is_forbidden_and_named() {
-        let e = engine()
-            .load_failover(&wat("imports-wasi.wat"))
-            .expect_err("refused");
-        assert!(
-            matches!(&e, PolicyError::ForbiddenImport { name } if name == "wasi:cli/environment@0.2.0"),
-            "{e}"
-        );
+        let e = engine().load_failover(&wat("imports-wasi.wat")).expect_err("refused");
+        assert!(matches!(&e, PolicyError::ForbiddenImport { name } if name == "wasi:cli/environment@0.2.0"), "{e}");
         assert!(e.to_string().contains("`wasi:cli/environment@0.2.0`"));
     }
 
     #[test]
     fn core_module_is_not_a_component() {
-        assert!(matches!(
-            engine().load_failover(&wat("core-module.wat")),
-            Err(PolicyError::NotAComponent)
-        ));
+        assert!(matches!(engine().load_failover(&wat("core-module.wat")), Err(PolicyError::NotAComponent)));
     }
 
     #[test]
     fn component_without_decide_is_wrong_world() {
-        let e = engine()
-            .load_failover(&wat("no-exports.wat"))
-            .expect_err("refused");
-        assert!(
-            matches!(&e, PolicyError::WrongWorld { expected: "failover-policy", detail } if detail.contains("no `decide`")),
-            "{e}"
-        );
+        let e = engine().load_failover(&wat("no-exports.wat")).expect_err("refused");
+        assert!(matches!(&e, PolicyError::WrongWorld { expected: "failover-policy", detail } if detail.contains("no `decide`")), "{e}");
     }
 
     #[test]
     fn garbage_is_not_wasm() {
-        assert!(matches!(
-            engine().load_failover(b"{\"not\": \"wasm\"}"),
-            Err(PolicyError::NotWasm)
-        ));
+        assert!(matches!(engine().load_failover(b"{\"not\": \"wasm\"}"), Err(PolicyError::NotWasm)));
     }
 
     #[test]
@@ -392,10 +300,7 @@ mod hostile {
         assert!(ok.problems.is_empty());
         let bad = engine().inspect(&wat("imports-wasi.wat"))?;
         assert_eq!(bad.world, None);
-        assert!(matches!(
-            bad.problems.as_slice(),
-            [PolicyError::ForbiddenImport { .. }]
-        ));
+        assert!(matches!(bad.problems.as_slice(), [PolicyError::ForbiddenImport { .. }]));
         Ok(())
     }
 }

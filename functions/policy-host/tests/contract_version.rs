@@ -22,9 +22,8 @@ fn component(dir: &str, world: &str) -> Result<Vec<u8>> {
 #[test]
 fn a_component_of_the_previous_contract_is_refused_naming_both_versions() -> Result<()> {
     let engine = PolicyEngine::new(Limits::default())?;
-    for (version, world) in ["0.1.0", "0.2.0"]
-        .into_iter()
-        .flat_map(|v| ["failover-policy", "replication-policy", "alert-policy"].map(|w| (v, w)))
+    for (version, world) in
+        ["0.1.0", "0.2.0"].into_iter().flat_map(|v| ["failover-policy", "replication-policy", "alert-policy"].map(|w| (v, w)))
     {
         let old = component(&format!("wit/v{version}"), world)?;
         let err = match world {

@@ -30,12 +30,8 @@ fn engine() -> &'static PolicyEngine {
 /// for these bytes exists, compiling (and keeping the artifact) otherwise.
 fn load(name: &str) -> FailoverPolicy {
     let path = policies_dir().join(format!("{name}.wasm"));
-    let wasm = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read `{}` ({e}); run `bash scripts/build-python-policies.sh` first",
-            path.display()
-        )
-    });
+    let wasm = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("cannot read `{}` ({e}); run `bash scripts/build-python-policies.sh` first", path.display()));
     let digest = kbha_policy_host::digest(&wasm);
     let cached = policies_dir().join(format!("{name}.python-engine.cwasm"));
     if let Ok(artifact) = std::fs::read(&cached)
@@ -43,9 +39,7 @@ fn load(name: &str) -> FailoverPolicy {
     {
         return policy;
     }
-    let policy = engine()
-        .load_failover(&wasm)
-        .unwrap_or_else(|e| panic!("`{}` does not load: {e}", path.display()));
+    let policy = engine().load_failover(&wasm).unwrap_or_else(|e| panic!("`{}` does not load: {e}", path.display()));
     // The cache only saves time; failing to write it is no test failure.
     if let Ok(artifact) = policy.artifact() {
         let _ = std::fs::write(&cached, artifact);
@@ -67,10 +61,8 @@ enum Expected {
 
 fn case(dir: &Path) -> Result<(FailoverInput, Expected)> {
     let name = dir.display().to_string();
-    let input = serde_json::from_slice(&std::fs::read(dir.join("input.json"))?)
-        .with_context(|| name.clone())?;
-    let expected = serde_json::from_slice(&std::fs::read(dir.join("expected.json"))?)
-        .with_context(|| name.clone())?;
+    let input = serde_json::from_slice(&std::fs::read(dir.join("input.json"))?).with_context(|| name.clone())?;
+    let expected = serde_json::from_slice(&std::fs::read(dir.join("expected.json"))?).with_context(|| name.clone())?;
     Ok((input, expected))
 }
 
@@ -82,12 +74,7 @@ fn python_business_hours_passes_the_rust_samples_golden_cases() -> Result<()> {
     for entry in std::fs::read_dir(&dir)? {
         let dir = entry?.path();
         let (input, expected) = case(&dir)?;
-        assert_eq!(
-            outcome(policy, &input, &dir),
-            expected,
-            "case `{}`",
-            dir.display()
-        );
+        assert_eq!(outcome(policy, &input, &dir), expected, "case `{}`", dir.display());
         n += 1;
     }
     anyhow::ensure!(n >= 7, "only {n} cases in `{}`", dir.display());
@@ -111,24 +98,14 @@ fn python_and_rust_business_hours_agree_on_the_default_policys_cases() -> Result
     let python = business_hours_py();
     let rust_path = policies_dir().join("business-hours.wasm");
     let rust = PolicyEngine::new(Limits::default())?.load_failover(
-        &std::fs::read(&rust_path).with_context(|| {
-            format!(
-                "`{}`: run `cargo kbha policy build` first",
-                rust_path.display()
-            )
-        })?,
+        &std::fs::read(&rust_path).with_context(|| format!("`{}`: run `cargo kbha policy build` first", rust_path.display()))?,
     )?;
     let dir = workspace().join("policies/failover-default/cases");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir)? {
         let dir = entry?.path();
         let (input, _) = case(&dir)?;
-        assert_eq!(
-            outcome(python, &input, &dir),
-            outcome(&rust, &input, &dir),
-            "case `{}`",
-            dir.display()
-        );
+        assert_eq!(outcome(python, &input, &dir), outcome(&rust, &input, &dir), "case `{}`", dir.display());
         n += 1;
     }
     anyhow::ensure!(n >= 7, "only {n} cases in `{}`", dir.display());
@@ -144,11 +121,7 @@ fn python_decisions_replay_bit_for_bit() -> Result<()> {
     let second = policy.decide(&input)?;
     assert_eq!(first.decision, second.decision);
     assert_eq!(first.fuel_used, second.fuel_used, "same input, same work");
-    assert!(
-        first.fuel_used < Limits::python().fuel / 10,
-        "{}",
-        first.fuel_used
-    );
+    assert!(first.fuel_used < Limits::python().fuel / 10, "{}", first.fuel_used);
     Ok(())
 }
 
@@ -175,19 +148,13 @@ fn the_wasi_sandbox_is_empty() -> Result<()> {
     let dir = workspace().join("samples/policies/business-hours/cases/failback-at-noon");
     let (input, _) = case(&dir)?;
     let eval = probe.decide(&input)?;
-    let f: Findings = serde_json::from_str(&eval.decision.reason)
-        .with_context(|| eval.decision.reason.clone())?;
+    let f: Findings = serde_json::from_str(&eval.decision.reason).with_context(|| eval.decision.reason.clone())?;
     // Nothing from the host's environment, arguments or stdin.
     assert!(f.env.is_empty(), "{f:?}");
     assert!(f.argv.iter().all(|a| a.is_empty()), "{f:?}");
     assert_eq!(f.stdin, "ok: ''", "{f:?}");
     // No files: no directory is preopened, so every path is unreachable.
-    for answer in [
-        &f.listdir_root,
-        &f.listdir_cwd,
-        &f.read_passwd,
-        &f.write_tmp,
-    ] {
+    for answer in [&f.listdir_root, &f.listdir_cwd, &f.read_passwd, &f.write_tmp] {
         assert!(!answer.starts_with("ok"), "{f:?}");
     }
     // No network. componentize-py's CPython has no `socket` module at all
@@ -215,18 +182,11 @@ fn a_wasi_decision_runs_inside_an_async_handler() -> Result<()> {
     let probe = load("sandbox-probe-py");
     let dir = workspace().join("samples/policies/business-hours/cases/failback-at-noon");
     let (input, _) = case(&dir)?;
-    for rt in [
-        tokio::runtime::Builder::new_current_thread().build()?,
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()?,
-    ] {
+    for rt in
+        [tokio::runtime::Builder::new_current_thread().build()?, tokio::runtime::Builder::new_multi_thread().worker_threads(1).build()?]
+    {
         let eval = rt.block_on(async { probe.decide(&input) })?;
-        assert!(
-            eval.decision.reason.contains("\"env\": {}"),
-            "{}",
-            eval.decision.reason
-        );
+        assert!(eval.decision.reason.contains("\"env\": {}"), "{}", eval.decision.reason);
     }
     Ok(())
 }
@@ -241,18 +201,12 @@ fn a_hostile_python_policy_is_contained_with_typed_errors() -> Result<()> {
     let start = std::time::Instant::now();
     let e = probe.decide(&input).expect_err("stopped");
     let spent = start.elapsed();
-    assert!(
-        matches!(e, PolicyError::OutOfFuel { fuel } if fuel == limits.fuel),
-        "{e}"
-    );
+    assert!(matches!(e, PolicyError::OutOfFuel { fuel } if fuel == limits.fuel), "{e}");
     // The budget stops an endless loop in bounded time (dev profile, loaded CI).
     assert!(spent < std::time::Duration::from_secs(20), "{spent:?}");
     input.event_id = "hog".into();
     let e = probe.decide(&input).expect_err("stopped");
-    assert!(
-        matches!(e, PolicyError::MemoryLimit { limit_bytes } if limit_bytes == limits.memory_bytes),
-        "{e}"
-    );
+    assert!(matches!(e, PolicyError::MemoryLimit { limit_bytes } if limit_bytes == limits.memory_bytes), "{e}");
     input.event_id = "raise".into();
     let e = probe.decide(&input).expect_err("trapped");
     assert!(matches!(e, PolicyError::Trap(_)), "{e}");
@@ -263,33 +217,20 @@ fn a_hostile_python_policy_is_contained_with_typed_errors() -> Result<()> {
 }
 
 fn component_importing(name: &str) -> Vec<u8> {
-    wat::parse_str(format!(
-        r#"(component (import "{name}" (instance (export "get-arguments" (func (result (list string)))))))"#
-    ))
-    .expect("wat")
+    wat::parse_str(format!(r#"(component (import "{name}" (instance (export "get-arguments" (func (result (list string)))))))"#))
+        .expect("wat")
 }
 
 #[test]
 fn a_wasi_engine_refuses_imports_outside_the_offered_set() {
-    for name in [
-        "wasi:http/outgoing-handler@0.2.0",
-        "wasi:keyvalue/store@0.2.0",
-        "wasi:cli/environment@0.3.0",
-        "acme:net/raw-socket@1.0.0",
-    ] {
-        let e = engine()
-            .load_failover(&component_importing(name))
-            .expect_err("refused");
-        assert!(
-            matches!(&e, PolicyError::ForbiddenImport { name: n } if n == name),
-            "{name}: {e}"
-        );
+    for name in ["wasi:http/outgoing-handler@0.2.0", "wasi:keyvalue/store@0.2.0", "wasi:cli/environment@0.3.0", "acme:net/raw-socket@1.0.0"]
+    {
+        let e = engine().load_failover(&component_importing(name)).expect_err("refused");
+        assert!(matches!(&e, PolicyError::ForbiddenImport { name: n } if n == name), "{name}: {e}");
     }
     // An offered WASI import passes the import check; this component then
     // fails for what it lacks, a `decide`.
-    let e = engine()
-        .load_failover(&component_importing("wasi:cli/environment@0.2.0"))
-        .expect_err("no decide");
+    let e = engine().load_failover(&component_importing("wasi:cli/environment@0.2.0")).expect_err("no decide");
     assert!(matches!(e, PolicyError::WrongWorld { .. }), "{e}");
 }
 
@@ -299,12 +240,7 @@ fn the_default_engine_still_refuses_the_python_component() -> Result<()> {
     // WASI (same compiler settings, so no second compile of CPython).
     let policy = business_hours_py();
     let plain = PolicyEngine::new(Limits::default())?;
-    let e = plain
-        .load_failover_precompiled(&policy.artifact()?, policy.digest())
-        .expect_err("refused");
-    assert!(
-        matches!(&e, PolicyError::ForbiddenImport { name } if name.starts_with("wasi:")),
-        "{e}"
-    );
+    let e = plain.load_failover_precompiled(&policy.artifact()?, policy.digest()).expect_err("refused");
+    assert!(matches!(&e, PolicyError::ForbiddenImport { name } if name.starts_with("wasi:")), "{e}");
     Ok(())
 }

@@ -133,7 +133,8 @@ impl VerifierConfig {
 
     /// Regions of the cross-region copies, each once.
     pub fn copy_regions(&self) -> Vec<String> {
-        let regions: std::collections::BTreeSet<String> = self.sources.iter().filter_map(|s| s.copy.as_ref()).map(|c| c.region.clone()).collect();
+        let regions: std::collections::BTreeSet<String> =
+            self.sources.iter().filter_map(|s| s.copy.as_ref()).map(|c| c.region.clone()).collect();
         regions.into_iter().collect()
     }
 

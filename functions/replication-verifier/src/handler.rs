@@ -12,13 +12,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kbha_aws::{AwsError, ObjectHead, ObjectStore, Notifier, PutCondition};
+use kbha_aws::{AwsError, Notifier, ObjectHead, ObjectStore, PutCondition};
 use kbha_core::backup_events::{BackupEvent, ObjectCreated, normalise_backup_event};
 use kbha_core::events::EventError;
 use kbha_core::time::format_timestamp;
 use kbha_core::{
-    Alert, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, ReplicationDecision, ReplicationInput, ReplicationStatus, SourceFreshness,
-    ReplicationSubject, Severity, SourceStatus, TimestampMs, Verdict,
+    Alert, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, ReplicationDecision, ReplicationInput, ReplicationStatus,
+    ReplicationSubject, Severity, SourceFreshness, SourceStatus, TimestampMs, Verdict,
 };
 use kbha_hosting::claim::{self, Claim, Holder};
 use kbha_hosting::record::{Invocation, RecordedInput, ms};
@@ -81,7 +81,9 @@ pub enum VerifierError {
         attempts: u32,
     },
     /// Another copy of the event holds the notice and has not finished sending it.
-    #[error("another invocation is sending the notice of verification record s3://{bucket}/{key} and has not finished; the event will be retried")]
+    #[error(
+        "another invocation is sending the notice of verification record s3://{bucket}/{key} and has not finished; the event will be retried"
+    )]
     NoticeInProgress {
         /// Bucket of the verification record.
         bucket: String,
@@ -269,7 +271,6 @@ pub struct VerifierFunction<S, N> {
 /// Writers racing on one status object get this many tries.
 const STATUS_ATTEMPTS: u32 = 5;
 
-
 impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     /// Wires configuration, AWS adapters and policies.
     pub fn new(cfg: VerifierConfig, store: S, notifier: N, policies: Policies<Replication>) -> Self {
@@ -422,8 +423,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             notified: false,
             // The notice is claimed in the same create that records the verdict, so of two
             // copies of this event only the one whose record stands publishes it.
-            notifying: (verdict != Verdict::Ok || decided.fault_alert.is_some())
-                .then(|| Claim::new(&me, kbha_hosting::lambda::now_ms())),
+            notifying: (verdict != Verdict::Ok || decided.fault_alert.is_some()).then(|| Claim::new(&me, kbha_hosting::lambda::now_ms())),
         };
         let cond = match &existing {
             Some((_, etag)) => PutCondition::IfMatch(etag.clone()),
@@ -480,7 +480,13 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
 
     /// The object was verified before: finish what that run may not have (the status
     /// objects, the notice), nothing else.
-    async fn duplicate(&self, mut rec: DecisionRecord, previous: VerificationRecord, etag: String, me: &str) -> Result<DecisionRecord, VerifierError> {
+    async fn duplicate(
+        &self,
+        mut rec: DecisionRecord,
+        previous: VerificationRecord,
+        etag: String,
+        me: &str,
+    ) -> Result<DecisionRecord, VerifierError> {
         rec.action = ActionTaken::Duplicate;
         rec.verdict = Some(previous.verdict);
         // The run that wrote the record may have failed before raising the status
@@ -712,7 +718,12 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     }
 
     /// The newest other backup of the source that is not newer than this one.
-    async fn previous_backup(&self, source: &SourceConfig, key: &str, head: &ObjectHead) -> Result<Option<kbha_aws::ObjectSummary>, VerifierError> {
+    async fn previous_backup(
+        &self,
+        source: &SourceConfig,
+        key: &str,
+        head: &ObjectHead,
+    ) -> Result<Option<kbha_aws::ObjectSummary>, VerifierError> {
         let listing = self.store.list(&source.bucket, &source.prefix).await?;
         Ok(listing
             .into_iter()

@@ -30,7 +30,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = S3Store::from_conf(&conf);
     let notifier = SnsNotifier::from_conf(&conf);
     // Cross-region copies are read through a client of their own region (S3 redirects).
-    let region_stores: Vec<_> = cfg.copy_regions().into_iter().map(|r| { let s = S3Store::from_conf_in_region(&conf, &r); (r, s) }).collect();
+    let region_stores: Vec<_> = cfg
+        .copy_regions()
+        .into_iter()
+        .map(|r| {
+            let s = S3Store::from_conf_in_region(&conf, &r);
+            (r, s)
+        })
+        .collect();
     init.mark("sdk");
     // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
     let (policies, swap) = load_swappable::<Replication, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, lambda::now_ms()).await?;

@@ -83,10 +83,7 @@ impl Manifest {
 
     /// `created_at` as a timestamp, when present and valid.
     pub fn created_at_ms(&self) -> Result<Option<TimestampMs>, String> {
-        self.created_at
-            .as_deref()
-            .map(|t| parse_timestamp(t).map_err(|e| format!("manifest `created_at`: {e}")))
-            .transpose()
+        self.created_at.as_deref().map(|t| parse_timestamp(t).map_err(|e| format!("manifest `created_at`: {e}"))).transpose()
     }
 
     /// Compares the files found in the archive with the manifest: every listed file with

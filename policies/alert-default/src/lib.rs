@@ -45,9 +45,7 @@ mod rules;
 
 use std::collections::BTreeMap;
 
-use kbha_policy_sdk::types::{
-    AlertDecision, AlertInput, AlertSource, PolicyError, Severity, Suppression,
-};
+use kbha_policy_sdk::types::{AlertDecision, AlertInput, AlertSource, PolicyError, Severity, Suppression};
 use kbha_policy_sdk::{Config, log};
 
 use rules::{Fields, Incoming, matches, parse_severity, severity_str, source_str};
@@ -88,24 +86,13 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings from the input's config entries.
     pub fn parse(config: &Config<'_>) -> Result<Self, PolicyError> {
-        let default_severity = config.get_choice(
-            "default_severity",
-            &["info", "warning", "critical"],
-            "warning",
-        )?;
-        let mut destinations: BTreeMap<String, Vec<String>> = ["critical", "warning", "info"]
-            .iter()
-            .map(|s| ((*s).to_owned(), vec![(*s).to_owned()]))
-            .collect();
+        let default_severity = config.get_choice("default_severity", &["info", "warning", "critical"], "warning")?;
+        let mut destinations: BTreeMap<String, Vec<String>> =
+            ["critical", "warning", "info"].iter().map(|s| ((*s).to_owned(), vec![(*s).to_owned()])).collect();
         if let Some(raw) = config.raw("destinations") {
             destinations.extend(rules::parse_destinations("destinations", raw)?);
         }
-        let group_by = config
-            .get_str("group_by", "region")
-            .split(',')
-            .map(|f| f.trim().to_owned())
-            .filter(|f| !f.is_empty())
-            .collect();
+        let group_by = config.get_str("group_by", "region").split(',').map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect();
         let inhibit_rules = match config.raw("inhibit_rules") {
             None => rules::default_inhibit_rules(),
             Some(raw) => rules::json(
@@ -118,21 +105,13 @@ impl Settings {
             default_severity: parse_severity(default_severity).unwrap_or(Severity::Warning),
             group_by,
             destinations,
-            routes: config
-                .raw("routes")
-                .map(|r| rules::parse_routes("routes", r))
-                .transpose()?
-                .unwrap_or_default(),
+            routes: config.raw("routes").map(|r| rules::parse_routes("routes", r)).transpose()?.unwrap_or_default(),
             windows: config
                 .raw("maintenance_windows")
                 .map(|r| rules::parse_windows("maintenance_windows", r))
                 .transpose()?
                 .unwrap_or_default(),
-            silences: config
-                .raw("silences")
-                .map(|r| rules::parse_silences("silences", r))
-                .transpose()?
-                .unwrap_or_default(),
+            silences: config.raw("silences").map(|r| rules::parse_silences("silences", r)).transpose()?.unwrap_or_default(),
             inhibit_rules,
         })
     }
@@ -141,11 +120,7 @@ impl Settings {
 /// The dedup key of rule 3.
 fn dedup_key(input: &AlertInput) -> String {
     let a = &input.alert;
-    if let Some((_, k)) = a
-        .labels
-        .iter()
-        .find(|(k, v)| k == "dedup_key" && !v.is_empty())
-    {
+    if let Some((_, k)) = a.labels.iter().find(|(k, v)| k == "dedup_key" && !v.is_empty()) {
         return k.clone();
     }
     let region = a.region.as_deref().unwrap_or("-");
@@ -156,32 +131,13 @@ fn dedup_key(input: &AlertInput) -> String {
 }
 
 /// Why the alert must not be delivered, if it must not.
-fn suppression(
-    s: &Settings,
-    input: &AlertInput,
-    me: &Incoming<'_>,
-    key: &str,
-) -> Option<(Suppression, String)> {
+fn suppression(s: &Settings, input: &AlertInput, me: &Incoming<'_>, key: &str) -> Option<(Suppression, String)> {
     let now = input.now;
-    if let Some(w) = s
-        .windows
-        .iter()
-        .find(|w| w.span.contains(now) && matches(&w.matcher, me))
-    {
-        return Some((
-            Suppression::MaintenanceWindow(w.name.clone()),
-            format!("maintenance window `{}` is open", w.name),
-        ));
+    if let Some(w) = s.windows.iter().find(|w| w.span.contains(now) && matches(&w.matcher, me)) {
+        return Some((Suppression::MaintenanceWindow(w.name.clone()), format!("maintenance window `{}` is open", w.name)));
     }
-    if let Some(sil) = s
-        .silences
-        .iter()
-        .find(|x| x.active(now) && matches(&x.matcher, me))
-    {
-        return Some((
-            Suppression::Silence(sil.name.clone()),
-            format!("silence `{}` matches", sil.name),
-        ));
+    if let Some(sil) = s.silences.iter().find(|x| x.active(now) && matches(&x.matcher, me)) {
+        return Some((Suppression::Silence(sil.name.clone()), format!("silence `{}` matches", sil.name)));
     }
     for rule in &s.inhibit_rules {
         if !matches(&rule.target, me) {
@@ -190,19 +146,13 @@ fn suppression(
         let inhibitor = input.active.iter().find(|act| {
             act.dedup_key != key
                 && matches(&rule.source, *act)
-                && rule
-                    .equal
-                    .iter()
-                    .all(|f| matches!((act.field(f), me.field(f)), (Some(x), Some(y)) if x == y))
+                && rule.equal.iter().all(|f| matches!((act.field(f), me.field(f)), (Some(x), Some(y)) if x == y))
         });
         if let Some(act) = inhibitor {
             let rule_name = rule.name.as_deref().unwrap_or("unnamed");
             return Some((
                 Suppression::InhibitedBy(act.dedup_key.clone()),
-                format!(
-                    "inhibited by firing `{}` (rule `{rule_name}`)",
-                    act.dedup_key
-                ),
+                format!("inhibited by firing `{}` (rule `{rule_name}`)", act.dedup_key),
             ));
         }
     }
@@ -216,72 +166,26 @@ pub fn decide(input: &AlertInput) -> Result<AlertDecision, PolicyError> {
     if a.name.is_empty() {
         return Err(PolicyError::InvalidInput("the alert has no name".into()));
     }
-    let routing = Incoming {
-        alert: a,
-        severity: None,
-    };
+    let routing = Incoming { alert: a, severity: None };
     let route = s.routes.iter().find(|r| matches(&r.matcher, &routing));
-    let severity = route
-        .and_then(|r| r.severity.as_deref())
-        .and_then(parse_severity)
-        .or(a.severity_hint)
-        .unwrap_or(s.default_severity);
+    let severity = route.and_then(|r| r.severity.as_deref()).and_then(parse_severity).or(a.severity_hint).unwrap_or(s.default_severity);
     let destinations = match route.and_then(|r| r.destinations.clone()) {
         Some(d) => d,
-        None => s
-            .destinations
-            .get(severity_str(severity))
-            .cloned()
-            .unwrap_or_default(),
+        None => s.destinations.get(severity_str(severity)).cloned().unwrap_or_default(),
     };
-    let me = Incoming {
-        alert: a,
-        severity: Some(severity),
-    };
+    let me = Incoming { alert: a, severity: Some(severity) };
     let key = dedup_key(input);
-    let group_key = s
-        .group_by
-        .iter()
-        .map(|f| format!("{f}={}", me.field(f).unwrap_or_else(|| "-".into())))
-        .collect::<Vec<_>>()
-        .join(",");
-    let via = route
-        .map(|r| format!(" via route `{}`", r.name.as_deref().unwrap_or("unnamed")))
-        .unwrap_or_default();
+    let group_key = s.group_by.iter().map(|f| format!("{f}={}", me.field(f).unwrap_or_else(|| "-".into()))).collect::<Vec<_>>().join(",");
+    let via = route.map(|r| format!(" via route `{}`", r.name.as_deref().unwrap_or("unnamed"))).unwrap_or_default();
     let (suppress, reason) = match suppression(&s, input, &me, &key) {
         Some((sup, why)) => {
             log!(Info, "suppressing `{key}`: {why}");
-            (
-                Some(sup),
-                format!("{} `{}` suppressed: {why}", severity_str(severity), a.name),
-            )
+            (Some(sup), format!("{} `{}` suppressed: {why}", severity_str(severity), a.name))
         }
-        None if destinations.is_empty() => (
-            None,
-            format!(
-                "{} `{}`{via} has no destination",
-                severity_str(severity),
-                a.name
-            ),
-        ),
-        None => (
-            None,
-            format!(
-                "{} `{}`{via} goes to {}",
-                severity_str(severity),
-                a.name,
-                destinations.join(", ")
-            ),
-        ),
+        None if destinations.is_empty() => (None, format!("{} `{}`{via} has no destination", severity_str(severity), a.name)),
+        None => (None, format!("{} `{}`{via} goes to {}", severity_str(severity), a.name, destinations.join(", "))),
     };
-    Ok(AlertDecision {
-        severity,
-        destinations,
-        dedup_key: key,
-        group_key,
-        suppress,
-        reason,
-    })
+    Ok(AlertDecision { severity, destinations, dedup_key: key, group_key, suppress, reason })
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kbha_policy_sdk::types::{
-    ActiveAlert, AlertSource, AlertStatus, IncomingAlert, PolicyError, Severity,
-};
+use kbha_policy_sdk::types::{ActiveAlert, AlertSource, AlertStatus, IncomingAlert, PolicyError, Severity};
 use serde::Deserialize;
 
 const DAY_MS: i64 = 86_400_000;
@@ -101,10 +99,7 @@ pub fn source_str(s: AlertSource) -> &'static str {
 }
 
 fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    labels
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 impl Fields for Incoming<'_> {
@@ -118,10 +113,7 @@ impl Fields for Incoming<'_> {
                 AlertStatus::Firing => "firing".to_owned(),
                 AlertStatus::Resolved => "resolved".to_owned(),
             }),
-            "severity" => self
-                .severity
-                .or(a.severity_hint)
-                .map(|s| severity_str(s).to_owned()),
+            "severity" => self.severity.or(a.severity_hint).map(|s| severity_str(s).to_owned()),
             other => label(&a.labels, other).map(str::to_owned),
         }
     }
@@ -142,8 +134,7 @@ impl Fields for ActiveAlert {
 
 /// Whether every field of `m` is present on `x` and matches.
 pub fn matches(m: &Matcher, x: &dyn Fields) -> bool {
-    m.iter()
-        .all(|(k, p)| x.field(k).is_some_and(|v| p.matches(&v)))
+    m.iter().all(|(k, p)| x.field(k).is_some_and(|v| p.matches(&v)))
 }
 
 // ------------------------------------------------------------------- routes
@@ -218,11 +209,7 @@ impl Span {
     pub fn contains(&self, now: i64) -> bool {
         match *self {
             Span::Once { start, end } => start <= now && now < end,
-            Span::Weekly {
-                days,
-                start_min,
-                end_min,
-            } => {
+            Span::Weekly { days, start_min, end_min } => {
                 let day = now.div_euclid(DAY_MS);
                 let minute = now.rem_euclid(DAY_MS) / 60_000;
                 // 1970-01-01 was a Thursday (Monday = 0 makes it 3).
@@ -230,8 +217,7 @@ impl Span {
                 if start_min < end_min {
                     days[weekday(day)] && start_min <= minute && minute < end_min
                 } else {
-                    (days[weekday(day)] && minute >= start_min)
-                        || (days[weekday(day - 1)] && minute < end_min)
+                    (days[weekday(day)] && minute >= start_min) || (days[weekday(day - 1)] && minute < end_min)
                 }
             }
         }
@@ -322,17 +308,8 @@ fn invalid(key: &str, problem: impl std::fmt::Display) -> PolicyError {
 }
 
 /// Parses a JSON-valued key, naming it and showing the expected shape on failure.
-pub fn json<T: serde::de::DeserializeOwned>(
-    key: &str,
-    raw: &str,
-    example: &str,
-) -> Result<T, PolicyError> {
-    serde_json::from_str(raw).map_err(|e| {
-        invalid(
-            key,
-            format_args!("is not valid ({e}); expected JSON like `{example}`"),
-        )
-    })
+pub fn json<T: serde::de::DeserializeOwned>(key: &str, raw: &str, example: &str) -> Result<T, PolicyError> {
+    serde_json::from_str(raw).map_err(|e| invalid(key, format_args!("is not valid ({e}); expected JSON like `{example}`")))
 }
 
 fn time(key: &str, field: &str, s: &str) -> Result<i64, PolicyError> {
@@ -340,12 +317,7 @@ fn time(key: &str, field: &str, s: &str) -> Result<i64, PolicyError> {
 }
 
 fn hh_mm(key: &str, s: &str) -> Result<i64, PolicyError> {
-    let bad = || {
-        invalid(
-            key,
-            format_args!("time `{s}` is not `HH:MM` (UTC, 00:00..=24:00)"),
-        )
-    };
+    let bad = || invalid(key, format_args!("time `{s}` is not `HH:MM` (UTC, 00:00..=24:00)"));
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if !(0..=24).contains(&h) || !(0..60).contains(&m) || h * 60 + m > 24 * 60 {
@@ -367,10 +339,7 @@ pub fn parse_windows(key: &str, raw: &str) -> Result<Vec<Window>, PolicyError> {
                 (Some(s), Some(e), None) => {
                     let (start, end) = (time(key, "start", s)?, time(key, "end", e)?);
                     if end <= start {
-                        return Err(invalid(
-                            key,
-                            format_args!("window `{}` ends before it starts", w.name),
-                        ));
+                        return Err(invalid(key, format_args!("window `{}` ends before it starts", w.name)));
                     }
                     Span::Once { start, end }
                 }
@@ -381,62 +350,29 @@ pub fn parse_windows(key: &str, raw: &str) -> Result<Vec<Window>, PolicyError> {
                         let i = WEEKDAYS
                             .iter()
                             .position(|x| lower.starts_with(x))
-                            .ok_or_else(|| {
-                                invalid(
-                                    key,
-                                    format_args!(
-                                        "window `{}`: `{d}` is not a weekday (mon..sun)",
-                                        w.name
-                                    ),
-                                )
-                            })?;
+                            .ok_or_else(|| invalid(key, format_args!("window `{}`: `{d}` is not a weekday (mon..sun)", w.name)))?;
                         days[i] = true;
                     }
-                    Span::Weekly {
-                        days,
-                        start_min: hh_mm(key, &wk.start)?,
-                        end_min: hh_mm(key, &wk.end)?,
-                    }
+                    Span::Weekly { days, start_min: hh_mm(key, &wk.start)?, end_min: hh_mm(key, &wk.end)? }
                 }
                 _ => {
-                    return Err(invalid(
-                        key,
-                        format_args!(
-                            "window `{}` needs either `start` and `end`, or `weekly`",
-                            w.name
-                        ),
-                    ));
+                    return Err(invalid(key, format_args!("window `{}` needs either `start` and `end`, or `weekly`", w.name)));
                 }
             };
-            Ok(Window {
-                name: w.name,
-                span,
-                matcher: w.matcher,
-            })
+            Ok(Window { name: w.name, span, matcher: w.matcher })
         })
         .collect()
 }
 
 /// `silences`.
 pub fn parse_silences(key: &str, raw: &str) -> Result<Vec<Silence>, PolicyError> {
-    let list: Vec<SilenceJson> = json(
-        key,
-        raw,
-        r#"[{"name":"flaky-canary","match":{"name":"kbha-canary-*"},"until":"2026-12-01T00:00:00Z"}]"#,
-    )?;
+    let list: Vec<SilenceJson> =
+        json(key, raw, r#"[{"name":"flaky-canary","match":{"name":"kbha-canary-*"},"until":"2026-12-01T00:00:00Z"}]"#)?;
     list.into_iter()
         .map(|s| {
             Ok(Silence {
-                starts: s
-                    .starts
-                    .as_deref()
-                    .map(|t| time(key, "starts", t))
-                    .transpose()?,
-                until: s
-                    .until
-                    .as_deref()
-                    .map(|t| time(key, "until", t))
-                    .transpose()?,
+                starts: s.starts.as_deref().map(|t| time(key, "starts", t)).transpose()?,
+                until: s.until.as_deref().map(|t| time(key, "until", t)).transpose()?,
                 name: s.name,
                 matcher: s.matcher,
             })
@@ -446,39 +382,23 @@ pub fn parse_silences(key: &str, raw: &str) -> Result<Vec<Silence>, PolicyError>
 
 /// `routes`, with severities checked.
 pub fn parse_routes(key: &str, raw: &str) -> Result<Vec<Route>, PolicyError> {
-    let routes: Vec<Route> = json(
-        key,
-        raw,
-        r#"[{"name":"db","match":{"service":"chromadb"},"severity":"critical","destinations":["critical","db-team"]}]"#,
-    )?;
+    let routes: Vec<Route> =
+        json(key, raw, r#"[{"name":"db","match":{"service":"chromadb"},"severity":"critical","destinations":["critical","db-team"]}]"#)?;
     for r in &routes {
         if let Some(s) = &r.severity
             && parse_severity(s).is_none()
         {
-            return Err(invalid(
-                key,
-                format_args!("severity `{s}` is not info, warning or critical"),
-            ));
+            return Err(invalid(key, format_args!("severity `{s}` is not info, warning or critical")));
         }
     }
     Ok(routes)
 }
 
 /// `destinations`: severity -> destination names.
-pub fn parse_destinations(
-    key: &str,
-    raw: &str,
-) -> Result<BTreeMap<String, Vec<String>>, PolicyError> {
-    let map: BTreeMap<String, Vec<String>> = json(
-        key,
-        raw,
-        r#"{"critical":["critical","pager"],"warning":["warning"],"info":["info"]}"#,
-    )?;
+pub fn parse_destinations(key: &str, raw: &str) -> Result<BTreeMap<String, Vec<String>>, PolicyError> {
+    let map: BTreeMap<String, Vec<String>> = json(key, raw, r#"{"critical":["critical","pager"],"warning":["warning"],"info":["info"]}"#)?;
     if let Some(bad) = map.keys().find(|k| parse_severity(k).is_none()) {
-        return Err(invalid(
-            key,
-            format_args!("has key `{bad}`; keys are info, warning, critical"),
-        ));
+        return Err(invalid(key, format_args!("has key `{bad}`; keys are info, warning, critical")));
     }
     Ok(map)
 }
@@ -506,31 +426,19 @@ mod tests {
         let sun_03h = sat_23h + 4 * 3_600_000;
         let mut days = [false; 7];
         days[5] = true;
-        let span = Span::Weekly {
-            days,
-            start_min: 22 * 60,
-            end_min: 2 * 60,
-        };
+        let span = Span::Weekly { days, start_min: 22 * 60, end_min: 2 * 60 };
         assert!(span.contains(sat_23h));
         assert!(span.contains(sun_01h), "continues into Sunday morning");
         assert!(!span.contains(sun_03h));
-        assert!(
-            !span.contains(sat_23h - 7 * 86_400_000 + 86_400_000),
-            "not on Sunday evening"
-        );
+        assert!(!span.contains(sat_23h - 7 * 86_400_000 + 86_400_000), "not on Sunday evening");
     }
 
     #[test]
     fn windows_need_a_span_and_valid_times() {
         let e = parse_windows("maintenance_windows", r#"[{"name":"w"}]"#).expect_err("no span");
-        assert!(
-            matches!(&e, PolicyError::InvalidConfig(m) if m.contains("`maintenance_windows`") && m.contains("`w`"))
-        );
-        let e = parse_windows(
-            "maintenance_windows",
-            r#"[{"name":"w","weekly":{"days":["sun"],"start":"25:00","end":"01:00"}}]"#,
-        )
-        .expect_err("bad time");
+        assert!(matches!(&e, PolicyError::InvalidConfig(m) if m.contains("`maintenance_windows`") && m.contains("`w`")));
+        let e = parse_windows("maintenance_windows", r#"[{"name":"w","weekly":{"days":["sun"],"start":"25:00","end":"01:00"}}]"#)
+            .expect_err("bad time");
         assert!(matches!(&e, PolicyError::InvalidConfig(m) if m.contains("25:00")));
         let e = parse_windows("maintenance_windows", "{").expect_err("not json");
         assert!(matches!(&e, PolicyError::InvalidConfig(m) if m.contains("expected JSON like")));

@@ -41,8 +41,7 @@
 //! - Otherwise hold.
 
 use kbha_policy_sdk::types::{
-    AlarmState, Alert, FailoverAction, FailoverDecision, FailoverInput, Health, Plan, PlanStep,
-    PolicyError, Shift, Target, Weight,
+    AlarmState, Alert, FailoverAction, FailoverDecision, FailoverInput, Health, Plan, PlanStep, PolicyError, Shift, Target, Weight,
 };
 use kbha_policy_sdk::{Config, critical, info, warning};
 
@@ -81,7 +80,9 @@ pub struct Settings {
 
 /// Parses `10,25,50,75,100`: rising percentages ending at 100.
 fn parse_steps(text: &str) -> Result<Vec<u8>, PolicyError> {
-    let bad = |why: String| PolicyError::InvalidConfig(format!("`return_steps` {why}; write rising percentages ending at 100, e.g. `10,25,50,75,100`"));
+    let bad = |why: String| {
+        PolicyError::InvalidConfig(format!("`return_steps` {why}; write rising percentages ending at 100, e.g. `10,25,50,75,100`"))
+    };
     let mut steps = Vec::new();
     for part in text.split(',') {
         let p = part.trim().trim_end_matches('%').trim();
@@ -102,15 +103,12 @@ impl Settings {
     pub fn parse(config: &Config<'_>) -> Result<Self, PolicyError> {
         let active_weight = config.get_u64("active_weight", 100)?;
         if active_weight == 0 || active_weight > 255 {
-            return Err(PolicyError::InvalidConfig(format!(
-                "`active_weight` must be between 1 and 255, got `{active_weight}`"
-            )));
+            return Err(PolicyError::InvalidConfig(format!("`active_weight` must be between 1 and 255, got `{active_weight}`")));
         }
         Ok(Self {
             active_weight: active_weight as u32,
             hysteresis_s: config.get_u64("hysteresis_s", 600)?,
-            manual_failback: config.get_choice("failback", &["auto", "manual"], "auto")?
-                == "manual",
+            manual_failback: config.get_choice("failback", &["auto", "manual"], "auto")? == "manual",
             rpo_s: config.get_u64("rpo_s", 3600)?,
             allow_data_loss: config.get_bool("allow_data_loss", false)?,
             return_steps: parse_steps(config.get_str("return_steps", "10,25,50,75,100"))?,
@@ -120,39 +118,19 @@ impl Settings {
 }
 
 fn hold(reason: impl Into<String>, alerts: Vec<Alert>) -> FailoverDecision {
-    FailoverDecision {
-        action: FailoverAction::Hold,
-        reason: reason.into(),
-        alerts,
-    }
+    FailoverDecision { action: FailoverAction::Hold, reason: reason.into(), alerts }
 }
 
 /// Weights that send everything to `to`, zero to every other target.
 fn all_to(targets: &[Target], to: &str, weight: u32) -> Vec<Weight> {
     targets
         .iter()
-        .map(|t| Weight {
-            set_identifier: t.set_identifier.clone(),
-            weight: if t.set_identifier == to { weight } else { 0 },
-        })
+        .map(|t| Weight { set_identifier: t.set_identifier.clone(), weight: if t.set_identifier == to { weight } else { 0 } })
         .collect()
 }
 
-fn shift(
-    targets: &[Target],
-    to: &str,
-    weight: u32,
-    reason: String,
-    alerts: Vec<Alert>,
-) -> FailoverDecision {
-    FailoverDecision {
-        action: FailoverAction::ShiftWeights(Shift {
-            weights: all_to(targets, to, weight),
-            force: false,
-        }),
-        reason,
-        alerts,
-    }
+fn shift(targets: &[Target], to: &str, weight: u32, reason: String, alerts: Vec<Alert>) -> FailoverDecision {
+    FailoverDecision { action: FailoverAction::ShiftWeights(Shift { weights: all_to(targets, to, weight), force: false }), reason, alerts }
 }
 
 /// A target's condition, as the host's guardrails see it.
@@ -189,10 +167,7 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
     let primary = match (primaries.next(), primaries.next()) {
         (Some(p), None) => p,
         (None, _) => {
-            return Err(PolicyError::InvalidInput(format!(
-                "no target of `{}` is marked primary; mark exactly one",
-                input.record_name
-            )));
+            return Err(PolicyError::InvalidInput(format!("no target of `{}` is marked primary; mark exactly one", input.record_name)));
         }
         (Some(_), Some(_)) => {
             return Err(PolicyError::InvalidInput(format!(
@@ -204,18 +179,10 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
     let all_zero = input.targets.iter().all(|t| t.weight == 0);
     let carries = |t: &Target| all_zero || t.weight > 0;
 
-    if let Some(down) = input
-        .targets
-        .iter()
-        .find(|t| carries(t) && condition(t) == Condition::Down)
-    {
+    if let Some(down) = input.targets.iter().find(|t| carries(t) && condition(t) == Condition::Down) {
         return Ok(evacuate(input, down, &settings));
     }
-    if let Some(unproven) = input
-        .targets
-        .iter()
-        .find(|t| carries(t) && condition(t) == Condition::Unproven)
-    {
+    if let Some(unproven) = input.targets.iter().find(|t| carries(t) && condition(t) == Condition::Unproven) {
         let id = &unproven.set_identifier;
         return Ok(hold(
             format!("`{id}` carries traffic and has insufficient alarm data; holding until its state is known"),
@@ -238,10 +205,7 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
             return Ok(hold(format!("primary `{p_id}` is down and carries no traffic"), vec![]));
         }
         Condition::Unproven => {
-            return Ok(hold(
-                format!("primary `{p_id}` has insufficient alarm data; no failback until its state is known"),
-                vec![],
-            ));
+            return Ok(hold(format!("primary `{p_id}` has insufficient alarm data; no failback until its state is known"), vec![]));
         }
         Condition::Up => {}
     }
@@ -267,10 +231,7 @@ fn fail_back(input: &FailoverInput, primary: &Target, settings: &Settings) -> Re
     let hysteresis_ms = settings.hysteresis_s.saturating_mul(1000) as i64;
     match primary.up_since {
         Some(since) if since.saturating_add(hysteresis_ms) <= input.now => {
-            let reason = format!(
-                "primary `{p_id}` has been up for at least {}; failing back",
-                fmt_secs(settings.hysteresis_s)
-            );
+            let reason = format!("primary `{p_id}` has been up for at least {}; failing back", fmt_secs(settings.hysteresis_s));
             if settings.return_steps == [100] {
                 return Ok(shift(&input.targets, p_id, settings.active_weight, reason, vec![]));
             }
@@ -291,13 +252,7 @@ fn fail_back(input: &FailoverInput, primary: &Target, settings: &Settings) -> Re
         Some(since) => {
             let remaining_ms = since.saturating_add(hysteresis_ms) - input.now;
             let remaining_s = (remaining_ms as u64).div_ceil(1000);
-            Ok(hold(
-                format!(
-                    "primary `{p_id}` is up; waiting for hysteresis, {} remaining before failback",
-                    fmt_secs(remaining_s)
-                ),
-                vec![],
-            ))
+            Ok(hold(format!("primary `{p_id}` is up; waiting for hysteresis, {} remaining before failback", fmt_secs(remaining_s)), vec![]))
         }
         None => Ok(hold(
             format!(
@@ -333,11 +288,7 @@ fn rank(t: &Target, rpo_ms: u64, index: usize) -> impl Ord {
 fn evacuate(input: &FailoverInput, down: &Target, settings: &Settings) -> FailoverDecision {
     let d_id = &down.set_identifier;
     let rpo_ms = settings.rpo_s.saturating_mul(1000);
-    let candidates = input
-        .targets
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| condition(t) != Condition::Down);
+    let candidates = input.targets.iter().enumerate().filter(|(_, t)| condition(t) != Condition::Down);
     let Some((_, best)) = candidates.min_by_key(|(i, t)| rank(t, rpo_ms, *i)) else {
         return hold(
             format!("`{d_id}` is down and every other target is down too; nowhere to move traffic"),

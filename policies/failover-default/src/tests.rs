@@ -8,11 +8,7 @@ const NOW: i64 = 1_700_000_000_000;
 fn target(id: &str, primary: bool, weight: u32, health: Health, alarm: AlarmState) -> Target {
     Target {
         set_identifier: id.into(),
-        region: if primary {
-            "us-east-1".into()
-        } else {
-            "us-west-2".into()
-        },
+        region: if primary { "us-east-1".into() } else { "us-west-2".into() },
         primary,
         weight,
         health,
@@ -33,13 +29,7 @@ fn input(targets: Vec<Target>, config: &[(&str, &str)]) -> FailoverInput {
         record_name: "api.example.com".into(),
         targets,
         last_change: None,
-        config: config
-            .iter()
-            .map(|(k, v)| ConfigEntry {
-                key: (*k).into(),
-                value: (*v).into(),
-            })
-            .collect(),
+        config: config.iter().map(|(k, v)| ConfigEntry { key: (*k).into(), value: (*v).into() }).collect(),
     }
 }
 
@@ -53,17 +43,9 @@ fn secondary_ok() -> Target {
 
 fn weights(d: &FailoverDecision) -> Vec<(String, u32)> {
     match &d.action {
-        FailoverAction::ShiftWeights(s) => s
-            .weights
-            .iter()
-            .map(|w| (w.set_identifier.clone(), w.weight))
-            .collect(),
+        FailoverAction::ShiftWeights(s) => s.weights.iter().map(|w| (w.set_identifier.clone(), w.weight)).collect(),
         // A stepped shift: where it ends.
-        FailoverAction::ShiftInSteps(p) => p
-            .weights
-            .iter()
-            .map(|w| (w.set_identifier.clone(), w.weight))
-            .collect(),
+        FailoverAction::ShiftInSteps(p) => p.weights.iter().map(|w| (w.set_identifier.clone(), w.weight)).collect(),
         FailoverAction::Hold => panic!("expected a shift, got hold: {}", d.reason),
     }
 }
@@ -77,11 +59,7 @@ fn steps(d: &FailoverDecision) -> Vec<(u8, u64)> {
 }
 
 fn assert_hold(d: &FailoverDecision) {
-    assert!(
-        matches!(d.action, FailoverAction::Hold),
-        "expected hold, got {:?}",
-        d.action
-    );
+    assert!(matches!(d.action, FailoverAction::Hold), "expected hold, got {:?}", d.action);
 }
 
 fn severities(d: &FailoverDecision) -> Vec<Severity> {
@@ -95,10 +73,7 @@ fn ok(i: &FailoverInput) -> FailoverDecision {
 #[test]
 fn primary_alarm_shifts_everything_to_the_healthy_secondary() {
     let d = ok(&input(vec![primary_down(), secondary_ok()], &[]));
-    assert_eq!(
-        weights(&d),
-        vec![("primary".into(), 0), ("secondary".into(), 100)]
-    );
+    assert_eq!(weights(&d), vec![("primary".into(), 0), ("secondary".into(), 100)]);
     assert!(d.alerts.is_empty());
 }
 
@@ -106,19 +81,13 @@ fn primary_alarm_shifts_everything_to_the_healthy_secondary() {
 fn primary_alarm_alone_is_down_even_when_health_check_passes() {
     let p = target("primary", true, 100, Health::Healthy, AlarmState::Alarm);
     let d = ok(&input(vec![p, secondary_ok()], &[("active_weight", "200")]));
-    assert_eq!(
-        weights(&d),
-        vec![("primary".into(), 0), ("secondary".into(), 200)]
-    );
+    assert_eq!(weights(&d), vec![("primary".into(), 0), ("secondary".into(), 200)]);
 }
 
 #[test]
 fn unhealthy_primary_with_ok_alarm_is_down() {
     let p = target("primary", true, 100, Health::Unhealthy, AlarmState::Ok);
-    assert_eq!(
-        weights(&ok(&input(vec![p, secondary_ok()], &[])))[1],
-        ("secondary".into(), 100)
-    );
+    assert_eq!(weights(&ok(&input(vec![p, secondary_ok()], &[])))[1], ("secondary".into(), 100));
 }
 
 #[test]
@@ -127,15 +96,7 @@ fn shift_skips_unhealthy_secondaries_and_zeroes_the_others() {
     let alarmed = target("central", false, 0, Health::Healthy, AlarmState::Alarm);
     let good = target("east2", false, 0, Health::Unknown, AlarmState::Ok);
     let d = ok(&input(vec![primary_down(), bad, alarmed, good], &[]));
-    assert_eq!(
-        weights(&d),
-        vec![
-            ("primary".into(), 0),
-            ("west".into(), 0),
-            ("central".into(), 0),
-            ("east2".into(), 100)
-        ]
-    );
+    assert_eq!(weights(&d), vec![("primary".into(), 0), ("west".into(), 0), ("central".into(), 0), ("east2".into(), 100)]);
 }
 
 #[test]
@@ -144,22 +105,12 @@ fn both_unhealthy_holds_with_critical_alert() {
     let d = ok(&input(vec![primary_down(), s], &[]));
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Critical]);
-    assert!(
-        d.alerts[0].summary.contains("every target") && d.alerts[0].summary.contains("is down"),
-        "{}",
-        d.alerts[0].summary
-    );
+    assert!(d.alerts[0].summary.contains("every target") && d.alerts[0].summary.contains("is down"), "{}", d.alerts[0].summary);
 }
 
 #[test]
 fn insufficient_data_holds_with_warning() {
-    let p = target(
-        "primary",
-        true,
-        100,
-        Health::Healthy,
-        AlarmState::InsufficientData,
-    );
+    let p = target("primary", true, 100, Health::Healthy, AlarmState::InsufficientData);
     let d = ok(&input(vec![p, secondary_ok()], &[]));
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Warning]);
@@ -187,10 +138,7 @@ fn replication_age_exactly_at_rpo_still_shifts() {
 fn allow_data_loss_shifts_past_rpo_with_warning() {
     let mut s = secondary_ok();
     s.replication_age_ms = Some(7_200_000);
-    let d = ok(&input(
-        vec![primary_down(), s],
-        &[("allow_data_loss", "true")],
-    ));
+    let d = ok(&input(vec![primary_down(), s], &[("allow_data_loss", "true")]));
     assert_eq!(weights(&d)[1], ("secondary".into(), 100));
     assert_eq!(severities(&d), vec![Severity::Warning]);
 }
@@ -202,11 +150,7 @@ fn unknown_replication_age_shifts_with_warning() {
     let d = ok(&input(vec![primary_down(), s], &[]));
     assert_eq!(weights(&d)[1], ("secondary".into(), 100));
     assert_eq!(severities(&d), vec![Severity::Warning]);
-    assert!(
-        d.alerts[0].summary.contains("unknown"),
-        "{}",
-        d.alerts[0].summary
-    );
+    assert!(d.alerts[0].summary.contains("unknown"), "{}", d.alerts[0].summary);
 }
 
 #[test]
@@ -231,24 +175,15 @@ fn recovered_primary(since_ms_ago: Option<i64>) -> Vec<Target> {
 #[test]
 fn failback_after_hysteresis() {
     let d = ok(&input(recovered_primary(Some(600_000)), &[]));
-    assert_eq!(
-        weights(&d),
-        vec![("primary".into(), 100), ("secondary".into(), 0)]
-    );
+    assert_eq!(weights(&d), vec![("primary".into(), 100), ("secondary".into(), 0)]);
 }
 
 #[test]
 fn failback_goes_in_the_guide_steps_by_default_and_at_once_with_return_steps_100() {
     let d = ok(&input(recovered_primary(Some(600_000)), &[]));
-    assert_eq!(
-        steps(&d),
-        [10, 25, 50, 75, 100].map(|p| (p, 300_000)).to_vec()
-    );
+    assert_eq!(steps(&d), [10, 25, 50, 75, 100].map(|p| (p, 300_000)).to_vec());
     assert!(d.reason.contains("in steps of 10/25/50/75/100 % (5m 0s each)"), "{}", d.reason);
-    let d = ok(&input(
-        recovered_primary(Some(600_000)),
-        &[("return_steps", "20,100"), ("return_bake_s", "60")],
-    ));
+    let d = ok(&input(recovered_primary(Some(600_000)), &[("return_steps", "20,100"), ("return_bake_s", "60")]));
     assert_eq!(steps(&d), vec![(20, 60_000), (100, 60_000)]);
     let d = ok(&input(recovered_primary(Some(600_000)), &[("return_steps", "100")]));
     assert!(matches!(d.action, FailoverAction::ShiftWeights(_)), "{:?}", d.action);
@@ -258,12 +193,8 @@ fn failback_goes_in_the_guide_steps_by_default_and_at_once_with_return_steps_100
 #[test]
 fn return_steps_that_do_not_rise_to_100_are_refused_naming_the_key() {
     for bad in ["50,25,100", "10,50", "0,100", "ten,100", ""] {
-        let e = decide(&input(recovered_primary(Some(600_000)), &[("return_steps", bad)]))
-            .expect_err(bad);
-        assert!(
-            matches!(&e, PolicyError::InvalidConfig(m) if m.contains("`return_steps`")),
-            "{bad}: {e:?}"
-        );
+        let e = decide(&input(recovered_primary(Some(600_000)), &[("return_steps", bad)])).expect_err(bad);
+        assert!(matches!(&e, PolicyError::InvalidConfig(m) if m.contains("`return_steps`")), "{bad}: {e:?}");
     }
 }
 
@@ -284,20 +215,14 @@ fn failback_with_unknown_since_waits() {
 
 #[test]
 fn manual_failback_holds_with_info() {
-    let d = ok(&input(
-        recovered_primary(Some(86_400_000)),
-        &[("failback", "manual")],
-    ));
+    let d = ok(&input(recovered_primary(Some(86_400_000)), &[("failback", "manual")]));
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Info]);
 }
 
 #[test]
 fn custom_hysteresis_is_honoured() {
-    let d = ok(&input(
-        recovered_primary(Some(30_000)),
-        &[("hysteresis_s", "30")],
-    ));
+    let d = ok(&input(recovered_primary(Some(30_000)), &[("hysteresis_s", "30")]));
     assert_eq!(weights(&d)[0], ("primary".into(), 100));
 }
 
@@ -325,17 +250,9 @@ fn two_primaries_is_invalid_input() {
 
 #[test]
 fn malformed_config_is_refused_naming_the_key() {
-    for (k, v) in [
-        ("rpo_s", "1h"),
-        ("failback", "sometimes"),
-        ("allow_data_loss", "perhaps"),
-        ("active_weight", "300"),
-    ] {
+    for (k, v) in [("rpo_s", "1h"), ("failback", "sometimes"), ("allow_data_loss", "perhaps"), ("active_weight", "300")] {
         let r = decide(&input(vec![primary_down(), secondary_ok()], &[(k, v)]));
-        assert!(
-            matches!(&r, Err(PolicyError::InvalidConfig(m)) if m.contains(&format!("`{k}`"))),
-            "{k}={v}: {r:?}"
-        );
+        assert!(matches!(&r, Err(PolicyError::InvalidConfig(m)) if m.contains(&format!("`{k}`"))), "{k}={v}: {r:?}");
     }
 }
 
@@ -348,15 +265,8 @@ fn a_primary_that_fails_again_soon_after_failback_is_evacuated_at_once() {
     let mut p = primary_down();
     p.last_down_at = Some(NOW);
     let mut i = input(vec![p, secondary_ok()], &[]);
-    i.last_change = Some(kbha_policy_sdk::types::LastChange {
-        at: NOW - 120_000,
-        weights: vec![],
-        reason: "failback".into(),
-    });
-    assert_eq!(
-        weights(&ok(&i)),
-        vec![("primary".into(), 0), ("secondary".into(), 100)]
-    );
+    i.last_change = Some(kbha_policy_sdk::types::LastChange { at: NOW - 120_000, weights: vec![], reason: "failback".into() });
+    assert_eq!(weights(&ok(&i)), vec![("primary".into(), 0), ("secondary".into(), 100)]);
 }
 
 /// Sequence 2: the secondary carries everything and fails while the primary recovered
@@ -369,11 +279,7 @@ fn a_failing_secondary_is_evacuated_onto_a_freshly_recovered_primary_even_with_m
     let s = target("secondary", false, 100, Health::Unhealthy, AlarmState::Alarm);
     for config in [&[][..], &[("failback", "manual")][..]] {
         let d = ok(&input(vec![p.clone(), s.clone()], config));
-        assert_eq!(
-            weights(&d),
-            vec![("primary".into(), 100), ("secondary".into(), 0)],
-            "{config:?}"
-        );
+        assert_eq!(weights(&d), vec![("primary".into(), 100), ("secondary".into(), 0)], "{config:?}");
         assert!(d.reason.contains("evacuating"), "{}", d.reason);
     }
 }
@@ -402,17 +308,8 @@ fn a_health_flap_restarts_the_hysteresis_although_the_alarm_stayed_ok() {
 /// Sequence 5: INSUFFICIENT_DATA on the alarm does not hide a failing health check.
 #[test]
 fn insufficient_data_with_a_failing_health_check_is_down() {
-    let p = target(
-        "primary",
-        true,
-        100,
-        Health::Unhealthy,
-        AlarmState::InsufficientData,
-    );
-    assert_eq!(
-        weights(&ok(&input(vec![p, secondary_ok()], &[]))),
-        vec![("primary".into(), 0), ("secondary".into(), 100)]
-    );
+    let p = target("primary", true, 100, Health::Unhealthy, AlarmState::InsufficientData);
+    assert_eq!(weights(&ok(&input(vec![p, secondary_ok()], &[]))), vec![("primary".into(), 0), ("secondary".into(), 100)]);
 }
 
 /// Sequence 6: the regions fail one after the other; the second failure is as critical
@@ -433,10 +330,7 @@ fn the_second_region_failing_after_the_first_is_critical() {
 fn at_even_weights_a_down_primary_is_drained() {
     let mut s = secondary_ok();
     s.weight = 100;
-    assert_eq!(
-        weights(&ok(&input(vec![primary_down(), s], &[]))),
-        vec![("primary".into(), 0), ("secondary".into(), 100)]
-    );
+    assert_eq!(weights(&ok(&input(vec![primary_down(), s], &[]))), vec![("primary".into(), 0), ("secondary".into(), 100)]);
 }
 
 /// More than two targets: the best healthy target within the RPO wins, not the first.
@@ -447,40 +341,21 @@ fn with_three_targets_the_best_candidate_within_the_rpo_wins() {
     let mut fresh_but_new = target("central", false, 0, Health::Healthy, AlarmState::Ok);
     fresh_but_new.up_since = Some(NOW - 60_000);
     let steady = target("east2", false, 0, Health::Healthy, AlarmState::Ok);
-    let d = ok(&input(
-        vec![primary_down(), stale, fresh_but_new, steady],
-        &[],
-    ));
+    let d = ok(&input(vec![primary_down(), stale, fresh_but_new, steady], &[]));
     assert_eq!(weights(&d)[3], ("east2".into(), 100), "{}", d.reason);
     // Unproven targets come after up ones, but before nothing.
-    let mut unproven = target(
-        "west",
-        false,
-        0,
-        Health::Healthy,
-        AlarmState::InsufficientData,
-    );
+    let mut unproven = target("west", false, 0, Health::Healthy, AlarmState::InsufficientData);
     unproven.up_since = None;
     let d = ok(&input(vec![primary_down(), unproven], &[]));
     assert_eq!(weights(&d)[1], ("west".into(), 100));
-    assert!(
-        severities(&d).contains(&Severity::Warning),
-        "{:?}",
-        d.alerts
-    );
+    assert!(severities(&d).contains(&Severity::Warning), "{:?}", d.alerts);
 }
 
 /// A secondary carrying traffic with insufficient data and a healthy check holds.
 #[test]
 fn an_unproven_carrier_holds_with_a_warning() {
     let p = target("primary", true, 0, Health::Healthy, AlarmState::Ok);
-    let s = target(
-        "secondary",
-        false,
-        100,
-        Health::Healthy,
-        AlarmState::InsufficientData,
-    );
+    let s = target("secondary", false, 100, Health::Healthy, AlarmState::InsufficientData);
     let d = ok(&input(vec![p, s], &[]));
     assert_hold(&d);
     assert_eq!(severities(&d), vec![Severity::Warning]);

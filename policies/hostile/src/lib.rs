@@ -32,11 +32,7 @@ impl kbha_policy_sdk::failover::Guest for Hostile {
 kbha_policy_sdk::export_failover_policy!(Hostile);
 
 fn hold(reason: String) -> FailoverDecision {
-    FailoverDecision {
-        action: FailoverAction::Hold,
-        reason,
-        alerts: vec![],
-    }
+    FailoverDecision { action: FailoverAction::Hold, reason, alerts: vec![] }
 }
 
 /// Behaves as the `mode` config key says (see the crate docs).
@@ -75,28 +71,18 @@ pub fn decide(input: &FailoverInput) -> Result<FailoverDecision, PolicyError> {
             }
             Ok(hold("flooded the log".into()))
         }
-        "refuse" => Err(PolicyError::Internal(
-            "hostile policy refuses on purpose".into(),
-        )),
+        "refuse" => Err(PolicyError::Internal("hostile policy refuses on purpose".into())),
         "weights" => {
             let mut weights = Vec::new();
             for pair in config.get_str("weights", "").split(',').filter(|p| !p.is_empty()) {
-                let (id, w) = pair.split_once('=').ok_or_else(|| {
-                    PolicyError::InvalidConfig(format!("`weights` entry `{pair}` is not `id=weight`"))
-                })?;
-                let weight = w.parse().map_err(|_| {
-                    PolicyError::InvalidConfig(format!("`weights` entry `{pair}` has no number"))
-                })?;
-                weights.push(kbha_policy_sdk::types::Weight {
-                    set_identifier: id.into(),
-                    weight,
-                });
+                let (id, w) = pair
+                    .split_once('=')
+                    .ok_or_else(|| PolicyError::InvalidConfig(format!("`weights` entry `{pair}` is not `id=weight`")))?;
+                let weight = w.parse().map_err(|_| PolicyError::InvalidConfig(format!("`weights` entry `{pair}` has no number")))?;
+                weights.push(kbha_policy_sdk::types::Weight { set_identifier: id.into(), weight });
             }
             Ok(FailoverDecision {
-                action: FailoverAction::ShiftWeights(kbha_policy_sdk::types::Shift {
-                    weights,
-                    force: false,
-                }),
+                action: FailoverAction::ShiftWeights(kbha_policy_sdk::types::Shift { weights, force: false }),
                 reason: "hostile policy asks for fixed weights".into(),
                 alerts: vec![],
             })
@@ -118,10 +104,7 @@ mod tests {
             record_name: "r".into(),
             targets: vec![],
             last_change: None,
-            config: vec![ConfigEntry {
-                key: "mode".into(),
-                value: mode.into(),
-            }],
+            config: vec![ConfigEntry { key: "mode".into(), value: mode.into() }],
         }
     }
 
@@ -130,13 +113,7 @@ mod tests {
     #[test]
     fn benign_modes_behave_as_documented() {
         assert!(matches!(decide(&input("hold")), Ok(d) if d.reason.contains("holding")));
-        assert!(matches!(
-            decide(&input("refuse")),
-            Err(PolicyError::Internal(_))
-        ));
-        assert_eq!(
-            decide(&input("oversized")).map(|d| d.reason.len()),
-            Ok(10 << 20)
-        );
+        assert!(matches!(decide(&input("refuse")), Err(PolicyError::Internal(_))));
+        assert_eq!(decide(&input("oversized")).map(|d| d.reason.len()), Ok(10 << 20));
     }
 }

@@ -26,8 +26,8 @@
 //! - **ok** otherwise, without alerts.
 
 use kbha_policy_sdk::types::{
-    Alert, ArchiveCheck, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, PolicyError,
-    ReplicationDecision, ReplicationInput, ReplicationSubject, SourceStatus, Verdict,
+    Alert, ArchiveCheck, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, PolicyError, ReplicationDecision, ReplicationInput,
+    ReplicationSubject, SourceStatus, Verdict,
 };
 use kbha_policy_sdk::{Config, critical, warning};
 
@@ -68,9 +68,7 @@ impl Settings {
         }
         let min_size_pct = config.get_u64("min_size_pct", 50)?;
         if min_size_pct > 100 {
-            return Err(PolicyError::InvalidConfig(format!(
-                "`min_size_pct` must be between 0 and 100, got `{min_size_pct}`"
-            )));
+            return Err(PolicyError::InvalidConfig(format!("`min_size_pct` must be between 0 and 100, got `{min_size_pct}`")));
         }
         Ok(Settings {
             rpo_s,
@@ -107,11 +105,8 @@ impl Findings {
         let reason = self.lines.join("; ");
         let name = verdict_name(self.verdict);
         let summary = format!("backup {name}: {subject}");
-        let alert: Alert = if self.verdict == Verdict::Warning {
-            warning(summary, reason.clone())
-        } else {
-            critical(summary, reason.clone())
-        };
+        let alert: Alert =
+            if self.verdict == Verdict::Warning { warning(summary, reason.clone()) } else { critical(summary, reason.clone()) };
         ReplicationDecision { verdict: self.verdict, reason, alerts: vec![alert] }
     }
 }
@@ -182,10 +177,7 @@ fn judge_backup(now: i64, f: &BackupFacts, s: &Settings) -> ReplicationDecision 
     }
     let age = age_s(now, f.created_at);
     if age > s.rpo_s {
-        found.add(
-            Verdict::Breach,
-            format!("the backup is {} old, past the RPO of {}", fmt_secs(age), fmt_secs(s.rpo_s)),
-        );
+        found.add(Verdict::Breach, format!("the backup is {} old, past the RPO of {}", fmt_secs(age), fmt_secs(s.rpo_s)));
     }
     if let Some(previous) = f.previous_size_bytes
         && !s.allow_shrink
@@ -195,10 +187,7 @@ fn judge_backup(now: i64, f: &BackupFacts, s: &Settings) -> ReplicationDecision 
     {
         found.add(
             Verdict::Warning,
-            format!(
-                "size {} bytes is below {}% of the previous backup ({} bytes)",
-                f.size_bytes, s.min_size_pct, previous
-            ),
+            format!("size {} bytes is below {}% of the previous backup ({} bytes)", f.size_bytes, s.min_size_pct, previous),
         );
     }
     if f.cross_region_copy == CopyCheck::Missing {
@@ -223,11 +212,7 @@ fn judge_dead_man(now: i64, status: &SourceStatus, s: &Settings) -> ReplicationD
             if age > s.rpo_s {
                 found.add(
                     Verdict::Breach,
-                    format!(
-                        "no backup within the RPO of {}: the newest, `{key}`, is {} old",
-                        fmt_secs(s.rpo_s),
-                        fmt_secs(age)
-                    ),
+                    format!("no backup within the RPO of {}: the newest, `{key}`, is {} old", fmt_secs(s.rpo_s), fmt_secs(age)),
                 );
             }
             format!("newest backup `{key}` is {} old, within the RPO of {}", fmt_secs(age), fmt_secs(s.rpo_s))

@@ -58,10 +58,7 @@ fn an_empty_object_is_corrupt() {
 #[test]
 fn a_checksum_mismatch_is_corrupt_and_names_both_hashes() {
     let d = judge(
-        BackupFacts {
-            checksum: ChecksumCheck::Mismatched(ChecksumMismatch { expected: "aa".into(), actual: "bb".into() }),
-            ..facts()
-        },
+        BackupFacts { checksum: ChecksumCheck::Mismatched(ChecksumMismatch { expected: "aa".into(), actual: "bb".into() }), ..facts() },
         &[],
     );
     assert_eq!(d.verdict, Verdict::Corrupt);

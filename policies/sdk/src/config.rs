@@ -21,11 +21,7 @@ impl<'a> Config<'a> {
     /// The raw value of `key`, if present (the last entry wins on duplicates,
     /// as later configuration layers override earlier ones).
     pub fn raw(&self, key: &str) -> Option<&'a str> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| e.key == key)
-            .map(|e| e.value.as_str())
+        self.entries.iter().rev().find(|e| e.key == key).map(|e| e.value.as_str())
     }
 
     /// The value of `key` as a string, or `default` when absent.
@@ -37,11 +33,9 @@ impl<'a> Config<'a> {
     pub fn get_u64(&self, key: &str, default: u64) -> Result<u64, PolicyError> {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| {
-                PolicyError::InvalidConfig(format!(
-                    "`{key}` must be a non-negative integer, got `{v}`"
-                ))
-            }),
+            Some(v) => {
+                v.trim().parse().map_err(|_| PolicyError::InvalidConfig(format!("`{key}` must be a non-negative integer, got `{v}`")))
+            }
         }
     }
 
@@ -53,31 +47,20 @@ impl<'a> Config<'a> {
             Some(v) => match v.trim().to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" => Ok(true),
                 "false" | "no" | "0" => Ok(false),
-                _ => Err(PolicyError::InvalidConfig(format!(
-                    "`{key}` must be `true` or `false`, got `{v}`"
-                ))),
+                _ => Err(PolicyError::InvalidConfig(format!("`{key}` must be `true` or `false`, got `{v}`"))),
             },
         }
     }
 
     /// The value of `key`, which must be one of `allowed`; `default` when
     /// absent.
-    pub fn get_choice(
-        &self,
-        key: &str,
-        allowed: &[&'a str],
-        default: &'a str,
-    ) -> Result<&'a str, PolicyError> {
+    pub fn get_choice(&self, key: &str, allowed: &[&'a str], default: &'a str) -> Result<&'a str, PolicyError> {
         match self.raw(key) {
             None => Ok(default),
             Some(v) => allowed.iter().copied().find(|a| *a == v).ok_or_else(|| {
                 PolicyError::InvalidConfig(format!(
                     "`{key}` must be one of {}, got `{v}`",
-                    allowed
-                        .iter()
-                        .map(|a| format!("`{a}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
                 ))
             }),
         }
@@ -89,13 +72,7 @@ mod tests {
     use super::*;
 
     fn entries(pairs: &[(&str, &str)]) -> Vec<ConfigEntry> {
-        pairs
-            .iter()
-            .map(|(k, v)| ConfigEntry {
-                key: (*k).into(),
-                value: (*v).into(),
-            })
-            .collect()
+        pairs.iter().map(|(k, v)| ConfigEntry { key: (*k).into(), value: (*v).into() }).collect()
     }
 
     #[test]
@@ -117,19 +94,13 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_key() {
-        let e = entries(&[
-            ("rpo_s", "an hour"),
-            ("flag", "maybe"),
-            ("failback", "sometimes"),
-        ]);
+        let e = entries(&[("rpo_s", "an hour"), ("flag", "maybe"), ("failback", "sometimes")]);
         let c = Config::new(&e);
         match c.get_u64("rpo_s", 0) {
             Err(PolicyError::InvalidConfig(m)) => assert!(m.contains("`rpo_s`"), "{m}"),
             other => panic!("expected invalid-config, got {other:?}"),
         }
-        assert!(
-            matches!(c.get_bool("flag", false), Err(PolicyError::InvalidConfig(m)) if m.contains("`flag`"))
-        );
+        assert!(matches!(c.get_bool("flag", false), Err(PolicyError::InvalidConfig(m)) if m.contains("`flag`")));
         assert!(matches!(
             c.get_choice("failback", &["auto", "manual"], "auto"),
             Err(PolicyError::InvalidConfig(m)) if m.contains("`failback`") && m.contains("`manual`")

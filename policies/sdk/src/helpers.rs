@@ -6,16 +6,8 @@ use crate::types::{Alert, Severity};
 /// (`` kbha: failover to `secondary` blocked by RPO ``); put ages, counts and times in
 /// `detail`. The failover host identifies a standing condition by its summary without its
 /// numbers, and announces it once while it lasts.
-pub fn new_alert(
-    severity: Severity,
-    summary: impl Into<String>,
-    detail: impl Into<String>,
-) -> Alert {
-    Alert {
-        severity,
-        summary: summary.into(),
-        detail: detail.into(),
-    }
+pub fn new_alert(severity: Severity, summary: impl Into<String>, detail: impl Into<String>) -> Alert {
+    Alert { severity, summary: summary.into(), detail: detail.into() }
 }
 
 /// A `critical` alert (pages someone now).
@@ -65,10 +57,7 @@ mod tests {
         assert_eq!(critical("a", "b").severity, Severity::Critical);
         assert_eq!(warning("a", "b").severity, Severity::Warning);
         let i = info("s", "d");
-        assert_eq!(
-            (i.severity, i.summary.as_str(), i.detail.as_str()),
-            (Severity::Info, "s", "d")
-        );
+        assert_eq!((i.severity, i.summary.as_str(), i.detail.as_str()), (Severity::Info, "s", "d"));
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub mod golden {
         dirs.sort();
         for case in dirs {
             let name = case.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            let input: I = serde_json::from_slice(&read(&case.join("input.json"))).unwrap_or_else(|e| panic!("case `{name}`: input.json: {e}"));
+            let input: I =
+                serde_json::from_slice(&read(&case.join("input.json"))).unwrap_or_else(|e| panic!("case `{name}`: input.json: {e}"));
             let got = run(input);
             let expected_path = case.join("expected.json");
             if bless {
@@ -92,13 +93,7 @@ mod tests {
         assert_eq!(w_in.now, 5);
         assert_eq!(w_in.targets[0].health, w::Health::Unhealthy);
         assert_eq!(w_in.targets[0].replication_age_ms, Some(7));
-        assert_eq!(
-            w_in.config,
-            vec![w::ConfigEntry {
-                key: "rpo_s".into(),
-                value: "60".into()
-            }]
-        );
+        assert_eq!(w_in.config, vec![w::ConfigEntry { key: "rpo_s".into(), value: "60".into() }]);
         match w_in.trigger {
             w::FailoverTrigger::Alarm(a) => {
                 assert_eq!(a.state, w::AlarmState::Alarm);
@@ -112,10 +107,7 @@ mod tests {
     fn failover_decision_converts_back() {
         let d = w::FailoverDecision {
             action: w::FailoverAction::ShiftWeights(w::Shift {
-                weights: vec![w::Weight {
-                    set_identifier: "s".into(),
-                    weight: 100,
-                }],
+                weights: vec![w::Weight { set_identifier: "s".into(), weight: 100 }],
                 force: false,
             }),
             reason: "r".into(),
@@ -124,13 +116,7 @@ mod tests {
         let c: core::FailoverDecision = d.into();
         assert_eq!(
             c.action,
-            core::FailoverAction::ShiftWeights {
-                weights: vec![core::Weight {
-                    set_identifier: "s".into(),
-                    weight: 100
-                }],
-                force: false
-            }
+            core::FailoverAction::ShiftWeights { weights: vec![core::Weight { set_identifier: "s".into(), weight: 100 }], force: false }
         );
         assert_eq!(c.alerts[0].severity, core::Severity::Critical);
     }

@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, HealthCheckConfig, HealthCheckType,
-};
+use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, HealthCheckConfig, HealthCheckType};
 use kbha_aws::{AwsSettings, WeightedRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,9 +71,7 @@ pub struct Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
+        f.debug_struct("Emulator").field("port", &self.port).finish_non_exhaustive()
     }
 }
 
@@ -91,9 +87,7 @@ fn keep_tail(buf: &Mutex<String>, line: &str) {
         b.push_str(line);
         if b.len() > STDERR_KEEP {
             let cut = b.len() - STDERR_KEEP;
-            let cut = (cut..b.len())
-                .find(|i| b.is_char_boundary(*i))
-                .unwrap_or(cut);
+            let cut = (cut..b.len()).find(|i| b.is_char_boundary(*i)).unwrap_or(cut);
             b.drain(..cut);
         }
     }
@@ -142,21 +136,13 @@ impl Emulator {
             }
         });
 
-        let mut emu = Emulator {
-            child,
-            _stdin: stdin,
-            port: 0,
-            stderr,
-        };
+        let mut emu = Emulator { child, _stdin: stdin, port: 0, stderr };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Some(port)) => {
                 emu.port = port;
                 Ok(emu)
             }
-            Ok(None) => bail!(
-                "emulator printed a malformed READY line; stderr:\n{}",
-                emu.stderr_tail()
-            ),
+            Ok(None) => bail!("emulator printed a malformed READY line; stderr:\n{}", emu.stderr_tail()),
             Err(_) => {
                 let status = emu.child.try_wait().ok().flatten();
                 std::thread::sleep(Duration::from_millis(200));
@@ -204,16 +190,7 @@ impl Emulator {
 
     /// Like [`Emulator::sdk_config`] with other settings (keep the endpoint).
     pub async fn sdk_config_with(&self, settings: &AwsSettings) -> SdkConfig {
-        kbha_aws::config_loader(settings)
-            .credentials_provider(Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "kbha-test",
-            ))
-            .load()
-            .await
+        kbha_aws::config_loader(settings).credentials_provider(Credentials::new("testing", "testing", None, None, "kbha-test")).load().await
     }
 
     /// A Route 53 client for the emulator.
@@ -236,35 +213,23 @@ impl Emulator {
     pub async fn cloudwatch(&self, region: &str) -> aws_sdk_cloudwatch::Client {
         let conf = self.sdk_config().await;
         aws_sdk_cloudwatch::Client::from_conf(
-            aws_sdk_cloudwatch::config::Builder::from(&conf)
-                .region(aws_sdk_cloudwatch::config::Region::new(region.to_owned()))
-                .build(),
+            aws_sdk_cloudwatch::config::Builder::from(&conf).region(aws_sdk_cloudwatch::config::Region::new(region.to_owned())).build(),
         )
     }
 
     /// An S3 client for the emulator (path-style addressing).
     pub async fn s3(&self) -> aws_sdk_s3::Client {
         let conf = self.sdk_config().await;
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&conf)
-                .force_path_style(true)
-                .build(),
-        )
+        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build())
     }
 
     // ------------------------------------------------------------- control API
 
     /// Sends one request to the emulator's control API and returns the JSON answer.
-    pub async fn control(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value> {
+    pub async fn control(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .context("connecting to the emulator's control API")?;
+        let mut stream =
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.context("connecting to the emulator's control API")?;
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -286,50 +251,32 @@ impl Emulator {
     /// Makes every checker of `health_check_id` report success (`true`) or failure.
     pub async fn set_health(&self, health_check_id: &str, healthy: bool) -> Result<()> {
         let status = if healthy { "healthy" } else { "unhealthy" };
-        self.control(
-            "PUT",
-            &format!("/_kbha/health-checks/{health_check_id}"),
-            Some(&serde_json::json!({ "status": status })),
-        )
-        .await
-        .map(drop)
+        self.control("PUT", &format!("/_kbha/health-checks/{health_check_id}"), Some(&serde_json::json!({ "status": status })))
+            .await
+            .map(drop)
     }
 
     /// Makes `failing` of the emulator's 8 checkers report failure for the health check.
     pub async fn set_failing_checkers(&self, health_check_id: &str, failing: u32) -> Result<()> {
-        self.control(
-            "PUT",
-            &format!("/_kbha/health-checks/{health_check_id}"),
-            Some(&serde_json::json!({ "failing_checkers": failing })),
-        )
-        .await
-        .map(drop)
+        self.control("PUT", &format!("/_kbha/health-checks/{health_check_id}"), Some(&serde_json::json!({ "failing_checkers": failing })))
+            .await
+            .map(drop)
     }
 
     /// How many GetChange reads report a change PENDING before INSYNC, for changes made
     /// afterwards (the emulator's default is 1; 0: INSYNC at once).
     pub async fn set_change_pending_reads(&self, n: u32) -> Result<()> {
-        self.control(
-            "PUT",
-            "/_kbha/change-propagation",
-            Some(&serde_json::json!({ "pending_reads": n })),
-        )
-        .await
-        .map(drop)
+        self.control("PUT", "/_kbha/change-propagation", Some(&serde_json::json!({ "pending_reads": n }))).await.map(drop)
     }
 
     /// Arms a fault: the next matching requests fail or stall (see [`Fault`]).
     pub async fn inject(&self, fault: &Fault) -> Result<()> {
-        self.control("POST", "/_kbha/faults", Some(&fault.to_json()))
-            .await
-            .map(drop)
+        self.control("POST", "/_kbha/faults", Some(&fault.to_json())).await.map(drop)
     }
 
     /// Drops every fault not yet consumed.
     pub async fn clear_faults(&self) -> Result<()> {
-        self.control("DELETE", "/_kbha/faults", None)
-            .await
-            .map(drop)
+        self.control("DELETE", "/_kbha/faults", None).await.map(drop)
     }
 
     /// Faults not yet consumed.
@@ -341,17 +288,8 @@ impl Emulator {
     /// Comments of every change batch `zone_id` accepted, in order: counts changes,
     /// which the records' end state cannot (a repeated change leaves the same weights).
     pub async fn change_comments(&self, zone_id: &str) -> Result<Vec<String>> {
-        let v = self
-            .control("GET", &format!("/_kbha/changes/{zone_id}"), None)
-            .await?;
-        Ok(v["comments"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|c| c.as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default())
+        let v = self.control("GET", &format!("/_kbha/changes/{zone_id}"), None).await?;
+        Ok(v["comments"].as_array().map(|a| a.iter().map(|c| c.as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default())
     }
 
     // ---------------------------------------------------------------- Route 53
@@ -366,10 +304,7 @@ impl Emulator {
             .send()
             .await
             .context("CreateHostedZone")?;
-        let zone_id = zone
-            .hosted_zone()
-            .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
-            .context("zone id")?;
+        let zone_id = zone.hosted_zone().map(|z| z.id().trim_start_matches("/hostedzone/").to_owned()).context("zone id")?;
         let record_name = kbha_aws::normalize_name(&spec.record_name);
 
         let mut targets = Vec::new();
@@ -381,11 +316,7 @@ impl Emulator {
                 .health_check_config(
                     HealthCheckConfig::builder()
                         .r#type(HealthCheckType::Https)
-                        .fully_qualified_domain_name(format!(
-                            "{}.{}",
-                            t.set_identifier,
-                            spec.zone_name.trim_end_matches('.')
-                        ))
+                        .fully_qualified_domain_name(format!("{}.{}", t.set_identifier, spec.zone_name.trim_end_matches('.')))
                         .port(443)
                         .resource_path("/health")
                         .build()?,
@@ -393,10 +324,7 @@ impl Emulator {
                 .send()
                 .await
                 .context("CreateHealthCheck")?;
-            let hc_id = hc
-                .health_check()
-                .map(|h| h.id().to_owned())
-                .context("health check id")?;
+            let hc_id = hc.health_check().map(|h| h.id().to_owned()).context("health check id")?;
             let record = WeightedRecord {
                 name: record_name.clone(),
                 rtype: spec.rtype.clone(),
@@ -407,12 +335,7 @@ impl Emulator {
                 alias: None,
                 health_check_id: Some(hc_id.clone()),
             };
-            changes.push(
-                Change::builder()
-                    .action(ChangeAction::Create)
-                    .resource_record_set(kbha_aws::to_sdk_record(&record)?)
-                    .build()?,
-            );
+            changes.push(Change::builder().action(ChangeAction::Create).resource_record_set(kbha_aws::to_sdk_record(&record)?).build()?);
             targets.push(FixtureTarget {
                 set_identifier: t.set_identifier.clone(),
                 region: t.region.clone(),
@@ -426,30 +349,14 @@ impl Emulator {
             .send()
             .await
             .context("ChangeResourceRecordSets (fixture)")?;
-        Ok(WeightedFixture {
-            zone_id,
-            record_name,
-            rtype: spec.rtype.clone(),
-            targets,
-        })
+        Ok(WeightedFixture { zone_id, record_name, rtype: spec.rtype.clone(), targets })
     }
 
     /// The weighted records of `name`/`rtype`, read straight through
     /// ListResourceRecordSets (independently of kbha-aws's reader).
-    pub async fn read_weighted_records(
-        &self,
-        zone_id: &str,
-        name: &str,
-        rtype: &str,
-    ) -> Result<Vec<WeightedRecord>> {
+    pub async fn read_weighted_records(&self, zone_id: &str, name: &str, rtype: &str) -> Result<Vec<WeightedRecord>> {
         let r53 = self.route53().await;
-        let out = r53
-            .list_resource_record_sets()
-            .hosted_zone_id(zone_id)
-            .max_items(300)
-            .send()
-            .await
-            .context("ListResourceRecordSets")?;
+        let out = r53.list_resource_record_sets().hosted_zone_id(zone_id).max_items(300).send().await.context("ListResourceRecordSets")?;
         let want = kbha_aws::normalize_name(name);
         let mut records: Vec<WeightedRecord> = out
             .resource_record_sets()
@@ -462,11 +369,7 @@ impl Emulator {
                     set_identifier: r.set_identifier()?.to_owned(),
                     weight: u32::try_from(r.weight()?).ok()?,
                     ttl: r.ttl(),
-                    values: r
-                        .resource_records()
-                        .iter()
-                        .map(|v| v.value().to_owned())
-                        .collect(),
+                    values: r.resource_records().iter().map(|v| v.value().to_owned()).collect(),
                     alias: None,
                     health_check_id: r.health_check_id().map(str::to_owned),
                 })
@@ -488,12 +391,7 @@ impl Emulator {
 
     /// Changes one record's weight the way another operator would (DELETE + CREATE
     /// through the raw SDK), e.g. between a function's read and its write.
-    pub async fn set_weight(
-        &self,
-        fx: &WeightedFixture,
-        set_identifier: &str,
-        weight: u32,
-    ) -> Result<()> {
+    pub async fn set_weight(&self, fx: &WeightedFixture, set_identifier: &str, weight: u32) -> Result<()> {
         let current = self
             .read_weighted_records(&fx.zone_id, &fx.record_name, &fx.rtype)
             .await?
@@ -501,10 +399,7 @@ impl Emulator {
             .find(|r| r.set_identifier == set_identifier)
             .with_context(|| format!("no record with set identifier `{set_identifier}`"))?;
         let changes = vec![
-            Change::builder()
-                .action(ChangeAction::Delete)
-                .resource_record_set(kbha_aws::to_sdk_record(&current)?)
-                .build()?,
+            Change::builder().action(ChangeAction::Delete).resource_record_set(kbha_aws::to_sdk_record(&current)?).build()?,
             Change::builder()
                 .action(ChangeAction::Create)
                 .resource_record_set(kbha_aws::to_sdk_record(&current.with_weight(weight))?)
@@ -514,12 +409,7 @@ impl Emulator {
             .await
             .change_resource_record_sets()
             .hosted_zone_id(&fx.zone_id)
-            .change_batch(
-                ChangeBatch::builder()
-                    .set_changes(Some(changes))
-                    .comment("operator")
-                    .build()?,
-            )
+            .change_batch(ChangeBatch::builder().set_changes(Some(changes)).comment("operator").build()?)
             .send()
             .await
             .context("ChangeResourceRecordSets (set_weight)")?;
@@ -533,15 +423,7 @@ impl Emulator {
     pub async fn create_topic_with_queue(&self, name: &str) -> Result<TopicQueue> {
         let sns = self.sns().await;
         let sqs = self.sqs().await;
-        let topic_arn = sns
-            .create_topic()
-            .name(name)
-            .send()
-            .await
-            .context("CreateTopic")?
-            .topic_arn()
-            .context("topic arn")?
-            .to_owned();
+        let topic_arn = sns.create_topic().name(name).send().await.context("CreateTopic")?.topic_arn().context("topic arn")?.to_owned();
         let queue_url = sqs
             .create_queue()
             .queue_name(format!("{name}-inbox"))
@@ -558,11 +440,8 @@ impl Emulator {
             .send()
             .await
             .context("GetQueueAttributes")?;
-        let queue_arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .context("queue arn")?
-            .clone();
+        let queue_arn =
+            attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)).context("queue arn")?.clone();
         sns.subscribe()
             .topic_arn(&topic_arn)
             .protocol("sqs")
@@ -571,21 +450,13 @@ impl Emulator {
             .send()
             .await
             .context("Subscribe")?;
-        Ok(TopicQueue {
-            topic_arn,
-            queue_url,
-        })
+        Ok(TopicQueue { topic_arn, queue_url })
     }
 
     /// Receives (and deletes) messages from the queue until `n` arrived or `timeout`
     /// passed; returns what arrived, possibly fewer than `n`, so tests can assert
     /// "exactly one" by asking for more.
-    pub async fn drain_messages(
-        &self,
-        tq: &TopicQueue,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<SnsEnvelope>> {
+    pub async fn drain_messages(&self, tq: &TopicQueue, n: usize, timeout: Duration) -> Result<Vec<SnsEnvelope>> {
         let sqs = self.sqs().await;
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
@@ -608,12 +479,7 @@ impl Emulator {
                 let body = m.body().unwrap_or_default();
                 out.push(SnsEnvelope::parse(body)?);
                 if let Some(h) = m.receipt_handle() {
-                    sqs.delete_message()
-                        .queue_url(&tq.queue_url)
-                        .receipt_handle(h)
-                        .send()
-                        .await
-                        .context("DeleteMessage")?;
+                    sqs.delete_message().queue_url(&tq.queue_url).receipt_handle(h).send().await.context("DeleteMessage")?;
                 }
             }
         }
@@ -634,12 +500,7 @@ impl Emulator {
             .alarm_name(name)
             .namespace("AWS/Route53")
             .metric_name("HealthCheckStatus")
-            .dimensions(
-                Dimension::builder()
-                    .name("HealthCheckId")
-                    .value(name)
-                    .build(),
-            )
+            .dimensions(Dimension::builder().name("HealthCheckId").value(name).build())
             .statistic(Statistic::Minimum)
             .period(60)
             .evaluation_periods(3)
@@ -670,13 +531,7 @@ impl Emulator {
     /// Sets an alarm's state with SetAlarmState: `state` is `OK`, `ALARM` or
     /// `INSUFFICIENT_DATA`. The alarm's StateUpdatedTimestamp becomes the emulator's real
     /// clock; for simulated time use [`Emulator::set_alarm_state_at`].
-    pub async fn set_alarm_state(
-        &self,
-        region: &str,
-        name: &str,
-        state: &str,
-        reason: &str,
-    ) -> Result<()> {
+    pub async fn set_alarm_state(&self, region: &str, name: &str, state: &str, reason: &str) -> Result<()> {
         self.cloudwatch(region)
             .await
             .set_alarm_state()
@@ -692,14 +547,7 @@ impl Emulator {
     /// Like [`Emulator::set_alarm_state`], with StateUpdatedTimestamp = `since_ms` (ms
     /// since epoch) instead of the real clock, through the control API (no AWS API sets
     /// the timestamp), for tests that run in simulated time.
-    pub async fn set_alarm_state_at(
-        &self,
-        region: &str,
-        name: &str,
-        state: &str,
-        reason: &str,
-        since_ms: i64,
-    ) -> Result<()> {
+    pub async fn set_alarm_state_at(&self, region: &str, name: &str, state: &str, reason: &str, since_ms: i64) -> Result<()> {
         self.control(
             "PUT",
             "/_kbha/alarm-state",
@@ -719,13 +567,7 @@ impl Emulator {
 
     /// Creates a bucket.
     pub async fn create_bucket(&self, name: &str) -> Result<()> {
-        self.s3()
-            .await
-            .create_bucket()
-            .bucket(name)
-            .send()
-            .await
-            .with_context(|| format!("CreateBucket {name}"))?;
+        self.s3().await.create_bucket().bucket(name).send().await.with_context(|| format!("CreateBucket {name}"))?;
         Ok(())
     }
 }
@@ -733,30 +575,13 @@ impl Emulator {
 impl Emulator {
     /// Uploads a file, streamed from disk (large backups), optionally asking S3 to
     /// store its SHA-256 checksum. Returns the ETag.
-    pub async fn put_file(
-        &self,
-        bucket: &str,
-        key: &str,
-        path: &Path,
-        sha256: bool,
-    ) -> Result<String> {
-        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
-            .await
-            .with_context(|| format!("reading {}", path.display()))?;
-        let mut req = self
-            .s3()
-            .await
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body);
+    pub async fn put_file(&self, bucket: &str, key: &str, path: &Path, sha256: bool) -> Result<String> {
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path).await.with_context(|| format!("reading {}", path.display()))?;
+        let mut req = self.s3().await.put_object().bucket(bucket).key(key).body(body);
         if sha256 {
             req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256);
         }
-        let out = req
-            .send()
-            .await
-            .with_context(|| format!("PutObject {bucket}/{key}"))?;
+        let out = req.send().await.with_context(|| format!("PutObject {bucket}/{key}"))?;
         Ok(out.e_tag().unwrap_or_default().to_owned())
     }
 
@@ -815,45 +640,24 @@ pub struct Fault {
 impl Fault {
     /// Answer once with HTTP `status` and error `code`.
     pub fn error(service: &str, status: u16, code: &str) -> Fault {
-        Fault {
-            service: Some(service.into()),
-            status: Some(status),
-            code: Some(code.into()),
-            count: 1,
-            ..Fault::default()
-        }
+        Fault { service: Some(service.into()), status: Some(status), code: Some(code.into()), count: 1, ..Fault::default() }
     }
 
     /// Hold one request `ms` milliseconds, then pass it on.
     pub fn delay(service: &str, ms: u64) -> Fault {
-        Fault {
-            service: Some(service.into()),
-            delay_ms: Some(ms),
-            count: 1,
-            ..Fault::default()
-        }
+        Fault { service: Some(service.into()), delay_ms: Some(ms), count: 1, ..Fault::default() }
     }
 
     /// Reset the connection of one request before the emulator handles it: the
     /// request never arrives.
     pub fn reset(service: &str) -> Fault {
-        Fault {
-            service: Some(service.into()),
-            reset: Some("before".into()),
-            count: 1,
-            ..Fault::default()
-        }
+        Fault { service: Some(service.into()), reset: Some("before".into()), count: 1, ..Fault::default() }
     }
 
     /// Reset the connection of one request after the emulator handled it: the
     /// change is made but the client never hears so.
     pub fn reset_after(service: &str) -> Fault {
-        Fault {
-            service: Some(service.into()),
-            reset: Some("after".into()),
-            count: 1,
-            ..Fault::default()
-        }
+        Fault { service: Some(service.into()), reset: Some("after".into()), count: 1, ..Fault::default() }
     }
 
     /// Only requests with this HTTP method.
@@ -943,18 +747,8 @@ impl Default for WeightedSpec {
             rtype: "A".into(),
             ttl: 60,
             targets: vec![
-                TargetSpec {
-                    set_identifier: "primary".into(),
-                    region: "us-east-1".into(),
-                    weight: 100,
-                    value: "192.0.2.10".into(),
-                },
-                TargetSpec {
-                    set_identifier: "secondary".into(),
-                    region: "us-west-2".into(),
-                    weight: 0,
-                    value: "198.51.100.10".into(),
-                },
+                TargetSpec { set_identifier: "primary".into(), region: "us-east-1".into(), weight: 100, value: "192.0.2.10".into() },
+                TargetSpec { set_identifier: "secondary".into(), region: "us-west-2".into(), weight: 0, value: "198.51.100.10".into() },
             ],
         }
     }
@@ -989,9 +783,7 @@ pub struct WeightedFixture {
 impl WeightedFixture {
     /// The target with this set identifier.
     pub fn target(&self, set_identifier: &str) -> Option<&FixtureTarget> {
-        self.targets
-            .iter()
-            .find(|t| t.set_identifier == set_identifier)
+        self.targets.iter().find(|t| t.set_identifier == set_identifier)
     }
 }
 
@@ -1020,17 +812,10 @@ pub struct SnsEnvelope {
 impl SnsEnvelope {
     /// Parses an SQS body holding an SNS envelope.
     pub fn parse(body: &str) -> Result<SnsEnvelope> {
-        let raw: serde_json::Value = serde_json::from_str(body)
-            .with_context(|| format!("SQS body is not an SNS envelope: {body}"))?;
-        let subject = raw
-            .get("Subject")
-            .and_then(|s| s.as_str())
-            .map(str::to_owned);
-        let message = raw
-            .get("Message")
-            .and_then(|s| s.as_str())
-            .with_context(|| format!("SNS envelope without Message: {body}"))?
-            .to_owned();
+        let raw: serde_json::Value = serde_json::from_str(body).with_context(|| format!("SQS body is not an SNS envelope: {body}"))?;
+        let subject = raw.get("Subject").and_then(|s| s.as_str()).map(str::to_owned);
+        let message =
+            raw.get("Message").and_then(|s| s.as_str()).with_context(|| format!("SNS envelope without Message: {body}"))?.to_owned();
         let attributes = raw
             .get("MessageAttributes")
             .and_then(|a| a.as_object())
@@ -1043,11 +828,6 @@ impl SnsEnvelope {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(SnsEnvelope {
-            subject,
-            message,
-            attributes,
-            raw,
-        })
+        Ok(SnsEnvelope { subject, message, attributes, raw })
     }
 }

@@ -20,11 +20,7 @@ async fn each_emulator_is_isolated_and_dropped_ones_are_gone() -> Result<()> {
     drop(a);
     // The process is killed and reaped in drop; nothing listens there any more.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-    );
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
     assert_eq!(b.control("GET", "/_kbha/ping", None).await?, "ok");
     Ok(())
 }
@@ -32,14 +28,7 @@ async fn each_emulator_is_isolated_and_dropped_ones_are_gone() -> Result<()> {
 #[tokio::test]
 async fn control_api_rejects_bad_requests() -> Result<()> {
     let emu = Emulator::start()?;
-    let err = emu
-        .control(
-            "PUT",
-            "/_kbha/health-checks/x",
-            Some(&serde_json::json!({"status": "meh"})),
-        )
-        .await
-        .expect_err("unknown status");
+    let err = emu.control("PUT", "/_kbha/health-checks/x", Some(&serde_json::json!({"status": "meh"}))).await.expect_err("unknown status");
     assert!(err.to_string().contains("400"), "{err}");
     assert!(emu.control("GET", "/_kbha/nope", None).await.is_err());
     Ok(())

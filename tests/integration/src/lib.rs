@@ -274,12 +274,7 @@ impl Dns for OperatorInterleaves {
         self.inner.weighted_records(zone_id, name, rtype).await
     }
 
-    async fn swap_records(
-        &self,
-        zone_id: &str,
-        swaps: &[(WeightedRecord, WeightedRecord)],
-        comment: &str,
-    ) -> Result<String, AwsError> {
+    async fn swap_records(&self, zone_id: &str, swaps: &[(WeightedRecord, WeightedRecord)], comment: &str) -> Result<String, AwsError> {
         let operator = self.operator_weights.lock().map(|mut g| g.take()).unwrap_or(None);
         if let Some(ws) = operator {
             let (name, rtype) = (&swaps[0].0.name, &swaps[0].0.rtype);
@@ -343,4 +338,3 @@ pub async fn ledger_objects(w: &World) -> Result<Vec<Incident>> {
 pub fn summaries(notices: &[Value]) -> Vec<String> {
     notices.iter().map(|n| format!("{} | {}", n["severity"].as_str().unwrap_or(""), n["summary"].as_str().unwrap_or(""))).collect()
 }
-

@@ -100,7 +100,10 @@ async fn a_flapping_alarm_changes_at_most_once_within_the_cooldown() -> Result<(
         let state = if i % 2 == 0 { "ALARM" } else { "OK" };
         w.set_health("primary", state == "OK").await?;
         let at = t0() + i * 10 * SEC;
-        all.extend(f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", state, at, &format!("flap-{i}"))?, Invocation::at(at + SEC)).await?);
+        all.extend(
+            f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", state, at, &format!("flap-{i}"))?, Invocation::at(at + SEC))
+                .await?,
+        );
     }
     assert_eq!(applied(&all), 1, "{:?}", all.iter().map(|r| r.action).collect::<Vec<_>>());
     let refused = all.iter().filter(|r| r.action == ActionTaken::Refused).count();
@@ -117,7 +120,8 @@ async fn both_regions_unhealthy_holds_with_a_critical_notice() -> Result<()> {
     let f = w.function(&[], builtin()).await?;
     w.set_health("primary", false).await?;
     w.set_health("secondary", false).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-both")?, Invocation::at(t0() + 5 * SEC)).await?;
+    let recs =
+        f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-both")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::NoChange);
     assert_eq!(w.weights().await?, weights(100, 0));
     let n = w.notices(1, 10).await?;
@@ -186,7 +190,8 @@ async fn a_record_changed_between_read_and_write_is_detected_and_redecided() -> 
         operator_weights: std::sync::Mutex::new(Some(vec![("primary".into(), 50), ("secondary".into(), 50)])),
     };
     let f = w.function_with_dns(&[], builtin(), dns).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-cas")?, Invocation::at(t0() + 5 * SEC)).await?;
+    let recs =
+        f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-cas")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::Applied);
     assert_eq!(recs[0].attempts, 2, "first attempt lost the compare-and-swap");
     assert_eq!(recs[0].old_weights.iter().map(|w| w.weight).collect::<Vec<_>>(), [50, 50], "re-read the operator's weights");
@@ -200,7 +205,8 @@ async fn replication_older_than_the_rpo_holds_with_a_critical_notice() -> Result
     let f = w.function(&[], builtin()).await?;
     primary_down(&w).await?;
     w.set_replication("us-west-2", t0() - 2 * 60 * MIN).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-rpo")?, Invocation::at(t0() + 5 * SEC)).await?;
+    let recs =
+        f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-rpo")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::NoChange);
     assert_eq!(w.weights().await?, weights(100, 0));
     let n = w.notices(1, 10).await?;
@@ -216,7 +222,8 @@ async fn a_stale_source_behind_a_fresh_one_holds_the_rpo_gate_and_the_record_nam
     // Redis was copied a minute ago; ChromaDB's newest verified backup is two hours old.
     w.set_replication_sources("us-west-2", &[("redis", t0() - MIN), ("chromadb", t0() - 2 * 60 * MIN)]).await?;
     let f = w.function(&[], builtin()).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-rpo-src")?, Invocation::at(t0() + 5 * SEC)).await?;
+    let recs =
+        f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-rpo-src")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::NoChange, "{:?}", recs[0].policy);
     assert_eq!(w.weights().await?, weights(100, 0));
     let record = serde_json::to_value(&recs[0])?;
@@ -236,7 +243,8 @@ async fn dry_run_changes_nothing_and_says_so() -> Result<()> {
     let w = World::start().await?;
     let f = w.function(&[("KBHA_DRY_RUN", "true")], builtin()).await?;
     primary_down(&w).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-dry")?, Invocation::at(t0() + 5 * SEC)).await?;
+    let recs =
+        f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-dry")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::DryRun);
     assert_eq!(w.weights().await?, weights(100, 0));
     let n = w.notices(1, 10).await?;
@@ -254,7 +262,8 @@ async fn a_trapping_policy_falls_back_and_an_alert_names_it() -> Result<()> {
     let policies = Policies::new(trap, Some(builtin_policy::<Failover>()?));
     let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"unreachable"}"#)], policies).await?;
     primary_down(&w).await?;
-    let recs = f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-trap")?, Invocation::at(t0() + 5 * SEC)).await?;
+    let recs =
+        f.handle(&alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "m-trap")?, Invocation::at(t0() + 5 * SEC)).await?;
     assert_eq!(recs[0].action, ActionTaken::Applied, "the built-in fallback decided the failover");
     assert_eq!(w.weights().await?, weights(0, 100));
     let n = w.notices(1, 10).await?;
@@ -295,7 +304,8 @@ async fn each_event_shape_drives_the_same_decision() -> Result<()> {
         let w = World::start().await?;
         let f = w.function(&[], builtin()).await?;
         primary_down(&w).await?;
-        let recs = f.handle(&alarm_event(shape, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "shape")?, Invocation::at(t0() + 5 * SEC)).await?;
+        let recs =
+            f.handle(&alarm_event(shape, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "shape")?, Invocation::at(t0() + 5 * SEC)).await?;
         results.push((shape, recs[0].action, recs[0].new_weights.clone(), w.weights().await?));
     }
     for r in &results {

@@ -150,7 +150,11 @@ fn failover_env(c: &FailoverCase) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn failover_fn(w: &World, c: &FailoverCase, settings: Option<&AwsSettings>) -> Result<FailoverFunction<Route53Dns, CloudWatchAlarms, S3Store, SnsNotifier>> {
+async fn failover_fn(
+    w: &World,
+    c: &FailoverCase,
+    settings: Option<&AwsSettings>,
+) -> Result<FailoverFunction<Route53Dns, CloudWatchAlarms, S3Store, SnsNotifier>> {
     let extra = failover_env(c);
     let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let env = w.env(&extra);
@@ -159,7 +163,14 @@ async fn failover_fn(w: &World, c: &FailoverCase, settings: Option<&AwsSettings>
         Some(s) => w.emu.sdk_config_with(s).await,
         None => w.emu.sdk_config().await,
     };
-    Ok(FailoverFunction::new(cfg, Route53Dns::from_conf(&conf), CloudWatchAlarms::from_conf(&conf), S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), builtin_failover()?))
+    Ok(FailoverFunction::new(
+        cfg,
+        Route53Dns::from_conf(&conf),
+        CloudWatchAlarms::from_conf(&conf),
+        S3Store::from_conf(&conf),
+        SnsNotifier::from_conf(&conf),
+        builtin_failover()?,
+    ))
 }
 
 fn failover_calls(w: &World, bucket: &str) -> Vec<Call> {
@@ -230,7 +241,11 @@ async fn failover_every_call_failing_n_times_then_succeeding_fails_over_once() -
             let outcome: Result<()> = async {
                 let recs = f.handle(&ev, Invocation::at(t0() + 5 * SEC)).await?;
                 consumed(&w.emu, call.name).await?;
-                ensure!(recs.len() == 1 && recs[0].action == ActionTaken::Applied, "{:?}", recs.iter().map(|r| r.action).collect::<Vec<_>>());
+                ensure!(
+                    recs.len() == 1 && recs[0].action == ActionTaken::Applied,
+                    "{:?}",
+                    recs.iter().map(|r| r.action).collect::<Vec<_>>()
+                );
                 // A lost ChangeResourceRecordSets answer leaves no change id to report.
                 let lost_change_answer = kind == Kind::ResetAfter && call.name.contains("Change");
                 ensure!(recs[0].change_id.is_none() == lost_change_answer, "change id {:?}", recs[0].change_id);
@@ -320,7 +335,12 @@ async fn failover_under_a_stalled_route53_fails_retryably_in_bounded_time() -> R
     let c = failover_case(&w, 1).await?;
     // Production uses 10 s per attempt and 30 s per call under a 60 s Lambda timeout;
     // scaled down 30x here, the shape is the same.
-    let settings = AwsSettings { attempt_timeout: Duration::from_millis(300), operation_timeout: Duration::from_secs(1), max_attempts: 3, ..w.emu.aws_settings() };
+    let settings = AwsSettings {
+        attempt_timeout: Duration::from_millis(300),
+        operation_timeout: Duration::from_secs(1),
+        max_attempts: 3,
+        ..w.emu.aws_settings()
+    };
     let f = failover_fn(&w, &c, Some(&settings)).await?;
     w.emu.inject(&Fault::delay("route53", 5_000).times(FOREVER)).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "stalled")?;
@@ -402,8 +422,13 @@ async fn verifier_fn(emu: &Emulator, c: &VerifierCase, settings: Option<&AwsSett
         Some(s) => emu.sdk_config_with(s).await,
         None => emu.sdk_config().await,
     };
-    Ok(VerifierFunction::new(cfg, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), kbha_hosting::Policies::<Replication>::single(builtin::<Replication>()?))
-        .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2")))
+    Ok(VerifierFunction::new(
+        cfg,
+        S3Store::from_conf(&conf),
+        SnsNotifier::from_conf(&conf),
+        kbha_hosting::Policies::<Replication>::single(builtin::<Replication>()?),
+    )
+    .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2")))
 }
 
 async fn get_json(emu: &Emulator, bucket: &str, key: &str) -> Result<Option<Value>> {
@@ -415,11 +440,16 @@ async fn get_json(emu: &Emulator, bucket: &str, key: &str) -> Result<Option<Valu
 }
 
 async fn verification_record(emu: &Emulator, c: &VerifierCase, key: &str) -> Result<Option<VerificationRecord>> {
-    Ok(get_json(emu, &c.state, &format!("kbha/replication/records/{}/{key}.json", c.backups)).await?.map(serde_json::from_value).transpose()?)
+    Ok(get_json(emu, &c.state, &format!("kbha/replication/records/{}/{key}.json", c.backups))
+        .await?
+        .map(serde_json::from_value)
+        .transpose()?)
 }
 
 async fn status_at(emu: &Emulator, c: &VerifierCase, region: &str) -> Result<Option<i64>> {
-    Ok(get_json(emu, &c.state, &format!("kbha/replication/status/{region}.json")).await?.and_then(|v| v["newest_verified_backup_at_ms"].as_i64()))
+    Ok(get_json(emu, &c.state, &format!("kbha/replication/status/{region}.json"))
+        .await?
+        .and_then(|v| v["newest_verified_backup_at_ms"].as_i64()))
 }
 
 /// The good backup verified once: record `ok`, both regions' status at its time, no notice.
@@ -461,7 +491,10 @@ fn verifier_calls() -> Vec<(Call, &'static str)> {
         (Call::new("s3 PutObject verification record", "s3", "PUT", format!("{st}/kbha/replication/records/"), S3_WRITE), BACKUP_KEY),
         (Call::new("s3 GetObject status", "s3", "GET", format!("{st}/kbha/replication/status/"), S3_READ), BACKUP_KEY),
         (Call::new("s3 PutObject status", "s3", "PUT", format!("{st}/kbha/replication/status/"), S3_WRITE), BACKUP_KEY),
-        (Call::new("s3 PutObject record (notified)", "s3", "PUT", format!("{st}/kbha/replication/records/"), S3_WRITE).after(1), BROKEN_KEY),
+        (
+            Call::new("s3 PutObject record (notified)", "s3", "PUT", format!("{st}/kbha/replication/records/"), S3_WRITE).after(1),
+            BROKEN_KEY,
+        ),
         (Call::new("sns Publish", "sns", "POST", "^/$".into(), SNS), BROKEN_KEY),
     ]
 }
@@ -554,7 +587,12 @@ async fn verifier_notice_failing_for_good_is_sent_exactly_once_by_the_retry() ->
 async fn verifier_under_a_stalled_s3_fails_retryably_in_bounded_time() -> Result<()> {
     let emu = Emulator::start()?;
     let c = verifier_case(&emu, 1).await?;
-    let settings = AwsSettings { attempt_timeout: Duration::from_millis(300), operation_timeout: Duration::from_secs(1), max_attempts: 3, ..emu.aws_settings() };
+    let settings = AwsSettings {
+        attempt_timeout: Duration::from_millis(300),
+        operation_timeout: Duration::from_secs(1),
+        max_attempts: 3,
+        ..emu.aws_settings()
+    };
     let v = verifier_fn(&emu, &c, Some(&settings)).await?;
     let up = head_object(&emu, &c.backups, BACKUP_KEY).await?;
     emu.inject(&Fault::delay("s3", 5_000).method("HEAD").times(FOREVER)).await?;
@@ -592,7 +630,12 @@ async fn router_fn(emu: &Emulator, c: &RouterCase, settings: Option<&AwsSettings
         Some(s) => emu.sdk_config_with(s).await,
         None => emu.sdk_config().await,
     };
-    Ok(AlertRouter::new(cfg, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), kbha_hosting::Policies::<Alerting>::new(builtin::<Alerting>()?, None)))
+    Ok(AlertRouter::new(
+        cfg,
+        S3Store::from_conf(&conf),
+        SnsNotifier::from_conf(&conf),
+        kbha_hosting::Policies::<Alerting>::new(builtin::<Alerting>()?, None),
+    ))
 }
 
 /// A critical CloudWatch alarm as SNS delivers it to the router.
@@ -648,7 +691,11 @@ async fn router_every_call_failing_n_times_then_succeeding_delivers_once() -> Re
             let outcome: Result<()> = async {
                 let recs = r.handle(&ev, Invocation::at(t0())).await?;
                 consumed(&emu, call.name).await?;
-                ensure!(recs.len() == 1 && recs[0].outcome == Outcome::Delivered, "{:?}", recs.iter().map(|r| r.outcome).collect::<Vec<_>>());
+                ensure!(
+                    recs.len() == 1 && recs[0].outcome == Outcome::Delivered,
+                    "{:?}",
+                    recs.iter().map(|r| r.outcome).collect::<Vec<_>>()
+                );
                 assert_delivered_once(&emu, &c).await
             }
             .await;
@@ -686,7 +733,12 @@ async fn router_claim_write_failing_for_good_delivers_nothing_and_the_retry_deli
 async fn router_under_a_stalled_s3_fails_retryably_in_bounded_time() -> Result<()> {
     let emu = Emulator::start()?;
     let c = router_case(&emu, 1).await?;
-    let settings = AwsSettings { attempt_timeout: Duration::from_millis(300), operation_timeout: Duration::from_secs(1), max_attempts: 3, ..emu.aws_settings() };
+    let settings = AwsSettings {
+        attempt_timeout: Duration::from_millis(300),
+        operation_timeout: Duration::from_secs(1),
+        max_attempts: 3,
+        ..emu.aws_settings()
+    };
     let r = router_fn(&emu, &c, Some(&settings)).await?;
     emu.inject(&Fault::delay("s3", 5_000).times(FOREVER)).await?;
     let started = Instant::now();

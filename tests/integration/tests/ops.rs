@@ -6,8 +6,8 @@
 
 use anyhow::{Context, Result};
 use kbha_aws::{Identity, StsIdentity};
-use kbha_failover::ops::{Command, OpsError};
 use kbha_failover::ActionTaken;
+use kbha_failover::ops::{Command, OpsError};
 use kbha_hosting::record::Invocation;
 use kbha_integration::*;
 
@@ -94,7 +94,11 @@ async fn a_drain_with_nowhere_to_move_the_traffic_is_an_error_that_keeps_the_mar
     let a = s.actions.last().context("the attempt is recorded")?;
     assert!(a.detail.contains("could not be moved off"), "{a:?}");
     let n = w.notices(2, 10).await?;
-    assert!(n.iter().any(|n| n["type"] == "operator" && n["summary"].as_str().unwrap_or("").contains("could not be moved off")), "{:?}", summaries(&n));
+    assert!(
+        n.iter().any(|n| n["type"] == "operator" && n["summary"].as_str().unwrap_or("").contains("could not be moved off")),
+        "{:?}",
+        summaries(&n)
+    );
     Ok(())
 }
 
@@ -102,7 +106,8 @@ async fn a_drain_with_nowhere_to_move_the_traffic_is_an_error_that_keeps_the_mar
 async fn approve_failback_returns_traffic_on_the_next_evaluation_and_is_used_up() -> Result<()> {
     let w = world_with_alarms().await?;
     // A return all at once (an approved stepped return: tests/integration/tests/plans.rs).
-    let env = [("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60"), ("KBHA_RETURN_STEPS", "100")];
+    let env =
+        [("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60"), ("KBHA_RETURN_STEPS", "100")];
     let f = w.function(&env, builtin()).await?;
     assert_eq!(fail(&w, &f, "primary", t0()).await?.action, ActionTaken::Applied);
     recover(&w, &f, "primary", t0() + 5 * MIN).await?;
@@ -124,7 +129,8 @@ async fn approve_failback_returns_traffic_on_the_next_evaluation_and_is_used_up(
 #[tokio::test]
 async fn an_approval_lapses_when_the_primary_fails_again_before_the_return() -> Result<()> {
     let w = world_with_alarms().await?;
-    let f = w.function(&[("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60")], builtin()).await?;
+    let f =
+        w.function(&[("KBHA_FAILBACK", "manual"), ("KBHA_HYSTERESIS_SECONDS", "60"), ("KBHA_COOLDOWN_SECONDS", "60")], builtin()).await?;
     fail(&w, &f, "primary", t0()).await?;
     recover(&w, &f, "primary", t0() + 5 * MIN).await?;
     f.operate(ME, &Command::ApproveFailback, t0() + 6 * MIN).await?;
@@ -160,7 +166,12 @@ async fn a_manual_shift_goes_through_the_guardrails_and_force_needs_break_glass(
     assert_eq!(w.weights().await?, weights(100, 0));
     // Explicit weights, and a clear error for nonsense.
     w.set_health("primary", true).await?;
-    let half = Command::Shift { to: None, weights: kbha_failover::ops::parse_weights("primary=50,secondary=50").map_err(anyhow::Error::msg)?, force: false, reason: "split".into() };
+    let half = Command::Shift {
+        to: None,
+        weights: kbha_failover::ops::parse_weights("primary=50,secondary=50").map_err(anyhow::Error::msg)?,
+        force: false,
+        reason: "split".into(),
+    };
     glass.operate(ME, &half, t0() + 3 * MIN).await?;
     assert_eq!(w.weights().await?, weights(50, 50));
     let err = f.operate(ME, &Command::Shift { to: None, weights: vec![], force: false, reason: String::new() }, t0() + 4 * MIN).await;
@@ -206,7 +217,12 @@ async fn a_command_racing_the_function_loses_nothing() -> Result<()> {
     w.set_health("primary", false).await?;
     w.emu.set_alarm_state_at("us-east-1", PRIMARY_ALARM, "ALARM", "test", t0()).await?;
     let ev = alarm_event(Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", t0(), "race-shift")?;
-    let split = Command::Shift { to: None, weights: kbha_failover::ops::parse_weights("primary=0,secondary=200").map_err(anyhow::Error::msg)?, force: false, reason: "more".into() };
+    let split = Command::Shift {
+        to: None,
+        weights: kbha_failover::ops::parse_weights("primary=0,secondary=200").map_err(anyhow::Error::msg)?,
+        force: false,
+        reason: "more".into(),
+    };
     let (r, o) = tokio::join!(f.handle(&ev, Invocation::at(t0() + 5 * SEC)), f.operate(ME, &split, t0() + 5 * SEC));
     let r = r?.pop().context("record")?;
     let s = state(&w, &f).await?;
@@ -299,9 +315,6 @@ async fn a_change_not_insync_in_time_is_announced_once_and_operators_close_incid
     let ledger = ledger_objects(&w).await?;
     assert_eq!(ledger[0].closed_by.as_deref(), Some(who.as_str()));
     assert!(ledger[0].operator_actions.iter().any(|a| a.command == "close-incident" && a.by == who));
-    assert!(matches!(
-        f.operate(&who, &Command::CloseIncident { reason: "again".into() }, t0() + 6 * MIN).await,
-        Err(OpsError::Invalid(_))
-    ));
+    assert!(matches!(f.operate(&who, &Command::CloseIncident { reason: "again".into() }, t0() + 6 * MIN).await, Err(OpsError::Invalid(_))));
     Ok(())
 }

@@ -91,10 +91,7 @@ impl Pager {
 
 /// The notice's own time (`at`), which is when the failover function decided.
 fn notice_at(n: &SnsEnvelope) -> i64 {
-    serde_json::from_str::<Value>(&n.message)
-        .ok()
-        .and_then(|m| m["at"].as_str().and_then(|t| parse_timestamp(t).ok()))
-        .unwrap_or_default()
+    serde_json::from_str::<Value>(&n.message).ok().and_then(|m| m["at"].as_str().and_then(|t| parse_timestamp(t).ok())).unwrap_or_default()
 }
 
 fn summary(n: &SnsEnvelope) -> String {
@@ -194,7 +191,12 @@ async fn an_hour_of_the_rpo_gate_holding_pages_once() -> Result<()> {
     let remind_ms = f.config().remind_s as i64 * SEC;
     let want = pages_for(t0() + 5 * SEC, HOUR - 5 * SEC, remind_ms, repeat_ms);
     println!("  (the rules: {want} page(s) with a repeat interval of {} s and reminders every {} s)", repeat_ms / SEC, remind_ms / SEC);
-    assert_eq!(pages.len(), want, "one page, then one per repeat interval: {:?}", pages.iter().map(|d| d.subject.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        pages.len(),
+        want,
+        "one page, then one per repeat interval: {:?}",
+        pages.iter().map(|d| d.subject.clone()).collect::<Vec<_>>()
+    );
     assert_eq!(pages.len(), pages_by_the_rule(&notices, repeat_ms));
     assert!(notices.len() <= 2, "an unchanged hold is not re-announced every tick: {} notices", notices.len());
     let record = p.w.fx.record_name.trim_end_matches('.');

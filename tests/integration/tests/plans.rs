@@ -201,7 +201,8 @@ async fn a_switchover_waits_for_the_rpo_gate_and_refuses_a_target_that_is_down()
     f.operate(ME, &Command::Abort { reason: "enough".into() }, t0() + 2 * MIN).await?;
     assert_eq!(w.weights().await?, weights(100, 0));
     w.set_health("secondary", false).await?;
-    let err = f.operate(ME, &Command::Switchover { to: "secondary".into(), steps, reason: "x".into() }, t0() + 3 * MIN).await.expect_err("down");
+    let err =
+        f.operate(ME, &Command::Switchover { to: "secondary".into(), steps, reason: "x".into() }, t0() + 3 * MIN).await.expect_err("down");
     assert!(err.to_string().contains("observed up"), "{err}");
     Ok(())
 }

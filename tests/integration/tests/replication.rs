@@ -28,7 +28,9 @@ async fn a_good_backup_is_ok_its_record_written_and_both_regions_status_raised()
     let key = "chromadb/2026/11/26/chroma-10-00.tar.gz";
     let taken_at = recent();
     let up = w.put_backup(key, &files(), taken_at).await?;
-    w.emu.put_bytes(REPLICA, key, w.emu.s3().await.get_object().bucket(BACKUPS).key(key).send().await?.body.collect().await?.to_vec()).await?;
+    w.emu
+        .put_bytes(REPLICA, key, w.emu.s3().await.get_object().bucket(BACKUPS).key(key).send().await?.body.collect().await?.to_vec())
+        .await?;
     let v = w.verifier(&[]).await?;
     let now = up.last_modified_ms + 60_000;
     let records = v.handle(&s3_event(S3Shape::Direct, &[&up]), Invocation::lambda(now, "0c9a7e44-request-1")).await?;
@@ -128,7 +130,8 @@ async fn the_dead_man_check_breaches_when_no_backup_is_within_the_rpo() -> Resul
     v.handle(&s3_event(S3Shape::Direct, &[&up]), Invocation::at(up.last_modified_ms + 60_000)).await?;
 
     // Just after the backup: chromadb fine, redis has never had one.
-    let records = v.handle(&schedule(up.last_modified_ms + 10 * 60_000, "tick-1"), Invocation::at(up.last_modified_ms + 10 * 60_000)).await?;
+    let records =
+        v.handle(&schedule(up.last_modified_ms + 10 * 60_000, "tick-1"), Invocation::at(up.last_modified_ms + 10 * 60_000)).await?;
     let verdicts: Vec<_> = records.iter().map(|r| (r.subject.as_str(), r.verdict)).collect();
     assert_eq!(verdicts, vec![("source:chromadb", Some(Verdict::Ok)), ("source:redis", Some(Verdict::Breach))]);
     let notices = w.notices(2, 3).await?;

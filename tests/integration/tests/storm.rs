@@ -380,13 +380,11 @@ fn failover_model(s: &Storm) -> FailoverExpect {
                     *e.notices.entry(kind).or_default() += 1;
                 }
             }
-            Work::Tick { .. } => {
-                match judge(&mut w, ev.now_ms, &mut e) {
-                    "no_change" => {}
-                    "plan_ended" => *e.notices.entry("no_change".into()).or_default() += 1,
-                    kind => *e.notices.entry(kind.into()).or_default() += 1,
-                }
-            }
+            Work::Tick { .. } => match judge(&mut w, ev.now_ms, &mut e) {
+                "no_change" => {}
+                "plan_ended" => *e.notices.entry("no_change".into()).or_default() += 1,
+                kind => *e.notices.entry(kind.into()).or_default() += 1,
+            },
             _ => {}
         }
     }
@@ -500,7 +498,12 @@ impl RouterWorld {
         ]);
         let cfg = RouterConfig::from_lookup(|k| env.get(k).cloned())?;
         let conf = self.emu.sdk_config().await;
-        Ok(AlertRouter::new(cfg, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), Policies::<Alerting>::new(builtin::<Alerting>()?, None)))
+        Ok(AlertRouter::new(
+            cfg,
+            S3Store::from_conf(&conf),
+            SnsNotifier::from_conf(&conf),
+            Policies::<Alerting>::new(builtin::<Alerting>()?, None),
+        ))
     }
 }
 
@@ -571,11 +574,13 @@ async fn run(f: &Functions, ev: &Event) -> Result<std::result::Result<usize, Str
             Err(e) if e.retryable() => Err(e.to_string()),
             Err(e) => bail!("tick {id}: {e}"),
         },
-        Work::Router { t, id } => match f.router.handle(&router_event(&f.storm.router_transitions[*t], id)?, Invocation::at(ev.now_ms)).await {
-            Ok(_) => Ok(0),
-            Err(e) if e.retryable() => Err(e.to_string()),
-            Err(e) => bail!("router {id}: {e}"),
-        },
+        Work::Router { t, id } => {
+            match f.router.handle(&router_event(&f.storm.router_transitions[*t], id)?, Invocation::at(ev.now_ms)).await {
+                Ok(_) => Ok(0),
+                Err(e) if e.retryable() => Err(e.to_string()),
+                Err(e) => bail!("router {id}: {e}"),
+            }
+        }
         Work::Verify { b, shape } => match f.verifier.handle(&s3_event(*shape, &[&f.backups[*b]]), Invocation::at(ev.now_ms)).await {
             Ok(_) => Ok(0),
             Err(e) if e.retryable() => Err(e.to_string()),
@@ -722,7 +727,11 @@ async fn ten_thousand_mixed_events_end_exactly_where_the_model_says() -> Result<
         let n = want_deliveries.iter().filter(|d| d.0 == *topic).count();
         for d in drain_all(&al.emu, tq, n).await? {
             let m: Value = serde_json::from_str(&d.message)?;
-            got_deliveries.push(((*topic).to_owned(), m["name"].as_str().unwrap_or("?").to_owned(), m["status"].as_str().unwrap_or("?").to_owned()));
+            got_deliveries.push((
+                (*topic).to_owned(),
+                m["name"].as_str().unwrap_or("?").to_owned(),
+                m["status"].as_str().unwrap_or("?").to_owned(),
+            ));
         }
     }
     got_deliveries.sort();
@@ -789,13 +798,26 @@ async fn ten_thousand_mixed_events_end_exactly_where_the_model_says() -> Result<
     );
 
     ensure!(events >= total.min(1000), "the plan made only {events} events");
-    let lost = f.storm.failover_transitions.len() - f.storm.bursts.iter().flatten().filter_map(|e| match e.work { Work::Failover { t, .. } => Some(t), _ => None }).collect::<std::collections::BTreeSet<_>>().len();
+    let lost = f.storm.failover_transitions.len()
+        - f.storm
+            .bursts
+            .iter()
+            .flatten()
+            .filter_map(|e| match e.work {
+                Work::Failover { t, .. } => Some(t),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
     let flaps = f.storm.bursts.iter().flatten().filter(|e| matches!(e.work, Work::World { healthy: Some(false), .. })).count();
     println!(
         "storm: failover world: {lost} lost transitions, {flaps} health flaps; stepped returns: {} started, {} completed, {} rolled back",
         want.returns, want.completed, want.rolled_back
     );
-    ensure!(want.changes >= 2 && lost > 0 && flaps > 0, "the storm must flap, lose transitions and flap health: {want:?}, {lost} lost, {flaps} flaps");
+    ensure!(
+        want.changes >= 2 && lost > 0 && flaps > 0,
+        "the storm must flap, lose transitions and flap health: {want:?}, {lost} lost, {flaps} flaps"
+    );
     ensure!(want.completed > 0 && want.rolled_back > 0, "the storm must complete a stepped return and roll one back: {want:?}");
     assert_eq!(got_weights, want_weights, "final Route 53 weights");
     assert_eq!(got_changes, want.changes, "Route 53 change batches accepted");

@@ -178,7 +178,8 @@ fn serve_connection(conn: TcpStream, seen: &Mutex<Seen>) -> Result<()> {
     let mut r = BufReader::new(conn);
     while let Some(req) = read_request(&mut r)? {
         let (status, headers, body) = answer(&req, seen);
-        let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nx-amz-request-id: stub\r\nx-amzn-RequestId: stub\r\n", body.len());
+        let mut out =
+            format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nx-amz-request-id: stub\r\nx-amzn-RequestId: stub\r\n", body.len());
         for (k, v) in headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -249,24 +250,32 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
                 .iter()
                 .map(|r| format!("<HealthCheckObservation><Region>{r}</Region><IPAddress>192.0.2.1</IPAddress><StatusReport><Status>{status}</Status><CheckedTime>2026-11-26T10:00:00Z</CheckedTime></StatusReport></HealthCheckObservation>"))
                 .collect();
-            return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><GetHealthCheckStatusResponse xmlns="{R53}"><HealthCheckObservations>{obs}</HealthCheckObservations></GetHealthCheckStatusResponse>"#));
+            return xml(format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><GetHealthCheckStatusResponse xmlns="{R53}"><HealthCheckObservations>{obs}</HealthCheckObservations></GetHealthCheckStatusResponse>"#
+            ));
         }
         if let Some(id) = rest.strip_prefix("change/") {
             // The ledger asks whether the change is INSYNC yet.
             s.ops.push(format!("route53:GetChange {id}"));
-            return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><GetChangeResponse xmlns="{R53}"><ChangeInfo><Id>/change/{id}</Id><Status>INSYNC</Status><SubmittedAt>2026-11-26T10:00:00.000Z</SubmittedAt></ChangeInfo></GetChangeResponse>"#));
+            return xml(format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><GetChangeResponse xmlns="{R53}"><ChangeInfo><Id>/change/{id}</Id><Status>INSYNC</Status><SubmittedAt>2026-11-26T10:00:00.000Z</SubmittedAt></ChangeInfo></GetChangeResponse>"#
+            ));
         }
         if req.method == "POST" {
             s.ops.push("route53:ChangeResourceRecordSets".into());
             s.change_at = Some(req.arrived);
-            return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsResponse xmlns="{R53}"><ChangeInfo><Id>/change/C0BENCH</Id><Status>PENDING</Status><SubmittedAt>2026-11-26T10:00:00.000Z</SubmittedAt><Comment>bench</Comment></ChangeInfo></ChangeResourceRecordSetsResponse>"#));
+            return xml(format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsResponse xmlns="{R53}"><ChangeInfo><Id>/change/C0BENCH</Id><Status>PENDING</Status><SubmittedAt>2026-11-26T10:00:00.000Z</SubmittedAt><Comment>bench</Comment></ChangeInfo></ChangeResourceRecordSetsResponse>"#
+            ));
         }
         s.ops.push("route53:ListResourceRecordSets".into());
         let rrs: String = [("primary", 100, "192.0.2.10"), ("secondary", 0, "198.51.100.10")]
             .iter()
             .map(|(id, w, ip)| format!("<ResourceRecordSet><Name>{RECORD}.</Name><Type>A</Type><SetIdentifier>{id}</SetIdentifier><Weight>{w}</Weight><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>{ip}</Value></ResourceRecord></ResourceRecords><HealthCheckId>hc-{id}</HealthCheckId></ResourceRecordSet>"))
             .collect();
-        return xml(format!(r#"<?xml version="1.0" encoding="UTF-8"?><ListResourceRecordSetsResponse xmlns="{R53}"><ResourceRecordSets>{rrs}</ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>300</MaxItems></ListResourceRecordSetsResponse>"#));
+        return xml(format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><ListResourceRecordSetsResponse xmlns="{R53}"><ResourceRecordSets>{rrs}</ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>300</MaxItems></ListResourceRecordSetsResponse>"#
+        ));
     }
     if req.method == "POST" && path == "/" {
         // The AWS query protocol (SNS, CloudWatch): the action is in the form body.
@@ -286,7 +295,9 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
                     .iter()
                     .map(|n| format!("<member><AlarmName>{n}</AlarmName><AlarmArn>arn:aws:cloudwatch:{}:111122223333:alarm:{n}</AlarmArn><StateValue>OK</StateValue><StateReason>bench</StateReason><StateUpdatedTimestamp>{since}</StateUpdatedTimestamp></member>", req.region))
                     .collect();
-                return xml(format!(r#"<DescribeAlarmsResponse xmlns="{CLOUDWATCH}"><DescribeAlarmsResult><MetricAlarms>{members}</MetricAlarms><CompositeAlarms/></DescribeAlarmsResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></DescribeAlarmsResponse>"#));
+                return xml(format!(
+                    r#"<DescribeAlarmsResponse xmlns="{CLOUDWATCH}"><DescribeAlarmsResult><MetricAlarms>{members}</MetricAlarms><CompositeAlarms/></DescribeAlarmsResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></DescribeAlarmsResponse>"#
+                ));
             }
             other => {
                 // A call the bench does not know: recorded (the baseline then refuses
@@ -438,7 +449,14 @@ async fn measure(n: usize) -> Result<Overhead> {
     let warm = n.min(50);
     for i in 0..warm + n {
         let now = kbha_hosting::lambda::now_ms();
-        let event = kbha_integration::alarm_event(kbha_integration::Shape::Sns, PRIMARY_ALARM, "us-east-1", "ALARM", now - 5_000, &format!("bench-{i}"))?;
+        let event = kbha_integration::alarm_event(
+            kbha_integration::Shape::Sns,
+            PRIMARY_ALARM,
+            "us-east-1",
+            "ALARM",
+            now - 5_000,
+            &format!("bench-{i}"),
+        )?;
         // The event as Lambda hands it over: bytes, parsed in the timed part.
         let bytes = serde_json::to_vec(&event)?;
         stub.reset();
@@ -516,7 +534,14 @@ async fn measure(n: usize) -> Result<Overhead> {
                     dns.swap_records(ZONE, &swaps, "kbha failover (bench): primary alarm").await?;
                 }
                 "sns:Publish" => {
-                    notifier.publish("arn:aws:sns:us-east-1:111122223333:kbha-notices", "[kbha warning] api: traffic shifted", &message, &attributes).await?;
+                    notifier
+                        .publish(
+                            "arn:aws:sns:us-east-1:111122223333:kbha-notices",
+                            "[kbha warning] api: traffic shifted",
+                            &message,
+                            &attributes,
+                        )
+                        .await?;
                 }
                 other => bail!("no baseline call for {other} (the failover handler makes a call the bench does not know)"),
             }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use kbha_alert_router::{AlertRouter, RouterConfig};
 use kbha_aws::{S3Store, SnsNotifier};
+use kbha_core::plan::PlanOutcome;
 use kbha_failover::ledger::{Objectives, Report};
 use kbha_failover::ops::Command;
 use kbha_failover::plan::PlanNote;
@@ -28,9 +29,8 @@ use kbha_hosting::record::Invocation;
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, s3_event, schedule, tar_gz};
 use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, fixture, tick};
-use kbha_test_harness::TopicQueue;
 use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
-use kbha_core::plan::PlanOutcome;
+use kbha_test_harness::TopicQueue;
 use scenario::{BackupKind, DrillExpect, Expect, OpsStep, Scenario, Step, offset, parse_duration};
 use serde_json::json;
 
@@ -189,7 +189,12 @@ pub async fn run_file(path: &Path) -> Result<Outcome> {
         print!("{}", crate::report::incident_table(l));
         for p in &l.planned {
             let closed = p.incident.closed_at_ms.map_or("OPEN".to_owned(), kbha_core::time::format_timestamp);
-            println!("  planned event {} (to {}, {} change(s)), closed {closed}", p.incident.id, p.incident.target, p.incident.changes.len());
+            println!(
+                "  planned event {} (to {}, {} change(s)), closed {closed}",
+                p.incident.id,
+                p.incident.target,
+                p.incident.changes.len()
+            );
         }
     }
     for f in &outcome.drill_failures {
@@ -254,7 +259,16 @@ impl Drill {
         let west = aws_sdk_s3::types::CreateBucketConfiguration::builder()
             .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
             .build();
-        world.emu.s3().await.create_bucket().bucket(REPLICA).create_bucket_configuration(west).send().await.context("CreateBucket replica")?;
+        world
+            .emu
+            .s3()
+            .await
+            .create_bucket()
+            .bucket(REPLICA)
+            .create_bucket_configuration(west)
+            .send()
+            .await
+            .context("CreateBucket replica")?;
         let secs = |d: &str| parse_duration(d).map(|ms| (ms / 1000).to_string());
         let (hyst, cool, rpo) = (secs(&s.settings.hysteresis)?, secs(&s.settings.cooldown)?, secs(&s.settings.rpo)?);
         let failback = s.settings.failback.as_str();
@@ -321,7 +335,10 @@ impl Drill {
             world.emu.set_alarm_state_at(region, alarm, "OK", "drill start", base).await?;
         }
         let both = |v: bool| BTreeMap::from([("primary".to_owned(), v), ("secondary".to_owned(), v)]);
-        println!("  provisioned: zone {} record {} (primary us-east-1, secondary us-west-2), health checks, alarms {PRIMARY_ALARM} (us-east-1) {SECONDARY_ALARM} (us-west-2), topic, buckets {BACKUPS} {REPLICA} {STATE_BUCKET}", world.fx.zone_id, world.fx.record_name);
+        println!(
+            "  provisioned: zone {} record {} (primary us-east-1, secondary us-west-2), health checks, alarms {PRIMARY_ALARM} (us-east-1) {SECONDARY_ALARM} (us-west-2), topic, buckets {BACKUPS} {REPLICA} {STATE_BUCKET}",
+            world.fx.zone_id, world.fx.record_name
+        );
         Ok(Drill {
             world,
             failover,
@@ -362,7 +379,8 @@ impl Drill {
             if a.lost {
                 (format!("alarm {} {state} (lost: CloudWatch only)", a.target), "-".to_owned())
             } else {
-                let recs = self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, Invocation::at(now + DELIVERY_MS)).await?;
+                let recs =
+                    self.failover.handle(&alarm_event(shape, alarm, region, &state, now, &id)?, Invocation::at(now + DELIVERY_MS)).await?;
                 notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
                 decided_at = Some(at + DELIVERY_MS);
                 (plan, note) = plan_of(&recs);
@@ -466,7 +484,9 @@ impl Drill {
                 let what = format!("ops switchover --to {to}");
                 (what, Command::Switchover { to, steps, reason: reason.unwrap_or_else(|| "planned switchover (drill)".into()) })
             }
-            "abort" => ("ops abort".to_owned(), Command::Abort { reason: reason.unwrap_or_else(|| "aborted by an operator (drill)".into()) }),
+            "abort" => {
+                ("ops abort".to_owned(), Command::Abort { reason: reason.unwrap_or_else(|| "aborted by an operator (drill)".into()) })
+            }
             other => bail!("ops command {other:?}; expected switchover or abort"),
         })
     }
@@ -649,7 +669,11 @@ fn check_drill(e: &DrillExpect, b: &report::Both, ledger: Option<&Report>) -> Ve
         for i in incidents {
             match i.figures.rto_ms {
                 Some(rto) if rto <= bound => {}
-                got => diff(&format!("RTO of {}", i.incident.id), format!("at most {max}"), got.map_or("not restored".into(), |v| format!("{} s", v / 1000))),
+                got => diff(
+                    &format!("RTO of {}", i.incident.id),
+                    format!("at most {max}"),
+                    got.map_or("not restored".into(), |v| format!("{} s", v / 1000)),
+                ),
             }
         }
     }

@@ -178,7 +178,13 @@ pub fn figures(o: &Outcome) -> Both {
         t += POLL_MS;
     }
     polling.unhealthy_traffic_s = unhealthy_traffic(rows, &polling.series, end);
-    let bound_s = o.scenario.expect.max_unhealthy_traffic.as_deref().and_then(|d| super::scenario::parse_duration(d).ok()).map(|ms| ms as f64 / 1000.0);
+    let bound_s = o
+        .scenario
+        .expect
+        .max_unhealthy_traffic
+        .as_deref()
+        .and_then(|d| super::scenario::parse_duration(d).ok())
+        .map(|ms| ms as f64 / 1000.0);
     Both { kbha, polling, end, alerts: rows.iter().map(|r| r.alerts.len()).sum(), bound_s }
 }
 
@@ -262,7 +268,11 @@ pub fn html(o: &Outcome, b: &Both) -> String {
     h.push_str("<h2>Steps</h2><table><tr><th>at</th><th>step</th><th>outcome</th><th>weights</th><th>notices</th><th>alerts routed</th><th>stepped shift / command</th><th>expectations</th></tr>");
     for r in &o.rows {
         let w: Vec<String> = r.weights.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let e = if r.failures.is_empty() { "<span class=\"pass\">ok</span>".to_owned() } else { format!("<span class=\"fail\">{}</span>", esc(&r.failures.join("\n"))) };
+        let e = if r.failures.is_empty() {
+            "<span class=\"pass\">ok</span>".to_owned()
+        } else {
+            format!("<span class=\"fail\">{}</span>", esc(&r.failures.join("\n")))
+        };
         let alerts: Vec<String> = r.alerts.iter().map(|(sev, subj)| format!("{sev}: {subj}")).collect();
         let _ = write!(
             h,
@@ -283,26 +293,31 @@ pub fn html(o: &Outcome, b: &Both) -> String {
 /// The timeline picture: weight step charts, health, alarms, backups, alerts, kbha's
 /// changes ([`crate::timeline`], the renderer `kbha report` uses too).
 fn svg(o: &Outcome, b: &Both) -> String {
-    let lanes = [("health primary", "primary", true), ("health secondary", "secondary", true), ("alarm primary", "primary", false), ("alarm secondary", "secondary", false)]
-        .into_iter()
-        .map(|(label, target, health)| {
-            let bad = |r: &Row| if health { r.health.get(target) == Some(&false) } else { r.alarms.get(target) == Some(&true) };
-            let mut periods = Vec::new();
-            let mut start: Option<i64> = None;
-            for (k, r) in o.rows.iter().enumerate() {
-                let next = o.rows.get(k + 1).map(|n| n.at).unwrap_or(b.end);
-                if bad(r) && start.is_none() {
-                    start = Some(r.at);
-                }
-                if start.is_some() && (!bad(r) || k + 1 == o.rows.len()) {
-                    let a = start.take().unwrap_or_default();
-                    let z = if bad(r) { next } else { r.at };
-                    periods.push((a, z, if health { "health check failing".to_owned() } else { "ALARM".to_owned() }));
-                }
+    let lanes = [
+        ("health primary", "primary", true),
+        ("health secondary", "secondary", true),
+        ("alarm primary", "primary", false),
+        ("alarm secondary", "secondary", false),
+    ]
+    .into_iter()
+    .map(|(label, target, health)| {
+        let bad = |r: &Row| if health { r.health.get(target) == Some(&false) } else { r.alarms.get(target) == Some(&true) };
+        let mut periods = Vec::new();
+        let mut start: Option<i64> = None;
+        for (k, r) in o.rows.iter().enumerate() {
+            let next = o.rows.get(k + 1).map(|n| n.at).unwrap_or(b.end);
+            if bad(r) && start.is_none() {
+                start = Some(r.at);
             }
-            Lane { label: label.to_owned(), periods }
-        })
-        .collect();
+            if start.is_some() && (!bad(r) || k + 1 == o.rows.len()) {
+                let a = start.take().unwrap_or_default();
+                let z = if bad(r) { next } else { r.at };
+                periods.push((a, z, if health { "health check failing".to_owned() } else { "ALARM".to_owned() }));
+            }
+        }
+        Lane { label: label.to_owned(), periods }
+    })
+    .collect();
     let mut backups = Vec::new();
     let mut alerts = Vec::new();
     let mut actions = Vec::new();
@@ -333,7 +348,13 @@ fn svg(o: &Outcome, b: &Both) -> String {
         }
         if r.outcome.contains("Applied") || r.outcome.contains("Refused") {
             let colour = if r.outcome.contains("Applied") { "#1f6fd1" } else { "#d33" };
-            actions.push(Mark { at: r.at, shape: Shape::Square, colour: colour.to_owned(), title: format!("{} at {}", r.outcome, offset(r.at)), caption: None });
+            actions.push(Mark {
+                at: r.at,
+                shape: Shape::Square,
+                colour: colour.to_owned(),
+                title: format!("{} at {}", r.outcome, offset(r.at)),
+                caption: None,
+            });
         }
     }
     Timeline {
@@ -390,11 +411,8 @@ mod tests {
     fn unhealthy_traffic_integrates_the_share_on_failing_targets_from_when_the_handler_ran() {
         // Primary fails at 60 s; the handler runs at 92 s and moves everything away; the
         // secondary fails at 200 s with nowhere to go; the timeline ends at 300 s.
-        let rows = [
-            row(60_000, None, 100, [false, true]),
-            row(90_000, Some(92_000), 0, [false, true]),
-            row(200_000, None, 0, [false, false]),
-        ];
+        let rows =
+            [row(60_000, None, 100, [false, true]), row(90_000, Some(92_000), 0, [false, true]), row(200_000, None, 0, [false, false])];
         let series = [(0, 100.0), (92_000, 0.0)];
         let got = unhealthy_traffic(&rows, &series, 300_000);
         assert!((got - (32.0 + 100.0)).abs() < 1e-9, "{got}");
@@ -413,7 +431,14 @@ mod tests {
         failing.new_notices = 1;
         let mut evacuated = row(90_000, Some(92_000), 0, [false, true]);
         evacuated.outcome = "Applied evacuate".into();
-        let o = Outcome { scenario, base: 0, rows: vec![failing, evacuated], report: "report.html".into(), drill_failures: Vec::new(), ledger: None };
+        let o = Outcome {
+            scenario,
+            base: 0,
+            rows: vec![failing, evacuated],
+            report: "report.html".into(),
+            drill_failures: Vec::new(),
+            ledger: None,
+        };
         let svg = svg(&o, &figures(&o));
         // Two bands, four lanes, three mark rows: the picture drawn before the renderer was shared.
         assert!(svg.contains("height=\"470\""), "{svg}");

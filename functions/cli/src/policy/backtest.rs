@@ -283,13 +283,7 @@ where
 }
 
 /// Backtests `candidate` on decision records (already read).
-pub fn backtest(
-    candidate: &Path,
-    world: Option<&str>,
-    records: &[Value],
-    set: &[String],
-    since_ms: Option<i64>,
-) -> Result<Summary> {
+pub fn backtest(candidate: &Path, world: Option<&str>, records: &[Value], set: &[String], since_ms: Option<i64>) -> Result<Summary> {
     let set = set
         .iter()
         .map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
@@ -380,12 +374,8 @@ async fn read_all(args: &BacktestArgs, since_ms: Option<i64>) -> Result<Vec<Valu
             let settings = AwsSettings { endpoint_url: args.endpoint_url.clone(), ..AwsSettings::default() };
             logs = Some(CloudWatchLogEvents::from_conf(&load_sdk_config(&settings).await));
         }
-        let query = LogQuery {
-            group: group.to_owned(),
-            start_ms: since_ms,
-            pattern: Some(RECORD_TERM.to_owned()),
-            page_size: args.page_size,
-        };
+        let query =
+            LogQuery { group: group.to_owned(), start_ms: since_ms, pattern: Some(RECORD_TERM.to_owned()), page_size: args.page_size };
         if let Some(l) = &logs {
             read_logs(l, &query, &mut records).await?;
         }
@@ -432,11 +422,8 @@ pub fn render(s: &Summary) -> String {
 /// Runs `kbha policy backtest`.
 pub fn run(args: &BacktestArgs) -> Result<ExitCode> {
     let go = || -> Result<Summary> {
-        let since_ms = args
-            .since
-            .as_deref()
-            .map(|s| crate::report::parse_span(s).map(|span| kbha_hosting::lambda::now_ms() - span))
-            .transpose()?;
+        let since_ms =
+            args.since.as_deref().map(|s| crate::report::parse_span(s).map(|span| kbha_hosting::lambda::now_ms() - span)).transpose()?;
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let records = rt.block_on(read_all(args, since_ms))?;
         if records.is_empty() {
@@ -486,7 +473,8 @@ mod tests {
     #[test]
     fn records_of_the_builtin_policy_replay_equal_and_a_changed_input_is_unreadable() -> Result<()> {
         let policy = kbha_hosting::builtin::<Failover>()?;
-        let input: kbha_core::FailoverInput = serde_json::from_str(include_str!("../../../../policies/failover-default/cases/healthy-primary-holds/input.json"))?;
+        let input: kbha_core::FailoverInput =
+            serde_json::from_str(include_str!("../../../../policies/failover-default/cases/healthy-primary-holds/input.json"))?;
         let decision = policy.decide(&input).map_err(|f| anyhow::anyhow!("{f:?}"))?;
         let recorded = kbha_hosting::record::RecordedInput::of(&input);
         let mut record = json!({

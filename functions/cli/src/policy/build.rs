@@ -30,23 +30,14 @@ enum Toolchain {
     /// rustup's stable toolchain with the wasm32 target installed.
     Rustup,
     /// Debian's rustc-web, rebuilding std from source.
-    DebianBuildStd {
-        rustc: PathBuf,
-        cargo: PathBuf,
-        linker: Option<PathBuf>,
-    },
+    DebianBuildStd { rustc: PathBuf, cargo: PathBuf, linker: Option<PathBuf> },
 }
 
 fn rustup_has_target() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| {
-            o.status.success()
-                && String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .any(|l| l.trim() == TARGET)
-        })
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
         .unwrap_or(false)
 }
 
@@ -70,21 +61,13 @@ fn detect() -> anyhow::Result<Toolchain> {
             .output()
             .ok()
             .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-        let has_src = sysroot.as_deref().is_some_and(|s| {
-            s.join("lib/rustlib/src/rust/library/std/Cargo.toml")
-                .is_file()
-        });
+        let has_src = sysroot.as_deref().is_some_and(|s| s.join("lib/rustlib/src/rust/library/std/Cargo.toml").is_file());
         if has_src {
             // The wasm32 target links with `rust-lld` in wasm-ld flavour;
             // Debian ships it in lld-22 (as /usr/bin/rust-lld or
             // wasm-ld-22). Pass it explicitly only when rustc would not find it.
             let in_sysroot = sysroot.as_deref().is_some_and(|s| {
-                s.join("lib/rustlib")
-                    .read_dir()
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|e| e.path().join("bin/rust-lld").is_file())
+                s.join("lib/rustlib").read_dir().into_iter().flatten().flatten().any(|e| e.path().join("bin/rust-lld").is_file())
             });
             let linker = if in_sysroot || on_path("rust-lld").is_some() {
                 None
@@ -93,11 +76,7 @@ fn detect() -> anyhow::Result<Toolchain> {
             } else {
                 bail!("rustc-web is installed but no wasm linker is: run `apt-get install lld-22`");
             };
-            return Ok(Toolchain::DebianBuildStd {
-                rustc,
-                cargo,
-                linker,
-            });
+            return Ok(Toolchain::DebianBuildStd { rustc, cargo, linker });
         }
     }
     bail!("{INSTALL_HINT}")
@@ -145,11 +124,7 @@ fn cargo_build(tc: &Toolchain, package: &Package, wasm_target_dir: &Path) -> any
             c.arg("build");
             c
         }
-        Toolchain::DebianBuildStd {
-            rustc,
-            cargo,
-            linker,
-        } => {
+        Toolchain::DebianBuildStd { rustc, cargo, linker } => {
             let mut c = Command::new(cargo);
             c.args(["build", "-Zbuild-std=std,panic_abort"])
                 .env("RUSTC", rustc)
@@ -173,24 +148,16 @@ fn cargo_build(tc: &Toolchain, package: &Package, wasm_target_dir: &Path) -> any
         Some(m) => cmd.arg("--manifest-path").arg(m),
     };
     cmd.arg("--target-dir")
-    .arg(wasm_target_dir)
-    .current_dir(workspace_root())
-    .env_remove("CARGO_TARGET_DIR")
-    .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run cargo for `{}`", package.name))?;
+        .arg(wasm_target_dir)
+        .current_dir(workspace_root())
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let status = cmd.status().with_context(|| format!("cannot run cargo for `{}`", package.name))?;
     if !status.success() {
-        bail!(
-            "building `{}` for {TARGET} failed ({status})",
-            package.name
-        );
+        bail!("building `{}` for {TARGET} failed ({status})", package.name);
     }
-    Ok(wasm_target_dir
-        .join(TARGET)
-        .join("policy")
-        .join(package.core_module_file()))
+    Ok(wasm_target_dir.join(TARGET).join("policy").join(package.core_module_file()))
 }
 
 /// Core module -> component, in-process, without any WASI adapter.
@@ -254,8 +221,7 @@ pub fn run(out: Option<PathBuf>, only: &[String], crates: &[PathBuf]) -> anyhow:
     for job in jobs {
         let started = Instant::now();
         let core_path = cargo_build(&tc, &job.package, &wasm_target_dir)?;
-        let core = std::fs::read(&core_path)
-            .with_context(|| format!("cannot read `{}`", core_path.display()))?;
+        let core = std::fs::read(&core_path).with_context(|| format!("cannot read `{}`", core_path.display()))?;
         let component = componentize(&core).with_context(|| format!("guest `{}`", job.name))?;
         let inspection = engine.inspect(&component)?;
         if let Some(p) = inspection.problems.first() {
@@ -267,20 +233,13 @@ pub fn run(out: Option<PathBuf>, only: &[String], crates: &[PathBuf]) -> anyhow:
         if let Some(expected) = job.world
             && expected != world
         {
-            bail!(
-                "guest `{}` should implement `{}` but implements `{}`",
-                job.name,
-                expected.wit_name(),
-                world.wit_name()
-            );
+            bail!("guest `{}` should implement `{}` but implements `{}`", job.name, expected.wit_name(), world.wit_name());
         }
         let precompiled = engine.precompile(&component)?;
         let wasm_path = out.join(format!("{}.wasm", job.name));
         let cwasm_path = out.join(format!("{}.cwasm", job.name));
-        std::fs::write(&wasm_path, &component)
-            .with_context(|| format!("cannot write `{}`", wasm_path.display()))?;
-        std::fs::write(&cwasm_path, &precompiled)
-            .with_context(|| format!("cannot write `{}`", cwasm_path.display()))?;
+        std::fs::write(&wasm_path, &component).with_context(|| format!("cannot write `{}`", wasm_path.display()))?;
+        std::fs::write(&cwasm_path, &precompiled).with_context(|| format!("cannot write `{}`", cwasm_path.display()))?;
         println!(
             "{}: world {} ({} ms)\n  {}  {} bytes  {}\n  {}  {} bytes  {}",
             job.name,

@@ -113,8 +113,8 @@ where
     let mut differ = 0;
     for input in inputs {
         let text = std::fs::read_to_string(&input.path).with_context(|| format!("cannot read `{}`", input.path.display()))?;
-        let parsed: K::Input = serde_json::from_str(&text)
-            .with_context(|| format!("`{}` is not a {} input", input.path.display(), K::NAME))?;
+        let parsed: K::Input =
+            serde_json::from_str(&text).with_context(|| format!("`{}` is not a {} input", input.path.display(), K::NAME))?;
         let (a, b) = (outcome(old_policy.as_ref(), &parsed), outcome(new_policy.as_ref(), &parsed));
         if a != b {
             differ += 1;

@@ -125,12 +125,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCommand::Build { out, only, crates } => build::run(out, &only, &crates),
         PolicyCommand::Check { component } => check::run(&component),
-        PolicyCommand::Eval {
-            component,
-            input,
-            world,
-            verbose,
-        } => eval::run(&component, &input, world.as_deref(), verbose),
+        PolicyCommand::Eval { component, input, world, verbose } => eval::run(&component, &input, world.as_deref(), verbose),
         PolicyCommand::Test { component, cases } => test::run(&component, &cases),
         PolicyCommand::Diff { old, new, inputs, world } => diff::run(&old, &new, &inputs, world.as_deref()),
         PolicyCommand::Backtest(args) => backtest::run(&args),
@@ -154,11 +149,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
 /// The workspace root: the CLI lives at `functions/cli`.
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .nth(2)
-        .map(PathBuf::from)
-        .unwrap_or(manifest)
+    manifest.ancestors().nth(2).map(PathBuf::from).unwrap_or(manifest)
 }
 
 /// `$CARGO_TARGET_DIR`, or `<workspace>/target`.
@@ -166,11 +157,7 @@ pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) if !d.is_empty() => {
             let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                workspace_root().join(d)
-            }
+            if d.is_absolute() { d } else { workspace_root().join(d) }
         }
         _ => workspace_root().join("target"),
     }

@@ -188,7 +188,10 @@ pub fn run(name: &str, world: &str, parent: &Path) -> anyhow::Result<ExitCode> {
     let t = template(world);
     let lib_name = name.replace('-', "_");
     let mut files: Vec<(PathBuf, String)> = vec![
-        ("Cargo.toml".into(), cargo_toml(name, world, &relative(&abs, &root.join("policies/sdk")), &relative(&abs, &root.join("functions/core")))),
+        (
+            "Cargo.toml".into(),
+            cargo_toml(name, world, &relative(&abs, &root.join("policies/sdk")), &relative(&abs, &root.join("functions/core"))),
+        ),
         ("README.md".into(), readme(name, world, &dir)),
         // `cargo test` in the crate builds into its own target/.
         (".gitignore".into(), "/target\n".to_owned()),

@@ -118,9 +118,9 @@ pub fn policy_vars(env: &EnvMap) -> PolicyVars {
 pub fn parse_target(raw: &str) -> Result<PolicySource> {
     let raw = raw.trim();
     let raw = raw.strip_prefix("KBHA_POLICY=").unwrap_or(raw);
-    let source: PolicySource = raw.parse().map_err(|e| {
-        anyhow::anyhow!("--policy {e}; pass the `KBHA_POLICY=` line `kbha policy publish` printed (or `builtin`)")
-    })?;
+    let source: PolicySource = raw
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--policy {e}; pass the `KBHA_POLICY=` line `kbha policy publish` printed (or `builtin`)"))?;
     if let PolicySource::S3 { version_id: None, sha256: None, .. } = source {
         bail!(
             "--policy `{raw}` is not pinned: a function would run whatever that key holds later; pass the \
@@ -405,17 +405,18 @@ macro_rules! state_of {
 
 impl LambdaApi for aws_sdk_lambda::Client {
     async fn read_qualified(&self, function: &str, qualifier: Option<&str>) -> Result<FunctionState> {
-        let out = self
-            .get_function_configuration()
-            .function_name(function)
-            .set_qualifier(qualifier.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| {
-                let hint = if e.code() == Some("ResourceNotFoundException") { "; check the name and the region (--region)" } else { "" };
-                let q = qualifier.map(|q| format!(":{q}")).unwrap_or_default();
-                anyhow::anyhow!("cannot read the configuration of `{function}{q}` (lambda GetFunctionConfiguration): {}{hint}", sdk_message(&e))
-            })?;
+        let out =
+            self.get_function_configuration().function_name(function).set_qualifier(qualifier.map(str::to_owned)).send().await.map_err(
+                |e| {
+                    let hint =
+                        if e.code() == Some("ResourceNotFoundException") { "; check the name and the region (--region)" } else { "" };
+                    let q = qualifier.map(|q| format!(":{q}")).unwrap_or_default();
+                    anyhow::anyhow!(
+                        "cannot read the configuration of `{function}{q}` (lambda GetFunctionConfiguration): {}{hint}",
+                        sdk_message(&e)
+                    )
+                },
+            )?;
         state_of!(out, function)
     }
 
@@ -423,16 +424,21 @@ impl LambdaApi for aws_sdk_lambda::Client {
         let mut names = Vec::new();
         let mut pages = self.list_aliases().function_name(function).into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| anyhow::anyhow!("cannot list the aliases of `{function}` (lambda ListAliases): {}", sdk_message(&e)))?;
+            let page =
+                page.map_err(|e| anyhow::anyhow!("cannot list the aliases of `{function}` (lambda ListAliases): {}", sdk_message(&e)))?;
             names.extend(page.aliases().iter().filter_map(|a| a.name().map(str::to_owned)));
         }
         Ok(names)
     }
 
     async fn alias(&self, function: &str, alias: &str) -> Result<AliasState> {
-        let out = self.get_alias().function_name(function).name(alias).send().await.map_err(|e| {
-            anyhow::anyhow!("cannot read the alias `{alias}` of `{function}` (lambda GetAlias): {}", sdk_message(&e))
-        })?;
+        let out = self
+            .get_alias()
+            .function_name(function)
+            .name(alias)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the alias `{alias}` of `{function}` (lambda GetAlias): {}", sdk_message(&e)))?;
         let version = out.function_version().ok_or_else(|| anyhow::anyhow!("lambda GetAlias gave no version for `{function}:{alias}`"))?;
         Ok(AliasState { version: version.to_owned(), revision_id: out.revision_id().map(str::to_owned) })
     }
@@ -486,10 +492,15 @@ impl LambdaApi for aws_sdk_lambda::Client {
             .map_err(|e| {
                 let hint = match e.code() {
                     Some("PreconditionFailedException") => "; the configuration changed since kbha read it: run the command again",
-                    Some("ResourceConflictException") => "; another update of the function is under way: run the command again when it is done",
+                    Some("ResourceConflictException") => {
+                        "; another update of the function is under way: run the command again when it is done"
+                    }
                     _ => "",
                 };
-                anyhow::anyhow!("cannot update the configuration of `{function}` (lambda UpdateFunctionConfiguration): {}{hint}", sdk_message(&e))
+                anyhow::anyhow!(
+                    "cannot update the configuration of `{function}` (lambda UpdateFunctionConfiguration): {}{hint}",
+                    sdk_message(&e)
+                )
             })?;
         state_of!(out, function)
     }
@@ -609,7 +620,8 @@ pub async fn execute(api: &impl LambdaApi, function: &str, op: &Op, dry_run: boo
         Some((name, state)) => policy_vars(&api.read_qualified(function, Some(name)).await?.env) != plan.to || state.version == "$LATEST",
         None => false,
     };
-    let mut moved = alias.as_ref().map(|(name, state)| AliasMove { name: (*name).to_owned(), from_version: state.version.clone(), to_version: None });
+    let mut moved =
+        alias.as_ref().map(|(name, state)| AliasMove { name: (*name).to_owned(), from_version: state.version.clone(), to_version: None });
     let outcome = |action, revision_id, moved: Option<AliasMove>| Outcome {
         action,
         arn: current.arn.clone(),
@@ -672,7 +684,9 @@ async fn run(target: &FunctionArgs, op: Op) -> Result<()> {
                 eprintln!("  {c}");
             }
             let via = match &out.alias {
-                Some(AliasMove { name, from_version, to_version: Some(v) }) => format!(" through alias `{name}` (version {from_version} -> {v})"),
+                Some(AliasMove { name, from_version, to_version: Some(v) }) => {
+                    format!(" through alias `{name}` (version {from_version} -> {v})")
+                }
                 _ => String::new(),
             };
             let undo_alias = out.alias.as_ref().map(|a| format!(" --alias {}", a.name)).unwrap_or_default();
@@ -858,7 +872,14 @@ mod tests {
 
     impl Fake {
         fn new(env: EnvMap, busy_reads: u32, final_status: &'static str) -> Fake {
-            let state = FunctionState { arn: "arn:f".into(), env, revision_id: Some("r0".into()), state: Some("Active".into()), last_update_status: Some("Successful".into()), last_update_reason: None };
+            let state = FunctionState {
+                arn: "arn:f".into(),
+                env,
+                revision_id: Some("r0".into()),
+                state: Some("Active".into()),
+                last_update_status: Some("Successful".into()),
+                last_update_reason: None,
+            };
             Fake { state: Mutex::new((state, 0)), busy_reads, final_status, writes: Mutex::new(vec![]) }
         }
     }

@@ -34,7 +34,8 @@ pub fn read_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read the private key `{shown}`"))?;
     let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or_default();
     if text.starts_with("-----BEGIN") {
-        let (label, der) = SecretDocument::from_pem(text).map_err(|e| anyhow::anyhow!("`{shown}` is not a readable PEM file ({e}); {MAKE_ONE}"))?;
+        let (label, der) =
+            SecretDocument::from_pem(text).map_err(|e| anyhow::anyhow!("`{shown}` is not a readable PEM file ({e}); {MAKE_ONE}"))?;
         match label {
             "PRIVATE KEY" => return pkcs8_key(der.as_bytes(), path),
             "ENCRYPTED PRIVATE KEY" => {
@@ -50,9 +51,8 @@ pub fn read_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
         _ if PrivateKeyInfo::try_from(bytes.as_slice()).is_ok() => return pkcs8_key(&bytes, path),
         _ => bail!("`{shown}` is neither hex nor base64 of a seed nor a PKCS#8 key (PEM or DER); {MAKE_ONE}"),
     };
-    let seed: [u8; 32] = seed
-        .try_into()
-        .map_err(|s: Vec<u8>| anyhow::anyhow!("`{shown}` holds {} bytes; an ed25519 private key is 32", s.len()))?;
+    let seed: [u8; 32] =
+        seed.try_into().map_err(|s: Vec<u8>| anyhow::anyhow!("`{shown}` holds {} bytes; an ed25519 private key is 32", s.len()))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
@@ -220,9 +220,11 @@ mod tests {
 
     /// Runs `openssl` in `dir`; its stdout. A missing openssl fails the test (never a skip).
     fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().map_err(|e| {
-            anyhow::anyhow!("this test needs the `openssl` command (apt-get install openssl): cannot run it: {e}")
-        })?;
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| anyhow::anyhow!("this test needs the `openssl` command (apt-get install openssl): cannot run it: {e}"))?;
         if !out.status.success() {
             bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         }

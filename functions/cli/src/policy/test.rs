@@ -43,9 +43,8 @@ pub fn run(component: &Path, cases: &Path) -> anyhow::Result<ExitCode> {
         let name = case.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         let run_case = |case: &Path| -> anyhow::Result<(Value, Value)> {
             let input = std::fs::read_to_string(case.join("input.json")).context("input.json")?;
-            let expected: Value =
-                serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).context("expected.json")?)
-                    .context("expected.json is not JSON")?;
+            let expected: Value = serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).context("expected.json")?)
+                .context("expected.json is not JSON")?;
             let got = if let Some(p) = &failover {
                 outcome(p.decide(&serde_json::from_str(&input).context("input.json is not a failover input")?))?
             } else if let Some(p) = &replication {

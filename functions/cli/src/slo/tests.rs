@@ -172,7 +172,10 @@ fn metric_names_must_be_given() {
     assert_error(&one_slo("objective = 99.9", &sli("[\"B\"]", "[\" \"]")), &["ratio.total: empty metric name"]);
     assert_error(&one_slo("objective = 99.9", &sli("[]", "[\"T\"]")), &["ratio.bad is empty"]);
     assert_error(&one_slo("objective = 99.9", &sli("[\"B\", \"B\"]", "[\"T\"]")), &["ratio.bad: a metric is listed twice"]);
-    assert_error(&one_slo("objective = 99.9", "[slo.ratio]\nnamespace = \"\"\nbad = [\"B\"]\ntotal = [\"T\"]"), &["ratio.namespace is empty"]);
+    assert_error(
+        &one_slo("objective = 99.9", "[slo.ratio]\nnamespace = \"\"\nbad = [\"B\"]\ntotal = [\"T\"]"),
+        &["ratio.namespace is empty"],
+    );
     assert_error(&one_slo("objective = 99.9", "[slo.ratio]\nnamespace = \"N\"\ntotal = [\"T\"]"), &["missing field `bad`"]);
     assert_error(
         &one_slo("objective = 99", "[slo.latency]\nnamespace = \"AWS/ApplicationELB\"\nmetric = \"\"\nthreshold = 1.0"),
@@ -189,18 +192,33 @@ fn an_slo_has_exactly_one_sli() {
     assert_error(&one_slo("objective = 99.9", ""), &["slo `x`: no SLI"]);
     let latency = "[slo.latency]\nnamespace = \"AWS/ApplicationELB\"\nmetric = \"TargetResponseTime\"\nthreshold = 0.5";
     assert_error(&one_slo("objective = 99.9", &format!("{RATIO}\n{latency}")), &["not both"]);
-    assert_error(&one_slo("objective = 99.9", &format!("{RATIO}\nstatistic = \"Average\"")), &["ratio.statistic: `Average` is not Sum or SampleCount"]);
+    assert_error(
+        &one_slo("objective = 99.9", &format!("{RATIO}\nstatistic = \"Average\"")),
+        &["ratio.statistic: `Average` is not Sum or SampleCount"],
+    );
 }
 
 #[test]
 fn names_parameters_labels_and_severities_are_checked() {
     assert_error(&one_slo("objective = 99.9", RATIO).replace("name = \"x\"", "name = \"Availability\""), &["slo `Availability`: name"]);
-    assert_error(&format!("{}[[slo]]\nname = \"x\"\nobjective = 99\n{RATIO}\n", one_slo("objective = 99.9", RATIO)), &["slo `x`: a second SLO"]);
+    assert_error(
+        &format!("{}[[slo]]\nname = \"x\"\nobjective = 99\n{RATIO}\n", one_slo("objective = 99.9", RATIO)),
+        &["slo `x`: a second SLO"],
+    );
     let dims = |v: &str| one_slo("objective = 99.9", &format!("{RATIO}\ndimensions = {{ LoadBalancer = \"{v}\" }}"));
-    assert_error(&dims("${LoadBalancer}"), &["ratio.dimensions.LoadBalancer: `${LoadBalancer}` is not declared: add [parameters.LoadBalancer]"]);
+    assert_error(
+        &dims("${LoadBalancer}"),
+        &["ratio.dimensions.LoadBalancer: `${LoadBalancer}` is not declared: add [parameters.LoadBalancer]"],
+    );
     assert_error(&dims("app/${LoadBalancer}"), &["must be the whole value"]);
     assert_error(&dims(""), &["ratio.dimensions.LoadBalancer is empty"]);
-    let with_parameter = |name: &str| one_slo("objective = 99.9", RATIO).replacen("service = \"s\"\n", &format!("service = \"s\"\n[parameters.{name}]\ndescription = \"d\"\n"), 1);
+    let with_parameter = |name: &str| {
+        one_slo("objective = 99.9", RATIO).replacen(
+            "service = \"s\"\n",
+            &format!("service = \"s\"\n[parameters.{name}]\ndescription = \"d\"\n"),
+            1,
+        )
+    };
     let unused = with_parameter("TargetGroup");
     assert_error(&unused, &["parameters.TargetGroup: declared but no dimension or value uses `${TargetGroup}`"]);
     assert_error(&with_parameter("NamePrefix"), &["parameters.NamePrefix: `NamePrefix` is a parameter kbha slo render declares itself"]);
@@ -208,7 +226,10 @@ fn names_parameters_labels_and_severities_are_checked() {
     assert_error(&with_parameter("SloAlarmsTopic"), &["parameters.SloAlarmsTopic: names starting with Slo"]);
     assert_error(&format!("labels = {{ severity = \"critical\" }}\n{}", one_slo("objective = 99.9", RATIO)), &["labels.severity"]);
     assert_error(&format!("labels = {{ team = \"two words\" }}\n{}", one_slo("objective = 99.9", RATIO)), &["labels.team"]);
-    assert_error(&format!("{}[severity]\npage = \"urgent\"\n", one_slo("objective = 99.9", RATIO)), &["severity: `urgent` is not one of critical, warning, info"]);
+    assert_error(
+        &format!("{}[severity]\npage = \"urgent\"\n", one_slo("objective = 99.9", RATIO)),
+        &["severity: `urgent` is not one of critical, warning, info"],
+    );
     assert_error("service = \"s\"\n", &["nothing to render"]);
 }
 
@@ -219,7 +240,10 @@ fn capacity_is_checked() {
     assert!(parse(&format!("{base}desired = \"${{Desired}}\"\n")).is_ok());
     assert_error(&format!("{base}desired = 0\n"), &["capacity.desired 0"]);
     assert_error(&format!("{base}desired = 2.5\n"), &["capacity.desired: a float"]);
-    assert_error(&format!("{base}desired = \"${{Other}}\"\n"), &["`${Other}` is not declared as a [parameters.Other] with type = \"Number\""]);
+    assert_error(
+        &format!("{base}desired = \"${{Other}}\"\n"),
+        &["`${Other}` is not declared as a [parameters.Other] with type = \"Number\""],
+    );
     assert_error(&format!("{base}desired = \"${{Desired}}\"\nmin_fraction = 1\n"), &["capacity.min_fraction 1 is out of range"]);
     assert_error(&format!("{base}desired = \"${{Desired}}\"\nfor = \"2h\"\n"), &["capacity.for: `2h`"]);
     assert_error(&format!("{base}desired = \"${{Desired}}\"\nseverity = \"page\"\n"), &["capacity.severity: `page`"]);
@@ -332,7 +356,13 @@ fn composite_descriptions_carry_the_labels_the_router_reads() -> Result<()> {
         if id.starts_with("Slo") {
             let slo = a.labels.get("slo").cloned().unwrap_or_default();
             assert!(["availability", "latency-p95", "latency-p99", "errors"].contains(&slo.as_str()), "{description}");
-            assert_eq!(composite_logical_id(&parse(SAMPLE)?.slos.into_iter().find(|s| s.name == slo).ok_or_else(|| anyhow!("{slo}"))?, if id.ends_with("Page") { AlertClass::Page } else { AlertClass::Ticket }), *id);
+            assert_eq!(
+                composite_logical_id(
+                    &parse(SAMPLE)?.slos.into_iter().find(|s| s.name == slo).ok_or_else(|| anyhow!("{slo}"))?,
+                    if id.ends_with("Page") { AlertClass::Page } else { AlertClass::Ticket }
+                ),
+                *id
+            );
         }
     }
     assert_eq!(seen, 9, "8 composites and FailoverRequired");
@@ -364,7 +394,10 @@ fn every_alarm_stays_within_cloudwatch_and_cloudformation_limits() -> Result<()>
         let mut periods = BTreeSet::new();
         for m in metrics {
             let qid = m["Id"].as_str().unwrap_or_default();
-            assert!(qid.starts_with(|c: char| c.is_ascii_lowercase()) && qid.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{id}: {qid}");
+            assert!(
+                qid.starts_with(|c: char| c.is_ascii_lowercase()) && qid.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{id}: {qid}"
+            );
             if let Some(period) = m["MetricStat"]["Period"].as_u64() {
                 periods.insert(period);
             }
@@ -441,7 +474,10 @@ fn create_topic_makes_the_topic_the_router_subscribes_to() -> Result<()> {
     assert_eq!(r["SloAlarmsTopic"]["Properties"]["TopicName"]["Fn::Sub"], "${NamePrefix}-slo-alarms");
     assert_eq!(r["SloAlarmsTopic"]["Metadata"]["checkov"]["skip"][0]["id"], "CKV_AWS_26");
     let statement = &r["SloAlarmsTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
-    assert_eq!((&statement["Principal"]["Service"], &statement["Action"]), (&Json::from("cloudwatch.amazonaws.com"), &Json::from("sns:Publish")));
+    assert_eq!(
+        (&statement["Principal"]["Service"], &statement["Action"]),
+        (&Json::from("cloudwatch.amazonaws.com"), &Json::from("sns:Publish"))
+    );
     assert_eq!(r["SloAlarmsRouterSubscription"]["Properties"]["Endpoint"]["Ref"], "AlertRouterAliasArn");
     assert_eq!(r["SloAlarmsRouterSubscription"]["Properties"]["Protocol"], "lambda");
     let mut alerting = 0;

@@ -80,13 +80,14 @@ fn is_failback(input: &FailoverInput, decision: &FailoverDecision) -> bool {
     };
     // As the default policy counts carriers: all of them when every weight is 0.
     let all_zero = input.targets.iter().all(|t| t.weight == 0);
-    let evacuating = input.targets.iter().any(|t| {
-        (all_zero || t.weight > 0) && (t.health == Health::Unhealthy || t.alarm_state == AlarmState::Alarm)
-    });
+    let evacuating =
+        input.targets.iter().any(|t| (all_zero || t.weight > 0) && (t.health == Health::Unhealthy || t.alarm_state == AlarmState::Alarm));
     !evacuating
-        && input.targets.iter().filter(|t| t.primary && t.weight == 0).any(|p| {
-            weights.iter().any(|w| w.set_identifier == p.set_identifier && w.weight > 0)
-        })
+        && input
+            .targets
+            .iter()
+            .filter(|t| t.primary && t.weight == 0)
+            .any(|p| weights.iter().any(|w| w.set_identifier == p.set_identifier && w.weight > 0))
 }
 
 /// The decision, as a plain function so native tests call it directly.
