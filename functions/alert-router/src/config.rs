@@ -1,6 +1,6 @@
 //! The alert router's configuration: one typed struct, parsed once at init from
-//! environment variables. Every error names the variable. The README's "Alert router"
-//! section documents each one.
+//! environment variables. Every error names the variable. docs/alerting.md's
+//! "Configuration" table documents each one.
 
 use std::collections::BTreeMap;
 

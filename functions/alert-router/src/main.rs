@@ -1,7 +1,7 @@
 //! The alert router Lambda binary.
 //!
 //! Locally: `cargo lambda watch -p kbha-alert-router` with the `KBHA_*` variables set
-//! (see the README), then `cargo lambda invoke kbha-alert-router --data-file
+//! (see docs/alerting.md), then `cargo lambda invoke kbha-alert-router --data-file
 //! samples/events/cloudwatch-alarm-sns.json`. Or without a runtime:
 //! `cargo kbha replay alerting --event samples/events/cloudwatch-alarm-sns.json`.
 

@@ -1,5 +1,5 @@
 //! The failover function's configuration: one typed struct, parsed once at init from
-//! environment variables. Every error names the variable. The README's
+//! environment variables. Every error names the variable. docs/failover.md's
 //! "Configuration" table documents each one.
 
 use kbha_hosting::{Fallback, PolicySource, S3Location};

@@ -1,7 +1,7 @@
 //! The failover Lambda binary.
 //!
 //! Locally: `cargo lambda watch -p kbha-failover` with the `KBHA_*` variables set (see
-//! the README), then `cargo lambda invoke kbha-failover --data-file
+//! docs/failover.md), then `cargo lambda invoke kbha-failover --data-file
 //! samples/events/cloudwatch-alarm-sns.json`. Or without a runtime:
 //! `cargo kbha replay failover --event samples/events/cloudwatch-alarm-sns.json`.
 

@@ -10,7 +10,7 @@
 //! compile time (`load_failover` of the `.wasm`), load time from the compiled
 //! artifact (what the functions' compiled-policy cache does), and the
 //! fresh-instance decision time p50/p99 and fuel on the golden case
-//! `failback-at-noon`. The README's Python section quotes its output.
+//! `failback-at-noon`. docs/writing-policies.md ("Write a policy in Python") quotes its output.
 
 use std::time::{Duration, Instant};
 

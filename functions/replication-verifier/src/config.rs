@@ -1,6 +1,6 @@
 //! The replication verifier's configuration: one typed struct, parsed once at init from
-//! environment variables. Every error names the variable. The README's "Replication
-//! verifier" section documents each one.
+//! environment variables. Every error names the variable. docs/replication.md's
+//! "Configuration" table documents each one.
 
 use kbha_core::PolicyConfig;
 use kbha_hosting::{Env, Fallback, PolicySource, SettingError};

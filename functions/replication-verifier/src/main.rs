@@ -1,7 +1,7 @@
 //! The replication verifier Lambda binary.
 //!
 //! Locally: `cargo lambda watch -p kbha-replication-verifier` with the `KBHA_*` variables
-//! set (see the README), then `cargo lambda invoke kbha-replication-verifier --data-file
+//! set (see docs/replication.md), then `cargo lambda invoke kbha-replication-verifier --data-file
 //! samples/events/s3-object-created.json`. Or without a runtime:
 //! `cargo kbha replay replication --event samples/events/s3-object-created.json`.
 

@@ -488,7 +488,7 @@ impl Emulator {
 
     // -------------------------------------------------------------- CloudWatch
 
-    /// Creates a metric alarm in `region` like the README's: `AWS/Route53`
+    /// Creates a metric alarm in `region` like the template's: `AWS/Route53`
     /// `HealthCheckStatus` (dimension `HealthCheckId` = `name`), Minimum < 1 over 3 periods
     /// of 60 s, missing data breaching. The emulator evaluates no alarm: it starts `OK`
     /// and changes only through [`Emulator::set_alarm_state`].

@@ -274,7 +274,7 @@ struct FailoverExpect {
     rolled_back: usize,
 }
 
-/// The failover rules, restated (README "The failover function", policies/failover-default,
+/// The failover rules, restated (docs/failover.md, policies/failover-default,
 /// the guardrails' module docs, `kbha_core::plan`):
 /// - the truth is what AWS says when an invocation runs: the primary alarm's state in
 ///   CloudWatch and the primary's health check (the secondary stays healthy). The primary
