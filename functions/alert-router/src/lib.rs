@@ -10,11 +10,13 @@ pub mod config;
 pub mod dedup;
 pub mod handler;
 pub mod normalise;
+mod start;
 pub mod subject;
 
 pub use config::{ConfigError, RouterConfig};
 pub use handler::{AlertRouter, DecisionRecord, Delivery, Outcome, RouterError};
 pub use kbha_hosting::record::Invocation;
+pub use start::{LambdaRouter, start};
 
 impl From<RouterError> for lambda_runtime::Diagnostic {
     /// The error type says whether retrying can help, so retries are a decision.

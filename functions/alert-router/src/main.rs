@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use kbha_alert_router::{AlertRouter, RouterConfig};
-use kbha_aws::{AwsSettings, S3Store, SnsNotifier, load_sdk_config};
-use kbha_hosting::{Alerting, lambda, load_swappable};
+use kbha_hosting::lambda;
 use serde_json::Value;
 
 /// The name in the init record and the metrics' `Function` dimension.
@@ -22,20 +20,11 @@ const _: () = assert!(kbha_hosting::BUILTINS_EMBEDDED, "no built-in policies to 
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_logging();
     let mut init = lambda::InitTimer::start();
-    // Configuration errors fail init, naming the variable.
-    let cfg = RouterConfig::from_env()?;
-    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
-    init.mark("config");
-    let conf = load_sdk_config(&AwsSettings::default()).await;
-    let store = S3Store::from_conf(&conf);
-    let notifier = SnsNotifier::from_conf(&conf);
-    init.mark("sdk");
-    // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
-    let (policies, swap) = load_swappable::<Alerting, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, lambda::now_ms()).await?;
-    init.mark("policy");
-    let router = Arc::new(AlertRouter::new(cfg, store.clone(), notifier, policies));
+    // The same start as `kbha replay`'s; an error fails init, naming what is wrong.
+    let started = kbha_alert_router::start(&mut init).await?;
     println!("{}", init.record(FUNCTION));
-    lambda::serve(FUNCTION, swap, store, move |event: Value, inv| {
+    let router = started.function;
+    lambda::serve(FUNCTION, started.swap, started.store, move |event: Value, inv| {
         let router = Arc::clone(&router);
         async move { router.handle(&event, inv).await }
     })

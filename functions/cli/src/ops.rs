@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use kbha_aws::{AwsSettings, CloudWatchAlarms, Identity, Route53Dns, S3Store, SnsNotifier, StsIdentity, load_sdk_config};
+use kbha_aws::{AwsSettings, Identity, StsIdentity, load_sdk_config};
 use kbha_core::time::format_timestamp;
 use kbha_failover::ops::{Command, Status, parse_weights};
-use kbha_failover::{FailoverConfig, FailoverFunction};
+use kbha_hosting::lambda::InitTimer;
 use kbha_hosting::lambda::now_ms;
 
 /// Where the configuration and AWS come from (shared by `kbha ops` and `kbha report`).
@@ -162,26 +162,17 @@ pub fn parse_config(text: &str) -> Result<BTreeMap<String, String>> {
 }
 
 /// The function over real (or emulated) AWS, as the Lambda builds it.
-pub type Live = FailoverFunction<Route53Dns, CloudWatchAlarms, S3Store, SnsNotifier>;
+pub type Live = kbha_failover::LambdaFailover;
 
-/// Builds the failover function for `target` with its configured policy (a switchover
-/// runs one evaluation, as a tick would).
-pub async fn live(target: &Target) -> Result<(Live, aws_config::SdkConfig)> {
+/// Builds the failover function for `target` exactly as its Lambda `main` does (the same
+/// policy lifecycle: pin, signature, shadow, fallback); a switchover runs one evaluation,
+/// as a tick would.
+pub async fn live(target: &Target) -> Result<(std::sync::Arc<Live>, aws_config::SdkConfig)> {
     let env = config_map(target.config.as_deref())?;
-    let cfg = FailoverConfig::from_lookup(|k| env.get(k).cloned())?;
     let settings = AwsSettings { endpoint_url: target.endpoint_url.clone(), ..AwsSettings::default() };
     let conf = load_sdk_config(&settings).await;
-    let store = S3Store::from_conf(&conf);
-    let policies = kbha_hosting::load_policies::<kbha_hosting::Failover, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let f = FailoverFunction::new(
-        cfg,
-        Route53Dns::from_conf(&conf),
-        CloudWatchAlarms::from_conf(&conf),
-        store,
-        SnsNotifier::from_conf(&conf),
-        policies,
-    );
-    Ok((f, conf))
+    let started = kbha_failover::start_with(|k| env.get(k).cloned(), &conf, &mut InitTimer::start()).await?;
+    Ok((started.function, conf))
 }
 
 /// Runs `kbha ops`.

@@ -5,11 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
-use kbha_failover::{FailoverConfig, FailoverFunction};
-use kbha_hosting::lambda::now_ms;
+use kbha_hosting::lambda::{InitTimer, now_ms};
 use kbha_hosting::record::Invocation;
-use kbha_hosting::{Alerting, Failover, Replication, load_policies};
 
 /// Arguments of `kbha replay failover` and `kbha replay alerting`.
 #[derive(Debug, clap::Args)]
@@ -38,22 +35,9 @@ fn event_and_invocation(args: &ReplayArgs) -> Result<(serde_json::Value, Invocat
 /// Runs the failover handler on one event; decision records go to stdout.
 pub async fn failover(args: &ReplayArgs) -> Result<()> {
     let (event, invocation) = event_and_invocation(args)?;
-    let cfg = FailoverConfig::from_env()?;
-    let conf = load_sdk_config(&AwsSettings::default()).await;
-    let store = S3Store::from_conf(&conf);
-    let policies = load_policies::<Failover, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let function = FailoverFunction::new(
-        cfg,
-        Route53Dns::from_conf(&conf),
-        CloudWatchAlarms::from_conf(&conf),
-        store,
-        SnsNotifier::from_conf(&conf),
-        policies,
-    );
-    let records = function.handle(&event, invocation).await.map_err(|e| {
-        let class = if e.retryable() { "retryable" } else { "not retryable" };
-        anyhow::anyhow!("{e} ({class})")
-    })?;
+    // Started exactly as the Lambda `main` starts it (policy pin, signature, shadow, fallback).
+    let function = kbha_failover::start(&mut InitTimer::start()).await?.function;
+    let records = function.handle(&event, invocation).await.map_err(|e| failed(&e, e.retryable()))?;
     eprintln!("{} decision(s); actions: {:?}", records.len(), records.iter().map(|r| r.action).collect::<Vec<_>>());
     Ok(())
 }
@@ -62,15 +46,8 @@ pub async fn failover(args: &ReplayArgs) -> Result<()> {
 /// alert); decision records go to stdout, deliveries to the configured topics.
 pub async fn alerting(args: &ReplayArgs) -> Result<()> {
     let (event, invocation) = event_and_invocation(args)?;
-    let cfg = kbha_alert_router::RouterConfig::from_env()?;
-    let conf = load_sdk_config(&AwsSettings::default()).await;
-    let store = S3Store::from_conf(&conf);
-    let policies = load_policies::<Alerting, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let router = kbha_alert_router::AlertRouter::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
-    let records = router.handle(&event, invocation).await.map_err(|e| {
-        let class = if e.retryable() { "retryable" } else { "not retryable" };
-        anyhow::anyhow!("{e} ({class})")
-    })?;
+    let router = kbha_alert_router::start(&mut InitTimer::start()).await?.function;
+    let records = router.handle(&event, invocation).await.map_err(|e| failed(&e, e.retryable()))?;
     eprintln!("{} alert(s); outcomes: {:?}", records.len(), records.iter().map(|r| r.outcome).collect::<Vec<_>>());
     Ok(())
 }
@@ -79,19 +56,14 @@ pub async fn alerting(args: &ReplayArgs) -> Result<()> {
 /// EventBridge, or a schedule for the dead-man check); decision records go to stdout.
 pub async fn replication(args: &ReplayArgs) -> Result<()> {
     let (event, invocation) = event_and_invocation(args)?;
-    let cfg = kbha_replication_verifier::VerifierConfig::from_env()?;
-    let conf = load_sdk_config(&AwsSettings::default()).await;
-    let store = S3Store::from_conf(&conf);
-    let policies = load_policies::<Replication, _>(&cfg.policy, cfg.fallback, &store).await?;
-    let copy_regions = cfg.copy_regions();
-    let mut function = kbha_replication_verifier::VerifierFunction::new(cfg, store, SnsNotifier::from_conf(&conf), policies);
-    for region in copy_regions {
-        function = function.with_region_store(&region, S3Store::from_conf_in_region(&conf, &region));
-    }
-    let records = function.handle(&event, invocation).await.map_err(|e| {
-        let class = if e.retryable() { "retryable" } else { "not retryable" };
-        anyhow::anyhow!("{e} ({class})")
-    })?;
+    let function = kbha_replication_verifier::start(&mut InitTimer::start()).await?.function;
+    let records = function.handle(&event, invocation).await.map_err(|e| failed(&e, e.retryable()))?;
     eprintln!("{} decision(s); verdicts: {:?}", records.len(), records.iter().map(|r| (r.action, r.verdict)).collect::<Vec<_>>());
     Ok(())
+}
+
+/// The function's error, and whether Lambda would retry it.
+fn failed(e: &dyn std::fmt::Display, retryable: bool) -> anyhow::Error {
+    let class = if retryable { "retryable" } else { "not retryable" };
+    anyhow::anyhow!("{e} ({class})")
 }

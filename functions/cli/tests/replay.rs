@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use kbha_integration::{World, fixture, weights};
 
 #[tokio::test]
@@ -198,5 +198,126 @@ async fn replay_replication_verifies_a_256_mib_backup_with_bounded_memory() -> R
     assert!(peak_mib > 0, "the peak was sampled");
     // Far below the object: a quarter of it, and the whole process (engine, SDK) included.
     assert!(peak_mib * 4 < object_size >> 20, "peak RSS {peak_mib} MiB for a {} MiB object", object_size >> 20);
+    Ok(())
+}
+
+/// Runs `kbha` with the emulator's credentials and `env`; returns (success, stdout, stderr).
+fn kbha_in(w: &World, env: &std::collections::BTreeMap<String, String>, args: &[&str]) -> Result<(bool, String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kbha"))
+        .args(args)
+        .current_dir(kbha_test_harness::repo_root())
+        .envs(env)
+        .env("AWS_ENDPOINT_URL", w.emu.endpoint_url())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()?;
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// A world whose policy bucket holds the built-in failover component, published and signed
+/// with `key` by `kbha policy publish`; returns the world and the lines the publish printed.
+async fn world_with_signed_policy(key: &str) -> Result<(World, Vec<(String, String)>)> {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let w = World::start().await?;
+    w.set_health("primary", false).await?;
+    w.emu.create_bucket("policies").await?;
+    let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    w.emu.s3().await.put_bucket_versioning().bucket("policies").versioning_configuration(versioning).send().await?;
+    let component = kbha_test_harness::repo_root().join("target/policies/failover-default.wasm");
+    let component = component.to_str().context("utf-8 path")?;
+    let (ok, out, err) =
+        kbha_in(&w, &Default::default(), &["policy", "publish", component, "--to", "s3://policies/failover.wasm", "--sign", key])?;
+    anyhow::ensure!(ok, "publish failed: {err}\n{out}");
+    let lines = out.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    Ok((w, lines))
+}
+
+/// What a decision record says about who decided and why, for comparing two runs.
+fn who_decided(record: &serde_json::Value) -> serde_json::Value {
+    let faults: Vec<_> = record["policy"]["faults"].as_array().into_iter().flatten().map(|f| f["kind"].clone()).collect();
+    // Each world's bucket gives the published object its own version id.
+    let decided_by = record["policy"]["decided_by"].as_str().unwrap_or_default();
+    let decided_by = match decided_by.split_once("?versionId=") {
+        Some((object, rest)) => format!("{object}?versionId=<v>{}", rest.find('#').map_or("", |i| &rest[i..])),
+        None => decided_by.to_owned(),
+    };
+    serde_json::json!({
+        "action": record["action"],
+        "decided_by": decided_by,
+        "faults": faults,
+        "shadow_agrees": record["policy"]["shadow_agrees"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_starts_the_function_as_lambda_does_signed_bad_signature_bad_pin_and_shadow() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("kbha-replay-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (good, other) = (dir.join("good"), dir.join("other"));
+    for prefix in [&good, &other] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kbha")).args(["policy", "keygen"]).arg(prefix).output()?;
+        anyhow::ensure!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let other_public = std::fs::read_to_string(dir.join("other.pub"))?.trim().to_owned();
+    let event = kbha_test_harness::repo_root().join("samples/events/cloudwatch-alarm-eventbridge.json");
+    let event_value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&event)?)?;
+    let now = kbha_core::time::parse_timestamp("2026-11-26T10:00:05Z")?;
+
+    // Each case: the published configuration changed by `change`; what the record should show.
+    type Change = fn(&mut std::collections::BTreeMap<String, String>, &str);
+    let cases: [(&str, Change); 4] = [
+        ("signed and pinned", |_, _| {}),
+        ("signed with another key", |env, other| {
+            env.insert("KBHA_POLICY_PUBLIC_KEY".into(), other.to_owned());
+        }),
+        ("pinned to another digest", |env, _| {
+            let policy = env["KBHA_POLICY"].split('#').next().unwrap_or_default().to_owned();
+            env.insert("KBHA_POLICY".into(), format!("{policy}#sha256:{}", "0".repeat(64)));
+        }),
+        ("with a shadow policy", |env, _| {
+            let policy = env["KBHA_POLICY"].clone();
+            env.insert("KBHA_SHADOW_POLICY".into(), policy);
+        }),
+    ];
+    let mut seen = Vec::new();
+    for (case, change) in cases {
+        // The Lambda's start, in process, on one world; `kbha replay` on another, alike.
+        let key = format!("{}.key", good.display());
+        let (lambda_world, printed) = world_with_signed_policy(&key).await?;
+        let mut env = lambda_world.env(&[]);
+        env.extend(printed.iter().cloned());
+        change(&mut env, &other_public);
+        let conf = lambda_world.emu.sdk_config().await;
+        let lookup = |k: &str| env.get(k).cloned();
+        let started = kbha_failover::start_with(lookup, &conf, &mut kbha_hosting::lambda::InitTimer::start()).await?;
+        let records = started.function.handle(&event_value, kbha_hosting::record::Invocation::at(now)).await?;
+        let lambda = who_decided(&serde_json::to_value(&records[0])?);
+
+        let (replay_world, printed) = world_with_signed_policy(&key).await?;
+        let mut env = replay_world.env(&[]);
+        env.extend(printed.iter().cloned());
+        change(&mut env, &other_public);
+        let (ok, out, err) = kbha_in(
+            &replay_world,
+            &env,
+            &["replay", "failover", "--event", event.to_str().context("utf-8")?, "--now", "2026-11-26T10:00:05Z"],
+        )?;
+        anyhow::ensure!(ok, "{case}: replay failed: {err}\n{out}");
+        let replay = who_decided(&serde_json::from_str(out.lines().next().unwrap_or_default())?);
+        assert_eq!(replay, lambda, "{case}: replay and the function disagree");
+        seen.push((case, replay));
+    }
+    // And what they agree on is what each case means.
+    let s3 = seen[0].1["decided_by"].clone();
+    assert!(s3.as_str().is_some_and(|s| s.starts_with("s3://policies/failover.wasm")), "{:?}", seen[0]);
+    assert_eq!(seen[0].1["faults"], serde_json::json!([]), "{:?}", seen[0]);
+    for (case, got) in &seen[1..3] {
+        assert_eq!(got["decided_by"], "builtin", "{case}: the fallback decides: {got}");
+        assert_ne!(got["faults"], serde_json::json!([]), "{case}: with the fault named: {got}");
+    }
+    assert_eq!((seen[3].1["decided_by"].clone(), seen[3].1["shadow_agrees"].clone()), (s3, serde_json::json!(true)), "{:?}", seen[3]);
+    assert_eq!(seen[0].1["action"], "applied");
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

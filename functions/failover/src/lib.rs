@@ -16,12 +16,14 @@ pub mod ledger;
 pub mod observe;
 pub mod ops;
 pub mod plan;
+mod start;
 
 pub use config::{ConfigError, FailoverConfig};
 pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};
 pub use journal::{Notice, PendingChange, StoredState};
 pub use kbha_hosting::record::Invocation;
 pub use kbha_hosting::{LoadError, PolicyFault};
+pub use start::{LambdaFailover, start, start_with};
 
 /// The failover policy and its fallback.
 pub type Policies = kbha_hosting::Policies<kbha_hosting::Failover>;

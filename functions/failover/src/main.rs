@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
-use kbha_failover::{FailoverConfig, FailoverFunction};
-use kbha_hosting::{Failover, lambda, load_swappable};
+use kbha_hosting::lambda;
 use serde_json::Value;
 
 /// The name in the init record and the metrics' `Function` dimension.
@@ -22,20 +20,11 @@ const _: () = assert!(kbha_hosting::BUILTINS_EMBEDDED, "no built-in policies to 
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_logging();
     let mut init = lambda::InitTimer::start();
-    // Configuration errors fail init, naming the variable.
-    let cfg = FailoverConfig::from_env()?;
-    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
-    init.mark("config");
-    let conf = load_sdk_config(&AwsSettings::default()).await;
-    let store = S3Store::from_conf(&conf);
-    let (dns, alarms, notifier) = (Route53Dns::from_conf(&conf), CloudWatchAlarms::from_conf(&conf), SnsNotifier::from_conf(&conf));
-    init.mark("sdk");
-    // An S3 policy is re-checked while warm (KBHA_POLICY_CHECK_SECONDS) and swapped once verified.
-    let (policies, swap) = load_swappable::<Failover, _>(&cfg.policy, cfg.fallback, &lifecycle, &store, lambda::now_ms()).await?;
-    init.mark("policy");
-    let function = Arc::new(FailoverFunction::new(cfg, dns, alarms, store.clone(), notifier, policies));
+    // The same start as `kbha replay`'s; an error fails init, naming what is wrong.
+    let started = kbha_failover::start(&mut init).await?;
     println!("{}", init.record(FUNCTION));
-    lambda::serve(FUNCTION, swap, store, move |event: Value, inv| {
+    let function = started.function;
+    lambda::serve(FUNCTION, started.swap, started.store, move |event: Value, inv| {
         let function = Arc::clone(&function);
         async move { function.handle(&event, inv).await }
     })

@@ -131,50 +131,11 @@ pub fn load_artifact<K: Kind>(name: &str, source: &str) -> Result<Arc<dyn Decide
     Ok(Arc::new(Hosted::<K>::from_bytes(source, &bytes)?))
 }
 
-/// The configured policy and its fallback. An S3 policy that cannot be read or loaded at
-/// init fails init: a wrong configuration must be seen, not papered over.
-pub async fn load_policies<K: Kind, S: ObjectStore>(
-    source: &PolicySource,
-    fallback: Fallback,
-    store: &S,
-) -> Result<Policies<K>, LoadError> {
-    let primary: Arc<dyn Decider<K>> = match source {
-        PolicySource::Builtin => builtin::<K>()?,
-        PolicySource::S3 { bucket, key, version_id: None, sha256: None } => {
-            let name = source.to_string();
-            let obj = store
-                .get(bucket, key)
-                .await
-                .map_err(|e| LoadError::Read { source_name: name.clone(), message: e.to_string() })?
-                .ok_or_else(|| LoadError::Read { source_name: name.clone(), message: "no such object".into() })?;
-            Arc::new(Hosted::<K>::from_bytes(&name, &obj.bytes)?)
-        }
-        PolicySource::S3 { bucket, key, version_id, sha256 } => {
-            let p = SwappablePolicy::<K>::open(bucket, key, version_id.as_deref(), sha256.as_deref(), Lifecycle::default(), store, 0).await;
-            if !p.usable() {
-                let why = Decider::<K>::decide(
-                    &p,
-                    &K::smoke_input().map_err(|message| LoadError::Read { source_name: source.to_string(), message })?,
-                )
-                .err()
-                .map(|f| f.message)
-                .unwrap_or_default();
-                return Err(LoadError::Read { source_name: source.to_string(), message: why });
-            }
-            Arc::new(p)
-        }
-    };
-    let fallback = match fallback {
-        Fallback::Builtin => Some(builtin::<K>()?),
-        Fallback::Hold => None,
-    };
-    Ok(Policies::new(primary, fallback))
-}
-
 /// The configured policy and its fallback, with an S3 policy swapped while warm: call
-/// [`SwappablePolicy::refresh`] on the second value before each decision. Unlike
-/// [`load_policies`], an unusable S3 object does not fail init: the fallback decides,
-/// each decision carries an alert, and the next check may find a usable object.
+/// [`SwappablePolicy::refresh`] on the second value before each decision. An unusable S3
+/// object does not fail init: the fallback decides, each decision carries an alert, and
+/// the next check may find a usable object. The one way every function (and `kbha replay`,
+/// `kbha ops`) loads its policies.
 pub async fn load_swappable<K: Kind, S: ObjectStore>(
     source: &PolicySource,
     fallback: Fallback,

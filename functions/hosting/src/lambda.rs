@@ -13,7 +13,36 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::record::Invocation;
-use crate::{Kind, SwappablePolicy};
+use crate::{Kind, LoadError, SettingError, SwappablePolicy};
+
+/// Why a function could not start. Its Lambda init fails with it, and `kbha replay`, which
+/// starts the function the same way, exits with it.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A configuration variable is missing or wrong; the message names it.
+    #[error("{0}")]
+    Config(Box<dyn std::error::Error + Send + Sync>),
+    /// The configured policy could not be loaded and its fallback does not allow a start.
+    #[error(transparent)]
+    Policy(#[from] LoadError),
+}
+
+impl From<SettingError> for InitError {
+    fn from(e: SettingError) -> Self {
+        InitError::Config(Box::new(e))
+    }
+}
+
+/// A function as its Lambda `main` starts it: the handler, the policy to re-check while
+/// warm (an S3 policy; `None` for the built-in one) and the store that re-check reads.
+pub struct Started<F, K: Kind, S> {
+    /// The function, ready for events.
+    pub function: Arc<F>,
+    /// Its S3 policy, re-checked and swapped while warm ([`serve`]).
+    pub swap: Option<Arc<SwappablePolicy<K>>>,
+    /// The store the policy is read from.
+    pub store: S,
+}
 
 /// How the `tracing` lines are logged: the variables `lambda_runtime`'s default subscriber
 /// reads (`lambda_runtime::tracing::init_default_subscriber`), which Lambda sets from the

@@ -2,7 +2,7 @@
 //!
 //! One generic path for every world: where a policy comes from ([`PolicySource`]), the
 //! built-in components embedded at build time ([`builtin`]), loading from S3
-//! ([`load_policies`]), and what decides when a policy faults ([`Policies::decide`]: the
+//! ([`load_swappable`]), and what decides when a policy faults ([`Policies::decide`]: the
 //! fallback, else the world's safe "hold" answer plus an alert naming the fault).
 //! wasmtime itself stays in `kbha-policy-host`; this crate only uses its typed API.
 
@@ -28,7 +28,7 @@ mod source;
 mod swap;
 pub mod verify;
 
-pub use hosted::{BuiltinCell, Hosted, LoadError, builtin, load_artifact, load_policies, load_swappable};
+pub use hosted::{BuiltinCell, Hosted, LoadError, builtin, load_artifact, load_swappable};
 /// Whether the three built-in policies (`cargo kbha policy build`) were embedded when this
 /// crate was compiled. Each Lambda binary asserts it at compile time: a function without
 /// its built-in policy would only fail at init, in AWS.

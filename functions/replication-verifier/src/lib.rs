@@ -10,11 +10,13 @@
 pub mod config;
 pub mod handler;
 pub mod manifest;
+mod start;
 pub mod stream;
 
 pub use config::{ManifestMode, SourceConfig, VerifierConfig};
 pub use handler::{ActionTaken, DecisionRecord, VerificationRecord, VerifierError, VerifierFunction};
 pub use kbha_hosting::record::Invocation;
+pub use start::{LambdaVerifier, start};
 
 /// The replication policy and its fallback.
 pub type Policies = kbha_hosting::Policies<kbha_hosting::Replication>;
