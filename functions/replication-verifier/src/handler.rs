@@ -756,31 +756,16 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         })
     }
 
-    /// Changes a source's list of copies still looked for, as a compare-and-swap; `change`
-    /// answers whether it changed anything.
+    /// Changes a source's list of copies still looked for; `change` answers whether it
+    /// changed anything.
     async fn update_pending(&self, source: &str, change: impl Fn(&mut Vec<PendingCopy>) -> bool) -> Result<(), VerifierError> {
         let key = format!("{}pending-copies/{source}.json", self.cfg.status_prefix);
-        for _ in 0..STATUS_ATTEMPTS {
-            let current = self.store.get(&self.cfg.state_bucket, &key).await?;
-            let (mut copies, cond) = match &current {
-                None => (Vec::new(), PutCondition::IfNoneMatch),
-                // Derived data like the status: an unreadable list starts over.
-                Some(obj) => (
-                    serde_json::from_slice::<PendingCopies>(&obj.bytes).map(|p| p.copies).unwrap_or_default(),
-                    PutCondition::IfMatch(obj.etag.clone()),
-                ),
-            };
-            if !change(&mut copies) {
-                return Ok(());
-            }
-            let body = to_json(&PendingCopies { source: source.to_owned(), copies });
-            match self.store.put(&self.cfg.state_bucket, &key, body, cond).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(VerifierError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key, attempts: STATUS_ATTEMPTS })
+        self.update_derived(&key, |pending: Option<PendingCopies>| {
+            let mut copies = pending.map(|p| p.copies).unwrap_or_default();
+            change(&mut copies).then(|| PendingCopies { source: source.to_owned(), copies })
+        })
+        .await?;
+        Ok(())
     }
 
     /// The scheduled re-check of a source's missing copies: one that arrived raises the
@@ -819,35 +804,39 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         Ok(())
     }
 
-    /// Moves `source`'s entry in a region's status forward to `at_ms` (never back), as a
-    /// compare-and-swap.
+    /// Moves `source`'s entry in a region's status forward to `at_ms` (never back).
     async fn raise_status(&self, region: &str, at_ms: TimestampMs, key: &str, source: &str) -> Result<bool, VerifierError> {
         let status_key = format!("{}{region}.json", self.cfg.status_prefix);
+        self.update_derived(&status_key, |status: Option<ReplicationStatus>| match status {
+            None => Some(ReplicationStatus::new(region, source, at_ms, key)),
+            Some(mut status) => status.raise(source, at_ms, key).then_some(status),
+        })
+        .await
+    }
+
+    /// Changes a derived JSON object in the state bucket (a status, a pending list) as a
+    /// compare-and-swap: `change` gets what is there (`None` when absent or unreadable:
+    /// derived data is rebuilt, not kept broken) and answers the new value, or `None` to
+    /// leave it. Returns whether it wrote.
+    async fn update_derived<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        change: impl Fn(Option<T>) -> Option<T>,
+    ) -> Result<bool, VerifierError> {
         for _ in 0..STATUS_ATTEMPTS {
-            let current = self.store.get(&self.cfg.state_bucket, &status_key).await?;
-            let (status, cond) = match &current {
-                None => (ReplicationStatus::new(region, source, at_ms, key), PutCondition::IfNoneMatch),
-                Some(obj) => {
-                    let status = match serde_json::from_slice::<ReplicationStatus>(&obj.bytes) {
-                        Ok(mut status) => {
-                            if !status.raise(source, at_ms, key) {
-                                return Ok(false);
-                            }
-                            status
-                        }
-                        // An unreadable status is derived data: it is replaced.
-                        Err(_) => ReplicationStatus::new(region, source, at_ms, key),
-                    };
-                    (status, PutCondition::IfMatch(obj.etag.clone()))
-                }
+            let current = self.store.get(&self.cfg.state_bucket, key).await?;
+            let (value, cond) = match &current {
+                None => (None, PutCondition::IfNoneMatch),
+                Some(obj) => (serde_json::from_slice::<T>(&obj.bytes).ok(), PutCondition::IfMatch(obj.etag.clone())),
             };
-            match self.store.put(&self.cfg.state_bucket, &status_key, to_json(&status), cond).await {
+            let Some(new) = change(value) else { return Ok(false) };
+            match self.store.put(&self.cfg.state_bucket, key, to_json(&new), cond).await {
                 Ok(_) => return Ok(true),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(VerifierError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key: status_key, attempts: STATUS_ATTEMPTS })
+        Err(VerifierError::ConflictExhausted { bucket: self.cfg.state_bucket.clone(), key: key.to_owned(), attempts: STATUS_ATTEMPTS })
     }
 
     /// A source's newest verified backup in its own region, from the status object: what
