@@ -46,7 +46,7 @@ pub fn failover_event(data: &[u8]) {
     }
 }
 
-/// Backup events (S3 direct, SNS-wrapped, EventBridge, schedule): never panics, is
+/// Backup events (S3 direct, SNS-wrapped, EventBridge, schedule, restore test): never panics, is
 /// deterministic, and every accepted object has a decoded key that re-encodes to the
 /// same key and an event id naming bucket and key.
 pub fn backup_event(data: &[u8]) {
@@ -64,6 +64,8 @@ pub fn backup_event(data: &[u8]) {
             }
         }
         Ok(BackupEvent::Schedule { at_ms, .. }) => assert_timestamp_round_trips(at_ms),
+        // The id names the run's record: never empty, nor the source.
+        Ok(BackupEvent::RestoreTest { event_id, source }) => assert!(!event_id.is_empty() && source.is_none_or(|s| !s.is_empty())),
         Err(e) => assert!(!e.to_string().is_empty()),
     }
 }

@@ -26,6 +26,7 @@ mod ops;
 mod policy;
 mod replay;
 mod report;
+mod restore_test;
 mod slo;
 mod timeline;
 
@@ -66,6 +67,9 @@ enum Command {
     /// CloudFormation template (docs/slo.md).
     #[command(subcommand)]
     Slo(slo::SloCommand),
+    /// Restore-test backups: each source's newest verified backup through the replication
+    /// verifier (its `KBHA_*` configuration), or a local backup file with `--file`.
+    RestoreTest(restore_test::RestoreTestArgs),
 }
 
 /// Functions `kbha replay` can run.
@@ -97,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Ops(args) => block_on(ops::run(&args)),
         Command::Report(args) => block_on(report::run(&args)),
         Command::Slo(cmd) => slo::run(&cmd),
+        Command::RestoreTest(args) => block_on(restore_test::run(&args)),
         Command::Drill(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

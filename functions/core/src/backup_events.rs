@@ -72,6 +72,16 @@ pub enum BackupEvent {
         /// The event's time.
         at_ms: TimestampMs,
     },
+    /// A restore test (`{"kbha": "restore-test"}`): from its own schedule (the template's
+    /// rule fills in `id` and `time` from the scheduled event) or on demand
+    /// (`kbha restore-test`).
+    RestoreTest {
+        /// Id of the run: the restore test's record is created once per id and source, so a
+        /// redelivered event does not test again.
+        event_id: String,
+        /// The source to test; `None`: every configured source.
+        source: Option<String>,
+    },
 }
 
 fn malformed(shape: &'static str, problem: impl Into<String>) -> EventError {
@@ -110,6 +120,9 @@ pub fn normalise_backup_event(event: &Value) -> Result<BackupEvent, EventError> 
         }
         return Ok(BackupEvent::Objects { created, skipped });
     }
+    if let Some(kind) = event.get("kbha") {
+        return restore_test(event, kind);
+    }
     if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         return Ok(BackupEvent::Objects { created: vec![], skipped: vec!["s3:TestEvent".into()] });
     }
@@ -126,6 +139,27 @@ pub fn normalise_backup_event(event: &Value) -> Result<BackupEvent, EventError> 
             "expected an S3 event notification (direct or in SNS), an EventBridge `Object Created` or `Scheduled Event`".into(),
         )),
     }
+}
+
+/// `{"kbha": "restore-test", "id": "...", "source": "..."}`: `id` is required (the
+/// template's input transformer passes the scheduled event's id; `kbha restore-test` makes
+/// one), `source` is optional.
+fn restore_test(event: &Value, kind: &Value) -> Result<BackupEvent, EventError> {
+    const SHAPE: &str = "kbha restore-test";
+    if kind.as_str() != Some("restore-test") {
+        return Err(EventError::Unrecognised(format!("a kbha event of kind {kind}; the verifier knows only `restore-test`")));
+    }
+    let event_id = match event.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(other) => return Err(malformed(SHAPE, format!("`id` must be a non-empty string, not {other}"))),
+        None => return Err(malformed(SHAPE, "no `id`: give the run an id (the restore test is recorded once per id and source)")),
+    };
+    let source = match event.get("source") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(other) => return Err(malformed(SHAPE, format!("`source` must be a source name, not {other}"))),
+    };
+    Ok(BackupEvent::RestoreTest { event_id, source })
 }
 
 fn s3_record(
@@ -253,6 +287,23 @@ mod tests {
         match normalise_backup_event(event) {
             Ok(BackupEvent::Objects { created, skipped }) => (created, skipped),
             other => panic!("expected objects, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn restore_test_events() {
+        let e = serde_json::json!({"kbha": "restore-test", "id": "e1", "time": "2026-12-04T03:00:00Z"});
+        assert_eq!(normalise_backup_event(&e), Ok(BackupEvent::RestoreTest { event_id: "e1".into(), source: None }));
+        let e = serde_json::json!({"kbha": "restore-test", "id": "e2", "source": "redis"});
+        assert_eq!(normalise_backup_event(&e), Ok(BackupEvent::RestoreTest { event_id: "e2".into(), source: Some("redis".into()) }));
+        for (bad, expect) in [
+            (serde_json::json!({"kbha": "restore-test"}), "no `id`"),
+            (serde_json::json!({"kbha": "restore-test", "id": 3}), "non-empty string"),
+            (serde_json::json!({"kbha": "restore-test", "id": "x", "source": ""}), "source name"),
+            (serde_json::json!({"kbha": "backup-now", "id": "x"}), "only `restore-test`"),
+        ] {
+            let e = normalise_backup_event(&bad).expect_err("must be rejected");
+            assert!(e.to_string().contains(expect), "{bad}: {e}");
         }
     }
 

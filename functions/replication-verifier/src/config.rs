@@ -93,6 +93,16 @@ pub struct VerifierConfig {
     /// `KBHA_COPY_DEADLINE_SECONDS`: how long a cross-region copy that was missing when its
     /// backup was verified is looked for again on each scheduled check (default 3600).
     pub copy_deadline_s: u64,
+    /// `KBHA_RESTORE_DIR`: where the restore test extracts backups (default: the system's
+    /// temporary directory, `/tmp` on Lambda); it works in a `kbha-restore` directory made
+    /// under it and removed after each test, never in the directory itself.
+    pub restore_dir: std::path::PathBuf,
+    /// `KBHA_RESTORE_MAX_BYTES`: most bytes a restore test may write (default 469762048,
+    /// 448 MiB, inside Lambda's default 512 MB of `/tmp`); more gives `too_large`.
+    pub restore_max_bytes: u64,
+    /// `KBHA_RESTORE_MAX_AGE_DAYS`: the scheduled check warns when a source's last restore
+    /// test is older than this many days (or there is none); unset: no such warning.
+    pub restore_max_age_days: Option<u64>,
 }
 
 impl VerifierConfig {
@@ -128,6 +138,23 @@ impl VerifierConfig {
             fallback: env.policy_fallback()?,
             policy_config,
             copy_deadline_s: env.number("KBHA_COPY_DEADLINE_SECONDS", 3600)?,
+            restore_dir: env.optional("KBHA_RESTORE_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from),
+            restore_max_bytes: match env.number("KBHA_RESTORE_MAX_BYTES", 448 << 20)? {
+                0 => return Err(SettingError { variable: "KBHA_RESTORE_MAX_BYTES".into(), problem: "is 0; expected at least 1".into() }),
+                n => n,
+            },
+            restore_max_age_days: match env.optional("KBHA_RESTORE_MAX_AGE_DAYS") {
+                None => None,
+                Some(_) => match env.number("KBHA_RESTORE_MAX_AGE_DAYS", 0)? {
+                    0 => {
+                        return Err(SettingError {
+                            variable: "KBHA_RESTORE_MAX_AGE_DAYS".into(),
+                            problem: "is 0; expected at least 1 (or unset it)".into(),
+                        });
+                    }
+                    n => Some(n),
+                },
+            },
         })
     }
 
@@ -188,6 +215,9 @@ mod tests {
         assert_eq!(c.policy_config.get("rpo_s").map(String::as_str), Some("3600"));
         assert_eq!(c.sources[0].manifest, ManifestMode::Optional);
         assert_eq!(c.copy_deadline_s, 3600);
+        assert_eq!(c.restore_max_bytes, 448 << 20);
+        assert_eq!(c.restore_max_age_days, None);
+        assert_eq!(c.restore_dir, std::env::temp_dir());
     }
 
     #[test]
@@ -219,6 +249,9 @@ mod tests {
             ("KBHA_RPO_SECONDS", "0", "at least 1"),
             ("KBHA_POLICY", "ftp://x", "s3://bucket/key"),
             ("KBHA_COPY_DEADLINE_SECONDS", "1h", "whole number"),
+            ("KBHA_RESTORE_MAX_BYTES", "0", "at least 1"),
+            ("KBHA_RESTORE_MAX_AGE_DAYS", "0", "at least 1"),
+            ("KBHA_RESTORE_MAX_AGE_DAYS", "a week", "whole number"),
         ] {
             let mut v = base();
             v.retain(|(k, _)| *k != var);

@@ -80,6 +80,22 @@ pub enum VerifierError {
         /// Attempts made.
         attempts: u32,
     },
+    /// A restore-test event names a source that is not configured.
+    #[error("the restore test names source `{name}`, which KBHA_BACKUP_SOURCES does not list (known: {known})")]
+    UnknownSource {
+        /// The name given.
+        name: String,
+        /// The configured names.
+        known: String,
+    },
+    /// The restore test's scratch directory failed (not a verdict on the backup).
+    #[error("restore test of `{name}`: {problem}; the event will be retried")]
+    Scratch {
+        /// Source under test.
+        name: String,
+        /// What failed.
+        problem: String,
+    },
     /// Another copy of the event holds the notice and has not finished sending it.
     #[error(
         "another invocation is sending the notice of verification record s3://{bucket}/{key} and has not finished; the event will be retried"
@@ -100,11 +116,12 @@ impl VerifierError {
     /// Whether Lambda (or SNS) should deliver the event again.
     pub fn retryable(&self) -> bool {
         match self {
-            VerifierError::Event(_) | VerifierError::CorruptRecord { .. } => false,
+            VerifierError::Event(_) | VerifierError::CorruptRecord { .. } | VerifierError::UnknownSource { .. } => false,
             VerifierError::Aws(e) => e.retryable(),
             VerifierError::Read { .. }
             | VerifierError::Changed { .. }
             | VerifierError::ConflictExhausted { .. }
+            | VerifierError::Scratch { .. }
             | VerifierError::NoticeInProgress { .. } => true,
         }
     }
@@ -122,6 +139,8 @@ pub enum ActionTaken {
     Skipped,
     /// Dead-man check of one source.
     Checked,
+    /// A restore test of one source's newest verified backup was run and recorded.
+    RestoreTested,
 }
 
 pub use kbha_hosting::record::Durations;
@@ -168,6 +187,14 @@ pub struct DecisionRecord {
     /// Scheduled check: backups whose copy is still missing past the deadline.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub copies_given_up: Vec<String>,
+    /// Restore tests: what the test found; scheduled checks: the source's last restore
+    /// test (its duration is the restore part of the RTO).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<crate::restore_test::RestoreStatus>,
+    /// Scheduled check: the notice that the last restore test is older than
+    /// `KBHA_RESTORE_MAX_AGE_DAYS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_notice_id: Option<String>,
     /// SNS message id of the notice, when one was sent.
     pub notice_id: Option<String>,
     /// Step durations.
@@ -259,8 +286,8 @@ pub struct VerificationRecord {
 
 /// The replication verifier, generic over its AWS dependencies.
 pub struct VerifierFunction<S, N> {
-    cfg: VerifierConfig,
-    store: S,
+    pub(crate) cfg: VerifierConfig,
+    pub(crate) store: S,
     notifier: N,
     policies: Policies<Replication>,
     /// Stores for the cross-region copies' regions (S3 redirects requests for another
@@ -316,6 +343,29 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
                     }
                 }
             }
+            BackupEvent::RestoreTest { event_id, source } => {
+                let sources: Vec<&SourceConfig> = match &source {
+                    None => self.cfg.sources.iter().collect(),
+                    Some(name) => match self.cfg.sources.iter().find(|s| &s.name == name) {
+                        Some(s) => vec![s],
+                        None => {
+                            let known = self.cfg.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+                            let e = VerifierError::UnknownSource { name: name.clone(), known };
+                            tracing::error!("{e}");
+                            return Err(e);
+                        }
+                    },
+                };
+                for source in sources {
+                    match self.restore_test(source, &event_id, &inv).await {
+                        Ok(rec) => records.push(rec),
+                        Err(e) => {
+                            tracing::error!(source = %source.name, retryable = e.retryable(), "{e}");
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
         }
         for rec in &records {
             // The decision record is the function's log line; stdout is what Lambda ships.
@@ -327,7 +377,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         }
     }
 
-    fn record(&self, event_id: &str, inv: &Invocation, subject: String, action: ActionTaken) -> DecisionRecord {
+    pub(crate) fn record(&self, event_id: &str, inv: &Invocation, subject: String, action: ActionTaken) -> DecisionRecord {
         DecisionRecord {
             record: "kbha.decision",
             function: "replication",
@@ -346,6 +396,8 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             status_updated: Vec::new(),
             copies_arrived: Vec::new(),
             copies_given_up: Vec::new(),
+            restore_test: None,
+            restore_notice_id: None,
             notice_id: None,
             durations: Durations::default(),
         }
@@ -818,7 +870,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     /// compare-and-swap: `change` gets what is there (`None` when absent or unreadable:
     /// derived data is rebuilt, not kept broken) and answers the new value, or `None` to
     /// leave it. Returns whether it wrote.
-    async fn update_derived<T: Serialize + serde::de::DeserializeOwned>(
+    pub(crate) async fn update_derived<T: Serialize + serde::de::DeserializeOwned>(
         &self,
         key: &str,
         change: impl Fn(Option<T>) -> Option<T>,
@@ -842,7 +894,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     /// A source's newest verified backup in its own region, from the status object: what
     /// the dead-man check goes by (an object that arrived but was found corrupt, or was
     /// never verified, does not count).
-    async fn verified_newest(&self, source: &SourceConfig) -> Result<Option<SourceFreshness>, VerifierError> {
+    pub(crate) async fn verified_newest(&self, source: &SourceConfig) -> Result<Option<SourceFreshness>, VerifierError> {
         let status_key = format!("{}{}.json", self.cfg.status_prefix, source.region);
         let Some(obj) = self.store.get(&self.cfg.state_bucket, &status_key).await? else { return Ok(None) };
         match serde_json::from_slice::<ReplicationStatus>(&obj.bytes) {
@@ -908,6 +960,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         if let Err(e) = self.recheck_copies(source, now_ms, &mut rec).await {
             tracing::warn!(source = %source.name, "cross-region copies not re-checked this time: {e}");
         }
+        self.restore_test_age(source, event_id, now_ms, &mut rec).await?;
         rec.durations.act_ms = ms(acted_at);
         Ok(rec)
     }
@@ -929,9 +982,20 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
     }
 
     async fn publish(&self, verdict: Verdict, region: &str, what: &str, notice: &Value) -> Result<String, VerifierError> {
-        let severity = severity_of(verdict);
-        let name = verdict_name(verdict);
-        let subject = format!("[kbha {}] backup {name}: {what}", severity.as_str());
+        self.publish_as(severity_of(verdict), verdict_name(verdict), region, &format!("backup {}: {what}", verdict_name(verdict)), notice)
+            .await
+    }
+
+    /// Publishes a notice of `kind` (the `kind` message attribute the router routes on).
+    pub(crate) async fn publish_as(
+        &self,
+        severity: Severity,
+        name: &str,
+        region: &str,
+        what: &str,
+        notice: &Value,
+    ) -> Result<String, VerifierError> {
+        let subject = format!("[kbha {}] {what}", severity.as_str());
         let attributes = BTreeMap::from([
             ("severity".to_owned(), severity.as_str().to_owned()),
             ("source".to_owned(), "kbha.replication".to_owned()),
@@ -994,6 +1058,6 @@ fn notice_json(
     })
 }
 
-fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec_pretty(v).unwrap_or_default()
 }

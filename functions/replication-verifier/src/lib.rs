@@ -5,11 +5,15 @@
 //! streaming pass for SHA-256 and the gzip/tar walk, previous backup, cross-region copy)
 //! -> policy (wasm component) -> verification record (create-once) -> per-region status
 //! for the failover RPO gate -> SNS notice for non-ok verdicts -> decision record.
-//! On a schedule: the dead-man check of every source.
+//! On a schedule: the dead-man check of every source. On its own schedule or on demand: the
+//! restore test of each source's newest verified backup ([`restore_test`]).
 
 pub mod config;
+pub mod datastores;
 pub mod handler;
 pub mod manifest;
+pub mod restore;
+pub mod restore_test;
 mod start;
 pub mod stream;
 
@@ -33,6 +37,8 @@ impl From<VerifierError> for lambda_runtime::Diagnostic {
             VerifierError::CorruptRecord { .. } => "CorruptRecord",
             VerifierError::ConflictExhausted { .. } => "ConflictExhausted",
             VerifierError::NoticeInProgress { .. } => "NoticeInProgress",
+            VerifierError::UnknownSource { .. } => "UnknownSource",
+            VerifierError::Scratch { .. } => "RestoreScratch",
         };
         lambda_runtime::Diagnostic { error_type: format!("kbha.{class}.{kind}"), error_message: e.to_string() }
     }

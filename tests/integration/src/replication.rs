@@ -143,6 +143,16 @@ impl ReplicationWorld {
         self.get_json(&format!("kbha/replication/status/pending-copies/{source}.json")).await
     }
 
+    /// The record of restore test `id` of `source`, read back through S3.
+    pub async fn restore_record(&self, source: &str, id: &str) -> Result<Option<Value>> {
+        self.get_json(&format!("kbha/replication/records/restore-tests/{source}/{id}.json")).await
+    }
+
+    /// The last restore test of `source`, read back through S3.
+    pub async fn restore_status(&self, source: &str) -> Result<Option<Value>> {
+        self.get_json(&format!("kbha/replication/status/restore-tests/{source}.json")).await
+    }
+
     async fn get_json(&self, key: &str) -> Result<Option<Value>> {
         match self.emu.s3().await.get_object().bucket(STATE).key(key).send().await {
             Ok(out) => {
@@ -207,6 +217,11 @@ pub fn schedule(at_ms: i64, id: &str) -> Value {
     json!({"version": "0", "id": id, "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
            "time": format_timestamp(at_ms), "region": "us-east-1",
            "resources": ["arn:aws:events:us-east-1:123456789012:rule/kbha-dead-man"], "detail": {}})
+}
+
+/// A restore-test event (as the template's schedule or `kbha restore-test` sends it).
+pub fn restore_test(id: &str, source: Option<&str>) -> Value {
+    json!({"kbha": "restore-test", "id": id, "source": source})
 }
 
 /// A `.tar.gz` of `files`.
