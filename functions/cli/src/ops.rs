@@ -175,6 +175,48 @@ pub async fn live(target: &Target) -> Result<(std::sync::Arc<Live>, aws_config::
     Ok((started.function, conf))
 }
 
+/// The replication verifier's last restore test of each source, read from beside the
+/// status objects the RPO gate reads (`<KBHA_REPLICATION_STATUS>restore-tests/`): how long
+/// restoring the newest backup takes is the restore part of the RTO.
+async fn restore_tests(f: &Live, conf: &aws_config::SdkConfig, now: i64) -> Result<String> {
+    use kbha_aws::ObjectStore as _;
+    use std::fmt::Write as _;
+    let mut o = String::from("\nrestore tests (the restore part of the RTO):\n");
+    let Some(loc) = &f.config().replication_status else {
+        o.push_str("  (KBHA_REPLICATION_STATUS is not set)\n");
+        return Ok(o);
+    };
+    let store = kbha_aws::S3Store::from_conf(conf);
+    let prefix = format!("{}restore-tests/", loc.prefix);
+    let mut found = 0;
+    for obj in store.list(&loc.bucket, &prefix).await? {
+        let Some(got) = store.get(&loc.bucket, &obj.key).await? else { continue };
+        match serde_json::from_slice::<kbha_replication_verifier::restore_test::RestoreStatus>(&got.bytes) {
+            Ok(t) => {
+                found += 1;
+                let _ = writeln!(
+                    o,
+                    "  {:<12} {:<10} {:>9}  tested {} ({} ago), backup {} taken {}",
+                    t.source,
+                    t.verdict.as_str(),
+                    format!("{:.1} s", t.duration_ms as f64 / 1000.0),
+                    format_timestamp(t.tested_at_ms),
+                    mins(now - t.tested_at_ms),
+                    t.key,
+                    format_timestamp(t.backup_created_at_ms),
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(o, "  s3://{}/{}: unreadable ({e})", loc.bucket, obj.key);
+            }
+        }
+    }
+    if found == 0 {
+        o.push_str("  (none recorded: the verifier's RestoreTest schedule has not run, or its status prefix differs)\n");
+    }
+    Ok(o)
+}
+
 /// Runs `kbha ops`.
 pub async fn run(args: &OpsArgs) -> Result<()> {
     let (f, conf) = live(&args.target).await?;
@@ -186,6 +228,7 @@ pub async fn run(args: &OpsArgs) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", render_status(&status));
+                print!("{}", restore_tests(&f, &conf, now).await?);
             }
             return Ok(());
         }

@@ -41,6 +41,15 @@ async fn status_pause_shift_drain_and_report_through_the_binary() -> Result<()> 
     assert!(out.status.success(), "{}", text(&out));
     let s = text(&out);
     assert!(s.contains("primary*") && s.contains("100%") && s.contains("no open incident"), "{s}");
+    assert!(s.contains("restore tests") && s.contains("(none recorded"), "{s}");
+
+    // The verifier's last restore test, where it keeps it beside the status objects.
+    let tested = serde_json::json!({"source": "chromadb", "tested_at_ms": 1_796_000_000_000i64, "verdict": "ok", "duration_ms": 1400,
+        "restored_bytes": 1_048_576, "key": "chromadb/b1.tar.gz", "backup_created_at_ms": 1_795_999_000_000i64,
+        "record_key": "kbha/replication/records/restore-tests/chromadb/r1.json"});
+    w.emu.put_bytes("kbha-state", "replication/restore-tests/chromadb.json", tested.to_string().into_bytes()).await?;
+    let s = text(&kbha(&w, &config, &["ops", "status"])?);
+    assert!(s.contains("chromadb") && s.contains("1.4 s") && s.contains("chromadb/b1.tar.gz"), "{s}");
 
     let out = kbha(&w, &config, &["ops", "pause", "--reason", "db migration"])?;
     assert!(out.status.success(), "{}", text(&out));

@@ -294,6 +294,10 @@ mod tests {
     fn restore_test_events() {
         let e = serde_json::json!({"kbha": "restore-test", "id": "e1", "time": "2026-12-04T03:00:00Z"});
         assert_eq!(normalise_backup_event(&e), Ok(BackupEvent::RestoreTest { event_id: "e1".into(), source: None }));
+        assert_eq!(
+            normalise_backup_event(&sample("kbha-restore-test-scheduler.json")),
+            Ok(BackupEvent::RestoreTest { event_id: "8f0a3c1e-5b7d-4e2a-9c6f-1d2e3f4a5b6c".into(), source: None })
+        );
         let e = serde_json::json!({"kbha": "restore-test", "id": "e2", "source": "redis"});
         assert_eq!(normalise_backup_event(&e), Ok(BackupEvent::RestoreTest { event_id: "e2".into(), source: Some("redis".into()) }));
         for (bad, expect) in [

@@ -97,8 +97,9 @@ pub struct VerifierConfig {
     /// temporary directory, `/tmp` on Lambda); it works in a `kbha-restore` directory made
     /// under it and removed after each test, never in the directory itself.
     pub restore_dir: std::path::PathBuf,
-    /// `KBHA_RESTORE_MAX_BYTES`: most bytes a restore test may write (default 469762048,
-    /// 448 MiB, inside Lambda's default 512 MB of `/tmp`); more gives `too_large`.
+    /// `KBHA_RESTORE_MAX_BYTES`: most bytes a restore test may write, in bytes or with a
+    /// `KiB`/`MiB`/`GiB` suffix (default 448 MiB, inside Lambda's default 512 MB of `/tmp`);
+    /// more gives `too_large`.
     pub restore_max_bytes: u64,
     /// `KBHA_RESTORE_MAX_AGE_DAYS`: the scheduled check warns when a source's last restore
     /// test is older than this many days (or there is none); unset: no such warning.
@@ -139,9 +140,9 @@ impl VerifierConfig {
             policy_config,
             copy_deadline_s: env.number("KBHA_COPY_DEADLINE_SECONDS", 3600)?,
             restore_dir: env.optional("KBHA_RESTORE_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from),
-            restore_max_bytes: match env.number("KBHA_RESTORE_MAX_BYTES", 448 << 20)? {
-                0 => return Err(SettingError { variable: "KBHA_RESTORE_MAX_BYTES".into(), problem: "is 0; expected at least 1".into() }),
-                n => n,
+            restore_max_bytes: match env.optional("KBHA_RESTORE_MAX_BYTES") {
+                None => 448 << 20,
+                Some(v) => parse_bytes(&v).map_err(|problem| SettingError { variable: "KBHA_RESTORE_MAX_BYTES".into(), problem })?,
             },
             restore_max_age_days: match env.optional("KBHA_RESTORE_MAX_AGE_DAYS") {
                 None => None,
@@ -168,6 +169,27 @@ impl VerifierConfig {
     /// The source that owns `bucket`/`key` (the longest matching prefix wins).
     pub fn source_of(&self, bucket: &str, key: &str) -> Option<&SourceConfig> {
         self.sources.iter().filter(|s| s.owns(bucket, key)).max_by_key(|s| s.prefix.len())
+    }
+}
+
+/// Bytes, or with a `KiB`, `MiB` or `GiB` suffix (the template passes `448MiB`: it cannot
+/// multiply).
+fn parse_bytes(v: &str) -> Result<u64, String> {
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, ""),
+    };
+    let shift = match unit.trim() {
+        "" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err(format!("is `{v}`; expected a whole number of bytes, or one with a KiB, MiB or GiB suffix")),
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift)) {
+        Some(0) => Err(format!("is `{v}`; expected at least 1 byte")),
+        Some(n) => Ok(n),
+        None => Err(format!("is `{v}`; expected a whole number of bytes, or one with a KiB, MiB or GiB suffix")),
     }
 }
 
@@ -232,6 +254,15 @@ mod tests {
     }
 
     #[test]
+    fn restore_budget_takes_binary_suffixes() {
+        assert_eq!(parse_bytes("10000"), Ok(10_000));
+        assert_eq!(parse_bytes("448MiB"), Ok(448 << 20));
+        assert_eq!(parse_bytes("10 GiB"), Ok(10 << 30));
+        assert_eq!(parse_bytes("4KiB"), Ok(4096));
+        assert!(parse_bytes("99999999999GiB").is_err(), "overflow is refused");
+    }
+
+    #[test]
     fn the_longest_prefix_owns_a_key() {
         let c = parse(&base()).expect("valid");
         assert_eq!(c.source_of("b1", "chromadb/hourly/x.tgz").map(|s| s.name.as_str()), Some("chroma-hourly"));
@@ -250,6 +281,8 @@ mod tests {
             ("KBHA_POLICY", "ftp://x", "s3://bucket/key"),
             ("KBHA_COPY_DEADLINE_SECONDS", "1h", "whole number"),
             ("KBHA_RESTORE_MAX_BYTES", "0", "at least 1"),
+            ("KBHA_RESTORE_MAX_BYTES", "2TB", "suffix"),
+            ("KBHA_RESTORE_MAX_BYTES", "MiB", "whole number"),
             ("KBHA_RESTORE_MAX_AGE_DAYS", "0", "at least 1"),
             ("KBHA_RESTORE_MAX_AGE_DAYS", "a week", "whole number"),
         ] {

@@ -27,7 +27,7 @@ use kbha_failover::plan::PlanNote;
 use kbha_failover::{ActionTaken, DecisionRecord, Policies};
 use kbha_hosting::record::Invocation;
 use kbha_hosting::{Alerting, Failover, Replication, builtin};
-use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, s3_event, schedule, tar_gz};
+use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, restore_test, s3_event, schedule, tar_gz};
 use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, fixture, tick};
 use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
 use kbha_test_harness::TopicQueue;
@@ -83,6 +83,8 @@ pub struct Row {
     pub newest_verified_ms: Option<i64>,
     /// Kind and verdict of a backup step.
     pub backup: Option<(BackupKind, String)>,
+    /// A restore test step: its verdict and duration (ms), the restore part of the RTO.
+    pub restore: Option<(String, u64)>,
     /// The stepped shift (return or switchover) as this step's decisions left it: the
     /// plan note of the failover handler's last record that carried one; for an operator
     /// command, the plan in place after it (an abort: the plan it ended).
@@ -360,6 +362,7 @@ impl Drill {
         let id = format!("drill-{}", i + 1);
         let mut notice_ids = 0usize;
         let mut backup = None;
+        let mut restore = None;
         let mut decided_at = None;
         let (mut plan, mut note) = (None, None);
         let (what, outcome) = if let Some(a) = &step.alarm {
@@ -434,6 +437,14 @@ impl Drill {
             notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
             let verdict = recs.iter().filter_map(|r| r.verdict).map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
             ("verifier dead-man check (schedule)".to_owned(), verdict)
+        } else if step.restore_test {
+            let recs = self.verifier.handle(&restore_test(&id, None), Invocation::at(now)).await?;
+            notice_ids += recs.iter().filter(|r| r.notice_id.is_some()).count();
+            let tests: Vec<_> = recs.iter().filter_map(|r| r.restore_test.as_ref()).collect();
+            let outcome = tests.iter().map(|t| format!("{} in {} ms", t.verdict.as_str(), t.duration_ms)).collect::<Vec<_>>().join(",");
+            // The slowest source bounds the restore.
+            restore = tests.iter().max_by_key(|t| t.duration_ms).map(|t| (t.verdict.as_str().to_owned(), t.duration_ms));
+            ("verifier restore test of the newest backup".to_owned(), if outcome.is_empty() { "skipped".into() } else { outcome })
         } else {
             ("check".to_owned(), "-".to_owned())
         };
@@ -458,6 +469,7 @@ impl Drill {
             alerts,
             newest_verified_ms,
             backup,
+            restore,
             plan,
             note,
             failures: Vec::new(),
@@ -520,8 +532,9 @@ impl Drill {
     async fn land_backup(&self, kind: BackupKind, created_ms: i64, copy: bool) -> Result<Uploaded> {
         let n = self.backups;
         let key = format!("chromadb/{}-{n:03}.tar.gz", kbha_core::time::format_timestamp(created_ms).replace(':', ""));
-        let content = format!("chroma collection snapshot {n} taken at {created_ms}").repeat(64);
-        let files: [(&str, &[u8]); 2] = [("chroma.sqlite3", content.as_bytes()), ("index/segment-0.bin", b"segment")];
+        // A real SQLite database, so the restore test opens what it would in production.
+        let db = chroma_db(n, created_ms)?;
+        let files: [(&str, &[u8]); 2] = [("chroma.sqlite3", &db), ("index/segment-0.bin", b"segment")];
         let mut archive = tar_gz(&files)?;
         let manifest = manifest_for(&files, &archive, created_ms);
         if kind == BackupKind::Corrupt {
@@ -698,4 +711,18 @@ fn check_drill(e: &DrillExpect, b: &report::Both, ledger: Option<&Report>) -> Ve
         }
     }
     out
+}
+
+/// A small ChromaDB-shaped SQLite database (a `collections` table and some rows), as bytes.
+fn chroma_db(n: usize, created_ms: i64) -> Result<Vec<u8>> {
+    let path = std::env::temp_dir().join(format!("kbha-drill-{}-{n}.sqlite3", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let db = rusqlite::Connection::open(&path)?;
+    db.execute_batch("CREATE TABLE collections (id TEXT PRIMARY KEY, name TEXT NOT NULL); INSERT INTO collections VALUES ('c1', 'docs');")?;
+    db.execute("CREATE TABLE snapshot (n INTEGER, taken_at INTEGER)", ())?;
+    db.execute("INSERT INTO snapshot VALUES (?1, ?2)", (i64::try_from(n).unwrap_or_default(), created_ms))?;
+    db.close().map_err(|(_, e)| e)?;
+    let bytes = std::fs::read(&path)?;
+    let _ = std::fs::remove_file(&path);
+    Ok(bytes)
 }

@@ -32,6 +32,8 @@ pub struct Figures {
     pub detections: Vec<(String, f64)>,
     /// Age of the newest verified backup of the secondary at the failover, seconds.
     pub rpo_s: Option<f64>,
+    /// The last restore test: verdict and duration (ms), the restore part of the RTO.
+    pub restore: Option<(String, u64)>,
     /// Number of Route 53 changes.
     pub changes: usize,
     /// Primary share (0..=100) over time: (offset ms, share).
@@ -124,6 +126,7 @@ pub fn figures(o: &Outcome) -> Both {
     kbha.series.push((0, last));
     let first_alarm = rows.iter().find(|r| r.alarms.get("primary") == Some(&true)).map(|r| r.at);
     let first_failure = rows.iter().find(|r| r.health.get("primary") == Some(&false)).map(|r| r.at);
+    kbha.restore = rows.iter().rev().find_map(|r| r.restore.clone());
     for r in rows {
         let s = share(&r.weights);
         if s != last {
@@ -220,6 +223,11 @@ fn rows_of(b: &Both) -> Vec<(&'static str, String, String)> {
         ("primary health failure -> Route 53 change", secs(b.kbha.from_failure_s), secs(b.polling.from_failure_s)),
         ("traffic-seconds served by an unhealthy region", unhealthy, format!("{:.0}", b.polling.unhealthy_traffic_s)),
         ("achieved RPO (newest verified backup at failover)", secs(b.kbha.rpo_s), secs(b.polling.rpo_s)),
+        (
+            "restore part of the RTO (last restore test)",
+            b.kbha.restore.as_ref().map_or_else(|| "not run".into(), |(v, ms)| format!("{ms} ms ({v})")),
+            "not tested".into(),
+        ),
         ("Route 53 changes", b.kbha.changes.to_string(), b.polling.changes.to_string()),
         ("alerts delivered by the alert router", b.alerts.to_string(), "-".into()),
     ]
@@ -336,6 +344,15 @@ fn svg(o: &Outcome, b: &Both) -> String {
                 caption: Some(verdict.clone()),
             });
         }
+        if let Some((verdict, ms)) = &r.restore {
+            backups.push(Mark {
+                at: r.at,
+                shape: Shape::Circle,
+                colour: if verdict == "ok" { "#2a2" } else { "#d33" }.to_owned(),
+                title: format!("restore test: {verdict} in {ms} ms"),
+                caption: Some(format!("restore {verdict}")),
+            });
+        }
         if r.new_notices > 0 || !r.alerts.is_empty() {
             let what: Vec<String> = r.alerts.iter().map(|(sev, subj)| format!("{sev}: {subj}")).collect();
             alerts.push(Mark {
@@ -392,6 +409,7 @@ mod tests {
             alerts: Vec::new(),
             newest_verified_ms: None,
             backup: None,
+            restore: None,
             plan: None,
             note: None,
             failures: Vec::new(),

@@ -194,6 +194,10 @@ pub struct Step {
     /// A scheduled tick: the verifier's dead-man check.
     #[serde(default)]
     pub dead_man: bool,
+    /// The verifier's restore test of each source's newest verified backup (its duration
+    /// is the restore part of the RTO in the report).
+    #[serde(default)]
+    pub restore_test: bool,
     /// An operator command (`kbha ops ...`) at the step's time.
     pub ops: Option<OpsStep>,
     /// What must hold after the step.
@@ -314,8 +318,15 @@ impl Scenario {
                 bail!("step {}: at = {:?} goes back in time; list steps in time order", i + 1, step.at);
             }
             last = at;
-            let actions =
-                [step.alarm.is_some(), step.health.is_some(), step.backup.is_some(), step.tick, step.dead_man, step.ops.is_some()];
+            let actions = [
+                step.alarm.is_some(),
+                step.health.is_some(),
+                step.backup.is_some(),
+                step.tick,
+                step.dead_man,
+                step.restore_test,
+                step.ops.is_some(),
+            ];
             if actions.iter().filter(|a| **a).count() > 1 {
                 bail!("step {}: more than one action; split it into steps at the same `at`", i + 1);
             }
