@@ -1,22 +1,34 @@
 //! The three policy worlds as types, so hosting code is written once.
 
+use std::borrow::Borrow;
+
 use kbha_core::{
     Alert, AlertDecision, AlertInput, FailoverAction, FailoverDecision, FailoverInput, ReplicationDecision, ReplicationInput, Severity,
     Verdict,
 };
-use kbha_policy_host::{AlertPolicy, Evaluation, FailoverPolicy, PolicyEngine, PolicyError, ReplicationPolicy};
+use kbha_policy_host::{
+    AlertPolicy, AlertWorld, Evaluation, FailoverPolicy, FailoverWorld, Policy, PolicyEngine, PolicyError, PolicyWorld, ReplicationPolicy,
+    ReplicationWorld,
+};
 use serde::Serialize;
 
 use crate::hosted::{BuiltinCell, builtin_bytes};
 
 /// A policy world: its input, its decision, its loaded component, and its safe answer.
+///
+/// Loading and running are the same for every world ([`PolicyEngine::load`] of its
+/// [`PolicyWorld`], then [`Policy::decide`]), so those methods are provided; an impl
+/// says only what differs: the types, the built-in and the safe answer.
 pub trait Kind: Send + Sync + 'static {
+    /// The world in `kbha-policy-host`, with the same input and decision.
+    type World: PolicyWorld<Input = Self::Input, Decision = Self::Decision>;
     /// What the policy is asked.
     type Input: Send + Sync;
     /// What it answers.
     type Decision: Clone + std::fmt::Debug + Serialize + Send + Sync;
-    /// A loaded component of this world.
-    type Component: Send + Sync + 'static;
+    /// A loaded component of this world: always `Policy<Self::World>` (the bounds let
+    /// the provided methods below say so).
+    type Component: From<Policy<Self::World>> + Borrow<Policy<Self::World>> + Send + Sync + 'static;
     /// Short name (`failover`, `replication`, `alert`), used in messages.
     const NAME: &'static str;
     /// Artifact name of the built-in default (`<name>.wasm` in the policy dir).
@@ -28,15 +40,6 @@ pub trait Kind: Send + Sync + 'static {
     fn builtin_cell() -> &'static BuiltinCell<Self>
     where
         Self: Sized;
-    /// Validates and prepares a component of this world.
-    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError>;
-    /// Loads a component from its precompiled artifact (see [`crate::cache`]), which
-    /// must be of the component with `digest`.
-    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError>;
-    /// A loaded component's compiled code as an artifact for [`Kind::load_precompiled`].
-    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError>;
-    /// Runs one decision.
-    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError>;
     /// The answer when no policy could decide: the safe one for this world.
     fn hold(input: &Self::Input, why: &str) -> Self::Decision;
     /// Adds a notice to a decision; gives it back when this world's decisions carry none.
@@ -44,6 +47,24 @@ pub trait Kind: Send + Sync + 'static {
     /// A canned input a new policy must decide without faulting before it replaces the
     /// running one (a golden case of the world's default policy).
     fn smoke_input() -> Result<Self::Input, String>;
+
+    /// Validates and prepares a component of this world.
+    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
+        engine.load::<Self::World>(bytes).map(Into::into)
+    }
+    /// Loads a component from its precompiled artifact (see [`crate::cache`]), which
+    /// must be of the component with `digest`.
+    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError> {
+        engine.load_precompiled::<Self::World>(artifact, digest).map(Into::into)
+    }
+    /// A loaded component's compiled code as an artifact for [`Kind::load_precompiled`].
+    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError> {
+        component.borrow().artifact()
+    }
+    /// Runs one decision.
+    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
+        component.borrow().decide(input)
+    }
 }
 
 fn canned<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
@@ -55,6 +76,7 @@ fn canned<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
 pub enum Failover {}
 
 impl Kind for Failover {
+    type World = FailoverWorld;
     type Input = FailoverInput;
     type Decision = FailoverDecision;
     type Component = FailoverPolicy;
@@ -67,18 +89,6 @@ impl Kind for Failover {
     fn builtin_cell() -> &'static BuiltinCell<Self> {
         static CELL: BuiltinCell<Failover> = BuiltinCell::new();
         &CELL
-    }
-    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
-        engine.load_failover(bytes)
-    }
-    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError> {
-        engine.load_failover_precompiled(artifact, digest)
-    }
-    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError> {
-        component.artifact()
-    }
-    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
-        component.decide(input)
     }
     fn hold(_input: &Self::Input, why: &str) -> Self::Decision {
         FailoverDecision { action: FailoverAction::Hold, reason: format!("holding: {why}"), alerts: Vec::new() }
@@ -98,6 +108,7 @@ impl Kind for Failover {
 pub enum Replication {}
 
 impl Kind for Replication {
+    type World = ReplicationWorld;
     type Input = ReplicationInput;
     type Decision = ReplicationDecision;
     type Component = ReplicationPolicy;
@@ -110,18 +121,6 @@ impl Kind for Replication {
     fn builtin_cell() -> &'static BuiltinCell<Self> {
         static CELL: BuiltinCell<Replication> = BuiltinCell::new();
         &CELL
-    }
-    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
-        engine.load_replication(bytes)
-    }
-    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError> {
-        engine.load_replication_precompiled(artifact, digest)
-    }
-    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError> {
-        component.artifact()
-    }
-    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
-        component.decide(input)
     }
     fn hold(_input: &Self::Input, why: &str) -> Self::Decision {
         ReplicationDecision { verdict: Verdict::Warning, reason: format!("unverified: {why}"), alerts: Vec::new() }
@@ -140,6 +139,7 @@ impl Kind for Replication {
 pub enum Alerting {}
 
 impl Kind for Alerting {
+    type World = AlertWorld;
     type Input = AlertInput;
     type Decision = AlertDecision;
     type Component = AlertPolicy;
@@ -152,18 +152,6 @@ impl Kind for Alerting {
     fn builtin_cell() -> &'static BuiltinCell<Self> {
         static CELL: BuiltinCell<Alerting> = BuiltinCell::new();
         &CELL
-    }
-    fn load(engine: &PolicyEngine, bytes: &[u8]) -> Result<Self::Component, PolicyError> {
-        engine.load_alert(bytes)
-    }
-    fn load_precompiled(engine: &PolicyEngine, artifact: &[u8], digest: &str) -> Result<Self::Component, PolicyError> {
-        engine.load_alert_precompiled(artifact, digest)
-    }
-    fn artifact(component: &Self::Component) -> Result<Vec<u8>, PolicyError> {
-        component.artifact()
-    }
-    fn evaluate(component: &Self::Component, input: &Self::Input) -> Result<Evaluation<Self::Decision>, PolicyError> {
-        component.decide(input)
     }
     fn hold(input: &Self::Input, why: &str) -> Self::Decision {
         let alert = &input.alert;

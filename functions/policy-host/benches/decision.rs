@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kbha_core::FailoverInput;
-use kbha_policy_host::{Limits, PolicyEngine};
+use kbha_policy_host::{FailoverWorld, Limits, PolicyEngine};
 
 use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
 
@@ -23,7 +23,7 @@ fn decision(c: &mut Criterion) {
     let input: FailoverInput = serde_json::from_slice(&std::fs::read(&case).expect("golden input")).expect("golden input parses");
 
     let engine = PolicyEngine::new(Limits::default()).expect("engine");
-    let policy = engine.load_failover(&wasm).expect("failover-default loads");
+    let policy = engine.load::<FailoverWorld>(&wasm).expect("failover-default loads");
     let mut reused = policy.reused_instance().expect("instance");
     let wit_input: kbha_policy_sdk::types::FailoverInput = input.clone().into();
     // The three paths must agree before their speed means anything.

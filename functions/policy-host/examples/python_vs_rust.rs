@@ -7,7 +7,7 @@
 //!
 //! For each of `business-hours` (Rust, default [`Limits`]) and
 //! `business-hours-py` (CPython via componentize-py, [`Limits::python`]):
-//! compile time (`load_failover` of the `.wasm`), load time from the compiled
+//! compile time (`load::<FailoverWorld>` of the `.wasm`), load time from the compiled
 //! artifact (what the functions' compiled-policy cache does), and the
 //! fresh-instance decision time p50/p99 and fuel on the golden case
 //! `failback-at-noon`. docs/writing-policies.md ("Write a policy in Python") quotes its output.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kbha_core::FailoverInput;
-use kbha_policy_host::{Limits, PolicyEngine};
+use kbha_policy_host::{FailoverWorld, Limits, PolicyEngine};
 
 use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
 
@@ -33,11 +33,11 @@ fn measure(name: &str, limits: Limits, input: &FailoverInput, n: usize) -> Resul
     let wasm = std::fs::read(&path).with_context(|| format!("read `{}`", path.display()))?;
     let engine = PolicyEngine::new(limits)?;
     let t = Instant::now();
-    let policy = engine.load_failover(&wasm)?;
+    let policy = engine.load::<FailoverWorld>(&wasm)?;
     let compile = t.elapsed();
     let artifact = policy.artifact()?;
     let t = Instant::now();
-    let cached = engine.load_failover_precompiled(&artifact, policy.digest())?;
+    let cached = engine.load_precompiled::<FailoverWorld>(&artifact, policy.digest())?;
     let from_cache = t.elapsed();
     // One decision first: page in the code and the memory image.
     let first = cached.decide(input)?;

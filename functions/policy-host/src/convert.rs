@@ -13,8 +13,10 @@ kbha_core::wit_conversions!();
 // ---------------------------------------------------------------- output size
 
 /// Bytes a decision occupies: string bytes plus a small fixed cost per list
-/// entry, so a flood of empty entries counts too.
-pub(crate) trait OutputSize {
+/// entry, so a flood of empty entries counts too. `pub` because
+/// [`PolicyWorld::Decision`](crate::PolicyWorld::Decision) is bound by it; this
+/// module is private, so no other crate can name it.
+pub trait OutputSize {
     /// The measured size.
     fn output_bytes(&self) -> usize;
 }

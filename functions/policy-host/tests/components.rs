@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kbha_core::{FailoverDecision, FailoverInput, PolicyRefusal};
-use kbha_policy_host::{FailoverPolicy, Limits, PolicyEngine, PolicyError};
+use kbha_policy_host::{AlertWorld, FailoverPolicy, FailoverWorld, Limits, PolicyEngine, PolicyError, ReplicationWorld};
 use serde::Deserialize;
 
 use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
@@ -25,7 +25,7 @@ fn engine() -> &'static PolicyEngine {
 }
 
 fn load(name: &str) -> FailoverPolicy {
-    engine().load_failover(&artifact(name, "wasm")).expect("guest loads")
+    engine().load::<FailoverWorld>(&artifact(name, "wasm")).expect("guest loads")
 }
 
 // Every guest must have a test module of its name here; a guest added to
@@ -109,9 +109,9 @@ mod failover_default {
     fn precompiled_artifact_decides_the_same() -> Result<()> {
         let wasm = artifact("failover-default", "wasm");
         let digest = kbha_policy_host::digest(&wasm);
-        let pre = engine().load_failover_precompiled(&artifact("failover-default", "cwasm"), &digest)?;
+        let pre = engine().load_precompiled::<FailoverWorld>(&artifact("failover-default", "cwasm"), &digest)?;
         assert_eq!(pre.digest(), digest);
-        let fresh = engine().load_failover(&wasm)?;
+        let fresh = engine().load::<FailoverWorld>(&wasm)?;
         for (name, input, _) in golden_cases()? {
             assert_eq!(outcome(&pre, &input), outcome(&fresh, &input), "case `{name}`");
         }
@@ -121,15 +121,15 @@ mod failover_default {
     #[test]
     fn a_loaded_policys_artifact_loads_without_compiling_and_decides_the_same() -> Result<()> {
         let wasm = artifact("failover-default", "wasm");
-        let fresh = engine().load_failover(&wasm)?;
-        let cached = engine().load_failover_precompiled(&fresh.artifact()?, fresh.digest())?;
+        let fresh = engine().load::<FailoverWorld>(&wasm)?;
+        let cached = engine().load_precompiled::<FailoverWorld>(&fresh.artifact()?, fresh.digest())?;
         assert_eq!(cached.digest(), fresh.digest());
         for (name, input, _) in golden_cases()? {
             assert_eq!(outcome(&cached, &input), outcome(&fresh, &input), "case `{name}`");
         }
         // Pinned to its digest like any artifact.
         let other = format!("sha256:{}", "0".repeat(64));
-        assert!(matches!(engine().load_failover_precompiled(&fresh.artifact()?, &other), Err(PolicyError::Precompiled(_))));
+        assert!(matches!(engine().load_precompiled::<FailoverWorld>(&fresh.artifact()?, &other), Err(PolicyError::Precompiled(_))));
         Ok(())
     }
 
@@ -138,13 +138,13 @@ mod failover_default {
         let mut cwasm = artifact("failover-default", "cwasm");
         let digest = kbha_policy_host::digest(&artifact("failover-default", "wasm"));
         let other = kbha_policy_host::digest(b"another policy");
-        assert!(matches!(engine().load_failover_precompiled(&cwasm, &other), Err(PolicyError::Precompiled(_))));
+        assert!(matches!(engine().load_precompiled::<FailoverWorld>(&cwasm, &other), Err(PolicyError::Precompiled(_))));
         let last = cwasm.len() - 1;
         cwasm[last] ^= 0xff;
-        let e = engine().load_failover_precompiled(&cwasm, &digest).expect_err("corrupt artifact");
+        let e = engine().load_precompiled::<FailoverWorld>(&cwasm, &digest).expect_err("corrupt artifact");
         assert!(matches!(&e, PolicyError::Precompiled(m) if m.contains("corrupt")), "{e}");
         assert!(matches!(
-            engine().load_failover_precompiled(&artifact("failover-default", "wasm"), &digest),
+            engine().load_precompiled::<FailoverWorld>(&artifact("failover-default", "wasm"), &digest),
             Err(PolicyError::Precompiled(_))
         ));
     }
@@ -152,7 +152,7 @@ mod failover_default {
     #[test]
     fn digest_is_sha256_of_the_component() {
         let wasm = artifact("failover-default", "wasm");
-        let policy = engine().load_failover(&wasm).expect("loads");
+        let policy = engine().load::<FailoverWorld>(&wasm).expect("loads");
         assert_eq!(policy.digest(), kbha_policy_host::digest(&wasm));
         assert!(policy.digest().starts_with("sha256:"));
     }
@@ -160,9 +160,9 @@ mod failover_default {
     #[test]
     fn loaded_as_another_world_is_wrong_world() {
         let wasm = artifact("failover-default", "wasm");
-        let e = engine().load_alert(&wasm).expect_err("not an alert policy");
+        let e = engine().load::<AlertWorld>(&wasm).expect_err("not an alert policy");
         assert!(matches!(e, PolicyError::WrongWorld { expected: "alert-policy", .. }), "{e}");
-        let e = engine().load_replication(&wasm).expect_err("not a replication policy");
+        let e = engine().load::<ReplicationWorld>(&wasm).expect_err("not a replication policy");
         assert!(matches!(e, PolicyError::WrongWorld { expected: "replication-policy", .. }), "{e}");
     }
 
@@ -272,25 +272,25 @@ mod hostile {
 
     #[test]
     fn wasi_import_is_forbidden_and_named() {
-        let e = engine().load_failover(&wat("imports-wasi.wat")).expect_err("refused");
+        let e = engine().load::<FailoverWorld>(&wat("imports-wasi.wat")).expect_err("refused");
         assert!(matches!(&e, PolicyError::ForbiddenImport { name } if name == "wasi:cli/environment@0.2.0"), "{e}");
         assert!(e.to_string().contains("`wasi:cli/environment@0.2.0`"));
     }
 
     #[test]
     fn core_module_is_not_a_component() {
-        assert!(matches!(engine().load_failover(&wat("core-module.wat")), Err(PolicyError::NotAComponent)));
+        assert!(matches!(engine().load::<FailoverWorld>(&wat("core-module.wat")), Err(PolicyError::NotAComponent)));
     }
 
     #[test]
     fn component_without_decide_is_wrong_world() {
-        let e = engine().load_failover(&wat("no-exports.wat")).expect_err("refused");
+        let e = engine().load::<FailoverWorld>(&wat("no-exports.wat")).expect_err("refused");
         assert!(matches!(&e, PolicyError::WrongWorld { expected: "failover-policy", detail } if detail.contains("no `decide`")), "{e}");
     }
 
     #[test]
     fn garbage_is_not_wasm() {
-        assert!(matches!(engine().load_failover(b"{\"not\": \"wasm\"}"), Err(PolicyError::NotWasm)));
+        assert!(matches!(engine().load::<FailoverWorld>(b"{\"not\": \"wasm\"}"), Err(PolicyError::NotWasm)));
     }
 
     #[test]
@@ -343,7 +343,7 @@ mod alert_default {
     }
 
     fn load() -> AlertPolicy {
-        engine().load_alert(&artifact("alert-default", "wasm")).expect("guest loads")
+        engine().load::<AlertWorld>(&artifact("alert-default", "wasm")).expect("guest loads")
     }
 
     #[test]
@@ -361,9 +361,9 @@ mod alert_default {
     fn precompiled_artifact_decides_the_same() -> Result<()> {
         let wasm = artifact("alert-default", "wasm");
         let digest = kbha_policy_host::digest(&wasm);
-        let pre = engine().load_alert_precompiled(&artifact("alert-default", "cwasm"), &digest)?;
+        let pre = engine().load_precompiled::<AlertWorld>(&artifact("alert-default", "cwasm"), &digest)?;
         assert_eq!(pre.digest(), digest);
-        let fresh = engine().load_alert(&wasm)?;
+        let fresh = engine().load::<AlertWorld>(&wasm)?;
         for (name, input, _) in cases()? {
             assert_eq!(outcome(&pre, &input), outcome(&fresh, &input), "case `{name}`");
         }
@@ -373,7 +373,7 @@ mod alert_default {
     #[test]
     fn loaded_as_another_world_is_wrong_world() {
         let wasm = artifact("alert-default", "wasm");
-        let e = engine().load_failover(&wasm).expect_err("not a failover policy");
+        let e = engine().load::<FailoverWorld>(&wasm).expect_err("not a failover policy");
         assert!(matches!(e, PolicyError::WrongWorld { expected: "failover-policy", .. }), "{e}");
         let ok = engine().inspect(&wasm).expect("inspects");
         assert_eq!(ok.world, Some(kbha_policy_host::World::Alert));
@@ -428,7 +428,7 @@ mod replication_default {
 
     #[test]
     fn golden_cases_decide_as_natively() -> Result<()> {
-        let policy = engine().load_replication(&artifact("replication-default", "wasm"))?;
+        let policy = engine().load::<ReplicationWorld>(&artifact("replication-default", "wasm"))?;
         for (name, input, expected) in cases()? {
             assert_eq!(as_expected(outcome(&policy, &input)), expected, "case `{name}`");
         }
@@ -439,8 +439,8 @@ mod replication_default {
     fn precompiled_artifact_decides_the_same() -> Result<()> {
         let wasm = artifact("replication-default", "wasm");
         let digest = kbha_policy_host::digest(&wasm);
-        let pre = engine().load_replication_precompiled(&artifact("replication-default", "cwasm"), &digest)?;
-        let fresh = engine().load_replication(&wasm)?;
+        let pre = engine().load_precompiled::<ReplicationWorld>(&artifact("replication-default", "cwasm"), &digest)?;
+        let fresh = engine().load::<ReplicationWorld>(&wasm)?;
         for (name, input, _) in cases()? {
             assert_eq!(outcome(&pre, &input), outcome(&fresh, &input), "case `{name}`");
         }
@@ -449,7 +449,7 @@ mod replication_default {
 
     #[test]
     fn loaded_as_another_world_is_wrong_world() {
-        let e = engine().load_failover(&artifact("replication-default", "wasm")).expect_err("not a failover policy");
+        let e = engine().load::<FailoverWorld>(&artifact("replication-default", "wasm")).expect_err("not a failover policy");
         assert!(matches!(e, PolicyError::WrongWorld { expected: "failover-policy", .. }), "{e}");
     }
 }

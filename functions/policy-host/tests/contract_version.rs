@@ -4,7 +4,7 @@
 //! (`wit_component::dummy_module`), so the test needs no guest toolchain.
 
 use anyhow::Result;
-use kbha_policy_host::{CONTRACT_VERSION, Limits, PolicyEngine, PolicyError};
+use kbha_policy_host::{AlertWorld, CONTRACT_VERSION, FailoverWorld, Limits, PolicyEngine, PolicyError, ReplicationWorld};
 use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
 use wit_parser::{ManglingAndAbi, Resolve};
 
@@ -27,9 +27,9 @@ fn a_component_of_the_previous_contract_is_refused_naming_both_versions() -> Res
     {
         let old = component(&format!("wit/v{version}"), world)?;
         let err = match world {
-            "failover-policy" => engine.load_failover(&old).err(),
-            "replication-policy" => engine.load_replication(&old).err(),
-            _ => engine.load_alert(&old).err(),
+            "failover-policy" => engine.load::<FailoverWorld>(&old).err(),
+            "replication-policy" => engine.load::<ReplicationWorld>(&old).err(),
+            _ => engine.load::<AlertWorld>(&old).err(),
         };
         let Some(err) = err else { panic!("a {version} {world} component loaded") };
         assert!(matches!(err, PolicyError::ContractVersion { .. }), "{world}: {err}");
@@ -44,6 +44,6 @@ fn a_component_of_the_previous_contract_is_refused_naming_both_versions() -> Res
 fn a_component_of_the_current_contract_loads() -> Result<()> {
     let engine = PolicyEngine::new(Limits::default())?;
     let current = component("wit", "failover-policy")?;
-    engine.load_failover(&current).map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.load::<FailoverWorld>(&current).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use kbha_core::{FailoverDecision, FailoverInput, PolicyRefusal};
-use kbha_policy_host::{FailoverPolicy, Limits, PolicyEngine, PolicyError};
+use kbha_policy_host::{FailoverPolicy, FailoverWorld, Limits, PolicyEngine, PolicyError};
 use serde::Deserialize;
 
 use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as workspace};
@@ -35,11 +35,11 @@ fn load(name: &str) -> FailoverPolicy {
     let digest = kbha_policy_host::digest(&wasm);
     let cached = policies_dir().join(format!("{name}.python-engine.cwasm"));
     if let Ok(artifact) = std::fs::read(&cached)
-        && let Ok(policy) = engine().load_failover_precompiled(&artifact, &digest)
+        && let Ok(policy) = engine().load_precompiled::<FailoverWorld>(&artifact, &digest)
     {
         return policy;
     }
-    let policy = engine().load_failover(&wasm).unwrap_or_else(|e| panic!("`{}` does not load: {e}", path.display()));
+    let policy = engine().load::<FailoverWorld>(&wasm).unwrap_or_else(|e| panic!("`{}` does not load: {e}", path.display()));
     // The cache only saves time; failing to write it is no test failure.
     if let Ok(artifact) = policy.artifact() {
         let _ = std::fs::write(&cached, artifact);
@@ -97,7 +97,7 @@ fn python_and_rust_business_hours_agree_on_the_default_policys_cases() -> Result
     // exercise them. The Rust sample as a component is the reference.
     let python = business_hours_py();
     let rust_path = policies_dir().join("business-hours.wasm");
-    let rust = PolicyEngine::new(Limits::default())?.load_failover(
+    let rust = PolicyEngine::new(Limits::default())?.load::<FailoverWorld>(
         &std::fs::read(&rust_path).with_context(|| format!("`{}`: run `cargo kbha policy build` first", rust_path.display()))?,
     )?;
     let dir = workspace().join("policies/failover-default/cases");
@@ -225,12 +225,12 @@ fn component_importing(name: &str) -> Vec<u8> {
 fn a_wasi_engine_refuses_imports_outside_the_offered_set() {
     for name in ["wasi:http/outgoing-handler@0.2.0", "wasi:keyvalue/store@0.2.0", "wasi:cli/environment@0.3.0", "acme:net/raw-socket@1.0.0"]
     {
-        let e = engine().load_failover(&component_importing(name)).expect_err("refused");
+        let e = engine().load::<FailoverWorld>(&component_importing(name)).expect_err("refused");
         assert!(matches!(&e, PolicyError::ForbiddenImport { name: n } if n == name), "{name}: {e}");
     }
     // An offered WASI import passes the import check; this component then
     // fails for what it lacks, a `decide`.
-    let e = engine().load_failover(&component_importing("wasi:cli/environment@0.2.0")).expect_err("no decide");
+    let e = engine().load::<FailoverWorld>(&component_importing("wasi:cli/environment@0.2.0")).expect_err("no decide");
     assert!(matches!(e, PolicyError::WrongWorld { .. }), "{e}");
 }
 
@@ -240,7 +240,7 @@ fn the_default_engine_still_refuses_the_python_component() -> Result<()> {
     // WASI (same compiler settings, so no second compile of CPython).
     let policy = business_hours_py();
     let plain = PolicyEngine::new(Limits::default())?;
-    let e = plain.load_failover_precompiled(&policy.artifact()?, policy.digest()).expect_err("refused");
+    let e = plain.load_precompiled::<FailoverWorld>(&policy.artifact()?, policy.digest()).expect_err("refused");
     assert!(matches!(&e, PolicyError::ForbiddenImport { name } if name.starts_with("wasi:")), "{e}");
     Ok(())
 }
