@@ -1,21 +1,15 @@
 //! The alert router's configuration: one typed struct, parsed once at init from
-//! environment variables. Every error names the variable. docs/alerting.md's
-//! "Configuration" table documents each one.
+//! environment variables through [`Env`], as every function reads its settings. Every
+//! error names the variable. docs/alerting.md's "Configuration" table documents each one.
 
 use std::collections::BTreeMap;
 
 use kbha_core::PolicyConfig;
-use kbha_hosting::{Fallback, PolicySource};
+use kbha_hosting::{Env, Fallback, PolicySource, SettingError};
 
-/// A configuration problem; the function refuses to start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: `{variable}` {problem}")]
-pub struct ConfigError {
-    /// The environment variable at fault.
-    pub variable: &'static str,
-    /// What is wrong with it and what is expected.
-    pub problem: String,
-}
+/// A configuration problem; the function refuses to start. The shared [`SettingError`],
+/// under the name this crate has always exported.
+pub type ConfigError = SettingError;
 
 /// Everything the alert router is told by its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,66 +39,47 @@ pub struct RouterConfig {
 
 impl RouterConfig {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+    pub fn from_env() -> Result<Self, SettingError> {
+        Self::from_settings(&Env::process())
     }
 
     /// Reads configuration through `get` (tests and `kbha replay` pass maps).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let required = |k: &'static str| get(k).ok_or_else(|| ConfigError { variable: k, problem: "is not set".into() });
-        let err = |variable: &'static str, problem: String| ConfigError { variable, problem };
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        Self::from_settings(&Env::new(get))
+    }
 
-        let raw = required("KBHA_DESTINATIONS")?;
-        let destinations: BTreeMap<String, String> = serde_json::from_str(&raw).map_err(|e| {
-            err(
-                "KBHA_DESTINATIONS",
-                format!(
-                    "is not a JSON object of destination names to SNS topic ARNs like \
-                     `{{\"critical\":\"arn:aws:sns:us-east-1:111122223333:kbha-critical\"}}`: {e}"
-                ),
-            )
-        })?;
+    fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, SettingError> {
+        let k = "KBHA_DESTINATIONS";
+        let example = r#"{"critical":"arn:aws:sns:us-east-1:111122223333:kbha-critical"}"#;
+        let destinations: BTreeMap<String, String> =
+            env.required_json(k, "a JSON object of destination names to SNS topic ARNs", example)?;
         if destinations.is_empty() {
-            return Err(err("KBHA_DESTINATIONS", "names no destination".into()));
+            return Err(SettingError::new(k, "names no destination"));
         }
         if let Some((name, arn)) = destinations.iter().find(|(_, arn)| !arn.starts_with("arn:") || arn.split(':').count() < 6) {
-            return Err(err("KBHA_DESTINATIONS", format!("maps `{name}` to `{arn}`, which is not an SNS topic ARN")));
+            return Err(SettingError::new(k, format!("maps `{name}` to `{arn}`, which is not an SNS topic ARN")));
         }
-        let default_destination = get("KBHA_DEFAULT_DESTINATION").unwrap_or_else(|| "critical".into());
+        let default_destination = env.text("KBHA_DEFAULT_DESTINATION", "critical");
         if !destinations.contains_key(&default_destination) {
-            return Err(err("KBHA_DEFAULT_DESTINATION", format!("is `{default_destination}`, which KBHA_DESTINATIONS does not name")));
+            let problem = format!("is `{default_destination}`, which KBHA_DESTINATIONS does not name");
+            return Err(SettingError::new("KBHA_DEFAULT_DESTINATION", problem));
         }
-        let policy = get("KBHA_POLICY")
-            .unwrap_or_else(|| "builtin".into())
-            .parse()
-            .map_err(|e: kbha_hosting::SourceError| err("KBHA_POLICY", e.to_string()))?;
-        let fallback = get("KBHA_POLICY_FALLBACK")
-            .unwrap_or_else(|| "builtin".into())
-            .parse()
-            .map_err(|e: kbha_hosting::SourceError| err("KBHA_POLICY_FALLBACK", e.to_string()))?;
-        let policy_config = match get("KBHA_POLICY_CONFIG") {
-            None => PolicyConfig::new(),
-            Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw).map_err(|e| {
-                err("KBHA_POLICY_CONFIG", format!("is not a JSON object of string values like `{{\"default_severity\":\"warning\"}}`: {e}"))
-            })?,
-        };
-        let number = |k: &'static str, default: u64| -> Result<u64, ConfigError> {
-            get(k).map_or(Ok(default), |v| v.parse().map_err(|_| err(k, format!("is `{v}`; expected a whole number of seconds"))))
-        };
-        let claim_lease_s = number("KBHA_CLAIM_SECONDS", 120)?;
+        let policy = env.policy_source()?;
+        let fallback = env.policy_fallback()?;
+        let policy_config = env.policy_config()?;
+        let claim_lease_s = env.seconds("KBHA_CLAIM_SECONDS", 120)?;
         if claim_lease_s == 0 {
-            return Err(err("KBHA_CLAIM_SECONDS", "is 0; expected at least 1".into()));
+            return Err(SettingError::new("KBHA_CLAIM_SECONDS", "is 0; expected at least 1"));
         }
         Ok(RouterConfig {
             destinations,
             default_destination,
-            state_bucket: required("KBHA_STATE_BUCKET")?,
-            state_prefix: get("KBHA_STATE_PREFIX").unwrap_or_else(|| "kbha/alerts/".into()),
+            state_bucket: env.required("KBHA_STATE_BUCKET")?,
+            state_prefix: env.text("KBHA_STATE_PREFIX", "kbha/alerts/"),
             policy,
             fallback,
             policy_config,
-            repeat_interval_s: number("KBHA_REPEAT_INTERVAL_SECONDS", 14_400)?,
+            repeat_interval_s: env.seconds("KBHA_REPEAT_INTERVAL_SECONDS", 14_400)?,
             claim_lease_s,
         })
     }

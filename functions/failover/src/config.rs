@@ -1,22 +1,14 @@
 //! The failover function's configuration: one typed struct, parsed once at init from
-//! environment variables. Every error names the variable. docs/failover.md's
-//! "Configuration" table documents each one.
-
-use kbha_hosting::{Fallback, PolicySource, S3Location};
-use std::collections::BTreeMap;
+//! environment variables through [`Env`], as every function reads its settings. Every
+//! error names the variable. docs/failover.md's "Configuration" table documents each one.
 
 use kbha_core::PolicyConfig;
+use kbha_hosting::{Env, Fallback, PolicySource, S3Location, SettingError};
 use serde::Deserialize;
 
-/// A configuration problem; the function refuses to start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: `{variable}` {problem}")]
-pub struct ConfigError {
-    /// The environment variable at fault.
-    pub variable: &'static str,
-    /// What is wrong with it and what is expected.
-    pub problem: String,
-}
+/// A configuration problem; the function refuses to start. The shared [`SettingError`],
+/// under the name this crate has always exported.
+pub type ConfigError = SettingError;
 
 /// One target of the weighted record set, as configured (`KBHA_TARGETS`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -128,101 +120,62 @@ pub struct FailoverConfig {
 
 impl FailoverConfig {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+    pub fn from_env() -> Result<Self, SettingError> {
+        Self::from_settings(&Env::process())
     }
 
     /// Reads configuration through `get` (tests and `kbha replay` pass maps).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let required = |k: &'static str| get(k).ok_or_else(|| ConfigError { variable: k, problem: "is not set".into() });
-        let targets_raw = required("KBHA_TARGETS")?;
-        let targets: Vec<TargetConfig> = serde_json::from_str(&targets_raw).map_err(|e| ConfigError {
-            variable: "KBHA_TARGETS",
-            problem: format!(
-                "is not a JSON list of targets like \
-                 `[{{\"set_identifier\":\"primary\",\"region\":\"us-east-1\",\"primary\":true,\"alarms\":[\"api-down\"]}}]`: {e}"
-            ),
-        })?;
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        Self::from_settings(&Env::new(get))
+    }
+
+    fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, SettingError> {
+        let example = r#"[{"set_identifier":"primary","region":"us-east-1","primary":true,"alarms":["api-down"]}]"#;
+        let targets: Vec<TargetConfig> = env.required_json("KBHA_TARGETS", "a JSON list of targets", example)?;
         validate_targets(&targets)?;
-        let policy = required_or("KBHA_POLICY", "builtin", &get)
-            .parse::<PolicySource>()
-            .map_err(|e| ConfigError { variable: "KBHA_POLICY", problem: e.to_string() })?;
-        let fallback = required_or("KBHA_POLICY_FALLBACK", "builtin", &get)
-            .parse::<Fallback>()
-            .map_err(|e| ConfigError { variable: "KBHA_POLICY_FALLBACK", problem: e.to_string() })?;
-        let policy_config = match get("KBHA_POLICY_CONFIG") {
-            None => PolicyConfig::new(),
-            Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw).map_err(|e| ConfigError {
-                variable: "KBHA_POLICY_CONFIG",
-                problem: format!("is not a JSON object of string values like `{{\"active_weight\":\"100\"}}`: {e}"),
-            })?,
-        };
-        let failback = match required_or("KBHA_FAILBACK", "auto", &get).as_str() {
-            "auto" => Failback::Auto,
-            "manual" => Failback::Manual,
-            other => {
-                return Err(ConfigError { variable: "KBHA_FAILBACK", problem: format!("is `{other}`; expected `auto` or `manual`") });
-            }
-        };
-        let state_bucket = required("KBHA_STATE_BUCKET")?;
-        let replication_status = get("KBHA_REPLICATION_STATUS")
-            .map(|raw| raw.parse::<S3Location>().map_err(|e| ConfigError { variable: "KBHA_REPLICATION_STATUS", problem: e.to_string() }))
-            .transpose()?;
-        let rpo_sources = match get("KBHA_RPO_SOURCES") {
-            None => Vec::new(),
-            Some(raw) if raw.trim().is_empty() => Vec::new(),
-            Some(raw) => raw
-                .split(',')
-                .map(|n| {
-                    let n = n.trim();
-                    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                        Err(ConfigError {
-                            variable: "KBHA_RPO_SOURCES",
-                            problem: format!("has `{n}`; expected comma-separated source names (letters, digits, `-`, `_`, `.`)"),
-                        })
-                    } else {
-                        Ok(n.to_owned())
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let max_attempts = number("KBHA_MAX_ATTEMPTS", 4, &get)?;
+        let policy = env.policy_source()?;
+        let fallback = env.policy_fallback()?;
+        let policy_config = env.policy_config()?;
+        let failback = env.choice("KBHA_FAILBACK", Failback::Auto, &[("auto", Failback::Auto), ("manual", Failback::Manual)])?;
+        let state_bucket = env.required("KBHA_STATE_BUCKET")?;
+        let replication_status = env.s3_location("KBHA_REPLICATION_STATUS")?;
+        let source_name = |n: &str| n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let rpo_sources = env.list("KBHA_RPO_SOURCES", "source names (letters, digits, `-`, `_`, `.`)", source_name)?;
+        let max_attempts = env.number("KBHA_MAX_ATTEMPTS", 4)?;
         if !(1..=20).contains(&max_attempts) {
-            return Err(ConfigError { variable: "KBHA_MAX_ATTEMPTS", problem: format!("is {max_attempts}; expected 1..=20") });
+            return Err(SettingError::new("KBHA_MAX_ATTEMPTS", format!("is {max_attempts}; expected 1..=20")));
         }
         Ok(FailoverConfig {
-            hosted_zone_id: required("KBHA_HOSTED_ZONE_ID")?.trim_start_matches("/hostedzone/").to_owned(),
-            record_name: kbha_aws::normalize_name(&required("KBHA_RECORD_NAME")?),
-            record_type: required_or("KBHA_RECORD_TYPE", "A", &get).to_ascii_uppercase(),
+            hosted_zone_id: env.required("KBHA_HOSTED_ZONE_ID")?.trim_start_matches("/hostedzone/").to_owned(),
+            record_name: kbha_aws::normalize_name(&env.required("KBHA_RECORD_NAME")?),
+            record_type: env.text("KBHA_RECORD_TYPE", "A").to_ascii_uppercase(),
             targets,
             policy,
             fallback,
             policy_config,
-            cooldown_s: number("KBHA_COOLDOWN_SECONDS", 600, &get)?,
-            min_interval_s: number("KBHA_MIN_INTERVAL_SECONDS", 5, &get)?,
+            cooldown_s: env.seconds("KBHA_COOLDOWN_SECONDS", 600)?,
+            min_interval_s: env.seconds("KBHA_MIN_INTERVAL_SECONDS", 5)?,
             failback,
-            hysteresis_s: number("KBHA_HYSTERESIS_SECONDS", 600, &get)?,
-            dry_run: boolean("KBHA_DRY_RUN", &get)?,
-            break_glass: boolean("KBHA_BREAK_GLASS", &get)?,
-            notify_topic_arn: required("KBHA_NOTIFY_TOPIC_ARN")?,
-            rpo_s: number("KBHA_RPO_SECONDS", 3600, &get)?,
-            state: S3Location { bucket: state_bucket, prefix: required_or("KBHA_STATE_PREFIX", "kbha/failover/", &get) },
+            hysteresis_s: env.seconds("KBHA_HYSTERESIS_SECONDS", 600)?,
+            dry_run: env.flag("KBHA_DRY_RUN", false)?,
+            break_glass: env.flag("KBHA_BREAK_GLASS", false)?,
+            notify_topic_arn: env.required("KBHA_NOTIFY_TOPIC_ARN")?,
+            rpo_s: env.seconds("KBHA_RPO_SECONDS", 3600)?,
+            state: S3Location { bucket: state_bucket, prefix: env.text("KBHA_STATE_PREFIX", "kbha/failover/") },
             replication_status,
             rpo_sources,
             max_attempts: max_attempts as u32,
-            insync_alert_minutes: match number("KBHA_INSYNC_ALERT_MINUTES", 5, &get)? {
-                0 => return Err(ConfigError { variable: "KBHA_INSYNC_ALERT_MINUTES", problem: "is 0; expected at least 1".into() }),
+            insync_alert_minutes: match env.number("KBHA_INSYNC_ALERT_MINUTES", 5)? {
+                0 => return Err(SettingError::new("KBHA_INSYNC_ALERT_MINUTES", "is 0; expected at least 1")),
                 n => n,
             },
             return_steps: {
-                let raw = required_or("KBHA_RETURN_STEPS", "10,25,50,75,100", &get);
-                kbha_core::plan::parse_steps(&raw, 0)
-                    .map_err(|e| ConfigError { variable: "KBHA_RETURN_STEPS", problem: format!("is `{raw}`: {e}") })?;
+                let raw = env.text("KBHA_RETURN_STEPS", "10,25,50,75,100");
+                kbha_core::plan::parse_steps(&raw, 0).map_err(|e| SettingError::new("KBHA_RETURN_STEPS", format!("is `{raw}`: {e}")))?;
                 raw
             },
-            return_bake_s: number("KBHA_RETURN_BAKE_SECONDS", 300, &get)?,
-            remind_s: number("KBHA_REMIND_SECONDS", 3600, &get)?,
+            return_bake_s: env.seconds("KBHA_RETURN_BAKE_SECONDS", 300)?,
+            remind_s: env.seconds("KBHA_REMIND_SECONDS", 3600)?,
         })
     }
 
@@ -284,26 +237,8 @@ impl FailoverConfig {
     }
 }
 
-fn required_or(k: &str, default: &str, get: &impl Fn(&str) -> Option<String>) -> String {
-    get(k).unwrap_or_else(|| default.to_owned())
-}
-
-fn number(k: &'static str, default: u64, get: &impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
-    get(k).map_or(Ok(default), |v| {
-        v.parse().map_err(|_| ConfigError { variable: k, problem: format!("is `{v}`; expected a whole number of seconds or a count") })
-    })
-}
-
-fn boolean(k: &'static str, get: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
-    match get(k).as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("false" | "0" | "no") => Ok(false),
-        Some("true" | "1" | "yes") => Ok(true),
-        Some(other) => Err(ConfigError { variable: k, problem: format!("is `{other}`; expected `true` or `false`") }),
-    }
-}
-
-fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {
-    let err = |problem: String| Err(ConfigError { variable: "KBHA_TARGETS", problem });
+fn validate_targets(targets: &[TargetConfig]) -> Result<(), SettingError> {
+    let err = |problem: String| Err(SettingError::new("KBHA_TARGETS", problem));
     if targets.len() < 2 {
         return err(format!("lists {} target(s); failover needs at least two", targets.len()));
     }
@@ -335,6 +270,7 @@ fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn alarms_are_names_in_the_target_region_or_arns_in_theirs() {

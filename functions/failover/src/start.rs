@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kbha_aws::sdk::aws_config::SdkConfig;
 use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
 use kbha_hosting::lambda::{self, InitError, InitTimer, Started};
-use kbha_hosting::{Failover, load_swappable};
+use kbha_hosting::{Env, Failover, load_swappable, settings};
 
 use crate::{FailoverConfig, FailoverFunction};
 
@@ -18,7 +18,7 @@ pub type LambdaFailover = FailoverFunction<Route53Dns, CloudWatchAlarms, S3Store
 pub async fn start(init: &mut InitTimer) -> Result<Started<LambdaFailover, Failover, S3Store>, InitError> {
     let get = |k: &str| std::env::var(k).ok();
     // Configuration errors fail init, naming the variable; checked before any client is made.
-    FailoverConfig::from_lookup(get).map_err(|e| InitError::Config(Box::new(e)))?;
+    FailoverConfig::from_lookup(get)?;
     init.mark("config");
     let conf = load_sdk_config(&AwsSettings::default()).await;
     start_with(get, &conf, init).await
@@ -31,8 +31,10 @@ pub async fn start_with(
     conf: &SdkConfig,
     init: &mut InitTimer,
 ) -> Result<Started<LambdaFailover, Failover, S3Store>, InitError> {
-    let cfg = FailoverConfig::from_lookup(&get).map_err(|e| InitError::Config(Box::new(e)))?;
-    let lifecycle = kbha_hosting::Env::new(&get).policy_lifecycle()?;
+    let env = Env::new(&get);
+    let cfg = FailoverConfig::from_lookup(&get)?;
+    let lifecycle = env.policy_lifecycle()?;
+    settings::configure_engine(env.policy_limits()?)?;
     let store = S3Store::from_conf(conf);
     let (dns, alarms, notifier) = (Route53Dns::from_conf(conf), CloudWatchAlarms::from_conf(conf), SnsNotifier::from_conf(conf));
     init.mark("sdk");

@@ -40,16 +40,35 @@ pub enum LoadError {
     },
 }
 
-/// One engine per process: compiled code and the instance pool are shared. Its limits
-/// follow `KBHA_POLICY_WASI` (`on`: WASI-importing policies such as Python ones load, in
-/// an empty sandbox, with [`Limits::python`]; unset or `off`: they are refused).
+/// The limits the process's engine is created with: `KBHA_POLICY_WASI` as the function's
+/// start-up read it ([`crate::Env::policy_limits`]) and handed to [`configure_engine`];
+/// the defaults (WASI refused) when nothing configured it before the first load.
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// Sets the limits of the process's policy engine, before any policy loads: one engine
+/// serves every policy of the process (compiled code and the instance pool are shared), so
+/// its limits are fixed once. The same limits again are accepted (a process may start more
+/// than one function, as `kbha replay` does); others, once the engine's are fixed, are
+/// refused rather than silently ignored.
+pub fn configure_engine(limits: Limits) -> Result<(), LoadError> {
+    let fixed = LIMITS.get_or_init(|| limits.clone());
+    if *fixed == limits {
+        return Ok(());
+    }
+    let wasi = |l: &Limits| if l.wasi { "on" } else { "off" };
+    Err(LoadError::Engine(format!(
+        "the policy engine already runs with other limits (KBHA_POLICY_WASI {}, now asked for {}); one engine serves the whole process",
+        wasi(fixed),
+        wasi(&limits)
+    )))
+}
+
+/// One engine per process: compiled code and the instance pool are shared. Its limits are
+/// those given to [`configure_engine`] (`KBHA_POLICY_WASI`).
 fn engine() -> Result<&'static PolicyEngine, LoadError> {
     static ENGINE: OnceLock<Result<PolicyEngine, String>> = OnceLock::new();
     ENGINE
-        .get_or_init(|| {
-            let setting = std::env::var("KBHA_POLICY_WASI").ok();
-            Limits::for_wasi_setting(setting.as_deref()).and_then(PolicyEngine::new).map_err(|e| e.to_string())
-        })
+        .get_or_init(|| PolicyEngine::new(LIMITS.get_or_init(Limits::default).clone()).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| LoadError::Engine(e.clone()))
 }

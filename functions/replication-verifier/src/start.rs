@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kbha_aws::{AwsSettings, S3Store, SnsNotifier, load_sdk_config};
 use kbha_hosting::lambda::{self, InitError, InitTimer, Started};
-use kbha_hosting::{Replication, load_swappable};
+use kbha_hosting::{Env, Replication, load_swappable, settings};
 
 use crate::{VerifierConfig, VerifierFunction};
 
@@ -16,8 +16,10 @@ pub type LambdaVerifier = VerifierFunction<S3Store, SnsNotifier>;
 /// Starts the function from the process environment, timing each step in `init`.
 pub async fn start(init: &mut InitTimer) -> Result<Started<LambdaVerifier, Replication, S3Store>, InitError> {
     // Configuration errors fail init, naming the variable.
+    let env = Env::process();
     let cfg = VerifierConfig::from_env()?;
-    let lifecycle = kbha_hosting::Env::process().policy_lifecycle()?;
+    let lifecycle = env.policy_lifecycle()?;
+    settings::configure_engine(env.policy_limits()?)?;
     init.mark("config");
     let conf = load_sdk_config(&AwsSettings::default()).await;
     let store = S3Store::from_conf(&conf);
