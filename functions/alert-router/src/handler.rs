@@ -9,7 +9,7 @@ use std::time::Instant;
 use kbha_aws::{AwsError, Notifier, ObjectStore, PutCondition};
 use kbha_core::time::format_timestamp;
 use kbha_core::{AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs};
-use kbha_hosting::record::{Invocation, RecordedInput, ms};
+use kbha_hosting::record::{Invocation, RecordHeader, RecordedInput, ms};
 use kbha_hosting::{Alerting, Decided, Policies};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -151,29 +151,11 @@ pub use kbha_hosting::record::Durations;
 /// are the ones every function's record has ([`kbha_hosting::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
-    /// Always `kbha.decision`.
-    pub record: &'static str,
-    /// Always `alert-router`.
-    pub function: &'static str,
-    /// SNS message id.
-    pub event_id: String,
-    /// Lambda request id of the invocation; `None` outside Lambda.
-    pub request_id: Option<String>,
-    /// Decision time.
-    pub now: String,
-    /// The alert decided about: `<source>:<name>`.
-    pub subject: String,
-    /// `input_digest` and `input`: the policy input, so the decision can be replayed and
-    /// backtested ([`RecordedInput`]).
+    /// The fields every function's record starts with ([`RecordHeader`]): `event_id` is
+    /// the SNS message id, `subject` the alert (`<source>:<name>`), `action` what became of
+    /// it, `guardrail` always null (the router has no guardrails).
     #[serde(flatten)]
-    pub input: RecordedInput,
-    /// The policy's answer and who gave it.
-    pub policy: Decided<AlertDecision>,
-    /// Always null: the router has no guardrails (the field is common to all records).
-    pub guardrail: Option<kbha_core::guardrails::GuardrailVerdict>,
-    /// What became of the alert (`action` in the record, as in every function's).
-    #[serde(rename = "action")]
-    pub outcome: Outcome,
+    pub header: RecordHeader<Decided<AlertDecision>, Outcome>,
     /// The alert.
     pub alert: AlertRef,
     /// Why it was not delivered, when suppressed.
@@ -189,9 +171,9 @@ pub struct DecisionRecord {
     pub attempts: u32,
     /// Outcome of the policy-fault notice, when the policy faulted.
     pub fault_notice: Option<Outcome>,
-    /// Step durations.
-    pub durations: Durations,
 }
+
+kbha_hosting::record_header!(DecisionRecord, Decided<AlertDecision>, Outcome);
 
 /// The alert router, generic over its AWS dependencies.
 pub struct AlertRouter<S, N> {
@@ -290,14 +272,12 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
             Some(fault) => Some(self.announce_fault(&m.event_id, fault, &decided, now_ms).await?),
             None => None,
         };
+        let subject = format!("{}:{}", m.alert.source.as_str(), m.alert.name);
+        let mut header = RecordHeader::new("alert-router", &m.event_id, inv, subject, decided.clone(), acted.outcome);
+        header.input = recorded;
+        header.durations = Durations { gather_ms, decide_ms, act_ms: ms(t_act) };
         let rec = DecisionRecord {
-            record: "kbha.decision",
-            function: "alert-router",
-            event_id: m.event_id.clone(),
-            request_id: inv.request_id.clone(),
-            now: format_timestamp(now_ms),
-            subject: format!("{}:{}", m.alert.source.as_str(), m.alert.name),
-            guardrail: None,
+            header,
             alert: AlertRef {
                 source: m.alert.source,
                 name: m.alert.name.clone(),
@@ -305,16 +285,12 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
                 region: m.alert.region.clone(),
                 summary: m.alert.summary.clone(),
             },
-            input: recorded,
             suppression: if acted.outcome == Outcome::Suppressed { decision.suppress.clone() } else { None },
             state_key: self.entry_key(&decision.dedup_key),
-            policy: decided.clone(),
-            outcome: acted.outcome,
             deliveries: acted.deliveries,
             unknown_destinations: unknown,
             attempts: acted.attempts,
             fault_notice,
-            durations: Durations { gather_ms, decide_ms, act_ms: ms(t_act) },
         };
         log_record(&rec);
         Ok(rec)

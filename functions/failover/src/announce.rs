@@ -562,35 +562,30 @@ mod tests {
     use super::*;
     use kbha_core::guardrails::Refusal;
     use kbha_core::{FailoverAction, FailoverDecision, Weight};
-    use kbha_hosting::record::{Durations, RecordedInput};
+    use kbha_hosting::record::RecordHeader;
 
     fn record(action: ActionTaken, alerts: Vec<Alert>, verdict: GuardrailVerdict) -> DecisionRecord {
         let decision = FailoverDecision { action: FailoverAction::Hold, reason: "holding".into(), alerts };
+        let policy = Some(crate::Decided {
+            decision,
+            decided_by: "builtin".into(),
+            digest: "sha256:x".into(),
+            policy_source: "builtin".into(),
+            policy_digest: "sha256:x".into(),
+            faults: vec![],
+            fault_alert: None,
+            shadow_digest: None,
+            shadow_agrees: None,
+        });
+        let inv = kbha_hosting::record::Invocation::at(kbha_core::time::parse_timestamp("2026-11-26T10:00:00Z").unwrap_or_default());
+        let mut header = RecordHeader::new("failover", "tick-1", &inv, "app.example.com. A".into(), policy, action);
+        header.guardrail = Some(verdict);
         DecisionRecord {
-            record: "kbha.decision",
-            function: "failover",
-            event_id: "tick-1".into(),
-            request_id: None,
-            now: "2026-11-26T10:00:00.000Z".into(),
-            subject: "app.example.com. A".into(),
+            header,
             alarm: None,
-            input: RecordedInput::default(),
             guardrail_context: None,
-            policy: Some(crate::Decided {
-                decision,
-                decided_by: "builtin".into(),
-                digest: "sha256:x".into(),
-                policy_source: "builtin".into(),
-                policy_digest: "sha256:x".into(),
-                faults: vec![],
-                fault_alert: None,
-                shadow_digest: None,
-                shadow_agrees: None,
-            }),
-            guardrail: Some(verdict),
             plan: None,
             replication: vec![],
-            action,
             old_weights: vec![],
             new_weights: vec![
                 Weight { set_identifier: "primary".into(), weight: 0 },
@@ -599,7 +594,6 @@ mod tests {
             change_id: None,
             attempts: 1,
             notice_id: None,
-            durations: Durations::default(),
         }
     }
 
@@ -651,7 +645,7 @@ mod tests {
             vec![alert(Severity::Warning, "replication age of `secondary` unknown")],
             GuardrailVerdict::NoChange,
         );
-        if let Some(d) = paused.policy.as_mut() {
+        if let Some(d) = paused.header.policy.as_mut() {
             d.decision.action = FailoverAction::ShiftWeights { weights: paused.new_weights.clone(), force: false };
         }
         let c = conditions(&paused);

@@ -10,10 +10,9 @@ use kbha_aws::{Alarms, AwsError, Dns, Notifier, ObjectStore, PutCondition, Weigh
 use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failover_event};
 use kbha_core::guardrails::{GuardrailContext, GuardrailVerdict, Move, check_failover, refuse_onto_drained};
 use kbha_core::state::{FailoverState, Freshness};
-use kbha_core::time::format_timestamp;
 use kbha_core::{Alarm, Alert, FailoverDecision, FailoverInput, FailoverTrigger, Severity, Target, TimestampMs, Weight};
 use kbha_hosting::claim::{self, Claim};
-use kbha_hosting::record::{Invocation, RecordedInput, ms};
+use kbha_hosting::record::{Invocation, RecordHeader, RecordedInput, ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -112,28 +111,12 @@ pub use kbha_hosting::record::Durations;
 /// fields are the ones every function's record has ([`kbha_hosting::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
-    /// Always `kbha.decision`.
-    pub record: &'static str,
-    /// Always `failover`.
-    pub function: &'static str,
-    /// Event id.
-    pub event_id: String,
-    /// Lambda request id of the invocation; `None` outside Lambda.
-    pub request_id: Option<String>,
-    /// Decision time.
-    pub now: String,
-    /// The record set decided about: `<name> <type>`.
-    pub subject: String,
+    /// The fields every function's record starts with ([`RecordHeader`]); `subject` is the
+    /// record set decided about, `<name> <type>`.
+    #[serde(flatten)]
+    pub header: RecordHeader<Option<Decided>, ActionTaken>,
     /// Alarm name, for alarm triggers.
     pub alarm: Option<String>,
-    /// `input_digest` and `input`: the policy input, so the decision can be replayed and
-    /// backtested ([`RecordedInput`]).
-    #[serde(flatten)]
-    pub input: RecordedInput,
-    /// The policy's answer and who gave it.
-    pub policy: Option<Decided>,
-    /// The guardrails' verdict.
-    pub guardrail: Option<GuardrailVerdict>,
     /// What the guardrails checked the decision with (after the operators' marks), so
     /// `kbha policy backtest` checks a candidate's decision the same way.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,8 +129,6 @@ pub struct DecisionRecord {
     /// `KBHA_REPLICATION_STATUS`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replication: Vec<crate::observe::ReplicationRead>,
-    /// What was done.
-    pub action: ActionTaken,
     /// Weights before.
     pub old_weights: Vec<Weight>,
     /// Weights after (equal to before unless applied).
@@ -158,9 +139,9 @@ pub struct DecisionRecord {
     pub attempts: u32,
     /// SNS message id of the notice, when one was sent.
     pub notice_id: Option<String>,
-    /// Step durations.
-    pub durations: Durations,
 }
+
+kbha_hosting::record_header!(DecisionRecord, Option<Decided>, ActionTaken);
 
 pub use kbha_core::ReplicationStatus;
 
@@ -321,27 +302,18 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     }
 
     fn new_record(&self, event_id: &str, alarm: Option<&Alarm>, inv: &Invocation) -> DecisionRecord {
+        let subject = format!("{} {}", self.cfg.record_name, self.cfg.record_type);
         DecisionRecord {
-            record: "kbha.decision",
-            function: "failover",
-            event_id: event_id.to_owned(),
-            request_id: inv.request_id.clone(),
-            now: format_timestamp(inv.now_ms),
-            subject: format!("{} {}", self.cfg.record_name, self.cfg.record_type),
+            header: RecordHeader::new("failover", event_id, inv, subject, None, ActionTaken::NoChange),
             alarm: alarm.map(|a| a.name.clone()),
-            input: RecordedInput::default(),
             guardrail_context: None,
-            policy: None,
-            guardrail: None,
             plan: None,
             replication: vec![],
-            action: ActionTaken::NoChange,
             old_weights: vec![],
             new_weights: vec![],
             change_id: None,
             attempts: 0,
             notice_id: None,
-            durations: Durations::default(),
         }
     }
 

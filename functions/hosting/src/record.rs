@@ -42,6 +42,78 @@ pub const COMMON_FIELDS: [&str; 12] = [
     "durations",
 ];
 
+/// The fields every decision record starts with ([`COMMON_FIELDS`]): each function's
+/// record flattens one ahead of its own fields (`#[serde(flatten)] header`), so the shared
+/// shape is the type's, not a convention kept by hand. `P` is the function's policy answer
+/// (`Option<Decided<..>>` where a decision may be made without asking the policy), `A` its
+/// action vocabulary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordHeader<P, A> {
+    /// Always `kbha.decision`.
+    pub record: &'static str,
+    /// `failover`, `replication` or `alert-router`.
+    pub function: &'static str,
+    /// The delivery's id (SNS message id, EventBridge id, ...).
+    pub event_id: String,
+    /// Lambda request id of the invocation; `None` outside Lambda.
+    pub request_id: Option<String>,
+    /// Decision time, ISO 8601.
+    pub now: String,
+    /// What was decided about.
+    pub subject: String,
+    /// `input_digest` and `input`: the policy input, so the decision can be replayed and
+    /// backtested.
+    #[serde(flatten)]
+    pub input: RecordedInput,
+    /// The policy's answer and who gave it.
+    pub policy: P,
+    /// The guardrails' verdict (failover; `null` elsewhere).
+    pub guardrail: Option<kbha_core::guardrails::GuardrailVerdict>,
+    /// What was done.
+    pub action: A,
+    /// Step durations.
+    pub durations: Durations,
+}
+
+impl<P, A> RecordHeader<P, A> {
+    /// A header for a decision of `function` about `subject` in `inv`, before the policy is
+    /// asked: no input, no guardrail verdict, zero durations.
+    pub fn new(function: &'static str, event_id: &str, inv: &Invocation, subject: String, policy: P, action: A) -> Self {
+        RecordHeader {
+            record: "kbha.decision",
+            function,
+            event_id: event_id.to_owned(),
+            request_id: inv.request_id.clone(),
+            now: kbha_core::time::format_timestamp(inv.now_ms),
+            subject,
+            input: RecordedInput::default(),
+            policy,
+            guardrail: None,
+            action,
+            durations: Durations::default(),
+        }
+    }
+}
+
+/// Gives a function's decision record its header's fields as its own (`record.action`,
+/// `record.durations`), as they are in the JSON: the header is the record's first part.
+#[macro_export]
+macro_rules! record_header {
+    ($record:ty, $policy:ty, $action:ty) => {
+        impl std::ops::Deref for $record {
+            type Target = $crate::record::RecordHeader<$policy, $action>;
+            fn deref(&self) -> &Self::Target {
+                &self.header
+            }
+        }
+        impl std::ops::DerefMut for $record {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.header
+            }
+        }
+    };
+}
+
 /// The invocation a decision is made in, as each function's handler gets it: the decision
 /// time, and the Lambda request id when Lambda invoked it. [`crate::lambda::serve`] builds it
 /// from the runtime's context; `kbha replay`, `kbha drill`, `kbha ops` and the tests use
@@ -178,6 +250,18 @@ mod tests {
         let mut without = good.clone();
         without.as_object_mut().map(|o| o.remove("request_id"));
         assert_eq!(shape_problems(&without), ["no `request_id`"], "absent is not null");
+    }
+
+    #[test]
+    fn a_header_serialises_to_exactly_the_common_fields() {
+        let h: RecordHeader<Option<()>, &str> = RecordHeader::new("failover", "e1", &Invocation::lambda(0, "r1"), "s".into(), None, "no_change");
+        let v = serde_json::to_value(&h).unwrap_or_default();
+        assert_eq!(shape_problems(&v), Vec::<String>::new(), "{v}");
+        let mut keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+        keys.sort_unstable();
+        let mut common = COMMON_FIELDS.to_vec();
+        common.sort_unstable();
+        assert_eq!(keys, common);
     }
 
     #[test]

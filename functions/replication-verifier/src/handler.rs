@@ -21,7 +21,7 @@ use kbha_core::{
     ReplicationSubject, Severity, SourceFreshness, SourceStatus, TimestampMs, Verdict,
 };
 use kbha_hosting::claim::{self, Claim, Holder};
-use kbha_hosting::record::{Invocation, RecordedInput, ms};
+use kbha_hosting::record::{Invocation, RecordHeader, RecordedInput, ms};
 use kbha_hosting::{Decided, Policies, Replication};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -149,32 +149,15 @@ pub use kbha_hosting::record::Durations;
 /// first fields are the ones every function's record has ([`kbha_hosting::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
-    /// Always `kbha.decision`.
-    pub record: &'static str,
-    /// Always `replication`.
-    pub function: &'static str,
-    /// Event id.
-    pub event_id: String,
-    /// Lambda request id of the invocation; `None` outside Lambda.
-    pub request_id: Option<String>,
-    /// Decision time.
-    pub now: String,
-    /// `s3://bucket/key` of the backup, or `source:<name>` for the dead-man check.
-    pub subject: String,
-    /// `input_digest` and `input`: the policy input, so the decision can be replayed and
-    /// backtested ([`RecordedInput`]).
+    /// The fields every function's record starts with ([`RecordHeader`]); `subject` is
+    /// `s3://bucket/key` of the backup, `source:<name>` for the dead-man check,
+    /// `restore:<name>` for a restore test; `guardrail` is always null (no guardrails here).
     #[serde(flatten)]
-    pub input: RecordedInput,
-    /// The policy's answer and who gave it.
-    pub policy: Option<Decided<ReplicationDecision>>,
-    /// Always null: the verifier has no guardrails (the field is common to all records).
-    pub guardrail: Option<kbha_core::guardrails::GuardrailVerdict>,
+    pub header: RecordHeader<Option<Decided<ReplicationDecision>>, ActionTaken>,
     /// The facts the policy was given, for backups.
     pub facts: Option<BackupFacts>,
     /// The verdict (the policy's, or the recorded one for duplicates).
     pub verdict: Option<Verdict>,
-    /// What was done.
-    pub action: ActionTaken,
     /// Why it was skipped.
     pub skipped: Option<String>,
     /// Key of the verification record in the state bucket.
@@ -197,9 +180,9 @@ pub struct DecisionRecord {
     pub restore_notice_id: Option<String>,
     /// SNS message id of the notice, when one was sent.
     pub notice_id: Option<String>,
-    /// Step durations.
-    pub durations: Durations,
 }
+
+kbha_hosting::record_header!(DecisionRecord, Option<Decided<ReplicationDecision>>, ActionTaken);
 
 /// The backups of one source whose cross-region copy was missing when they were verified,
 /// looked for again on each scheduled check (`<status prefix>pending-copies/<source>.json`).
@@ -379,18 +362,9 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
 
     pub(crate) fn record(&self, event_id: &str, inv: &Invocation, subject: String, action: ActionTaken) -> DecisionRecord {
         DecisionRecord {
-            record: "kbha.decision",
-            function: "replication",
-            event_id: event_id.to_owned(),
-            request_id: inv.request_id.clone(),
-            now: format_timestamp(inv.now_ms),
-            subject,
-            input: RecordedInput::default(),
-            policy: None,
-            guardrail: None,
+            header: RecordHeader::new("replication", event_id, inv, subject, None, action),
             facts: None,
             verdict: None,
-            action,
             skipped: None,
             record_key: None,
             status_updated: Vec::new(),
@@ -399,7 +373,6 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             restore_test: None,
             restore_notice_id: None,
             notice_id: None,
-            durations: Durations::default(),
         }
     }
 

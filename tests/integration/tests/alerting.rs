@@ -87,7 +87,7 @@ fn alarm(name: &str, region: &str, state: &str, description: &str, at_ms: i64, m
 }
 
 fn outcomes(recs: &[DecisionRecord]) -> Vec<Outcome> {
-    recs.iter().map(|r| r.outcome).collect()
+    recs.iter().map(|r| r.action).collect()
 }
 
 fn message(env: &SnsEnvelope) -> Result<Value> {
@@ -134,8 +134,8 @@ async fn the_same_alarm_ten_times_is_delivered_once_then_repeated_after_the_inte
         let ev = alarm("kbha-redis-memory-high", "us-east-1", "ALARM", "", t0(), &format!("copy-{i}"))?;
         recs.extend(r.handle(&ev, Invocation::at(t0() + (5 + i) * SEC)).await?);
     }
-    assert_eq!(recs.iter().filter(|r| r.outcome == Outcome::Delivered).count(), 1, "{:?}", outcomes(&recs));
-    assert_eq!(recs.iter().filter(|r| r.outcome == Outcome::Duplicate).count(), 9);
+    assert_eq!(recs.iter().filter(|r| r.action == Outcome::Delivered).count(), 1, "{:?}", outcomes(&recs));
+    assert_eq!(recs.iter().filter(|r| r.action == Outcome::Duplicate).count(), 9);
     assert_eq!(w.deliveries("warning", 2, 3).await?.len(), 1);
 
     let again = alarm("kbha-redis-memory-high", "us-east-1", "ALARM", "", t0(), "copy-late")?;
@@ -253,7 +253,7 @@ async fn eight_copies_of_one_message_at_the_same_instant_deliver_exactly_once() 
     for t in tasks {
         all.extend(t.await??);
     }
-    let delivered = all.iter().filter(|r| r.outcome == Outcome::Delivered).count();
+    let delivered = all.iter().filter(|r| r.action == Outcome::Delivered).count();
     assert_eq!(delivered, 1, "{:?}", outcomes(&all));
     Ok(())
 }
@@ -273,8 +273,8 @@ async fn eight_concurrent_copies_of_one_alert_deliver_exactly_once() -> Result<(
     for t in tasks {
         all.extend(t.await??);
     }
-    assert_eq!(all.iter().filter(|r| r.outcome == Outcome::Delivered).count(), 1, "{:?}", outcomes(&all));
-    assert!(all.iter().all(|r| matches!(r.outcome, Outcome::Delivered | Outcome::Duplicate | Outcome::InFlight)));
+    assert_eq!(all.iter().filter(|r| r.action == Outcome::Delivered).count(), 1, "{:?}", outcomes(&all));
+    assert!(all.iter().all(|r| matches!(r.action, Outcome::Delivered | Outcome::Duplicate | Outcome::InFlight)));
     assert_eq!(w.deliveries("critical", 2, 4).await?.len(), 1);
     Ok(())
 }
@@ -365,7 +365,7 @@ async fn a_policy_that_refuses_never_drops_the_alert_and_its_fault_pages_once() 
     // Another alert: delivered; the fault notice is not repeated within the interval.
     let other = alarm("kbha-api-primary-unhealthy", "us-east-1", "ALARM", "", t0(), "m-2")?;
     let recs = r.handle(&other, Invocation::at(t0() + SEC)).await?;
-    assert_eq!((recs[0].outcome, recs[0].fault_notice), (Outcome::Delivered, Some(Outcome::Duplicate)));
+    assert_eq!((recs[0].action, recs[0].fault_notice), (Outcome::Delivered, Some(Outcome::Duplicate)));
     assert_eq!(w.deliveries("critical", 2, 3).await?.len(), 1);
     Ok(())
 }

@@ -692,9 +692,9 @@ async fn router_every_call_failing_n_times_then_succeeding_delivers_once() -> Re
                 let recs = r.handle(&ev, Invocation::at(t0())).await?;
                 consumed(&emu, call.name).await?;
                 ensure!(
-                    recs.len() == 1 && recs[0].outcome == Outcome::Delivered,
+                    recs.len() == 1 && recs[0].action == Outcome::Delivered,
                     "{:?}",
-                    recs.iter().map(|r| r.outcome).collect::<Vec<_>>()
+                    recs.iter().map(|r| r.action).collect::<Vec<_>>()
                 );
                 assert_delivered_once(&emu, &c).await
             }
@@ -725,7 +725,7 @@ async fn router_claim_write_failing_for_good_delivers_nothing_and_the_retry_deli
     emu.clear_faults().await?;
     ensure!(emu.drain_messages(&c.critical, 1, EXTRA_WAIT).await?.is_empty(), "delivered without a claim");
     let recs = r.handle(&ev, Invocation::at(t0() + SEC)).await?;
-    ensure!(recs[0].outcome == Outcome::Delivered, "{:?}", recs[0].outcome);
+    ensure!(recs[0].action == Outcome::Delivered, "{:?}", recs[0].action);
     assert_delivered_once(&emu, &c).await
 }
 

@@ -115,7 +115,7 @@ async fn route(r: &Router, notices: &[SnsEnvelope], topic_arn: &str) -> Result<V
             "EventSubscriptionArn": format!("{topic_arn}:router"),
             "Sns": n.raw,
         }]});
-        out.extend(r.handle(&ev, Invocation::at(notice_at(n))).await?.into_iter().map(|d| d.outcome));
+        out.extend(r.handle(&ev, Invocation::at(notice_at(n))).await?.into_iter().map(|d| d.action));
     }
     Ok(out)
 }

@@ -68,7 +68,7 @@ async fn a_primary_failing_again_two_minutes_after_failback_is_evacuated_at_once
     assert_eq!(tick_at(&f, t0() + 16 * MIN).await?.action, ActionTaken::Applied);
     assert_eq!(w.weights().await?, weights(100, 0));
     let again = fail(&w, &f, "primary", t0() + 18 * MIN, true).await?;
-    assert_eq!(action(&again), Some(ActionTaken::Applied), "{:?}", again.and_then(|r| r.guardrail));
+    assert_eq!(action(&again), Some(ActionTaken::Applied), "{:?}", again.and_then(|r| r.header.guardrail));
     assert_eq!(w.weights().await?, weights(0, 100));
     Ok(())
 }
@@ -84,7 +84,7 @@ async fn a_failing_secondary_hands_traffic_back_to_a_recovered_primary_even_with
     recover(&w, &f, "primary", t0() + 10 * MIN, true).await?;
     assert_eq!(tick_at(&f, t0() + 11 * MIN).await?.action, ActionTaken::NoChange, "manual failback holds");
     let r = fail(&w, &f, "secondary", t0() + 12 * MIN, true).await?;
-    assert_eq!(action(&r), Some(ActionTaken::Applied), "{:?}", r.and_then(|r| r.guardrail));
+    assert_eq!(action(&r), Some(ActionTaken::Applied), "{:?}", r.and_then(|r| r.header.guardrail));
     assert_eq!(w.weights().await?, weights(100, 0));
     Ok(())
 }
@@ -100,7 +100,7 @@ async fn a_lost_ok_transition_stops_mattering_at_the_next_tick() -> Result<()> {
     recover(&w, &f, "primary", t0() + 30 * MIN, false).await?;
     assert_eq!(tick_at(&f, t0() + 31 * MIN).await?.action, ActionTaken::NoChange, "up 1 min only");
     let r = tick_at(&f, t0() + 41 * MIN).await?;
-    assert_eq!(r.action, ActionTaken::Applied, "{:?}", r.policy.map(|p| p.decision.reason));
+    assert_eq!(r.action, ActionTaken::Applied, "{:?}", r.policy.as_ref().map(|p| &p.decision.reason));
     assert_eq!(w.weights().await?, weights(10, 90), "the stepped return begins");
     Ok(())
 }
