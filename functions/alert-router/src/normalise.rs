@@ -84,6 +84,8 @@ fn resolves(word: &str) -> bool {
     matches!(word.trim().to_ascii_lowercase().as_str(), "ok" | "resolved" | "recovered")
 }
 
+// Hand-read, not aws_lambda_events' SnsMessage (nor its MessageAttribute): the router is total,
+// and those require `Type`, `TopicArn`, the signature fields and a chrono `Timestamp`.
 fn sns_record(sns: &Value, now_ms: TimestampMs) -> IncomingMessage {
     let message = sns.get("Message").and_then(Value::as_str).unwrap_or_default();
     let subject = str_field(sns, "Subject");
@@ -130,6 +132,8 @@ fn merge_attributes(a: &mut IncomingAlert, attributes: &BTreeMap<String, String>
     }
 }
 
+// Hand-read, not CloudWatchAlarmPayload: that requires a description, `Region`, `OldStateValue`
+// and a metric `Trigger`, which composite alarms (`AlarmRule`) and hand-made messages lack.
 fn cloudwatch(obj: &Map<String, Value>, raw: &str, topic_arn: Option<&str>, sent_ms: TimestampMs) -> IncomingAlert {
     let v = Value::Object(obj.clone());
     let name = one_line(str_field(&v, "AlarmName").unwrap_or("unnamed-alarm"));

@@ -11,6 +11,10 @@
 //! S3 URL-encodes object keys in notifications (`red flower.tar.gz` arrives as
 //! `red+flower.tar.gz`, `:` as `%3A`, UTF-8 bytes as `%XX`); [`decode_key`] undoes it.
 //! EventBridge keys are decoded the same way. Anything else is an [`EventError`].
+//!
+//! Read by hand, not as `aws_lambda_events::s3::S3EventRecord`: that requires
+//! `userIdentity` and `requestParameters` (hand-made replays omit them) and types `eventTime`
+//! as a chrono date that refuses offset-less times (see [`crate::events`]).
 
 use serde_json::Value;
 
