@@ -6,8 +6,12 @@
 //! is published and *confirmed* after, so of several concurrent invocations only the
 //! one whose claim write won publishes. A claim whose publish failed is released (the
 //! retry takes over at once); a claim whose holder vanished expires after the lease.
+//! The claim itself is the one the other functions use for their notices
+//! ([`kbha_hosting::claim::Claim`]), with the router's lease; the [`Delivery`] around it
+//! adds what is delivered and where it already got through.
 
 use kbha_core::{ActiveAlert, AlertDecision, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs};
+use kbha_hosting::claim::{Claim, Holder};
 use serde::{Deserialize, Serialize};
 
 /// Why a delivery is sent.
@@ -32,19 +36,75 @@ impl DeliveryKind {
     }
 }
 
-/// A delivery in progress.
+/// The lease the previous version of the router gave a claim by default
+/// (`KBHA_CLAIM_SECONDS`): its records kept the claim time, not the lease's end.
+const PREVIOUS_DEFAULT_LEASE_MS: i64 = 120_000;
+
+/// A delivery in progress: the claim on it, and what the router keeps next to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claim {
+#[serde(try_from = "StoredDelivery", into = "StoredDelivery")]
+pub struct Delivery {
     /// What is being delivered.
     pub kind: DeliveryKind,
-    /// Who claimed it: event id and claim time, unique per attempt.
+    /// Who claimed it: event id and claim time, unique per attempt. Always `lease.by`
+    /// (set together; stored once, as the lease's): the handler reads it here.
     pub token: String,
-    /// When it was claimed; `None` once released after a failed publish.
-    pub claimed_at_ms: Option<TimestampMs>,
+    /// The claim: held by `token` until the lease ends; released after a failed publish.
+    pub lease: Claim,
     /// Destinations already published to (kept across a release, so a retry does not
     /// send twice to the ones that worked).
-    #[serde(default)]
     pub delivered_to: Vec<String>,
+}
+
+impl Delivery {
+    /// Whether the claim still keeps others off at `now` (neither released nor expired).
+    fn is_live(&self, now: TimestampMs) -> bool {
+        self.lease.holder(&self.token, now) != Holder::Free
+    }
+}
+
+/// A [`Delivery`] as stored: `{"kind", "lease": {"by", "until_ms"}, "delivered_to"}` plus the
+/// previous version's `token` and `claimed_at_ms` (null once released), which it reads
+/// alone; a record of the previous version has only those, and its lease is derived.
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredDelivery {
+    kind: DeliveryKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<Claim>,
+    /// Previous version: who claimed it. Still written, with `claimed_at_ms`, so a router
+    /// rolled back to the previous version (`live` alias) reads the records this one wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// Previous version: when it was claimed, `None` once released.
+    #[serde(default)]
+    claimed_at_ms: Option<TimestampMs>,
+    #[serde(default)]
+    delivered_to: Vec<String>,
+}
+
+impl TryFrom<StoredDelivery> for Delivery {
+    type Error = String;
+
+    fn try_from(s: StoredDelivery) -> Result<Self, String> {
+        let lease = match (s.lease, s.token) {
+            (Some(lease), _) => lease,
+            // The previous version's claim: its lease ends the default lease after the
+            // claim time (a released one, `claimed_at_ms` null, is free at once).
+            (None, Some(token)) => {
+                Claim { by: token, until_ms: s.claimed_at_ms.map_or(0, |at| at.saturating_add(PREVIOUS_DEFAULT_LEASE_MS)) }
+            }
+            (None, None) => return Err("a delivery claim without a lease or a token".into()),
+        };
+        Ok(Delivery { kind: s.kind, token: lease.by.clone(), lease, delivered_to: s.delivered_to })
+    }
+}
+
+impl From<Delivery> for StoredDelivery {
+    fn from(d: Delivery) -> Self {
+        // For the previous version: a live claim as made the default lease before its end.
+        let claimed_at_ms = (d.lease.until_ms > 0).then(|| d.lease.until_ms.saturating_sub(PREVIOUS_DEFAULT_LEASE_MS));
+        StoredDelivery { kind: d.kind, token: Some(d.token), claimed_at_ms, lease: Some(d.lease), delivered_to: d.delivered_to }
+    }
 }
 
 /// The router's memory of one alert.
@@ -85,7 +145,7 @@ pub struct AlertEntry {
     pub suppressed: Option<Suppression>,
     /// A delivery in progress.
     #[serde(default)]
-    pub claim: Option<Claim>,
+    pub claim: Option<Delivery>,
 }
 
 impl AlertEntry {
@@ -101,8 +161,8 @@ impl AlertEntry {
         })
     }
 
-    fn live_claim(&self, now: TimestampMs, lease_ms: i64) -> Option<&Claim> {
-        self.claim.as_ref().filter(|c| c.claimed_at_ms.is_some_and(|at| now < at + lease_ms))
+    fn live_claim(&self, now: TimestampMs) -> Option<&Delivery> {
+        self.claim.as_ref().filter(|c| c.is_live(now))
     }
 }
 
@@ -152,7 +212,7 @@ pub struct Timing {
     pub now_ms: TimestampMs,
     /// A firing alert is delivered again after this long.
     pub repeat_ms: i64,
-    /// A claim not confirmed within this long is taken over.
+    /// The lease of a claim made now: one not confirmed within this long is taken over.
     pub lease_ms: i64,
 }
 
@@ -191,7 +251,8 @@ pub fn plan(prev: Option<&AlertEntry>, alert: &IncomingAlert, d: &AlertDecision,
     let claim = |kind: DeliveryKind, mut e: AlertEntry| {
         // A released or expired claim of the same kind keeps the destinations it reached.
         let delivered_to = e.claim.take().filter(|c| c.kind == kind).map(|c| c.delivered_to).unwrap_or_default();
-        e.claim = Some(Claim { kind, token: format!("{event_id}@{now}"), claimed_at_ms: Some(now), delivered_to });
+        let token = format!("{event_id}@{now}");
+        e.claim = Some(Delivery { kind, lease: Claim::with_lease(&token, now, t.lease_ms), token, delivered_to });
         e.suppressed = None;
         Plan::Deliver { kind, entry: e }
     };
@@ -217,7 +278,7 @@ pub fn plan(prev: Option<&AlertEntry>, alert: &IncomingAlert, d: &AlertDecision,
                 }
                 return claim(DeliveryKind::Firing, e);
             };
-            if let Some(c) = prev.live_claim(now, t.lease_ms) {
+            if let Some(c) = prev.live_claim(now) {
                 return if c.kind == DeliveryKind::Resolved { Plan::Busy } else { Plan::Skip { why: Skip::InFlight, entry: None } };
             }
             let mut e = refresh(prev);
@@ -247,7 +308,7 @@ pub fn plan(prev: Option<&AlertEntry>, alert: &IncomingAlert, d: &AlertDecision,
             if prev.status == AlertStatus::Resolved {
                 return Plan::Skip { why: Skip::Duplicate, entry: None };
             }
-            if let Some(c) = prev.live_claim(now, t.lease_ms) {
+            if let Some(c) = prev.live_claim(now) {
                 return if c.kind == DeliveryKind::Resolved { Plan::Skip { why: Skip::InFlight, entry: None } } else { Plan::Busy };
             }
             let mut e = refresh(prev);
@@ -293,7 +354,7 @@ pub fn confirm(entry: &AlertEntry, token: &str, now: TimestampMs) -> Option<Aler
 pub fn release(entry: &AlertEntry, token: &str, delivered_to: &[String]) -> Option<AlertEntry> {
     let mut e = entry.clone();
     let c = e.claim.as_mut().filter(|c| c.token == token)?;
-    c.claimed_at_ms = None;
+    c.lease.release();
     for d in delivered_to {
         if !c.delivered_to.contains(d) {
             c.delivered_to.push(d.clone());
@@ -409,6 +470,77 @@ mod tests {
             }
             other => panic!("expected a retry, got {other:?}"),
         }
+    }
+
+    /// An entry as the previous version of the router stored it: its claim kept the claim
+    /// time (`claimed_at_ms`, null once released), not a lease.
+    fn previous_version_entry(claimed_at_ms: &str, delivered_to: &str) -> AlertEntry {
+        let json = format!(
+            r#"{{"dedup_key":"cloudwatch/a/us-east-1","name":"a","region":"us-east-1","severity":"critical","labels":{{}},
+                "group_key":"region=us-east-1","status":"firing","since_ms":59940000,"last_seen_ms":59940000,
+                "last_sent_ms":null,"sent_count":0,"resolved_at_ms":null,"suppressed":null,
+                "claim":{{"kind":"firing","token":"old~x@59940000","claimed_at_ms":{claimed_at_ms},"delivered_to":{delivered_to}}}}}"#
+        );
+        serde_json::from_str(&json).expect("a record of the previous version parses")
+    }
+
+    #[test]
+    fn a_claim_stored_by_the_previous_version_holds_its_default_lease_then_is_taken_over() {
+        let old = previous_version_entry("59940000", "[]");
+        let claim = old.claim.clone().expect("a claim");
+        assert_eq!((claim.token.as_str(), claim.lease.by.as_str()), ("old~x@59940000", "old~x@59940000"));
+        assert_eq!(claim.lease.until_ms, 59_940_000 + 2 * MIN, "claimed a minute before T, for the 2 min the previous version gave");
+        // Live: a copy skips.
+        let copy = plan(Some(&old), &alert(AlertStatus::Firing), &decision(None), "e2", T);
+        assert_eq!(copy, Plan::Skip { why: Skip::InFlight, entry: None });
+        // Expired: taken over, and the old holder can no longer confirm.
+        match plan(Some(&old), &alert(AlertStatus::Firing), &decision(None), "e3", at(T, T.now_ms + MIN)) {
+            Plan::Deliver { kind: DeliveryKind::Firing, entry } => {
+                let c = entry.claim.as_ref().expect("our claim");
+                assert!(c.token.starts_with("e3@") && c.lease.by == c.token, "{c:?}");
+                assert_eq!(confirm(&entry, "old~x@59940000", T.now_ms + MIN), None);
+                assert!(confirm(&entry, &c.token, T.now_ms + MIN).is_some());
+            }
+            other => panic!("expected takeover, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_claim_released_by_the_previous_version_is_retried_at_once() {
+        let old = previous_version_entry("null", r#"["critical"]"#);
+        assert_eq!(old.claim.as_ref().map(|c| c.lease.until_ms), Some(0));
+        match plan(Some(&old), &alert(AlertStatus::Firing), &decision(None), "e2", T) {
+            Plan::Deliver { kind: DeliveryKind::Firing, entry } => {
+                assert_eq!(entry.claim.map(|c| c.delivered_to), Some(vec!["critical".to_owned()]));
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        // A record without a claim at all, as the previous version wrote it.
+        let mut idle = old.clone();
+        idle.claim = None;
+        let json = serde_json::to_value(&idle).expect("serialise");
+        assert_eq!(json["claim"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<AlertEntry>(json).expect("parse"), idle);
+    }
+
+    #[test]
+    fn a_claim_is_stored_as_the_shared_lease_and_reads_back_the_same() {
+        let Plan::Deliver { entry, .. } = plan(None, &alert(AlertStatus::Firing), &decision(None), "e1", T) else { panic!("deliver") };
+        let json = serde_json::to_value(&entry).expect("serialise");
+        let token = format!("e1@{}", T.now_ms);
+        assert_eq!(
+            json["claim"],
+            serde_json::json!({"kind": "firing", "lease": {"by": token, "until_ms": T.now_ms + T.lease_ms}, "delivered_to": [],
+                "token": token, "claimed_at_ms": T.now_ms + T.lease_ms - PREVIOUS_DEFAULT_LEASE_MS})
+        );
+        assert_eq!(serde_json::from_value::<AlertEntry>(json).expect("parse"), entry);
+        let released = release(&entry, &token, &[]).expect("ours");
+        let json = serde_json::to_value(&released).expect("serialise");
+        assert_eq!(json["claim"]["lease"]["until_ms"], 0);
+        assert_eq!(json["claim"]["claimed_at_ms"], serde_json::Value::Null, "released, as the previous version reads it");
+        assert_eq!(serde_json::from_value::<AlertEntry>(json).expect("parse"), released);
+        let broken = serde_json::json!({"kind": "firing", "delivered_to": []});
+        assert!(serde_json::from_value::<Delivery>(broken).is_err(), "a claim with no holder is refused");
     }
 
     #[test]

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// How long a claim holds without its holder finishing: longer than a publish with the
-/// SDK's retries and timeouts takes, short enough that the retry of a crashed
-/// invocation (Lambda retries after a minute) finds it expired.
+/// How long a claim made with [`Claim::new`] holds without its holder finishing: longer
+/// than a publish with the SDK's retries and timeouts takes, short enough that the retry
+/// of a crashed invocation (Lambda retries after a minute) finds it expired. Callers
+/// with other needs (the alert router's configurable lease) use [`Claim::with_lease`].
 pub const LEASE_MS: i64 = 30_000;
 
 /// How long a copy that finds the notice claimed by another invocation waits for it to
@@ -49,9 +50,14 @@ pub enum Holder {
 }
 
 impl Claim {
-    /// A claim by `by`, leased from `now_ms`.
+    /// A claim by `by`, leased for [`LEASE_MS`] from `now_ms`.
     pub fn new(by: &str, now_ms: i64) -> Self {
-        Claim { by: by.to_owned(), until_ms: now_ms.saturating_add(LEASE_MS) }
+        Claim::with_lease(by, now_ms, LEASE_MS)
+    }
+
+    /// A claim by `by`, leased for `lease_ms` from `now_ms`.
+    pub fn with_lease(by: &str, now_ms: i64, lease_ms: i64) -> Self {
+        Claim { by: by.to_owned(), until_ms: now_ms.saturating_add(lease_ms) }
     }
 
     /// The same claim, released: anyone may take it now.
@@ -92,6 +98,22 @@ mod tests {
         assert_eq!(c.holder("b", 1_000 + LEASE_MS - 1), Holder::Other);
         assert_eq!(c.holder("b", 1_000 + LEASE_MS), Holder::Free);
         assert_eq!(c.holder("a", 1_000 + LEASE_MS), Holder::Free, "an expired claim is retaken, not assumed");
+    }
+
+    #[test]
+    fn a_claim_with_its_own_lease_holds_that_long() {
+        let c = Claim::with_lease("a", 1_000, 120_000);
+        assert_eq!(c.holder("b", 1_000 + 120_000 - 1), Holder::Other);
+        assert_eq!(c.holder("b", 1_000 + 120_000), Holder::Free);
+        assert_eq!(Claim::new("a", 1_000), Claim::with_lease("a", 1_000, LEASE_MS));
+    }
+
+    #[test]
+    fn the_stored_shape_is_by_and_until_ms() {
+        let c = Claim::with_lease("a", 1_000, 2_000);
+        assert_eq!(serde_json::to_value(&c).expect("serialise"), serde_json::json!({"by": "a", "until_ms": 3_000}));
+        let back: Claim = serde_json::from_str(r#"{"by":"a","until_ms":3000}"#).expect("parse");
+        assert_eq!(back, c);
     }
 
     #[test]
