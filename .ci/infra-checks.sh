@@ -20,7 +20,7 @@
 # (7) `cargo lambda deploy --endpoint-url` of the release binary to the emulator (a new
 #     function, then a code update with --merge-env), checked with GetFunction.
 # Prints each check's duration at the end. Needs the emulator venv (tests/emulator/setup.sh)
-# and the built-in policy (`cargo kbha policy build`), which .ci/run makes first.
+# and the built-in policy (`cargo xtask policies`), which .ci/run makes first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"

@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-toolchains.sh
 bash tests/emulator/setup.sh
-cargo kbha policy build
-cargo kbha drill samples/drills/region-failure.toml
+cargo xtask policies
+cargo xtask drill samples/drills/region-failure.toml

@@ -1,4 +1,4 @@
-//! Embeds the built-in policies built by `cargo kbha policy build`
+//! Embeds the built-in policies built by `cargo xtask policies`
 //! (`<target>/policies/{failover,replication,alert}-default.wasm`).
 //!
 //! A missing one does not fail this crate's build (the `kbha` CLI that builds the policies
@@ -27,7 +27,7 @@ fn main() {
         let code = if path.exists() {
             format!("Some(include_bytes!({:?}))", path.display().to_string())
         } else {
-            println!("cargo:warning=no built-in policy at {}: run `cargo kbha policy build`, then build again", path.display());
+            println!("cargo:warning=no built-in policy at {}: run `cargo xtask policies`, then build again", path.display());
             all = false;
             "None".to_owned()
         };
@@ -39,7 +39,7 @@ fn main() {
     let _ = writeln!(text, "/// All three were there when this crate was built.\npub const ALL_PRESENT: bool = {all};");
     let _ = writeln!(
         text,
-        "/// Where `cargo kbha policy build` writes components.\npub const POLICY_DIR: &str = {:?};",
+        "/// Where `cargo xtask policies` writes components.\npub const POLICY_DIR: &str = {:?};",
         dir.display().to_string()
     );
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("builtin.rs");

@@ -247,7 +247,7 @@ pub async fn run(args: &OpsArgs) -> Result<()> {
         OpsCommand::Switchover { to, steps, bake, reason } => {
             let cfg = f.config();
             let bake_ms = match bake {
-                Some(b) => u64::try_from(crate::drill::scenario::parse_duration(b).context("--bake")?).unwrap_or(0),
+                Some(b) => u64::try_from(crate::report::parse_duration(b).context("--bake")?).unwrap_or(0),
                 None => cfg.return_bake_s.saturating_mul(1000),
             };
             let steps = kbha_core::plan::parse_steps(steps.as_deref().unwrap_or(&cfg.return_steps), bake_ms)

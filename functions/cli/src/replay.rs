@@ -48,7 +48,7 @@ pub async fn alerting(args: &ReplayArgs) -> Result<()> {
     let (event, invocation) = event_and_invocation(args)?;
     let router = kbha_alert_router::start(&mut InitTimer::start()).await?.function;
     let records = router.handle(&event, invocation).await.map_err(|e| failed(&e, e.retryable()))?;
-    eprintln!("{} alert(s); outcomes: {:?}", records.len(), records.iter().map(|r| r.outcome).collect::<Vec<_>>());
+    eprintln!("{} alert(s); outcomes: {:?}", records.len(), records.iter().map(|r| r.action).collect::<Vec<_>>());
     Ok(())
 }
 

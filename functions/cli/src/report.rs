@@ -44,9 +44,39 @@ pub fn parse_span(s: &str) -> Result<i64> {
     let s = s.trim();
     let parsed = match s.strip_suffix('d') {
         Some(days) => days.parse::<i64>().map(|d| d * 86_400_000).map_err(anyhow::Error::from),
-        None => crate::drill::scenario::parse_duration(s),
+        None => parse_duration(s),
     };
     parsed.with_context(|| format!("`{s}` is not a duration like 30d, 12h, 90m"))
+}
+
+/// `"1h30m"`, `"10m"`, `"90s"`, `"0"` -> milliseconds: the duration syntax of
+/// `kbha ops switchover --bake`, of `kbha report` (with days, [`parse_span`]) and of the
+/// drill scenarios (`cargo xtask drill`).
+pub fn parse_duration(s: &str) -> Result<i64> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    let (mut total, mut num) = (0i64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3_600_000,
+            'm' => 60_000,
+            's' => 1_000,
+            _ => bail!("duration {s:?}: unknown unit {c:?}; use h, m, s (e.g. 1h30m)"),
+        };
+        let n: i64 = num.parse().with_context(|| format!("duration {s:?}: a number must precede {c:?}"))?;
+        total += n * unit;
+        num.clear();
+    }
+    if !num.is_empty() {
+        bail!("duration {s:?}: trailing number without unit; use h, m or s");
+    }
+    Ok(total)
 }
 
 /// Runs `kbha report`.
@@ -131,7 +161,7 @@ pub fn planned_table(r: &Report) -> String {
     o
 }
 
-/// The per-incident table (also printed by `kbha drill`).
+/// The per-incident table (also printed by `cargo xtask drill`).
 pub fn incident_table(r: &Report) -> String {
     let mut o = String::new();
     if r.incidents.is_empty() {

@@ -2,7 +2,7 @@
 //! published with `kbha policy publish` is promoted on a function, read back through the
 //! Lambda API (every other variable kept), promoted again (no change), rolled back twice,
 //! and the refusals (unpinned source, nothing to roll back to) change nothing. Needs
-//! `cargo kbha policy build` (target/policies).
+//! `cargo xtask policies` (target/policies).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -136,7 +136,7 @@ fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_and_rollback_rewrite_only_the_policy_variables() -> Result<()> {
     let component = repo_root().join("target/policies/failover-default.wasm");
-    ensure!(component.exists(), "{}: run `cargo kbha policy build`", component.display());
+    ensure!(component.exists(), "{}: run `cargo xtask policies`", component.display());
     let emu = Emulator::start()?;
     emu.create_bucket(BUCKET).await?;
     let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();

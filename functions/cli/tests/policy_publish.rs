@@ -1,6 +1,6 @@
 //! `kbha policy keygen` + `kbha policy publish --sign` against the S3 emulator, then the
 //! printed configuration loaded through kbha-hosting exactly as a function loads it; a
-//! tampered object is refused. Needs `cargo kbha policy build` (target/policies).
+//! tampered object is refused. Needs `cargo xtask policies` (target/policies).
 
 use std::process::Command;
 
@@ -45,7 +45,7 @@ fn config_lines(stdout: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_publish_loads_as_a_function_loads_it_and_tampering_is_refused() -> Result<()> {
     let component = repo_root().join("target/policies/failover-default.wasm");
-    let bytes = std::fs::read(&component).with_context(|| format!("{}: run `cargo kbha policy build`", component.display()))?;
+    let bytes = std::fs::read(&component).with_context(|| format!("{}: run `cargo xtask policies`", component.display()))?;
     let emu = Emulator::start()?;
     emu.create_bucket(BUCKET).await?;
     let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();

@@ -1,5 +1,5 @@
 //! `kbha policy test`: the built-in policy passes its own golden cases; a case with a
-//! wrong expectation fails with a non-zero exit. Needs `cargo kbha policy build`.
+//! wrong expectation fails with a non-zero exit. Needs `cargo xtask policies`.
 
 use std::path::Path;
 use std::process::Command;

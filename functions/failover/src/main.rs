@@ -14,7 +14,7 @@ use serde_json::Value;
 const FUNCTION: &str = "failover";
 
 // Without its built-in policy the function would only fail at init, in AWS: refuse to build.
-const _: () = assert!(kbha_hosting::BUILTINS_EMBEDDED, "no built-in policies to embed: run `cargo kbha policy build`, then build again");
+const _: () = assert!(kbha_hosting::BUILTINS_EMBEDDED, "no built-in policies to embed: run `cargo xtask policies`, then build again");
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -185,7 +185,7 @@ mod tests {
     }
 
     fn builtin_failover() -> &'static [u8] {
-        <Failover as Kind>::builtin_bytes().expect("built with the policies (cargo kbha policy build)")
+        <Failover as Kind>::builtin_bytes().expect("built with the policies (cargo xtask policies)")
     }
 
     fn tmp_dir(name: &str) -> PathBuf {

@@ -1,5 +1,5 @@
 //! Components in wasmtime (through `kbha-policy-host`): the built-in defaults embedded in
-//! the binary, artifacts built by `cargo kbha policy build`, or objects in S3.
+//! the binary, artifacts built by `cargo xtask policies`, or objects in S3.
 
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
@@ -127,7 +127,7 @@ pub fn builtin<K: Kind>() -> Result<Arc<dyn Decider<K>>, LoadError> {
         .get_or_init(|| {
             let bytes = K::builtin_bytes().ok_or_else(|| {
                 format!(
-                    "this binary was built without {}/{}.wasm; run `cargo kbha policy build`, then rebuild",
+                    "this binary was built without {}/{}.wasm; run `cargo xtask policies`, then rebuild",
                     builtin_bytes::POLICY_DIR,
                     K::DEFAULT_ARTIFACT
                 )
@@ -139,13 +139,13 @@ pub fn builtin<K: Kind>() -> Result<Arc<dyn Decider<K>>, LoadError> {
     Ok(Arc::clone(loaded) as Arc<dyn Decider<K>>)
 }
 
-/// A component built by `cargo kbha policy build` (`target/policies/<name>.wasm`), for
+/// A component built by `cargo xtask policies` (`target/policies/<name>.wasm`), for
 /// tests, drills and `kbha replay`; `source` is the name it goes by.
 pub fn load_artifact<K: Kind>(name: &str, source: &str) -> Result<Arc<dyn Decider<K>>, LoadError> {
     let path = std::path::Path::new(builtin_bytes::POLICY_DIR).join(format!("{name}.wasm"));
     let bytes = std::fs::read(&path).map_err(|e| LoadError::Read {
         source_name: path.display().to_string(),
-        message: format!("{e}; run `cargo kbha policy build` first"),
+        message: format!("{e}; run `cargo xtask policies` first"),
     })?;
     Ok(Arc::new(Hosted::<K>::from_bytes(source, &bytes)?))
 }

@@ -29,7 +29,7 @@ mod swap;
 pub mod verify;
 
 pub use hosted::{BuiltinCell, Hosted, LoadError, builtin, load_artifact, load_swappable};
-/// Whether the three built-in policies (`cargo kbha policy build`) were embedded when this
+/// Whether the three built-in policies (`cargo xtask policies`) were embedded when this
 /// crate was compiled. Each Lambda binary asserts it at compile time: a function without
 /// its built-in policy would only fail at init, in AWS.
 pub const BUILTINS_EMBEDDED: bool = hosted::builtin_bytes::ALL_PRESENT;

@@ -254,7 +254,8 @@ mod tests {
 
     #[test]
     fn a_header_serialises_to_exactly_the_common_fields() {
-        let h: RecordHeader<Option<()>, &str> = RecordHeader::new("failover", "e1", &Invocation::lambda(0, "r1"), "s".into(), None, "no_change");
+        let h: RecordHeader<Option<()>, &str> =
+            RecordHeader::new("failover", "e1", &Invocation::lambda(0, "r1"), "s".into(), None, "no_change");
         let v = serde_json::to_value(&h).unwrap_or_default();
         assert_eq!(shape_problems(&v), Vec::<String>::new(), "{v}");
         let mut keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! Policy lifecycle against the S3 emulator: hot swap while decisions run, tampered and
 //! wrong-world objects refused with the last good policy kept, S3 outages survived.
-//! Needs `cargo kbha policy build` (target/policies/*.wasm).
+//! Needs `cargo xtask policies` (target/policies/*.wasm).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ const KEY: &str = "failover/current.wasm";
 
 fn artifact(name: &str) -> Result<Vec<u8>> {
     let path = repo_root().join("target/policies").join(format!("{name}.wasm"));
-    std::fs::read(&path).with_context(|| format!("{}: run `cargo kbha policy build`", path.display()))
+    std::fs::read(&path).with_context(|| format!("{}: run `cargo xtask policies`", path.display()))
 }
 
 async fn setup() -> Result<(Emulator, S3Store)> {

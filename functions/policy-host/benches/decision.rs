@@ -2,7 +2,7 @@
 //! fresh store and instance per decision (what the functions do), with one
 //! reused instance (bench-only API), and the same Rust compiled natively.
 //!
-//! Needs `target/policies/failover-default.wasm` (`cargo kbha policy build`).
+//! Needs `target/policies/failover-default.wasm` (`cargo xtask policies`).
 //! Input: the golden case `primary-alarm-shifts-to-secondary`. `kbha bench`
 //! prints p50/p99 and the ratios in one table; this gives criterion's
 //! confidence intervals for the same three paths.
@@ -18,7 +18,7 @@ use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as works
 fn decision(c: &mut Criterion) {
     let wasm_path = policies_dir().join("failover-default.wasm");
     let wasm = std::fs::read(&wasm_path)
-        .unwrap_or_else(|e| panic!("cannot read `{}` ({e}); run `cargo kbha policy build` first", wasm_path.display()));
+        .unwrap_or_else(|e| panic!("cannot read `{}` ({e}); run `cargo xtask policies` first", wasm_path.display()));
     let case = workspace().join("policies/failover-default/cases/primary-alarm-shifts-to-secondary/input.json");
     let input: FailoverInput = serde_json::from_slice(&std::fs::read(&case).expect("golden input")).expect("golden input parses");
 

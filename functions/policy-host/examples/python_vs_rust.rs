@@ -1,7 +1,7 @@
 //! Load and decision time of the Python sample policy next to the Rust one.
 //!
 //! ```sh
-//! cargo kbha policy build && bash scripts/build-python-policies.sh
+//! cargo xtask policies && bash scripts/build-python-policies.sh
 //! cargo run --example python_vs_rust [-- <decisions>]
 //! ```
 //!

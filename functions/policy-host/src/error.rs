@@ -9,7 +9,7 @@ use kbha_core::PolicyRefusal;
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The bytes are a core WebAssembly module, not a component.
-    #[error("this is a core wasm module, not a component; build it with `cargo kbha policy build` (or `wasm-tools component new`)")]
+    #[error("this is a core wasm module, not a component; build it with `kbha policy build` (or `wasm-tools component new`)")]
     NotAComponent,
     /// The bytes are not WebAssembly at all.
     #[error("not a webassembly binary (bad magic or version); check the file is a `.wasm` policy component")]
@@ -44,7 +44,7 @@ pub enum PolicyError {
     #[error("cannot compile the component: {0}")]
     Compile(String),
     /// A precompiled artifact is corrupt, foreign or for another engine.
-    #[error("precompiled artifact rejected: {0}; rebuild it with `cargo kbha policy build`")]
+    #[error("precompiled artifact rejected: {0}; rebuild it with `kbha policy build`")]
     Precompiled(String),
     /// The policy trapped (panic, `unreachable`, out-of-bounds access...).
     #[error("policy trapped: {0}")]

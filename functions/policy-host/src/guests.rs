@@ -1,6 +1,6 @@
 //! Every guest crate the build knows, in one list.
 //!
-//! `kbha policy build` builds exactly these; the host tests expand
+//! `cargo xtask policies` builds exactly these; the host tests expand
 //! [`foreach_guest!`](crate::foreach_guest) so a guest without a test fails to
 //! compile (the wasmtime test-programs pattern).
 
@@ -15,7 +15,7 @@ pub fn workspace_dir() -> &'static Path {
     here.ancestors().nth(2).unwrap_or(here)
 }
 
-/// Where `cargo kbha policy build` and `scripts/build-python-policies.sh` put the built
+/// Where `cargo xtask policies` and `scripts/build-python-policies.sh` put the built
 /// components: `$CARGO_TARGET_DIR/policies`, else `target/policies`.
 pub fn built_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

@@ -1,5 +1,5 @@
 //! Host tests against the built components in `target/policies` (run
-//! `cargo kbha policy build` first): golden cases of the default failover
+//! `cargo xtask policies` first): golden cases of the default failover
 //! policy, hostile guests contained with their specific errors, precompiled
 //! artifacts deciding the same.
 
@@ -15,7 +15,7 @@ use kbha_policy_host::guests::{built_dir as policies_dir, workspace_dir as works
 
 fn artifact(name: &str, ext: &str) -> Vec<u8> {
     let path = policies_dir().join(format!("{name}.{ext}"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read `{}` ({e}); run `cargo kbha policy build` first", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read `{}` ({e}); run `cargo xtask policies` first", path.display()))
 }
 
 /// One engine for the whole test binary, as a Lambda would hold it.

@@ -98,7 +98,7 @@ fn python_and_rust_business_hours_agree_on_the_default_policys_cases() -> Result
     let python = business_hours_py();
     let rust_path = policies_dir().join("business-hours.wasm");
     let rust = PolicyEngine::new(Limits::default())?.load::<FailoverWorld>(
-        &std::fs::read(&rust_path).with_context(|| format!("`{}`: run `cargo kbha policy build` first", rust_path.display()))?,
+        &std::fs::read(&rust_path).with_context(|| format!("`{}`: run `cargo xtask policies` first", rust_path.display()))?,
     )?;
     let dir = workspace().join("policies/failover-default/cases");
     let mut n = 0;

@@ -691,11 +691,7 @@ async fn router_every_call_failing_n_times_then_succeeding_delivers_once() -> Re
             let outcome: Result<()> = async {
                 let recs = r.handle(&ev, Invocation::at(t0())).await?;
                 consumed(&emu, call.name).await?;
-                ensure!(
-                    recs.len() == 1 && recs[0].action == Outcome::Delivered,
-                    "{:?}",
-                    recs.iter().map(|r| r.action).collect::<Vec<_>>()
-                );
+                ensure!(recs.len() == 1 && recs[0].action == Outcome::Delivered, "{:?}", recs.iter().map(|r| r.action).collect::<Vec<_>>());
                 assert_delivered_once(&emu, &c).await
             }
             .await;

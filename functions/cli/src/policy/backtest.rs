@@ -3,7 +3,7 @@
 //!
 //! Every decision record carries the policy input it was asked (`input`, with its
 //! `input_digest`; [`kbha_hosting::record`]). The backtest reads records from JSONL files
-//! (what the functions, `kbha replay` and `kbha drill` print) or from a function's CloudWatch
+//! (what the functions, `kbha replay` and `cargo xtask drill` print) or from a function's CloudWatch
 //! Logs log group, checks each input against its digest, asks the candidate, hosted the way
 //! a function hosts it, and compares its answer with the decision on record. For failover
 //! it also runs the candidate's decision through the guardrails with the settings the

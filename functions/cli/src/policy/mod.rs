@@ -15,28 +15,28 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-/// The engine limits for `KBHA_POLICY_WASI` (as the functions read it): `on` lets
+/// The engine limits for `KBHA_POLICY_WASI`, read as the functions read it: `on` lets
 /// `check`, `eval`, `test`, `diff` and `publish` load WASI-importing (Python) policies.
+/// kbha-hosting's engine gets the same limits, as `diff` and `backtest` load through it.
 fn limits() -> anyhow::Result<kbha_policy_host::Limits> {
-    let setting = std::env::var("KBHA_POLICY_WASI").ok();
-    Ok(kbha_policy_host::Limits::for_wasi_setting(setting.as_deref())?)
+    let limits = kbha_hosting::Env::process().policy_limits()?;
+    kbha_hosting::settings::configure_engine(limits.clone())?;
+    Ok(limits)
 }
 
 /// `kbha policy` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Build every guest crate to a component (`.wasm`) and a precompiled
-    /// artifact for this host (`.cwasm`).
+    /// Build a policy crate (default: the one in the current directory) to a component
+    /// (`.wasm`) and a precompiled artifact for this host (`.cwasm`), under the crate's own
+    /// target directory (`$CARGO_TARGET_DIR`, else its workspace's `target/`); prints their
+    /// paths. (The repository's built-in guests: `cargo xtask policies`.)
     Build {
-        /// Output directory [default: $CARGO_TARGET_DIR/policies or target/policies].
+        /// Output directory [default: <target directory>/policies].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Build only these guests (artifact names); default: all.
-        #[arg(long = "only")]
-        only: Vec<String>,
-        /// Build only this crate directory instead (a policy made with `kbha policy new`,
-        /// not listed among the workspace's guests) to `<out>/<package name>.wasm`;
-        /// repeatable. It shares target/wasm with the guests, so std is not rebuilt.
+        /// The crate directory (a policy made with `kbha policy new`) [default: .];
+        /// repeatable. Artifacts are named after the package: `<out>/<package>.wasm`.
         #[arg(long = "crate", value_name = "DIR")]
         crates: Vec<PathBuf>,
     },
@@ -106,8 +106,9 @@ pub enum PolicyCommand {
         /// Path prefix of the two files.
         prefix: PathBuf,
     },
-    /// Scaffold a policy crate `<dir>/<name>/`: SDK dependency, `src/lib.rs`, README,
-    /// example golden cases and their test.
+    /// Scaffold a policy crate `<dir>/<name>/`: `src/lib.rs`, README, example golden cases
+    /// and their test, and the guest SDK with the WIT files (embedded in kbha) vendored
+    /// under `vendor/`, so the crate builds wherever it lives.
     New {
         /// Crate name (lowercase letters, digits, `-`).
         name: String,
@@ -123,7 +124,7 @@ pub enum PolicyCommand {
 /// Runs one `kbha policy` subcommand.
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Build { out, only, crates } => build::run(out, &only, &crates),
+        PolicyCommand::Build { out, crates } => build::run(out, &crates),
         PolicyCommand::Check { component } => check::run(&component),
         PolicyCommand::Eval { component, input, world, verbose } => eval::run(&component, &input, world.as_deref(), verbose),
         PolicyCommand::Test { component, cases } => test::run(&component, &cases),
@@ -143,23 +144,6 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         }
         PolicyCommand::Keygen { prefix } => publish::keygen(&prefix),
         PolicyCommand::New { name, world, dir } => new::run(&name, &world, &dir),
-    }
-}
-
-/// The workspace root: the CLI lives at `functions/cli`.
-pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.ancestors().nth(2).map(PathBuf::from).unwrap_or(manifest)
-}
-
-/// `$CARGO_TARGET_DIR`, or `<workspace>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => {
-            let d = PathBuf::from(d);
-            if d.is_absolute() { d } else { workspace_root().join(d) }
-        }
-        _ => workspace_root().join("target"),
     }
 }
 

@@ -2,18 +2,22 @@
 //! a guest crate that builds with `kbha policy build --crate <dir>` and tests with
 //! `kbha policy test` (component) and `cargo test` (natively).
 //!
-//! The crate is its own workspace, so it builds wherever it lives. It depends on the SDK
-//! and kbha-core of this repository by path, and starts from a copy of the repository's
-//! Cargo.lock: every dependency then resolves to a version already in the local registry
-//! cache, and nothing but the package registries is needed.
+//! The crate is its own workspace, so it builds wherever it lives, with or without a kbha
+//! checkout: the guest SDK (`kbha-policy-sdk`), kbha-core (its `testing` feature and the
+//! golden test use it) and the WIT files come embedded in `kbha` (build.rs) and are written
+//! to `<crate>/vendor/` (the repository's layout: `wit/`, `policies/sdk/`, `functions/core/`),
+//! which the crate depends on by path. It starts from the Cargo.lock kbha was built with:
+//! every dependency then resolves to a version already in the local registry cache.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use kbha_policy_host::World;
 
-use super::workspace_root;
+mod vendor {
+    include!(concat!(env!("OUT_DIR"), "/vendor.rs"));
+}
 
 const FAILOVER_LIB: &str = include_str!("templates/failover.rs.tmpl");
 const REPLICATION_LIB: &str = include_str!("templates/replication.rs.tmpl");
@@ -85,19 +89,6 @@ fn template(world: World) -> WorldTemplate {
     }
 }
 
-/// `to` written relative to `from` when both are absolute and share a root; else `to`.
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let (f, t): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
-    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
-    // Only the root in common: an absolute path reads better than a chain of `..`.
-    if common <= 1 {
-        return to.to_owned();
-    }
-    let mut rel: PathBuf = f[common..].iter().map(|_| Component::ParentDir).collect();
-    rel.extend(&t[common..]);
-    rel
-}
-
 /// A TOML basic string (paths may hold backslashes or quotes).
 fn toml_str(p: &Path) -> String {
     format!("\"{}\"", p.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
@@ -106,6 +97,7 @@ fn toml_str(p: &Path) -> String {
 fn cargo_toml(name: &str, world: World, sdk: &Path, core: &Path) -> String {
     let w = world.wit_name().trim_end_matches("-policy");
     let (sdk, core) = (toml_str(sdk), toml_str(core));
+    let version = env!("CARGO_PKG_VERSION");
     format!(
         r#"[package]
 name = "{name}"
@@ -125,11 +117,13 @@ kbha-policy-sdk = {{ path = {sdk}, features = ["{w}"] }}
 kbha-policy-sdk = {{ path = {sdk}, features = ["{w}", "testing"] }}
 kbha-core = {{ path = {core} }}
 
-# Its own workspace: the crate builds wherever it lives.
+# Its own workspace: the crate builds wherever it lives. vendor/ holds kbha's guest SDK,
+# kbha-core and the WIT files, as `kbha policy new` wrote them (kbha {version}); a newer
+# kbha can write them again into a fresh crate.
 [workspace]
+exclude = ["vendor"]
 
-# `kbha policy build --crate` builds this profile; it is kbha's own guests' profile, so
-# they share compiled dependencies and std in target/wasm.
+# `kbha policy build` builds this profile (kbha's own guests' profile) into target/wasm.
 [profile.policy]
 inherits = "release"
 opt-level = "s"
@@ -142,23 +136,24 @@ debug = false
     )
 }
 
-fn readme(name: &str, world: World, dir: &Path) -> String {
+fn readme(name: &str, world: World) -> String {
     let w = world.wit_name().trim_end_matches("-policy");
-    let dir = dir.display();
     format!(
         r#"# {name}
 
 A kbha {w} policy: a WebAssembly component implementing `kbha:policy/{world}@0.3.0`
-(`wit/kbha.wit` in the kbha repository). The policy is `decide` in `src/lib.rs`.
+(`vendor/wit/kbha.wit`). The policy is `decide` in `src/lib.rs`.
 
-From the kbha repository root:
+In this directory, with the `kbha` command line (`cargo install --path functions/cli` in
+a kbha checkout):
 
-    cargo kbha policy build --crate {dir}          # -> target/policies/{name}.wasm
-    cargo kbha policy test target/policies/{name}.wasm {dir}/cases
-    cargo kbha policy diff builtin target/policies/{name}.wasm --inputs {dir}/cases
-    cargo kbha policy publish target/policies/{name}.wasm --to s3://<bucket>/{name}.wasm --sign <key>
+    kbha policy build                   # -> target/policies/{name}.wasm (and .cwasm)
+    kbha policy test target/policies/{name}.wasm cases
+    kbha policy diff builtin target/policies/{name}.wasm --inputs cases
+    kbha policy publish target/policies/{name}.wasm --to s3://<bucket>/{name}.wasm --sign <key>
 
-and natively, in this directory: `cargo test`.
+and natively: `cargo test`. `vendor/` is the guest SDK, kbha-core and the WIT files that
+came with kbha: keep it with the crate (and in version control); do not edit it.
 
 Cases live in `cases/<case>/input.json` (the input, kbha-core's JSON format) and
 `cases/<case>/expected.json` (`{{"decision": ...}}` or `{{"refused": ...}}`). Regenerate the
@@ -182,17 +177,12 @@ pub fn run(name: &str, world: &str, parent: &Path) -> anyhow::Result<ExitCode> {
     if dir.exists() {
         bail!("`{}` exists; choose another name or remove it", dir.display());
     }
-    let root = workspace_root();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    let abs = std::fs::canonicalize(&dir).with_context(|| format!("`{}`", dir.display()))?;
     let t = template(world);
     let lib_name = name.replace('-', "_");
     let mut files: Vec<(PathBuf, String)> = vec![
-        (
-            "Cargo.toml".into(),
-            cargo_toml(name, world, &relative(&abs, &root.join("policies/sdk")), &relative(&abs, &root.join("functions/core"))),
-        ),
-        ("README.md".into(), readme(name, world, &dir)),
+        ("Cargo.toml".into(), cargo_toml(name, world, Path::new("vendor/policies/sdk"), Path::new("vendor/functions/core"))),
+        ("README.md".into(), readme(name, world)),
         // `cargo test` in the crate builds into its own target/.
         (".gitignore".into(), "/target\n".to_owned()),
         ("src/lib.rs".into(), t.lib.replace("__NAME__", name)),
@@ -208,9 +198,10 @@ pub fn run(name: &str, world: &str, parent: &Path) -> anyhow::Result<ExitCode> {
             .context("a template case does not parse")?;
         files.push((Path::new("cases").join(case).join("expected.json"), pretty + "\n"));
     }
-    // The workspace's lock: the same dependency versions as kbha's own guests.
-    if let Ok(lock) = std::fs::read_to_string(root.join("Cargo.lock")) {
-        files.push(("Cargo.lock".into(), lock));
+    // kbha's lock: the same dependency versions as kbha's own guests.
+    files.push(("Cargo.lock".into(), vendor::CARGO_LOCK.to_owned()));
+    for (rel, text) in vendor::VENDOR {
+        files.push((Path::new("vendor").join(rel), (*text).to_owned()));
     }
     for (rel, text) in &files {
         let path = dir.join(rel);
@@ -220,7 +211,7 @@ pub fn run(name: &str, world: &str, parent: &Path) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))?;
     }
     println!("created {} ({} policy, {} files)", dir.display(), world.wit_name(), files.len());
-    println!("next: cargo kbha policy build --crate {}", dir.display());
+    println!("next: kbha policy build --crate {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -229,9 +220,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relative_paths_climb_to_the_common_ancestor() {
-        assert_eq!(relative(Path::new("/r/samples/policies/x"), Path::new("/r/policies/sdk")), PathBuf::from("../../../policies/sdk"));
-        assert_eq!(relative(Path::new("/tmp/x"), Path::new("/r/policies/sdk")), PathBuf::from("/r/policies/sdk"));
+    fn the_vendored_sdk_is_complete_and_self_contained() {
+        let paths: Vec<&str> = vendor::VENDOR.iter().map(|(p, _)| *p).collect();
+        for p in
+            ["wit/kbha.wit", "policies/sdk/Cargo.toml", "policies/sdk/src/lib.rs", "functions/core/Cargo.toml", "functions/core/src/lib.rs"]
+        {
+            assert!(paths.contains(&p), "{p} not vendored: {paths:?}");
+        }
+        for (p, text) in vendor::VENDOR.iter().filter(|(p, _)| p.ends_with("Cargo.toml")) {
+            assert!(!text.contains("workspace"), "{p} still inherits from the workspace:\n{text}");
+            assert!(toml::from_str::<toml::Table>(text).is_ok(), "{p} is not TOML:\n{text}");
+        }
+        assert!(vendor::CARGO_LOCK.contains("name = \"wit-bindgen\""));
     }
 
     #[test]

@@ -458,7 +458,7 @@ fn rendering_is_stable_and_the_checked_in_golden_file_is_up_to_date() -> Result<
     let checked_in = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     assert!(
         checked_in == fresh,
-        "{} is out of date: regenerate it with\n  cargo kbha slo render --spec samples/slo/knowledgebeast.toml --out samples/slo/knowledgebeast.rendered.json\n(or KBHA_BLESS=1 cargo test -p kbha --bin kbha slo) and review the diff",
+        "{} is out of date: regenerate it with\n  cargo kbha slo render --spec samples/slo/knowledgebeast.toml --out samples/slo/knowledgebeast.rendered.json\n(or KBHA_BLESS=1 cargo test -p kbha --lib slo) and review the diff",
         path.display()
     );
     Ok(())

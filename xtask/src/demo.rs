@@ -1,4 +1,4 @@
-//! `kbha demo`: the region-failure drill of the KnowledgeBeast HA guide ("Scenario 1"),
+//! `cargo xtask demo`: the region-failure drill of the KnowledgeBeast HA guide ("Scenario 1"),
 //! end to end against a local AWS emulator, in simulated time.
 //!
 //! It starts the emulator, provisions a hosted zone with the weighted records of both
@@ -23,7 +23,7 @@ const MIN: i64 = 60_000;
 
 /// Runs the demo; fails if the drill's expectations are not met.
 pub async fn run() -> Result<()> {
-    println!("kbha demo: region failure, failover, recovery, failback (simulated time)\n");
+    println!("xtask demo: region failure, failover, recovery, failback (simulated time)\n");
     let w = World::start().await.context("cannot start the local AWS emulator (run `bash tests/emulator/setup.sh`)")?;
     let policies = Policies::single(builtin::<Failover>()?);
     let f = w.function(&[("KBHA_HYSTERESIS_SECONDS", "600"), ("KBHA_COOLDOWN_SECONDS", "300")], policies).await?;

@@ -1,4 +1,4 @@
-//! `kbha bench`: one table of ratios, each against a baseline measured in the
+//! `cargo xtask bench`: one table of ratios, each against a baseline measured in the
 //! same run on the same machine (issue 9). `--quick` is the CI mode (seconds).
 //!
 //! Measured: decision latency of the default failover policy (component with a
@@ -27,7 +27,7 @@ use kbha_policy_host::{Limits, PolicyEngine};
 mod overhead;
 mod python;
 
-/// `kbha bench` options.
+/// `cargo xtask bench` options.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// CI mode: fewer decisions and a 64 MiB archive instead of 1 GiB.
@@ -55,7 +55,7 @@ fn row(what: &str, value: String, baseline: String, ratio: String, goal: &str) -
 }
 
 fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap_or(Path::new("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."))
 }
 
 fn target_dir() -> PathBuf {
@@ -81,7 +81,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     overhead_rows(if args.quick { 100 } else { 2_000 }, &mut rows)?;
     python::rows(args.quick, decisions.min(1_000), &mut rows)?;
     println!(
-        "kbha bench ({}; profile: {profile}; {} cores)",
+        "xtask bench ({}; profile: {profile}; {} cores)",
         if args.quick { "quick" } else { "full" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
@@ -136,8 +136,7 @@ fn us(d: Duration) -> String {
 
 fn decision_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
     let wasm_path = target_dir().join("policies/failover-default.wasm");
-    let wasm =
-        std::fs::read(&wasm_path).with_context(|| format!("reading {} (run `cargo kbha policy build` first)", wasm_path.display()))?;
+    let wasm = std::fs::read(&wasm_path).with_context(|| format!("reading {} (run `cargo xtask policies` first)", wasm_path.display()))?;
     let case = workspace().join("policies/failover-default/cases/primary-alarm-shifts-to-secondary/input.json");
     let input: FailoverInput = serde_json::from_slice(&std::fs::read(&case).with_context(|| case.display().to_string())?)?;
 

@@ -1,7 +1,10 @@
 //! `kbha policy backtest` on the decision records two drills print (the real failover
 //! handler against the emulator): the built-in policy against itself, the business-hours
 //! sample, the hostile policy's faults and guardrail refusals, and the same records read
-//! back from CloudWatch Logs page by page. Needs `cargo kbha policy build` (target/policies).
+//! back from CloudWatch Logs page by page. Needs `cargo xtask policies` (target/policies).
+//!
+//! Here rather than in functions/cli: the records come from `xtask drill`. `kbha` runs as
+//! `xtask kbha ...`, the same code as the kbha binary (`kbha::cli`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,16 +16,23 @@ use kbha_aws::sdk::cloudwatchlogs::types::InputLogEvent;
 use kbha_test_harness::{Emulator, repo_root};
 use serde_json::Value;
 
-/// Runs kbha; returns (exit code, stdout, stderr).
-fn kbha(args: &[&str], env: &[(&str, String)]) -> Result<(i32, String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_kbha"))
+/// Runs xtask; returns (exit code, stdout, stderr).
+fn xtask(args: &[&str], env: &[(&str, String)]) -> Result<(i32, String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .current_dir(repo_root())
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
-        .context("run kbha")?;
+        .context("run xtask")?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok((out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr)))
+}
+
+/// Runs kbha (`xtask kbha ...`); returns (exit code, stdout, stderr).
+fn kbha(args: &[&str], env: &[(&str, String)]) -> Result<(i32, String, String)> {
+    let mut all = vec!["kbha"];
+    all.extend_from_slice(args);
+    xtask(&all, env)
 }
 
 /// The records two drills print (a stepped return; a failure again after the return), in
@@ -35,7 +45,7 @@ fn records_dir() -> Result<&'static Path> {
     let dir = std::env::temp_dir().join(format!("kbha-backtest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     for drill in ["stepped-return", "fail-again-after-failback"] {
-        let (code, out, err) = kbha(&["drill", &format!("samples/drills/{drill}.toml")], &[])?;
+        let (code, out, err) = xtask(&["drill", &format!("samples/drills/{drill}.toml")], &[])?;
         if code != 0 {
             bail!("drill {drill} failed:\n{out}\n{err}");
         }

@@ -17,7 +17,7 @@
 //! call for call.)
 //!
 //! The handler prints a decision record per event on stdout (as in Lambda), so this runs
-//! in a child process (`kbha bench --overhead-child N`) whose stdout the parent reads;
+//! in a child process (`xtask bench --overhead-child N`) whose stdout the parent reads;
 //! the child's last line is a `kbha.bench.overhead` record with the timings.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,4 @@
-//! Every drill in `samples/drills/` runs against the emulator through the `kbha` binary
+//! Every drill in `samples/drills/` runs against the emulator through the `xtask` binary (`cargo xtask drill`)
 //! and must pass; a scenario with a wrong expectation must fail with an expected-vs-got diff.
 
 use std::process::Command;
@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 fn kbha(args: &[&str]) -> Result<(bool, String)> {
     let root = kbha_test_harness::repo_root();
-    let out = Command::new(env!("CARGO_BIN_EXE_kbha")).args(args).current_dir(&root).output().context("run kbha")?;
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).current_dir(&root).output().context("run xtask")?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
 }

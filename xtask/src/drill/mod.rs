@@ -1,4 +1,4 @@
-//! `kbha drill`: runs a scenario from `samples/drills/` against the local AWS emulator in
+//! `cargo xtask drill`: runs a scenario from `samples/drills/` against the local AWS emulator in
 //! simulated time, with the real failover and replication-verifier handlers, checks the
 //! scenario's expectations against what is read back from Route 53, SQS (SNS deliveries)
 //! and S3, and writes `target/drill/<name>/report.html`.
@@ -45,7 +45,7 @@ const ALARMS: [(&str, &str, &str); 2] = [("primary", PRIMARY_ALARM, "us-east-1")
 /// The caller identity of the drill's operator commands.
 pub const OPERATOR: &str = "drill-operator";
 
-/// `kbha drill` arguments.
+/// `cargo xtask drill` arguments.
 #[derive(Debug, clap::Args)]
 pub struct DrillArgs {
     /// A scenario file, or with `--all` a directory of them.
@@ -120,7 +120,7 @@ impl Outcome {
     }
 }
 
-/// Runs `kbha drill`.
+/// Runs `cargo xtask drill`.
 pub async fn run(args: &DrillArgs) -> Result<std::process::ExitCode> {
     let files = if args.all {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&args.path)
@@ -188,7 +188,7 @@ pub async fn run_file(path: &Path) -> Result<Outcome> {
     if let Some(l) = &outcome.ledger {
         std::fs::write(dir.join("ledger.json"), serde_json::to_string_pretty(l)?)?;
         println!("  incident ledger ({} incident(s); the figures `kbha report` prints):", l.incidents.len());
-        print!("{}", crate::report::incident_table(l));
+        print!("{}", kbha::report::incident_table(l));
         for p in &l.planned {
             let closed = p.incident.closed_at_ms.map_or("OPEN".to_owned(), kbha_core::time::format_timestamp);
             println!(

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::scenario::offset;
 use super::{Outcome, Row};
-use crate::timeline::{Band, Lane, Mark, MarkRow, Shape, Timeline, esc};
+use kbha::timeline::{Band, Lane, Mark, MarkRow, Shape, Timeline, esc};
 
 /// The seed's approach: Route 53 health checks polled every 30 s, failure threshold 3,
 /// failover routing (the secondary answers while the primary is marked unhealthy).
@@ -271,7 +271,7 @@ pub fn html(o: &Outcome, b: &Both) -> String {
     h.push_str(&svg(o, b));
     if let Some(l) = &o.ledger {
         // The failover function's own incident ledger, as `kbha report` shows it.
-        h.push_str(&crate::report::incidents_html(l));
+        h.push_str(&kbha::report::incidents_html(l));
     }
     h.push_str("<h2>Steps</h2><table><tr><th>at</th><th>step</th><th>outcome</th><th>weights</th><th>notices</th><th>alerts routed</th><th>stepped shift / command</th><th>expectations</th></tr>");
     for r in &o.rows {
@@ -299,7 +299,7 @@ pub fn html(o: &Outcome, b: &Both) -> String {
 }
 
 /// The timeline picture: weight step charts, health, alarms, backups, alerts, kbha's
-/// changes ([`crate::timeline`], the renderer `kbha report` uses too).
+/// changes ([`kbha::timeline`], the renderer `kbha report` uses too).
 fn svg(o: &Outcome, b: &Both) -> String {
     let lanes = [
         ("health primary", "primary", true),
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn the_drill_timeline_keeps_its_layout() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../samples/drills/region-failure.toml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/drills/region-failure.toml");
         let scenario = super::super::scenario::Scenario::load(std::path::Path::new(path)).expect("sample scenario");
         let mut failing = row(60_000, None, 100, [false, true]);
         failing.alarms.insert("primary".into(), true);

@@ -1,4 +1,4 @@
-//! `kbha bench --quick` (the CI mode) runs and prints its one table with every
+//! `cargo xtask bench --quick` (the CI mode) runs and prints its one table with every
 //! measured row, and the component and native policies agreed (it fails
 //! otherwise), and the failover handler shifted traffic against the loopback AWS stub
 //! making the same calls as the baseline (it fails otherwise). Needs
@@ -8,13 +8,13 @@ use std::process::Command;
 
 #[test]
 fn quick_bench_prints_the_table() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kbha"))
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["bench", "--quick", "--work-dir"])
         .arg(std::env::temp_dir())
         .output()
-        .expect("kbha runs");
+        .expect("xtask runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "kbha bench failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "xtask bench failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("| measure | value | baseline (same run) | ratio | goal |"), "{stdout}");
     for row in [
         "| decision, component fresh instance (p50 / p99) | ",

@@ -397,33 +397,8 @@ impl OpsStep {
     }
 }
 
-/// `"1h30m"`, `"10m"`, `"90s"`, `"0"` -> milliseconds.
-pub fn parse_duration(s: &str) -> Result<i64> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(0);
-    }
-    let (mut total, mut num) = (0i64, String::new());
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            'h' => 3_600_000,
-            'm' => 60_000,
-            's' => 1_000,
-            _ => bail!("duration {s:?}: unknown unit {c:?}; use h, m, s (e.g. 1h30m)"),
-        };
-        let n: i64 = num.parse().with_context(|| format!("duration {s:?}: a number must precede {c:?}"))?;
-        total += n * unit;
-        num.clear();
-    }
-    if !num.is_empty() {
-        bail!("duration {s:?}: trailing number without unit; use h, m or s");
-    }
-    Ok(total)
-}
+/// `"1h30m"`, `"10m"`, `"90s"`, `"0"` -> milliseconds (the syntax `kbha ops` and `kbha report` read too).
+pub use kbha::report::parse_duration;
 
 /// `+HH:MM:SS` of an offset.
 pub fn offset(ms: i64) -> String {
