@@ -142,7 +142,7 @@ fn decision_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
 
     reset_peak_rss();
     let engine = PolicyEngine::new(Limits::default())?;
-    let policy = engine.load_failover(&wasm)?;
+    let policy = engine.load::<kbha_policy_host::FailoverWorld>(&wasm)?;
     let mut reused = policy.reused_instance()?;
     let native = |input: &FailoverInput| {
         let wit: kbha_policy_sdk::types::FailoverInput = input.clone().into();

@@ -6,10 +6,7 @@ use wasmtime::component::{Component, InstancePre};
 
 use crate::imports::forbidden_imports;
 use crate::sandbox::State;
-use crate::{
-    AlertPolicy, AlertWorld, FailoverPolicy, FailoverWorld, Policy, PolicyEngine, PolicyError, PolicyWorld, ReplicationPolicy,
-    ReplicationWorld, World,
-};
+use crate::{Policy, PolicyEngine, PolicyError, PolicyWorld, World};
 
 /// `sha256:<hex>` of some bytes; the policy digest is this of the component.
 pub fn digest(bytes: &[u8]) -> String {
@@ -107,27 +104,6 @@ impl PolicyEngine {
     /// Whether `component` imports any WASI interface.
     fn imports_wasi(&self, component: &Component) -> bool {
         component.component_type().imports(&self.engine).any(|(n, _)| n.starts_with("wasi:"))
-    }
-
-    /// Loads a `failover-policy` component: [`PolicyEngine::load`] for [`FailoverWorld`].
-    pub fn load_failover(&self, bytes: &[u8]) -> Result<FailoverPolicy, PolicyError> {
-        self.load::<FailoverWorld>(bytes)
-    }
-
-    /// Loads a `replication-policy` component: [`PolicyEngine::load`] for [`ReplicationWorld`].
-    pub fn load_replication(&self, bytes: &[u8]) -> Result<ReplicationPolicy, PolicyError> {
-        self.load::<ReplicationWorld>(bytes)
-    }
-
-    /// Loads an `alert-policy` component: [`PolicyEngine::load`] for [`AlertWorld`].
-    pub fn load_alert(&self, bytes: &[u8]) -> Result<AlertPolicy, PolicyError> {
-        self.load::<AlertWorld>(bytes)
-    }
-
-    /// Loads a failover policy from [`PolicyEngine::precompile`] output:
-    /// [`PolicyEngine::load_precompiled`] for [`FailoverWorld`].
-    pub fn load_failover_precompiled(&self, artifact: &[u8], expected_digest: &str) -> Result<FailoverPolicy, PolicyError> {
-        self.load_precompiled::<FailoverWorld>(artifact, expected_digest)
     }
 }
 

@@ -128,6 +128,18 @@ impl<S: ObjectStore, N: kbha_aws::Notifier> VerifierFunction<S, N> {
         Ok(())
     }
 
+    /// A run's record and its ETag, if it was recorded.
+    async fn read_restore_record(&self, key: &str) -> Result<Option<(RestoreRecord, String)>, VerifierError> {
+        let bucket = &self.cfg.state_bucket;
+        let Some(obj) = self.store.get(bucket, key).await? else { return Ok(None) };
+        let record = serde_json::from_slice(&obj.bytes).map_err(|e| VerifierError::CorruptRecord {
+            bucket: bucket.clone(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Some((record, obj.etag)))
+    }
+
     /// Restore-tests `source`'s newest verified backup, once per `event_id`.
     pub(crate) async fn restore_test(
         &self,
@@ -140,13 +152,8 @@ impl<S: ObjectStore, N: kbha_aws::Notifier> VerifierFunction<S, N> {
         let record_key = format!("{}restore-tests/{}/{}.json", self.cfg.record_prefix, source.name, key_segment(event_id));
         rec.record_key = Some(record_key.clone());
         let bucket = &self.cfg.state_bucket;
-        if let Some(obj) = self.store.get(bucket, &record_key).await? {
-            let previous: RestoreRecord = serde_json::from_slice(&obj.bytes).map_err(|e| VerifierError::CorruptRecord {
-                bucket: bucket.clone(),
-                key: record_key.clone(),
-                message: e.to_string(),
-            })?;
-            return self.finish(rec, previous, obj.etag, &record_key).await.map(|mut rec| {
+        if let Some((previous, etag)) = self.read_restore_record(&record_key).await? {
+            return self.finish(rec, previous, etag, &record_key).await.map(|mut rec| {
                 rec.action = ActionTaken::Duplicate;
                 rec
             });
@@ -204,13 +211,8 @@ impl<S: ObjectStore, N: kbha_aws::Notifier> VerifierFunction<S, N> {
             Ok(etag) => etag,
             Err(e) if e.is_conflict() => {
                 // Another copy of the run recorded first: its record stands.
-                let Some(obj) = self.store.get(bucket, &record_key).await? else { return Err(e.into()) };
-                let theirs: RestoreRecord = serde_json::from_slice(&obj.bytes).map_err(|e| VerifierError::CorruptRecord {
-                    bucket: bucket.clone(),
-                    key: record_key.clone(),
-                    message: e.to_string(),
-                })?;
-                let mut rec = self.finish(rec, theirs, obj.etag, &record_key).await?;
+                let Some((theirs, etag)) = self.read_restore_record(&record_key).await? else { return Err(e.into()) };
+                let mut rec = self.finish(rec, theirs, etag, &record_key).await?;
                 rec.action = ActionTaken::Duplicate;
                 return Ok(rec);
             }

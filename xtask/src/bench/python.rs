@@ -22,11 +22,11 @@ fn load(name: &str, limits: Limits) -> Result<(Duration, Duration, FailoverPolic
     let wasm = std::fs::read(&path).with_context(|| path.display().to_string())?;
     let engine = PolicyEngine::new(limits)?;
     let start = Instant::now();
-    let compiled = engine.load_failover(&wasm)?;
+    let compiled = engine.load::<kbha_policy_host::FailoverWorld>(&wasm)?;
     let compile = start.elapsed();
     let artifact = compiled.artifact()?;
     let start = Instant::now();
-    let cached = engine.load_failover_precompiled(&artifact, compiled.digest())?;
+    let cached = engine.load_precompiled::<kbha_policy_host::FailoverWorld>(&artifact, compiled.digest())?;
     Ok((compile, start.elapsed(), cached))
 }
 

@@ -30,15 +30,15 @@ pub fn run(component: &Path, input: &Path, world: Option<&str>, verbose: bool) -
     match world {
         World::Failover => {
             let input = serde_json::from_str(&input_text).with_context(parse_err)?;
-            print(engine.load_failover(&bytes)?.decide(&input)?, verbose)
+            print(engine.load::<kbha_policy_host::FailoverWorld>(&bytes)?.decide(&input)?, verbose)
         }
         World::Replication => {
             let input = serde_json::from_str(&input_text).with_context(parse_err)?;
-            print(engine.load_replication(&bytes)?.decide(&input)?, verbose)
+            print(engine.load::<kbha_policy_host::ReplicationWorld>(&bytes)?.decide(&input)?, verbose)
         }
         World::Alert => {
             let input = serde_json::from_str(&input_text).with_context(parse_err)?;
-            print(engine.load_alert(&bytes)?.decide(&input)?, verbose)
+            print(engine.load::<kbha_policy_host::AlertWorld>(&bytes)?.decide(&input)?, verbose)
         }
     }
 }

@@ -26,9 +26,9 @@ pub fn run(component: &Path, cases: &Path) -> anyhow::Result<ExitCode> {
     let Some(world) = engine.inspect(&bytes)?.world else {
         bail!("`{}` implements no kbha world; run `kbha policy check` on it", component.display());
     };
-    let failover = matches!(world, World::Failover).then(|| engine.load_failover(&bytes)).transpose()?;
-    let replication = matches!(world, World::Replication).then(|| engine.load_replication(&bytes)).transpose()?;
-    let alert = matches!(world, World::Alert).then(|| engine.load_alert(&bytes)).transpose()?;
+    let failover = matches!(world, World::Failover).then(|| engine.load::<kbha_policy_host::FailoverWorld>(&bytes)).transpose()?;
+    let replication = matches!(world, World::Replication).then(|| engine.load::<kbha_policy_host::ReplicationWorld>(&bytes)).transpose()?;
+    let alert = matches!(world, World::Alert).then(|| engine.load::<kbha_policy_host::AlertWorld>(&bytes)).transpose()?;
     let mut dirs: Vec<_> = std::fs::read_dir(cases)
         .with_context(|| format!("cannot read the cases directory `{}`", cases.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
