@@ -94,7 +94,7 @@ sam_build() {
     done
 }
 # SAM builds one function at a time; a dependency with different features per function
-# would compile the AWS SDK and wasmtime once per function (functions/workspace-hack).
+# would compile the AWS SDK and wasmtime once per function (crates/workspace-hack).
 timed "one dependency feature set across the functions (scripts/check-function-features.py)" \
     python3 scripts/check-function-features.py "${packages[@]}"
 timed "sam build (cargo lambda build --release --arm64 per function, as SAM runs it)" sam_build

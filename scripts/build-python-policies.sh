@@ -10,7 +10,7 @@
 # target/py-venv (created on first use; later runs reuse it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-dirs=(samples/policies/business-hours-py functions/policy-host/tests/sandbox-probe-py)
+dirs=(samples/policies/business-hours-py crates/policy-host/tests/sandbox-probe-py)
 requirements=samples/policies/business-hours-py/requirements.txt
 target=${CARGO_TARGET_DIR:-target}
 # Absolute, as the builds run from each policy's directory.

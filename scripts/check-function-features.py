@@ -5,7 +5,7 @@
 
 `sam build` builds each function alone (cargo lambda in its CodeUri), and cargo resolves
 features per package: a shared crate with a different feature set is compiled again, with
-everything that depends on it (the AWS SDK, wasmtime). functions/workspace-hack gives every
+everything that depends on it (the AWS SDK, wasmtime). crates/workspace-hack gives every
 function the union; this check keeps it so. Reads `cargo tree` for the Lambda target only.
 """
 import subprocess
@@ -43,7 +43,7 @@ def main(packages):
     if problems:
         print("these crates would be compiled once per function feature set (and every crate "
               "above them with them):\n" + "\n".join(problems) +
-              "\nadd the missing features to functions/workspace-hack/Cargo.toml", file=sys.stderr)
+              "\nadd the missing features to crates/workspace-hack/Cargo.toml", file=sys.stderr)
         sys.exit(1)
     print(f"{len(shared)} shared dependencies, one feature set each, across {', '.join(packages)}")
 

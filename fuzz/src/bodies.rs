@@ -1,6 +1,6 @@
 //! Bodies of the `cargo fuzz` targets, one function per target, each taking the raw
 //! fuzz input and panicking when a property fails. Shared by the libFuzzer binaries in
-//! `fuzz/fuzz_targets/` and by `functions/core/tests/fuzz_corpus.rs` (and the alert
+//! `fuzz/fuzz_targets/` and by `crates/core/tests/fuzz_corpus.rs` (and the alert
 //! router's), which replay the committed corpus in the ordinary `cargo test` on stable.
 //! Depends on `kbha-core` and `serde_json` only, so both can include it by path.
 

@@ -8,7 +8,7 @@
 //! `/proc/self/clear_refs` before each phase) and the size of the release
 //! binaries in `target/lambda` if they exist, and cold start: process start to
 //! the first `GET /2018-06-01/runtime/invocation/next` on a loopback Runtime
-//! API, for each function binary next to this one, against kbha-hosting's
+//! API, for each function binary next to this one, against kbha-lambda's
 //! `hello_lambda` example (the same profile), with each function's `kbha.init` steps,
 //! and own overhead: the failover handler against a loopback AWS stub that answers at
 //! once, event to the Route 53 change request, against the same AWS calls made without
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kbha_core::FailoverInput;
 use kbha_policy_host::{Limits, PolicyEngine};
+
 
 mod overhead;
 mod python;
@@ -416,7 +417,7 @@ fn cold_start_rows(rows: &mut Vec<Row>) {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let goal = "<= hello-world + 2 ms";
     // Binaries of the same profile sit next to this executable; the baseline is
-    // kbha-hosting's example (cargo build --bins --examples).
+    // kbha-lambda's example (cargo build --bins --examples).
     let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
     let hello = match cold_start(&dir.join("examples/hello_lambda"), &[]) {
         Ok(d) => d.elapsed,

@@ -14,9 +14,9 @@ use std::io::Write;
 use anyhow::{Context, Result, ensure};
 use kbha_core::time::format_timestamp;
 use kbha_failover::Policies;
-use kbha_hosting::record::Invocation;
-use kbha_hosting::{Failover, builtin};
 use kbha_integration::{PRIMARY_ALARM, Shape, World, alarm_event, t0, tick};
+use kbha_lambda::record::Invocation;
+use kbha_policy_lifecycle::{Failover, builtin};
 use serde_json::json;
 
 const MIN: i64 = 60_000;

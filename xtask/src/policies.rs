@@ -1,7 +1,7 @@
 //! `cargo xtask policies [--only <name>]... [--out <dir>]`: builds the repository's
 //! built-in guests (`kbha_policy_host::guests::GUESTS`: `policies/*` and the business-hours
 //! sample) into `target/policies/<name>.{wasm,cwasm}` (`$CARGO_TARGET_DIR/policies`), where
-//! kbha-hosting embeds them from and the tests load them. Same toolchain handling as
+//! kbha-policy-lifecycle embeds them from and the tests load them. Same toolchain handling as
 //! `kbha policy build` ([`kbha::guest`]: rustup's wasm32 target, or Debian's rustc-web with
 //! build-std); compiled code is shared in `target/wasm`.
 

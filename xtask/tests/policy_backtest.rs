@@ -3,7 +3,7 @@
 //! sample, the hostile policy's faults and guardrail refusals, and the same records read
 //! back from CloudWatch Logs page by page. Needs `cargo xtask policies` (target/policies).
 //!
-//! Here rather than in functions/cli: the records come from `xtask drill`. `kbha` runs as
+//! Here rather than in crates/cli: the records come from `xtask drill`. `kbha` runs as
 //! `xtask kbha ...`, the same code as the kbha binary (`kbha::cli`).
 
 use std::collections::BTreeSet;
@@ -191,7 +191,7 @@ async fn records_read_from_cloudwatch_logs_page_by_page_give_the_same_summary_as
     for entry in std::fs::read_dir(dir)? {
         lines.extend(std::fs::read_to_string(entry?.path())?.lines().map(str::to_owned).collect::<Vec<_>>());
     }
-    let t0 = kbha_hosting::lambda::now_ms() - 3_600_000;
+    let t0 = kbha_lambda::lambda::now_ms() - 3_600_000;
     let events: Vec<InputLogEvent> = lines
         .iter()
         .enumerate()

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use kbha_core::PolicyConfig;
-use kbha_hosting::{Env, Fallback, PolicySource, SettingError};
+use kbha_lambda::{Env, SettingError};
+use kbha_policy_lifecycle::{Fallback, PolicySource};
 
 /// A configuration problem; the function refuses to start. The shared [`SettingError`],
 /// under the name this crate has always exported.

@@ -7,11 +7,11 @@
 //! one whose claim write won publishes. A claim whose publish failed is released (the
 //! retry takes over at once); a claim whose holder vanished expires after the lease.
 //! The claim itself is the one the other functions use for their notices
-//! ([`kbha_hosting::claim::Claim`]), with the router's lease; the [`Delivery`] around it
+//! ([`kbha_lambda::claim::Claim`]), with the router's lease; the [`Delivery`] around it
 //! adds what is delivered and where it already got through.
 
 use kbha_core::{ActiveAlert, AlertDecision, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs};
-use kbha_hosting::claim::{Claim, Holder};
+use kbha_lambda::claim::{Claim, Holder};
 use serde::{Deserialize, Serialize};
 
 /// Why a delivery is sent.

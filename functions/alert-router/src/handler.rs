@@ -9,8 +9,8 @@ use std::time::Instant;
 use kbha_aws::{AwsError, Notifier, ObjectStore, PutCondition};
 use kbha_core::time::format_timestamp;
 use kbha_core::{AlertDecision, AlertInput, AlertSource, AlertStatus, IncomingAlert, Severity, Suppression, TimestampMs};
-use kbha_hosting::record::{Invocation, RecordHeader, RecordedInput, ms};
-use kbha_hosting::{Alerting, Decided, Policies};
+use kbha_lambda::record::{Invocation, RecordHeader, RecordedInput, ms};
+use kbha_policy_lifecycle::{Alerting, Decided, Policies};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -145,10 +145,10 @@ pub struct AlertRef {
     pub summary: String,
 }
 
-pub use kbha_hosting::record::Durations;
+pub use kbha_lambda::record::Durations;
 
 /// One JSON line per alert in the log, and the invocation's response. Its first fields
-/// are the ones every function's record has ([`kbha_hosting::record`]).
+/// are the ones every function's record has ([`kbha_lambda::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
     /// The fields every function's record starts with ([`RecordHeader`]): `event_id` is
@@ -173,7 +173,7 @@ pub struct DecisionRecord {
     pub fault_notice: Option<Outcome>,
 }
 
-kbha_hosting::record_header!(DecisionRecord, Decided<AlertDecision>, Outcome);
+kbha_lambda::record_header!(DecisionRecord, Decided<AlertDecision>, Outcome);
 
 /// The alert router, generic over its AWS dependencies.
 pub struct AlertRouter<S, N> {
@@ -375,7 +375,7 @@ impl<S: ObjectStore, N: Notifier> AlertRouter<S, N> {
         // the same message at the same decision time (a redelivery racing the first
         // delivery): with `event_id@now` alone, the loser of the claim write found the
         // winner's token equal to its own, took the claim for its own and published too.
-        let me = format!("{}~{}", r.event_id, kbha_hosting::claim::token());
+        let me = format!("{}~{}", r.event_id, kbha_lambda::claim::token());
         for attempt in 1..=STATE_WRITE_ATTEMPTS {
             let (prev, etag) = self.load_entry(&key).await?;
             match dedup::plan(prev.as_ref(), r.alert, r.decision, &me, timing) {

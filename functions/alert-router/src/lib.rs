@@ -15,7 +15,7 @@ pub mod subject;
 
 pub use config::{ConfigError, RouterConfig};
 pub use handler::{AlertRouter, DecisionRecord, Delivery, Outcome, RouterError};
-pub use kbha_hosting::record::Invocation;
+pub use kbha_lambda::record::Invocation;
 pub use start::{LambdaRouter, start};
 
 impl From<RouterError> for lambda_runtime::Diagnostic {

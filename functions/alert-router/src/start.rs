@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use kbha_aws::{AwsSettings, S3Store, SnsNotifier, load_sdk_config};
-use kbha_hosting::lambda::{self, InitError, InitTimer, Started};
-use kbha_hosting::{Alerting, Env, load_swappable, settings};
+use kbha_lambda::lambda::{self, InitError, InitTimer, Started};
+use kbha_lambda::{Env, settings};
+use kbha_policy_lifecycle::{Alerting, load_swappable};
 
 use crate::{AlertRouter, RouterConfig};
 

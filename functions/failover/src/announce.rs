@@ -1,6 +1,6 @@
 //! Step "announce": one notice per decision worth a human's attention, staged in the
 //! state object's outbox by the write that records the decision and published by the
-//! invocation holding its claim (see [`kbha_hosting::claim`]). A condition that lasts
+//! invocation holding its claim (see [`kbha_lambda::claim`]). A condition that lasts
 //! (every target down, the RPO gate holding, a policy fault, a manual failback pending, a
 //! refused return) is announced when it starts, not on every tick: as one alert with a
 //! dedup key made of what the condition is and what it is about, never of the numbers that
@@ -17,7 +17,7 @@ use kbha_core::events::EventError;
 use kbha_core::guardrails::{GuardrailVerdict, Move};
 use kbha_core::time::format_timestamp;
 use kbha_core::{Alarm, Alert, Severity, TimestampMs};
-use kbha_hosting::claim::{self, Claim, Holder};
+use kbha_lambda::claim::{self, Claim, Holder};
 use sha2::Digest as _;
 
 use crate::handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction};
@@ -132,7 +132,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let started = Instant::now();
         loop {
             let Some(o) = stored.outbox.iter().find(|o| o.event_id == event_id) else { return Ok(None) };
-            let now = kbha_hosting::lambda::now_ms();
+            let now = kbha_lambda::lambda::now_ms();
             match o.claim.holder(me, now) {
                 Holder::Mine => {
                     return match self.send(Some(o.notice.clone())).await {
@@ -562,7 +562,7 @@ mod tests {
     use super::*;
     use kbha_core::guardrails::Refusal;
     use kbha_core::{FailoverAction, FailoverDecision, Weight};
-    use kbha_hosting::record::RecordHeader;
+    use kbha_lambda::record::RecordHeader;
 
     fn record(action: ActionTaken, alerts: Vec<Alert>, verdict: GuardrailVerdict) -> DecisionRecord {
         let decision = FailoverDecision { action: FailoverAction::Hold, reason: "holding".into(), alerts };
@@ -577,7 +577,7 @@ mod tests {
             shadow_digest: None,
             shadow_agrees: None,
         });
-        let inv = kbha_hosting::record::Invocation::at(kbha_core::time::parse_timestamp("2026-11-26T10:00:00Z").unwrap_or_default());
+        let inv = kbha_lambda::record::Invocation::at(kbha_core::time::parse_timestamp("2026-11-26T10:00:00Z").unwrap_or_default());
         let mut header = RecordHeader::new("failover", "tick-1", &inv, "app.example.com. A".into(), policy, action);
         header.guardrail = Some(verdict);
         DecisionRecord {

@@ -3,7 +3,8 @@
 //! error names the variable. docs/failover.md's "Configuration" table documents each one.
 
 use kbha_core::PolicyConfig;
-use kbha_hosting::{Env, Fallback, PolicySource, S3Location, SettingError};
+use kbha_lambda::{Env, SettingError};
+use kbha_policy_lifecycle::{Fallback, PolicySource, S3Location};
 use serde::Deserialize;
 
 /// A configuration problem; the function refuses to start. The shared [`SettingError`],

@@ -11,8 +11,8 @@ use kbha_core::events::{AlarmEvent, EventError, FailoverEvent, normalise_failove
 use kbha_core::guardrails::{GuardrailContext, GuardrailVerdict, Move, check_failover, refuse_onto_drained};
 use kbha_core::state::{FailoverState, Freshness};
 use kbha_core::{Alarm, Alert, FailoverDecision, FailoverInput, FailoverTrigger, Severity, Target, TimestampMs, Weight};
-use kbha_hosting::claim::{self, Claim};
-use kbha_hosting::record::{Invocation, RecordHeader, RecordedInput, ms};
+use kbha_lambda::claim::{self, Claim};
+use kbha_lambda::record::{Invocation, RecordHeader, RecordedInput, ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -105,10 +105,10 @@ pub enum ActionTaken {
     SkippedUnmapped,
 }
 
-pub use kbha_hosting::record::Durations;
+pub use kbha_lambda::record::Durations;
 
 /// One JSON line per decision in the log, and the invocation's response. Its first
-/// fields are the ones every function's record has ([`kbha_hosting::record`]).
+/// fields are the ones every function's record has ([`kbha_lambda::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
     /// The fields every function's record starts with ([`RecordHeader`]); `subject` is the
@@ -141,7 +141,7 @@ pub struct DecisionRecord {
     pub notice_id: Option<String>,
 }
 
-kbha_hosting::record_header!(DecisionRecord, Option<Decided>, ActionTaken);
+kbha_lambda::record_header!(DecisionRecord, Option<Decided>, ActionTaken);
 
 pub use kbha_core::ReplicationStatus;
 
@@ -694,7 +694,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let current = announce::conditions(rec);
         // The condition the decision's own notice is the alert of, if any.
         let headline = notice.as_ref().and_then(|n| n.message["dedup_key"].as_str()).map(str::to_owned);
-        let mine = Claim::new(me, kbha_hosting::lambda::now_ms());
+        let mine = Claim::new(me, kbha_lambda::lambda::now_ms());
         // Route 53's word on earlier changes, for the ledger (read before the write).
         let just_made = applied.and(rec.change_id.as_deref());
         let statuses = self.change_statuses(stored, just_made, now_ms).await;
@@ -757,7 +757,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     /// ledger object. Best effort: all stay in the state object for the next invocation if
     /// this fails.
     async fn after_record(&self, stored: &StoredState, me: &str, now_ms: TimestampMs) {
-        let wall = kbha_hosting::lambda::now_ms();
+        let wall = kbha_lambda::lambda::now_ms();
         let extra: Vec<String> = stored
             .outbox
             .iter()
@@ -802,7 +802,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         }
         // (A journal entry marked applied comes from a version that kept entries until
         // their notice was out; finishing it stages that notice.)
-        let mine = Claim::new(me, kbha_hosting::lambda::now_ms());
+        let mine = Claim::new(me, kbha_lambda::lambda::now_ms());
         let stored = self.update_state(|s| s.finish(p, None, &mine)).await?;
         rec.change_id = p.change_id.clone();
         rec.notice_id = self.deliver(&p.event_id, me, stored).await?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use kbha_core::state::{FailoverState, Freshness};
 use kbha_core::{Alarm, LastChange, Severity, TimestampMs, Weight};
-use kbha_hosting::claim::Claim;
+use kbha_lambda::claim::Claim;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -78,7 +78,7 @@ pub struct Standing {
 
 /// A notice due for one event, and who sends it. Staged in the same conditional write
 /// that records the decision, so two copies of one transition stage it once, and only
-/// the claim's holder publishes it (see [`kbha_hosting::claim`]); removed once sent.
+/// the claim's holder publishes it (see [`kbha_lambda::claim`]); removed once sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
     /// Event whose decision it announces.

@@ -21,14 +21,14 @@ mod start;
 pub use config::{ConfigError, FailoverConfig};
 pub use handler::{ActionTaken, DecisionRecord, FailoverError, FailoverFunction, ReplicationStatus};
 pub use journal::{Notice, PendingChange, StoredState};
-pub use kbha_hosting::record::Invocation;
-pub use kbha_hosting::{LoadError, PolicyFault};
+pub use kbha_lambda::record::Invocation;
+pub use kbha_policy_lifecycle::{LoadError, PolicyFault};
 pub use start::{LambdaFailover, start, start_with};
 
 /// The failover policy and its fallback.
-pub type Policies = kbha_hosting::Policies<kbha_hosting::Failover>;
+pub type Policies = kbha_policy_lifecycle::Policies<kbha_policy_lifecycle::Failover>;
 /// A failover decision and who made it.
-pub type Decided = kbha_hosting::Decided<kbha_core::FailoverDecision>;
+pub type Decided = kbha_policy_lifecycle::Decided<kbha_core::FailoverDecision>;
 
 impl From<FailoverError> for lambda_runtime::Diagnostic {
     /// The error type says whether retrying can help, so retries are a decision.

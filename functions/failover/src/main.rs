@@ -7,14 +7,15 @@
 
 use std::sync::Arc;
 
-use kbha_hosting::lambda;
+use kbha_lambda::lambda;
 use serde_json::Value;
 
 /// The name in the init record and the metrics' `Function` dimension.
 const FUNCTION: &str = "failover";
 
 // Without its built-in policy the function would only fail at init, in AWS: refuse to build.
-const _: () = assert!(kbha_hosting::BUILTINS_EMBEDDED, "no built-in policies to embed: run `cargo xtask policies`, then build again");
+const _: () =
+    assert!(kbha_policy_lifecycle::BUILTINS_EMBEDDED, "no built-in policies to embed: run `cargo xtask policies`, then build again");
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -593,7 +593,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             "time": format_timestamp(now_ms),
         });
         // Run by `kbha ops switchover`, not by Lambda: no request id.
-        let first = self.handle(&tick, kbha_hosting::record::Invocation::at(now_ms)).await?;
+        let first = self.handle(&tick, kbha_lambda::record::Invocation::at(now_ms)).await?;
         let first = first.into_iter().next();
         let summary = format!(
             "{} in {} steps ({}); {}",

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use kbha_aws::sdk::aws_config::SdkConfig;
 use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier, load_sdk_config};
-use kbha_hosting::lambda::{self, InitError, InitTimer, Started};
-use kbha_hosting::{Env, Failover, load_swappable, settings};
+use kbha_lambda::lambda::{self, InitError, InitTimer, Started};
+use kbha_lambda::{Env, settings};
+use kbha_policy_lifecycle::{Failover, load_swappable};
 
 use crate::{FailoverConfig, FailoverFunction};
 

@@ -3,7 +3,8 @@
 //! "Configuration" table documents each one.
 
 use kbha_core::PolicyConfig;
-use kbha_hosting::{Env, Fallback, PolicySource, SettingError};
+use kbha_lambda::{Env, SettingError};
+use kbha_policy_lifecycle::{Fallback, PolicySource};
 use serde::Deserialize;
 
 /// Whether a backup comes with a manifest next to it (`<key>.manifest.json`).

@@ -7,7 +7,7 @@
 //! says whether its notice went out, so a retry after a crash between the record and the
 //! notice sends the notice then (at least once, never silently lost). Two copies of one
 //! event running at once send one notice: the record carries a claim on it
-//! ([`kbha_hosting::claim`]), and only its holder publishes.
+//! ([`kbha_lambda::claim`]), and only its holder publishes.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,9 +20,9 @@ use kbha_core::{
     Alert, BackupFacts, ChecksumCheck, CopyCheck, ManifestCheck, ReplicationDecision, ReplicationInput, ReplicationStatus,
     ReplicationSubject, Severity, SourceFreshness, SourceStatus, TimestampMs, Verdict,
 };
-use kbha_hosting::claim::{self, Claim, Holder};
-use kbha_hosting::record::{Invocation, RecordHeader, RecordedInput, ms};
-use kbha_hosting::{Decided, Policies, Replication};
+use kbha_lambda::claim::{self, Claim, Holder};
+use kbha_lambda::record::{Invocation, RecordHeader, RecordedInput, ms};
+use kbha_policy_lifecycle::{Decided, Policies, Replication};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -143,10 +143,10 @@ pub enum ActionTaken {
     RestoreTested,
 }
 
-pub use kbha_hosting::record::Durations;
+pub use kbha_lambda::record::Durations;
 
 /// One JSON line per object or source in the log, and the invocation's response. Its
-/// first fields are the ones every function's record has ([`kbha_hosting::record`]).
+/// first fields are the ones every function's record has ([`kbha_lambda::record`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRecord {
     /// The fields every function's record starts with ([`RecordHeader`]); `subject` is
@@ -182,7 +182,7 @@ pub struct DecisionRecord {
     pub notice_id: Option<String>,
 }
 
-kbha_hosting::record_header!(DecisionRecord, Option<Decided<ReplicationDecision>>, ActionTaken);
+kbha_lambda::record_header!(DecisionRecord, Option<Decided<ReplicationDecision>>, ActionTaken);
 
 /// The backups of one source whose cross-region copy was missing when they were verified,
 /// looked for again on each scheduled check (`<status prefix>pending-copies/<source>.json`).
@@ -448,7 +448,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             notified: false,
             // The notice is claimed in the same create that records the verdict, so of two
             // copies of this event only the one whose record stands publishes it.
-            notifying: (verdict != Verdict::Ok || decided.fault_alert.is_some()).then(|| Claim::new(&me, kbha_hosting::lambda::now_ms())),
+            notifying: (verdict != Verdict::Ok || decided.fault_alert.is_some()).then(|| Claim::new(&me, kbha_lambda::lambda::now_ms())),
         };
         let cond = match &existing {
             Some((_, etag)) => PutCondition::IfMatch(etag.clone()),
@@ -559,7 +559,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         mut v: VerificationRecord,
         mut etag: String,
         me: &str,
-        faults: &[kbha_hosting::PolicyFault],
+        faults: &[kbha_policy_lifecycle::PolicyFault],
     ) -> Result<Option<String>, VerifierError> {
         let started = Instant::now();
         let bucket = &self.cfg.state_bucket;
@@ -567,7 +567,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
             if v.notified {
                 return Ok(None);
             }
-            let now = kbha_hosting::lambda::now_ms();
+            let now = kbha_lambda::lambda::now_ms();
             match v.notifying.as_ref().map_or(Holder::Free, |c| c.holder(me, now)) {
                 Holder::Mine => {
                     let sent = self.notify(&v, faults).await;
@@ -938,7 +938,7 @@ impl<S: ObjectStore, N: Notifier> VerifierFunction<S, N> {
         Ok(rec)
     }
 
-    async fn notify(&self, v: &VerificationRecord, faults: &[kbha_hosting::PolicyFault]) -> Result<String, VerifierError> {
+    async fn notify(&self, v: &VerificationRecord, faults: &[kbha_policy_lifecycle::PolicyFault]) -> Result<String, VerifierError> {
         let decision = ReplicationDecision { verdict: v.verdict, reason: v.reason.clone(), alerts: v.alerts.clone() };
         let notice = notice_json(
             &v.source,
@@ -1006,7 +1006,7 @@ fn notice_json(
     event_id: &str,
     at_ms: TimestampMs,
     (decided_by, policy_source, policy_digest): (&str, &str, &str),
-    faults: &[kbha_hosting::PolicyFault],
+    faults: &[kbha_policy_lifecycle::PolicyFault],
 ) -> Value {
     let severity = severity_of(decision.verdict);
     serde_json::json!({

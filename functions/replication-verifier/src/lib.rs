@@ -19,11 +19,11 @@ pub mod stream;
 
 pub use config::{ManifestMode, SourceConfig, VerifierConfig};
 pub use handler::{ActionTaken, DecisionRecord, VerificationRecord, VerifierError, VerifierFunction};
-pub use kbha_hosting::record::Invocation;
+pub use kbha_lambda::record::Invocation;
 pub use start::{LambdaVerifier, start};
 
 /// The replication policy and its fallback.
-pub type Policies = kbha_hosting::Policies<kbha_hosting::Replication>;
+pub type Policies = kbha_policy_lifecycle::Policies<kbha_policy_lifecycle::Replication>;
 
 impl From<VerifierError> for lambda_runtime::Diagnostic {
     /// The error type says whether retrying can help, so retries are a decision.

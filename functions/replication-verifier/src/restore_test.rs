@@ -16,7 +16,7 @@ use std::time::Instant;
 use kbha_aws::{ObjectStore, PutCondition};
 use kbha_core::time::format_timestamp;
 use kbha_core::{Severity, TimestampMs, Verdict};
-use kbha_hosting::record::{Invocation, ms};
+use kbha_lambda::record::{Invocation, ms};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ManifestMode, SourceConfig};

@@ -11,7 +11,7 @@ use kbha_aws::{AwsError, CloudWatchAlarms, Dns, Route53Dns, S3Store, SnsNotifier
 use kbha_core::time::{format_timestamp, parse_timestamp};
 use kbha_failover::ledger::Incident;
 use kbha_failover::{DecisionRecord, FailoverConfig, FailoverFunction, Policies, StoredState};
-use kbha_hosting::record::Invocation;
+use kbha_lambda::record::Invocation;
 use kbha_test_harness::{Emulator, TopicQueue, WeightedFixture};
 use serde_json::{Value, json};
 
@@ -231,7 +231,7 @@ impl World {
 
 /// The failover function's built-in policy.
 pub fn builtin() -> Policies {
-    Policies::single(kbha_hosting::builtin::<kbha_hosting::Failover>().expect("built-in policy loads"))
+    Policies::single(kbha_policy_lifecycle::builtin::<kbha_policy_lifecycle::Failover>().expect("built-in policy loads"))
 }
 
 /// A world whose two mapped alarms exist in CloudWatch, OK since a day before `t0()`.

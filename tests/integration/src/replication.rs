@@ -12,7 +12,7 @@ use kbha_aws::{S3Store, SnsNotifier};
 use kbha_core::ReplicationStatus;
 use kbha_core::backup_events::encode_key;
 use kbha_core::time::format_timestamp;
-use kbha_hosting::{Policies, Replication, builtin};
+use kbha_policy_lifecycle::{Policies, Replication, builtin};
 use kbha_replication_verifier::{VerificationRecord, VerifierConfig, VerifierFunction};
 use kbha_test_harness::{Emulator, TopicQueue};
 use serde_json::{Value, json};

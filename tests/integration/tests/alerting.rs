@@ -11,9 +11,9 @@ use kbha_alert_router::{AlertRouter, DecisionRecord, Outcome, RouterConfig, Rout
 use kbha_aws::{S3Store, SnsNotifier};
 use kbha_core::Suppression;
 use kbha_core::time::format_timestamp;
-use kbha_hosting::record::Invocation;
-use kbha_hosting::{Alerting, Policies, builtin};
 use kbha_integration::{fixture, t0};
+use kbha_lambda::record::Invocation;
+use kbha_policy_lifecycle::{Alerting, Policies, builtin};
 use kbha_test_harness::{Emulator, Fault, SnsEnvelope, TopicQueue};
 use serde_json::{Value, json};
 
@@ -104,7 +104,7 @@ async fn critical_alarm_goes_to_the_critical_topic_with_attributes() -> Result<(
     assert_eq!(recs[0].deliveries.len(), 1);
     let record = serde_json::to_value(&recs[0])?;
     assert_eq!(record["request_id"], "3d5c1b7a-request-1", "{record}");
-    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
+    assert_eq!(kbha_lambda::record::shape_problems(&record), Vec::<String>::new(), "{record}");
     let got = w.deliveries("critical", 2, 3).await?;
     assert_eq!(got.len(), 1, "{got:?}");
     let d = &got[0];

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use kbha_failover::{ActionTaken, DecisionRecord, FailoverError, Policies};
-use kbha_hosting::record::Invocation;
-use kbha_hosting::{Failover, builtin as builtin_policy, load_artifact};
 use kbha_integration::*;
+use kbha_lambda::record::Invocation;
+use kbha_policy_lifecycle::{Failover, builtin as builtin_policy, load_artifact};
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
@@ -38,7 +38,7 @@ async fn primary_alarm_moves_traffic_to_the_secondary_and_announces_it() -> Resu
     // The record names the Lambda invocation that decided, and has the common shape.
     let record = serde_json::to_value(&recs[0])?;
     assert_eq!(record["request_id"], "6b1f0d2e-request-1", "{record}");
-    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
+    assert_eq!(kbha_lambda::record::shape_problems(&record), Vec::<String>::new(), "{record}");
     assert_eq!(w.weights().await?, weights(0, 100));
     let notices = w.notices(1, 10).await?;
     assert_eq!(notices.len(), 1, "{notices:?}");

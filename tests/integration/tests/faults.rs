@@ -22,10 +22,10 @@ use kbha_alert_router::{AlertRouter, Outcome, RouterConfig};
 use kbha_aws::{AwsSettings, CloudWatchAlarms, Route53Dns, S3Store, SnsNotifier};
 use kbha_core::Verdict;
 use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction, Policies, StoredState};
-use kbha_hosting::record::Invocation;
-use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{S3Shape, head_object, manifest_for, s3_event, tar_gz};
 use kbha_integration::{PRIMARY_ALARM, Shape, World, alarm_event, fixture, t0, weights};
+use kbha_lambda::record::Invocation;
+use kbha_policy_lifecycle::{Alerting, Failover, Replication, builtin};
 use kbha_replication_verifier::{ActionTaken as VerifierAction, VerificationRecord, VerifierConfig, VerifierFunction};
 use kbha_test_harness::{Emulator, Fault, TopicQueue};
 use serde_json::{Value, json};
@@ -426,7 +426,7 @@ async fn verifier_fn(emu: &Emulator, c: &VerifierCase, settings: Option<&AwsSett
         cfg,
         S3Store::from_conf(&conf),
         SnsNotifier::from_conf(&conf),
-        kbha_hosting::Policies::<Replication>::single(builtin::<Replication>()?),
+        kbha_policy_lifecycle::Policies::<Replication>::single(builtin::<Replication>()?),
     )
     .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2")))
 }
@@ -634,7 +634,7 @@ async fn router_fn(emu: &Emulator, c: &RouterCase, settings: Option<&AwsSettings
         cfg,
         S3Store::from_conf(&conf),
         SnsNotifier::from_conf(&conf),
-        kbha_hosting::Policies::<Alerting>::new(builtin::<Alerting>()?, None),
+        kbha_policy_lifecycle::Policies::<Alerting>::new(builtin::<Alerting>()?, None),
     ))
 }
 

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use kbha_aws::{Identity, StsIdentity};
 use kbha_failover::ActionTaken;
 use kbha_failover::ops::{Command, OpsError};
-use kbha_hosting::record::Invocation;
 use kbha_integration::*;
+use kbha_lambda::record::Invocation;
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;

@@ -15,9 +15,9 @@ use kbha_aws::{S3Store, SnsNotifier};
 use kbha_core::time::parse_timestamp;
 use kbha_core::{FailoverDecision, FailoverInput};
 use kbha_failover::{ActionTaken, Policies};
-use kbha_hosting::record::Invocation;
-use kbha_hosting::{Alerting, Decider, Failover, PolicyFault, builtin as builtin_policy, load_artifact};
 use kbha_integration::*;
+use kbha_lambda::record::Invocation;
+use kbha_policy_lifecycle::{Alerting, Decider, Failover, PolicyFault, builtin as builtin_policy, load_artifact};
 use kbha_test_harness::{SnsEnvelope, TopicQueue};
 use serde_json::{Value, json};
 
@@ -57,7 +57,7 @@ impl Pager {
         }
         let cfg = RouterConfig::from_lookup(|k| env.get(k).cloned())?;
         let conf = self.w.emu.sdk_config().await;
-        let policies = kbha_hosting::Policies::<Alerting>::new(builtin_policy::<Alerting>()?, None);
+        let policies = kbha_policy_lifecycle::Policies::<Alerting>::new(builtin_policy::<Alerting>()?, None);
         Ok(AlertRouter::new(cfg, S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf), policies))
     }
 

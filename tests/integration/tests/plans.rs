@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use kbha_core::plan::{PlanOutcome, parse_steps};
 use kbha_failover::ActionTaken;
 use kbha_failover::ops::Command;
-use kbha_hosting::record::Invocation;
 use kbha_integration::*;
+use kbha_lambda::record::Invocation;
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;

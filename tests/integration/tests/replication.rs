@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result};
 use kbha_core::{ArchiveCheck, ChecksumCheck, CopyCheck, ManifestCheck, Verdict};
-use kbha_hosting::record::Invocation;
 use kbha_integration::replication::{BACKUPS, REPLICA, ReplicationWorld, S3Shape, STATE, s3_event, schedule, tar_gz};
+use kbha_lambda::record::Invocation;
 use kbha_replication_verifier::ActionTaken;
 
 const HOUR: i64 = 3_600_000;
@@ -38,7 +38,7 @@ async fn a_good_backup_is_ok_its_record_written_and_both_regions_status_raised()
     assert_eq!((records[0].action, records[0].verdict), (ActionTaken::Recorded, Some(Verdict::Ok)), "{:?}", records[0].policy);
     let record = serde_json::to_value(&records[0])?;
     assert_eq!(record["request_id"], "0c9a7e44-request-1", "{record}");
-    assert_eq!(kbha_hosting::record::shape_problems(&record), Vec::<String>::new(), "{record}");
+    assert_eq!(kbha_lambda::record::shape_problems(&record), Vec::<String>::new(), "{record}");
 
     let rec = w.record(BACKUPS, key).await?.expect("record written");
     assert_eq!(rec.verdict, Verdict::Ok);
@@ -287,15 +287,15 @@ async fn a_notice_claimed_by_a_copy_that_died_waits_for_its_lease_then_is_sent_o
     let key = format!("kbha/replication/records/{BACKUPS}/{}.json", up.key);
     let mut orphan = w.record(BACKUPS, &up.key).await?.expect("record");
     orphan.notified = false;
-    let lease_end = kbha_hosting::lambda::now_ms() + 60_000;
-    orphan.notifying = Some(kbha_hosting::claim::Claim { by: "a-copy-that-died".into(), until_ms: lease_end });
+    let lease_end = kbha_lambda::lambda::now_ms() + 60_000;
+    orphan.notifying = Some(kbha_lambda::claim::Claim { by: "a-copy-that-died".into(), until_ms: lease_end });
     w.emu.put_bytes(STATE, &key, serde_json::to_vec(&orphan)?).await?;
     // While its lease runs, a redelivery waits (bounded), sends nothing, fails retryably.
     let err = v.handle(&event, Invocation::at(up.last_modified_ms + 2000)).await.expect_err("the lease still runs");
     assert!(err.retryable() && err.to_string().contains("another invocation is sending"), "{err}");
     assert!(w.notices(3, 2).await?.is_empty());
     // Once it has run out, the next redelivery takes the claim over and sends it once.
-    orphan.notifying = Some(kbha_hosting::claim::Claim { by: "a-copy-that-died".into(), until_ms: 1 });
+    orphan.notifying = Some(kbha_lambda::claim::Claim { by: "a-copy-that-died".into(), until_ms: 1 });
     w.emu.put_bytes(STATE, &key, serde_json::to_vec(&orphan)?).await?;
     let recs = v.handle(&event, Invocation::at(up.last_modified_ms + 3000)).await?;
     assert!(recs[0].notice_id.is_some());

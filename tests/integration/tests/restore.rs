@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kbha_core::Verdict;
-use kbha_hosting::record::Invocation;
 use kbha_integration::replication::{REPLICA, ReplicationWorld, S3Shape, restore_test, s3_event, schedule, tar_gz};
+use kbha_lambda::record::Invocation;
 use kbha_replication_verifier::ActionTaken;
 use serde_json::Value;
 

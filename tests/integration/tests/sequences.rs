@@ -9,8 +9,8 @@
 
 use anyhow::Result;
 use kbha_failover::{ActionTaken, DecisionRecord, Policies};
-use kbha_hosting::record::Invocation;
 use kbha_integration::*;
+use kbha_lambda::record::Invocation;
 use serde_json::Value;
 
 const SEC: i64 = 1000;
@@ -164,7 +164,8 @@ async fn zeroing_the_healthy_side_at_even_weights_is_refused() -> Result<()> {
     let w = world_with_alarms().await?;
     w.emu.set_weight(&w.fx, "secondary", 100).await?;
     // The hostile guest asks for fixed weights whatever the facts (see policies/hostile).
-    let policies = Policies::single(kbha_hosting::load_artifact::<kbha_hosting::Failover>("hostile", "s3://policies/hostile.wasm")?);
+    let policies =
+        Policies::single(kbha_policy_lifecycle::load_artifact::<kbha_policy_lifecycle::Failover>("hostile", "s3://policies/hostile.wasm")?);
     let f = w.function(&[("KBHA_POLICY_CONFIG", r#"{"mode":"weights","weights":"secondary=0"}"#)], policies).await?;
     w.set_health("primary", false).await?;
     let r = tick_at(&f, t0()).await?;

@@ -25,10 +25,10 @@ use kbha_failover::ledger::{Objectives, Report};
 use kbha_failover::ops::Command;
 use kbha_failover::plan::PlanNote;
 use kbha_failover::{ActionTaken, DecisionRecord, Policies};
-use kbha_hosting::record::Invocation;
-use kbha_hosting::{Alerting, Failover, Replication, builtin};
 use kbha_integration::replication::{BACKUPS, REPLICA, S3Shape, Uploaded, manifest_for, restore_test, s3_event, schedule, tar_gz};
 use kbha_integration::{Function, PRIMARY_ALARM, SECONDARY_ALARM, STATE_BUCKET, Shape, World, alarm_event, fixture, tick};
+use kbha_lambda::record::Invocation;
+use kbha_policy_lifecycle::{Alerting, Failover, Replication, builtin};
 use kbha_replication_verifier::{VerifierConfig, VerifierFunction};
 use kbha_test_harness::TopicQueue;
 use scenario::{BackupKind, DrillExpect, Expect, OpsStep, Scenario, Step, offset, parse_duration};
@@ -306,7 +306,7 @@ impl Drill {
             cfg,
             S3Store::from_conf(&conf),
             SnsNotifier::from_conf(&conf),
-            kbha_hosting::Policies::single(builtin::<Replication>()?),
+            kbha_policy_lifecycle::Policies::single(builtin::<Replication>()?),
         )
         .with_region_store("us-west-2", S3Store::from_conf_in_region(&conf, "us-west-2"));
         // Every kbha notice goes through the real alert router to severity topics.
@@ -324,7 +324,7 @@ impl Drill {
             RouterConfig::from_lookup(|k| renv.get(k).cloned())?,
             S3Store::from_conf(&conf),
             SnsNotifier::from_conf(&conf),
-            kbha_hosting::Policies::single(builtin::<Alerting>()?),
+            kbha_policy_lifecycle::Policies::single(builtin::<Alerting>()?),
         );
         // Simulated time starts at the wall clock (whole minute): S3 stamps LastModified
         // with the real time, which the verifier's dead-man check reads.
