@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use kbha_core::FailoverInput;
 use kbha_policy_host::{Limits, PolicyEngine};
 
-
+mod cost;
 mod overhead;
 mod python;
 
@@ -479,5 +479,6 @@ fn overhead_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
             goal,
         ));
     }
+    cost::rows(&o.idle, &workspace().join("infra/template.yaml"), rows);
     Ok(())
 }

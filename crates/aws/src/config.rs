@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aws_config::environment::credentials::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
@@ -85,6 +86,22 @@ pub fn config_loader(settings: &AwsSettings) -> ConfigLoader {
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
+    lambda_shortcuts(loader, |k| std::env::var(k).ok().filter(|v| !v.is_empty()), settings.region.is_none())
+}
+
+/// Where the environment already answers, take the answer directly instead of building the
+/// SDK's default chains, which cost cold-start time (the credentials chain constructs its
+/// profile, web-identity (an STS client), ECS and IMDS providers; the region chain an IMDS
+/// client). Lambda always sets `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`
+/// and `AWS_REGION`. The chains try the environment first, so the result is the same: when
+/// the variables are absent (a laptop with a profile or SSO), the chains stay.
+fn lambda_shortcuts(mut loader: ConfigLoader, get: impl Fn(&str) -> Option<String>, region_from_env: bool) -> ConfigLoader {
+    if get("AWS_ACCESS_KEY_ID").is_some() && get("AWS_SECRET_ACCESS_KEY").is_some() {
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    if region_from_env && let Some(region) = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")) {
+        loader = loader.region(Region::new(region));
+    }
     loader
 }
 
@@ -92,4 +109,35 @@ pub fn config_loader(settings: &AwsSettings) -> ConfigLoader {
 /// Call once at init and build every client from it.
 pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
     config_loader(settings).load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::{BehaviorVersion, Region};
+
+    use super::*;
+
+    async fn loaded(vars: &[(&str, &str)], region_from_env: bool) -> SdkConfig {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
+        let loader = if region_from_env { loader } else { loader.region(Region::new("eu-west-1")) };
+        lambda_shortcuts(loader, |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()), region_from_env).load().await
+    }
+
+    #[tokio::test]
+    async fn lambda_variables_give_credentials_and_region_without_the_chains() {
+        let conf = loaded(&[("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "secret"), ("AWS_REGION", "us-west-2")], true).await;
+        assert_eq!(conf.region().map(|r| r.as_ref()), Some("us-west-2"));
+        let provider = conf.credentials_provider();
+        let provider = provider.as_ref().map(|p| format!("{p:?}"));
+        assert!(provider.as_deref().is_some_and(|p| p.contains("EnvironmentVariableCredentialsProvider")), "{provider:?}");
+    }
+
+    #[tokio::test]
+    async fn an_explicit_region_wins_and_without_keys_the_default_chain_stays() {
+        let conf = loaded(&[("AWS_REGION", "us-west-2")], false).await;
+        assert_eq!(conf.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        let provider = conf.credentials_provider().map(|p| format!("{p:?}"));
+        assert!(provider.as_deref().is_some_and(|p| !p.contains("EnvironmentVariableCredentialsProvider")), "{provider:?}");
+    }
 }

@@ -29,8 +29,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use kbha_aws::{Alarms, AwsSettings, CloudWatchAlarms, Dns, Notifier, ObjectStore, PutCondition, Route53Dns, S3Store, SnsNotifier};
 use kbha_failover::{ActionTaken, FailoverConfig, FailoverFunction};
-use kbha_hosting::Failover;
-use kbha_hosting::record::Invocation;
+use kbha_lambda::record::Invocation;
+use kbha_policy_lifecycle::Failover;
 use serde_json::{Value, json};
 
 const ZONE: &str = "Z0BENCH";
@@ -49,6 +49,8 @@ struct Seen {
     puts: Vec<Vec<u8>>,
     objects: HashMap<String, (Vec<u8>, u64)>,
     etags: u64,
+    /// Health checks all report success (the idle ticks); otherwise the primary's fails.
+    all_healthy: bool,
 }
 
 /// A loopback AWS endpoint for the calls the failover function makes. One thread per
@@ -245,7 +247,11 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
         if let Some(check) = rest.strip_prefix("healthcheck/") {
             let id = check.split('/').next().unwrap_or_default();
             s.ops.push(format!("route53:GetHealthCheckStatus {id}"));
-            let status = if rest.contains("primary") { "Failure: HTTP Status Code 503" } else { "Success: HTTP Status Code 200, OK" };
+            let status = if rest.contains("primary") && !s.all_healthy {
+                "Failure: HTTP Status Code 503"
+            } else {
+                "Success: HTTP Status Code 200, OK"
+            };
             let obs: String = ["us-east-1", "eu-west-1", "ap-southeast-1"]
                 .iter()
                 .map(|r| format!("<HealthCheckObservation><Region>{r}</Region><IPAddress>192.0.2.1</IPAddress><StatusReport><Status>{status}</Status><CheckedTime>2026-11-26T10:00:00Z</CheckedTime></StatusReport></HealthCheckObservation>"))
@@ -288,7 +294,7 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
             "DescribeAlarms" => {
                 // Every asked alarm is a metric alarm in OK, since an hour ago.
                 s.ops.push(format!("cloudwatch:DescribeAlarms {} {}", req.region, names.join(" ")));
-                let since = aws_sdk_s3::primitives::DateTime::from_millis(kbha_hosting::lambda::now_ms() - 3_600_000)
+                let since = aws_sdk_s3::primitives::DateTime::from_millis(kbha_lambda::lambda::now_ms() - 3_600_000)
                     .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
                     .unwrap_or_default();
                 let members: String = names
@@ -339,7 +345,7 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
     let found = match s.objects.get(&object) {
         Some((body, tag)) => Some((body.clone(), format!("\"{tag}\""))),
         None => key.strip_prefix("replication/").and_then(|k| k.strip_suffix(".json")).map(|region| {
-            let now = kbha_hosting::lambda::now_ms();
+            let now = kbha_lambda::lambda::now_ms();
             let body = json!({"region": region, "newest_verified_backup_at_ms": now - 60_000, "key": "chromadb/backup.tar.gz", "source": "chromadb"});
             (body.to_string().into_bytes(), "\"r1\"".to_owned())
         }),
@@ -399,6 +405,63 @@ pub struct Overhead {
     pub kbha: Timings,
     /// The same calls through the adapters, no handler.
     pub sdk_only: Timings,
+    /// Schedule ticks of a healthy deployment (the idle cost).
+    pub idle: IdleTicks,
+}
+
+/// Schedule ticks with every target healthy and every alarm OK, after the first tick wrote
+/// the state: what the function costs when nothing happens.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct IdleTicks {
+    /// The AWS calls of the last tick.
+    pub ops: Vec<String>,
+    /// Whole invocation, sorted microseconds.
+    pub whole_us: Vec<f64>,
+    /// Bytes the tick printed (decision record and metrics line: the CloudWatch Logs ingestion).
+    pub log_bytes: usize,
+}
+
+/// `n` idle ticks against the stub.
+async fn idle_ticks<D, A, S, N>(function: &FailoverFunction<D, A, S, N>, stub: &Stub, n: usize) -> Result<IdleTicks>
+where
+    D: Dns,
+    A: Alarms,
+    S: ObjectStore,
+    N: Notifier,
+{
+    stub.reset();
+    stub.seen().all_healthy = true;
+    let mut idle = IdleTicks::default();
+    for i in 0..n + 1 {
+        let now = kbha_lambda::lambda::now_ms();
+        let bytes = serde_json::to_vec(&kbha_integration::tick(now, &format!("idle-{i}"))?)?;
+        stub.seen().ops.clear();
+        let start = Instant::now();
+        let event: Value = serde_json::from_slice(&bytes)?;
+        let records = function
+            .handle(&event, Invocation::at(now))
+            .await
+            .map_err(|e| anyhow::anyhow!("an idle tick failed against the stub: {e} (the stub saw {:?})", stub.seen().ops))?;
+        let lines = format!(
+            "{}\n{}\n",
+            serde_json::to_string(&records)?,
+            kbha_lambda::emf::metrics_line("failover", &serde_json::to_value(&records)?, now)
+        );
+        print!("{lines}");
+        let elapsed = start.elapsed();
+        if records.iter().any(|r| r.action == ActionTaken::Applied) {
+            bail!("an idle tick moved traffic: {}", serde_json::to_string(&records)?);
+        }
+        // The first tick writes the state object for the first time; the rest are steady.
+        if i > 0 {
+            idle.whole_us.push(elapsed.as_secs_f64() * 1e6);
+            idle.ops = stub.seen().ops.clone();
+            idle.log_bytes = lines.len();
+        }
+    }
+    idle.whole_us.sort_by(f64::total_cmp);
+    stub.seen().all_healthy = false;
+    Ok(idle)
 }
 
 fn env() -> BTreeMap<String, String> {
@@ -438,7 +501,7 @@ async fn measure(n: usize) -> Result<Overhead> {
         .await;
     let env = env();
     let cfg = FailoverConfig::from_lookup(|k| env.get(k).cloned())?;
-    let policies = kbha_failover::Policies::single(kbha_hosting::builtin::<Failover>()?);
+    let policies = kbha_failover::Policies::single(kbha_policy_lifecycle::builtin::<Failover>()?);
     let (dns, store, notifier) = (Route53Dns::from_conf(&conf), S3Store::from_conf(&conf), SnsNotifier::from_conf(&conf));
     let alarms = CloudWatchAlarms::from_conf(&conf);
     let function = FailoverFunction::new(cfg, dns.clone(), alarms.clone(), store.clone(), notifier.clone(), policies);
@@ -448,7 +511,7 @@ async fn measure(n: usize) -> Result<Overhead> {
     let mut puts = Vec::new();
     let warm = n.min(50);
     for i in 0..warm + n {
-        let now = kbha_hosting::lambda::now_ms();
+        let now = kbha_lambda::lambda::now_ms();
         let event = kbha_integration::alarm_event(
             kbha_integration::Shape::Sns,
             PRIMARY_ALARM,
@@ -462,12 +525,12 @@ async fn measure(n: usize) -> Result<Overhead> {
         stub.reset();
         let start = Instant::now();
         let event: Value = serde_json::from_slice(&bytes)?;
-        let records = match function.handle(&event, Invocation::at(kbha_hosting::lambda::now_ms())).await {
+        let records = match function.handle(&event, Invocation::at(kbha_lambda::lambda::now_ms())).await {
             Ok(records) => records,
             Err(e) => bail!("the failover function failed against the stub: {e} (the stub saw {:?})", stub.seen().ops),
         };
-        // What `kbha_hosting::lambda::serve` does after the handler: the metrics line.
-        println!("{}", kbha_hosting::emf::metrics_line("failover", &serde_json::to_value(&records)?, now));
+        // What `kbha_lambda::lambda::serve` does after the handler: the metrics line.
+        println!("{}", kbha_lambda::emf::metrics_line("failover", &serde_json::to_value(&records)?, now));
         let end = Instant::now();
         if records.first().map(|r| r.action) != Some(ActionTaken::Applied) {
             bail!("the failover function did not shift traffic against the stub: {}", serde_json::to_string(&records)?);
@@ -557,7 +620,8 @@ async fn measure(n: usize) -> Result<Overhead> {
     if sdk_only.ops != kbha.ops {
         bail!("the baseline made other calls than the handler: {:?} vs {:?}", sdk_only.ops, kbha.ops);
     }
-    Ok(Overhead { kbha, sdk_only })
+    let idle = idle_ticks(&function, &stub, n).await?;
+    Ok(Overhead { kbha, sdk_only, idle })
 }
 
 /// Runs the child (`current_exe bench --overhead-child n`) and returns its record.
