@@ -36,6 +36,19 @@ fn main() {
             "/// The `{name}` component, when it was built before this crate.\npub static {constant}: Option<&[u8]> = {code};"
         );
     }
+    // The same components precompiled for the architecture this crate is built for
+    // (`cargo xtask policies` writes `<name>.<arch>.cwasm`): a cold start then loads compiled
+    // code instead of compiling. Optional: without one, the component is compiled at init.
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    for (constant, name) in DEFAULTS {
+        let path = dir.join(format!("{name}.{arch}.cwasm"));
+        println!("cargo:rerun-if-changed={}", path.display());
+        let code = if path.exists() { format!("Some(include_bytes!({:?}))", path.display().to_string()) } else { "None".to_owned() };
+        let _ = writeln!(
+            text,
+            "/// `{name}` precompiled for {arch}, when it was built before this crate.\npub static {constant}_PRECOMPILED: Option<&[u8]> = {code};"
+        );
+    }
     let _ = writeln!(text, "/// All three were there when this crate was built.\npub const ALL_PRESENT: bool = {all};");
     let _ = writeln!(
         text,

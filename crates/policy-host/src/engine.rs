@@ -35,6 +35,20 @@ impl PolicyEngine {
     /// `limits`, and no component-model concurrency (policies are plain
     /// synchronous functions).
     pub fn new(limits: Limits) -> Result<Self, PolicyError> {
+        let engine = Engine::new(&config(&limits)).map_err(host_err)?;
+        let mut linker = Linker::new(&engine);
+        bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(host_err)?;
+        if limits.wasi {
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host_err)?;
+        }
+        Ok(Self { engine, linker: Arc::new(linker), limits })
+    }
+}
+
+/// wasmtime's configuration for `limits`: one function, so an engine compiling for another
+/// target ([`PolicyEngine::precompile_for_target`]) makes artifacts this engine accepts.
+pub(crate) fn config(limits: &Limits) -> wasmtime::Config {
+    {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         let n = limits.max_concurrent.max(1);
         // A wit-component component holds its module plus small shim modules;
@@ -66,15 +80,11 @@ impl PolicyEngine {
         }
         let mut config = wasmtime::Config::new();
         config.consume_fuel(true).concurrency_support(false).allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(host_err)?;
-        let mut linker = Linker::new(&engine);
-        bindings::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(host_err)?;
-        if limits.wasi {
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host_err)?;
-        }
-        Ok(Self { engine, linker: Arc::new(linker), limits })
+        config
     }
+}
 
+impl PolicyEngine {
     /// The limits every evaluation runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -36,6 +36,25 @@ impl PolicyEngine {
         Ok(envelope(&digest(bytes), &code))
     }
 
+    /// Compiles a component, with this engine's configuration, for `target` (a target triple
+    /// such as `aarch64-unknown-linux-gnu`), so a binary built for that target can embed it
+    /// (the built-in policies, `cargo xtask policies`) and skip compiling at cold start.
+    /// wasmtime compiles for the target's baseline CPU, so every CPU of that architecture
+    /// loads it; an engine of another configuration or wasmtime version refuses it (and the
+    /// caller compiles the component instead). Needs the `cross-precompile` feature for
+    /// targets other than the host's architecture.
+    pub fn precompile_for_target(&self, bytes: &[u8], target: &str) -> Result<Vec<u8>, PolicyError> {
+        let inspection = self.inspect(bytes)?;
+        if let Some(p) = inspection.problems.into_iter().next() {
+            return Err(p);
+        }
+        let mut config = crate::engine::config(&self.limits);
+        config.target(target).map_err(crate::engine::host_err)?;
+        let engine = wasmtime::Engine::new(&config).map_err(crate::engine::host_err)?;
+        let code = engine.precompile_component(bytes).map_err(compile_err)?;
+        Ok(envelope(&digest(bytes), &code))
+    }
+
     /// Turns a precompiled artifact back into a component.
     ///
     /// The artifact layout is `MAGIC | policy digest (71 bytes) | sha256 of

@@ -36,6 +36,8 @@ pub enum Origin {
     Memory,
     /// A precompiled artifact in the cache directory.
     Disk,
+    /// The artifact embedded in the binary with a built-in policy.
+    Embedded,
     /// Compiled from the component bytes (and written to the cache directory).
     Compiled,
 }
@@ -102,9 +104,33 @@ impl Cache {
     /// The component with `digest` (the sha256 of `bytes`, already verified by the
     /// caller): from memory, from a precompiled artifact, or compiled from `bytes`.
     pub fn load<K: Kind>(&self, engine: &PolicyEngine, bytes: &[u8], digest: &str) -> Result<(Arc<K::Component>, Origin), PolicyError> {
+        self.load_with::<K>(engine, bytes, digest, None)
+    }
+
+    /// [`Cache::load`], trying `embedded` (an artifact built with the binary for its
+    /// architecture) before the disk: one wasmtime refuses (another version or
+    /// configuration, a CPU without the features it needs) or of another digest is logged
+    /// and the component compiled instead.
+    pub fn load_with<K: Kind>(
+        &self,
+        engine: &PolicyEngine,
+        bytes: &[u8],
+        digest: &str,
+        embedded: Option<&[u8]>,
+    ) -> Result<(Arc<K::Component>, Origin), PolicyError> {
         let key = (K::NAME, digest.to_owned());
         if let Some(hit) = self.memory().get(&key).and_then(|e| e.downcast::<K::Component>().ok()) {
             return Ok((hit, Origin::Memory));
+        }
+        if let Some(artifact) = embedded {
+            match K::load_precompiled(engine, artifact, digest) {
+                Ok(c) => {
+                    let component = Arc::new(c);
+                    self.memory().insert(key, Arc::clone(&component) as Entry);
+                    return Ok((component, Origin::Embedded));
+                }
+                Err(e) => tracing::info!(world = K::NAME, error = %e, "embedded policy artifact not usable by this engine; compiling"),
+            }
         }
         let file = self.dir.as_deref().map(|d| artifact_path(d, K::NAME, digest));
         let from_disk = file.as_deref().and_then(|f| from_disk::<K>(engine, f, digest));
@@ -192,6 +218,23 @@ mod tests {
         let d = std::env::temp_dir().join(format!("kbha-cache-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_cold_start_loads_the_embedded_artifact_and_never_another_policys() {
+        let (engine, bytes) = (engine(), builtin_failover());
+        let digest = kbha_policy_host::digest(bytes);
+        let embedded = <Failover as Kind>::builtin_precompiled().expect("built with the policies (cargo xtask policies)");
+        // A fresh execution environment: nothing in memory, no disk cache.
+        let (component, origin) = Cache::new(None).load_with::<Failover>(&engine, bytes, &digest, Some(embedded)).expect("embedded");
+        assert_eq!(origin, Origin::Embedded);
+        let (compiled, _) = Cache::new(None).load::<Failover>(&engine, bytes, &digest).expect("compiles");
+        let input = <Failover as Kind>::smoke_input().expect("input");
+        let decide = |c: &<Failover as Kind>::Component| Failover::evaluate(c, &input).map(|e| e.decision).expect("decides");
+        assert_eq!(decide(&component), decide(&compiled));
+        // Another policy's artifact is refused (its envelope names another digest).
+        let other = Cache::new(None).load_with::<Failover>(&engine, bytes, &digest, <Replication as Kind>::builtin_precompiled());
+        assert_eq!(other.map(|(_, o)| o).ok(), Some(Origin::Compiled));
     }
 
     #[test]

@@ -83,10 +83,16 @@ impl<K: Kind> Hosted<K> {
     /// caller has verified `bytes` (pin or signature); compiled code is cached by their
     /// digest ([`Cache`]).
     pub fn from_bytes(source: &str, bytes: &[u8]) -> Result<Self, LoadError> {
+        Self::from_parts(source, bytes, None)
+    }
+
+    /// [`Hosted::from_bytes`] with the artifact precompiled for this binary's architecture,
+    /// when there is one (the built-ins).
+    fn from_parts(source: &str, bytes: &[u8], embedded: Option<&[u8]>) -> Result<Self, LoadError> {
         let digest = kbha_policy_host::digest(bytes);
         let start = std::time::Instant::now();
         let (component, origin) = Cache::process()
-            .load::<K>(engine()?, bytes, &digest)
+            .load_with::<K>(engine()?, bytes, &digest, embedded)
             .map_err(|e| LoadError::Component { source_name: source.to_owned(), message: e.to_string() })?;
         tracing::debug!(policy = %source, %digest, ?origin, ms = start.elapsed().as_secs_f64() * 1e3, "policy loaded");
         Ok(Hosted { source: source.to_owned(), digest, component, _kind: PhantomData })
@@ -129,7 +135,8 @@ pub fn builtin<K: Kind>() -> Result<Arc<dyn Decider<K>>, LoadError> {
                 K::DEFAULT_ARTIFACT
             )
         })?;
-        let hosted: Arc<dyn Any + Send + Sync> = Arc::new(Hosted::<K>::from_bytes("builtin", bytes).map_err(|e| e.to_string())?);
+        let hosted: Arc<dyn Any + Send + Sync> =
+            Arc::new(Hosted::<K>::from_parts("builtin", bytes, K::builtin_precompiled()).map_err(|e| e.to_string())?);
         Ok(hosted)
     });
     let hosted = loaded.clone().map_err(|message| LoadError::Component { source_name: "builtin".into(), message })?;

@@ -36,6 +36,9 @@ pub trait Kind: Send + Sync + 'static {
 
     /// The built-in component's bytes, when this binary was built with them.
     fn builtin_bytes() -> Option<&'static [u8]>;
+    /// The built-in component precompiled for this binary's architecture, when it was built
+    /// with it (loaded instead of compiling; [`crate::builtin`]).
+    fn builtin_precompiled() -> Option<&'static [u8]>;
     /// The answer when no policy could decide: the safe one for this world.
     fn hold(input: &Self::Input, why: &str) -> Self::Decision;
     /// Adds a notice to a decision; gives it back when this world's decisions carry none.
@@ -82,6 +85,9 @@ impl Kind for Failover {
     fn builtin_bytes() -> Option<&'static [u8]> {
         embedded::FAILOVER
     }
+    fn builtin_precompiled() -> Option<&'static [u8]> {
+        embedded::FAILOVER_PRECOMPILED
+    }
     fn hold(_input: &Self::Input, why: &str) -> Self::Decision {
         FailoverDecision { action: FailoverAction::Hold, reason: format!("holding: {why}"), alerts: Vec::new() }
     }
@@ -110,6 +116,9 @@ impl Kind for Replication {
     fn builtin_bytes() -> Option<&'static [u8]> {
         embedded::REPLICATION
     }
+    fn builtin_precompiled() -> Option<&'static [u8]> {
+        embedded::REPLICATION_PRECOMPILED
+    }
     fn hold(_input: &Self::Input, why: &str) -> Self::Decision {
         ReplicationDecision { verdict: Verdict::Warning, reason: format!("unverified: {why}"), alerts: Vec::new() }
     }
@@ -136,6 +145,9 @@ impl Kind for Alerting {
 
     fn builtin_bytes() -> Option<&'static [u8]> {
         embedded::ALERT
+    }
+    fn builtin_precompiled() -> Option<&'static [u8]> {
+        embedded::ALERT_PRECOMPILED
     }
     fn hold(input: &Self::Input, why: &str) -> Self::Decision {
         let alert = &input.alert;
