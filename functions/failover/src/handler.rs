@@ -251,7 +251,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         for attempt in 1..=self.cfg.max_attempts {
             rec.attempts = attempt;
             let t_gather = Instant::now();
-            let (stored, _) = self.load_state().await?;
+            let (stored, etag) = self.load_state().await?;
             if let Some(done) = self.finish_earlier(&stored, &event_id, rec.clone(), &me).await? {
                 return Ok(done);
             }
@@ -290,8 +290,11 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
             rec.guardrail = Some(decision.verdict);
             rec.plan = decision.plan.note;
             let plan_now = decision.plan.now;
+            // Without a change nothing was written since the read: the record's write starts
+            // from that read (conditional on its ETag).
+            let known = applied.is_none().then(|| (stored.clone(), etag));
             let stored =
-                self.record(&rec, applied.as_ref(), &plan_now, alarm.as_ref(), &observed, &conditions, &stored, &me, now_ms).await?;
+                self.record(&rec, applied.as_ref(), &plan_now, alarm.as_ref(), &observed, &conditions, &stored, known, &me, now_ms).await?;
             rec.notice_id = self.deliver(&event_id, &me, stored.clone()).await?;
             self.after_record(&stored, &me, now_ms).await;
             rec.durations.act_ms = ms(t_act);
@@ -685,6 +688,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         observed: &Observed,
         conditions: &[Target],
         stored: &StoredState,
+        known: Option<(StoredState, Option<String>)>,
         me: &str,
         now_ms: TimestampMs,
     ) -> Result<StoredState, FailoverError> {
@@ -700,7 +704,7 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
         let statuses = self.change_statuses(stored, just_made, now_ms).await;
         let after = ledger::with_weights(conditions, if rec.action == ActionTaken::Applied { &rec.new_weights } else { &rec.old_weights });
         let alarm_marks = self.alarm_marks(observed);
-        self.update_state(|s| {
+        self.update_state_from(known, |s| {
             // Open the incident on what was seen before this change, so the change that
             // answers a first failure is part of it.
             let under_way = s.plan.is_some();
@@ -836,9 +840,24 @@ impl<D: Dns, A: Alarms, S: ObjectStore, N: Notifier> FailoverFunction<D, A, S, N
     /// Updates are merges (newest alarm wins, events remembered), so order is immaterial.
     /// Returns the state as written (or found, when the update changed nothing).
     pub(crate) async fn update_state(&self, update: impl Fn(&mut StoredState)) -> Result<StoredState, FailoverError> {
+        self.update_state_from(None, update).await
+    }
+
+    /// [`Self::update_state`], starting from `known` (a state and its ETag this invocation
+    /// read and has not written since) instead of reading it again: the write is conditional
+    /// on that ETag, so a state changed meanwhile fails it and the loop re-reads, as before.
+    /// Saves one S3 read on every invocation that decides without a change (every idle tick).
+    pub(crate) async fn update_state_from(
+        &self,
+        mut known: Option<(StoredState, Option<String>)>,
+        update: impl Fn(&mut StoredState),
+    ) -> Result<StoredState, FailoverError> {
         let key = self.cfg.state_key();
         for _ in 0..STATE_WRITE_ATTEMPTS {
-            let (mut state, etag) = self.load_state().await?;
+            let (mut state, etag) = match known.take() {
+                Some(k) => k,
+                None => self.load_state().await?,
+            };
             let before = state.clone();
             update(&mut state);
             if etag.is_some() && state == before {
