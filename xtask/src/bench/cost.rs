@@ -102,8 +102,9 @@ fn read_template(path: &Path) -> anyhow::Result<Template> {
     })
 }
 
-/// USD a month of one function ticking every `minutes` with the failover tick's figures.
-fn monthly(idle: &IdleTicks, minutes: f64, memory_gb: f64, retention_days: f64) -> (f64, f64) {
+/// USD a month of one function ticking every `minutes` with the failover tick's figures,
+/// the GB-seconds of one tick, and the share of the CloudWatch API requests in the USD.
+fn monthly(idle: &IdleTicks, minutes: f64, memory_gb: f64, retention_days: f64) -> (f64, f64, f64) {
     let ticks = HOURS_A_MONTH * 60.0 / minutes;
     let p50_ms = super::overhead::p50_p99(&idle.whole_us).0 / 1e3;
     let billed_ms = (p50_ms + idle.ops.len() as f64 * ASSUMED_CALL_MS).ceil();
@@ -114,7 +115,11 @@ fn monthly(idle: &IdleTicks, minutes: f64, memory_gb: f64, retention_days: f64) 
         + per("cloudwatch:") * price::CLOUDWATCH_API;
     let logs_gb = idle.log_bytes as f64 * ticks / 1e9;
     let logs = logs_gb * price::LOGS_INGEST_GB + logs_gb * (retention_days / 30.4) * price::LOGS_STORE_GB_MONTH;
-    (ticks * (gb_s * price::LAMBDA_GB_S + price::LAMBDA_REQUEST + requests) + logs, gb_s)
+    (
+        ticks * (gb_s * price::LAMBDA_GB_S + price::LAMBDA_REQUEST + requests) + logs,
+        gb_s,
+        ticks * per("cloudwatch:") * price::CLOUDWATCH_API,
+    )
 }
 
 /// The cost-of-running rows, from the idle ticks the overhead child measured.
@@ -132,8 +137,8 @@ pub fn rows(idle: &IdleTicks, template: &Path, rows: &mut Vec<Row>) {
     }
     let calls: Vec<String> = by_service.iter().map(|(s, n)| format!("{s} {n}")).collect();
     let usd = |v: f64| format!("{v:.2} USD");
-    let (failover, gb_s) = monthly(idle, t.tick_minutes, t.memory_gb, t.retention_days);
-    let (verifier, _) = monthly(idle, t.dead_man_minutes, t.memory_gb, t.retention_days);
+    let (failover, gb_s, failover_cw) = monthly(idle, t.tick_minutes, t.memory_gb, t.retention_days);
+    let (verifier, _, verifier_cw) = monthly(idle, t.dead_man_minutes, t.memory_gb, t.retention_days);
     rows.push(row(
         &format!("AWS calls per idle tick, failover (every {} min; counted by the stub)", t.tick_minutes),
         format!("{} ({})", idle.ops.len(), calls.join(", ")),
@@ -166,7 +171,11 @@ pub fn rows(idle: &IdleTicks, template: &Path, rows: &mut Vec<Row>) {
             "idle monthly, the functions (failover ticks, dead-man every {} min, router 0: Lambda, S3/CloudWatch requests, {} B of logs a tick kept {} days)",
             t.dead_man_minutes, idle.log_bytes, t.retention_days
         ),
-        usd(functions),
+        format!(
+            "{} ({} of it DescribeAlarms, which CloudWatch's always-free 1 M API requests a month cover)",
+            usd(functions),
+            usd(failover_cw + verifier_cw)
+        ),
         format!("always-on polling script on t4g.nano + 8 GB gp3 {}", usd(polling)),
         format!("{:.2}x", functions / polling),
         goal,
@@ -214,7 +223,8 @@ mod tests {
             whole_us: vec![2_000.0],
             log_bytes: 1_000,
         };
-        let (usd, gb_s) = monthly(&idle, 1.0, 0.25, 30.4);
+        let (usd, gb_s, cloudwatch) = monthly(&idle, 1.0, 0.25, 30.4);
+        assert_eq!(cloudwatch, 0.0);
         // 2 ms + 2 calls x 20 ms = 42 ms at 0.25 GB.
         assert!((gb_s - 0.0105).abs() < 1e-9, "{gb_s}");
         let ticks = 43_800.0;

@@ -292,9 +292,13 @@ fn answer(req: &Request, seen: &Mutex<Seen>) -> (&'static str, Vec<(&'static str
                 return xml(r#"<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult><MessageId>0b5e7c1e-bench-4c6e-9d0a-000000000001</MessageId></PublishResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></PublishResponse>"#.to_owned());
             }
             "DescribeAlarms" => {
-                // Every asked alarm is a metric alarm in OK, since an hour ago.
+                // Every asked alarm is a metric alarm in OK since the stub started, an hour
+                // before (a fixed time, as CloudWatch reports it: a moving one would look like
+                // a new transition on every tick).
                 s.ops.push(format!("cloudwatch:DescribeAlarms {} {}", req.region, names.join(" ")));
-                let since = aws_sdk_s3::primitives::DateTime::from_millis(kbha_lambda::lambda::now_ms() - 3_600_000)
+                static STARTED_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+                let since_ms = *STARTED_MS.get_or_init(|| kbha_lambda::lambda::now_ms() - 3_600_000);
+                let since = aws_sdk_s3::primitives::DateTime::from_millis(since_ms)
                     .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
                     .unwrap_or_default();
                 let members: String = names
