@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Tools the tests make real data with: redis-server writes the dump.rdb and AOF the
-# restore tests restore (tests/integration/tests/restore.rs). Needs root (apt-get) only
-# when it is missing.
+# Tools the tests use: redis-server writes the dump.rdb and AOF the restore tests restore
+# (tests/integration/tests/restore.rs); igzip (Debian's isal) is the bench's inflate
+# baseline (xtask bench, run by xtask/tests/bench.rs). Needs root (apt-get) only when one
+# is missing.
 set -euo pipefail
-if ! command -v redis-server >/dev/null; then
-    echo "installing redis-server (real Redis persistence files for the restore tests)"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v igzip >/dev/null || missing+=(isal)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 redis-server --version
+igzip --version | head -1

@@ -4,7 +4,7 @@
 //! Measured: decision latency of the default failover policy (component with a
 //! fresh instance, component with a reused instance, native), backup
 //! verification throughput (`stream::scan` over a generated `.tar.gz` file
-//! against `sha256sum` on the same file), peak RSS (VmHWM, reset through
+//! against `sha256sum` and `igzip -t` on the same file, see `verification`), peak RSS (VmHWM, reset through
 //! `/proc/self/clear_refs` before each phase) and the size of the release
 //! binaries in `target/lambda` if they exist, and cold start: process start to
 //! the first `GET /2018-06-01/runtime/invocation/next` on a loopback Runtime
@@ -15,7 +15,7 @@
 //! the handler (see `overhead`), and in full mode the Python sample policy next to the
 //! Rust one (see `python`).
 
-use std::io::{BufReader, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use kbha_policy_host::{Limits, PolicyEngine};
 mod cost;
 mod overhead;
 mod python;
+mod verification;
 
 /// `cargo xtask bench` options.
 #[derive(Debug, clap::Args)]
@@ -76,7 +77,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let (decisions, archive_bytes) = if args.quick { (300, 64u64 << 20) } else { (5_000, 1u64 << 30) };
     let mut rows = Vec::new();
     decision_rows(decisions, &mut rows)?;
-    verification_rows(&args.work_dir, archive_bytes, &mut rows)?;
+    verification::verification_rows(&args.work_dir, archive_bytes, &mut rows)?;
     size_rows(&mut rows);
     cold_start_rows(&mut rows);
     overhead_rows(if args.quick { 100 } else { 2_000 }, &mut rows)?;
@@ -190,109 +191,6 @@ fn decision_rows(n: usize, rows: &mut Vec<Row>) -> Result<()> {
         "-".into(),
         "constant, < 64 MiB",
     ));
-    Ok(())
-}
-
-/// Deterministic, partly compressible bytes (log-like lines with a counter),
-/// so gzip does real work both ways.
-struct Generated {
-    left: u64,
-    counter: u64,
-    line: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for Generated {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
-        }
-        if self.pos == self.line.len() {
-            self.counter = self.counter.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            self.line = format!("{:016x} chroma vector shard {} upsert ok\n", self.counter, self.counter >> 52).into_bytes();
-            self.pos = 0;
-        }
-        let n = buf.len().min(self.line.len() - self.pos).min(self.left as usize);
-        buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
-        self.pos += n;
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Writes a `.tar.gz` of about `bytes` uncompressed bytes in 64 MiB entries.
-fn write_archive(path: &Path, bytes: u64) -> Result<()> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    // gzip's default level, as `tar czf` writes backups (the compressed size, which
-    // sha256sum reads, then does not depend on flate2's backend).
-    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    let entry = 64u64 << 20;
-    let mut done = 0;
-    let mut i = 0;
-    while done < bytes {
-        let size = entry.min(bytes - done);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, format!("chroma/part-{i:04}.log"), Generated { left: size, counter: i, line: vec![], pos: 0 })?;
-        done += size;
-        i += 1;
-    }
-    tar.into_inner()?.finish()?.flush()?;
-    Ok(())
-}
-
-fn verification_rows(dir: &Path, bytes: u64, rows: &mut Vec<Row>) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("bench-{}.tar.gz", std::process::id()));
-    write_archive(&path, bytes)?;
-    let result = measure_verification(&path, bytes, rows);
-    let _ = std::fs::remove_file(&path);
-    result
-}
-
-fn measure_verification(path: &Path, bytes: u64, rows: &mut Vec<Row>) -> Result<()> {
-    let size = std::fs::metadata(path)?.len();
-    // Both read the file the generator just wrote (page cache warm for both);
-    // best of two rounds each, alternating, to damp noise from shared cores.
-    let mut best_sum = Duration::MAX;
-    let mut best_scan = Duration::MAX;
-    let mut scan_rss = None;
-    for _ in 0..2 {
-        let start = Instant::now();
-        let out = Command::new("sha256sum").arg(path).output().context("running sha256sum")?;
-        best_sum = best_sum.min(start.elapsed());
-        if !out.status.success() {
-            bail!("sha256sum failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let want = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string();
-
-        reset_peak_rss();
-        let start = Instant::now();
-        let file = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-        let facts = kbha_replication_verifier::stream::scan(file, kbha_replication_verifier::stream::Layout::TarGz, false)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        best_scan = best_scan.min(start.elapsed());
-        scan_rss = scan_rss.max(peak_rss_kib());
-        if facts.sha256 != want {
-            bail!("scan and sha256sum disagree: {} vs {want}", facts.sha256);
-        }
-    }
-    let rate = |d: Duration| format!("{:.0} MiB/s", size as f64 / (1 << 20) as f64 / d.as_secs_f64());
-    rows.push(row(
-        &format!(
-            "verification throughput ({:.0} MiB gz of {:.0} MiB tar: sha256 + gunzip + tar walk)",
-            size as f64 / (1 << 20) as f64,
-            bytes as f64 / (1 << 20) as f64
-        ),
-        rate(best_scan),
-        format!("sha256sum {}", rate(best_sum)),
-        format!("{:.0} %", 100.0 * best_sum.as_secs_f64() / best_scan.as_secs_f64()),
-        ">= 90 % of sha256sum",
-    ));
-    rows.push(row("peak RSS during verification", mib(scan_rss), "-".into(), "-".into(), "constant, < 64 MiB"));
     Ok(())
 }
 
