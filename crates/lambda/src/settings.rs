@@ -179,9 +179,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// `KBHA_POLICY_WASI` (default `off`): the policy engine's limits. `on` lets policies
     /// that import WASI 0.2 (Python ones) load, in an empty sandbox, with
     /// [`Limits::python`]; `off` refuses them. Read once at start and handed to
-    /// [`configure_engine`], since one engine serves every policy of the process.
+    /// [`configure_engine`], since one engine serves every policy of the process. `on`
+    /// in a binary built without WASI (the functions' `python-policies` feature) is an
+    /// error saying how to rebuild, never a silent `off`.
     pub fn policy_limits(&self) -> Result<Limits, SettingError> {
-        let wasi = self.choice("KBHA_POLICY_WASI", false, &[("on", true), ("off", false)])?;
+        let k = "KBHA_POLICY_WASI";
+        let wasi = self.choice(k, false, &[("on", true), ("off", false)])?;
+        if wasi && !kbha_policy_host::WASI_BUILT_IN {
+            return Err(SettingError::new(k, format!("is `on`, but {}", kbha_policy_host::WASI_NOT_BUILT_IN)));
+        }
         Ok(if wasi { Limits::python() } else { Limits::default() })
     }
 
@@ -264,7 +270,15 @@ mod tests {
     #[test]
     fn policy_settings_parse() {
         let wasi = |v: &str| env(&[("KBHA_POLICY_WASI", v)]).policy_limits();
-        assert_eq!((wasi("on"), wasi(" off ")), (Ok(Limits::python()), Ok(Limits::default())));
+        assert_eq!(wasi(" off "), Ok(Limits::default()));
+        if kbha_policy_host::WASI_BUILT_IN {
+            assert_eq!(wasi("on"), Ok(Limits::python()));
+        } else {
+            let e = wasi("on").expect_err("no WASI in this build");
+            assert_eq!(e.variable, "KBHA_POLICY_WASI");
+            assert!(e.problem.starts_with("is `on`, but this binary was built without the `wasi` feature"), "{e}");
+            assert!(e.problem.contains("--features python-policies"), "{e}");
+        }
         let bad = wasi("yes").expect_err("neither on nor off");
         assert_eq!((bad.variable.as_str(), bad.problem.as_str()), ("KBHA_POLICY_WASI", "is `yes`; expected `on` or `off`"));
         let config = env(&[("KBHA_POLICY_CONFIG", "[1]")]).policy_config().expect_err("a list");

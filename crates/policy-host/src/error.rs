@@ -24,7 +24,8 @@ pub enum PolicyError {
     },
     /// The component imports something the host does not offer.
     #[error(
-        "component imports `{name}`, which kbha does not provide; policies may import only `kbha:policy/host@0.3.0`, and WASI 0.2 only when WASI is on (`KBHA_POLICY_WASI=on`, `Limits::wasi`; for Python policies)"
+        "component imports `{name}`, which kbha does not provide; policies may import only `kbha:policy/host@0.3.0`, and WASI 0.2 only when WASI is on (`KBHA_POLICY_WASI=on`, `Limits::wasi`; for Python policies){}",
+        if crate::WASI_BUILT_IN { "" } else { "; and this binary was built without the `wasi` feature: rebuild it with `--features python-policies` first" }
     )]
     ForbiddenImport {
         /// The import's name.

@@ -5,7 +5,8 @@
 //! `kbha:policy/host@0.3.0` (its `log`), and every call gets a fresh store with
 //! a fuel budget, a memory cap and an output-size cap.
 //!
-//! An engine built with [`Limits::wasi`] on (see [`Limits::python`]) also
+//! With the `wasi` cargo feature ([`WASI_BUILT_IN`]; the functions' `python-policies`),
+//! an engine built with [`Limits::wasi`] on (see [`Limits::python`]) also
 //! offers WASI 0.2, for interpreted policies such as CPython components built
 //! with componentize-py, which import it whether they use it or not. That WASI
 //! is an empty sandbox, built fresh for each decision: no preopened
@@ -48,7 +49,7 @@ mod world;
 pub use engine::PolicyEngine;
 pub use error::PolicyError;
 pub use imports::{ALLOWED_IMPORTS, CONTRACT_VERSION, WASI_IMPORTS};
-pub use limits::Limits;
+pub use limits::{Limits, WASI_BUILT_IN, WASI_NOT_BUILT_IN};
 pub use load::{Inspection, digest};
 pub use policy::{AlertPolicy, Evaluation, FailoverPolicy, LogLine, Policy, ReplicationPolicy, ReusedFailoverInstance};
 pub use world::{AlertWorld, FailoverWorld, PolicyWorld, ReplicationWorld, World};

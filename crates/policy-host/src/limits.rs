@@ -24,6 +24,8 @@ pub struct Limits {
     /// import it. Off by default: a policy importing WASI is then refused with
     /// [`PolicyError::ForbiddenImport`]. Turn it on only for an engine that
     /// runs interpreted policies ([`Limits::python`]); Rust policies never need it.
+    /// Needs the crate's `wasi` feature ([`WASI_BUILT_IN`]): without it, an engine
+    /// with this on is refused ([`PolicyEngine::new`](crate::PolicyEngine::new)).
     pub wasi: bool,
 }
 
@@ -41,12 +43,23 @@ impl Default for Limits {
     }
 }
 
+/// Whether this build offers WASI, i.e. was built with the `wasi` feature (the
+/// functions' `python-policies`); [`Limits::wasi`] needs it.
+pub const WASI_BUILT_IN: bool = cfg!(feature = "wasi");
+
+/// What to do when WASI is asked of a build without it, for error messages.
+pub const WASI_NOT_BUILT_IN: &str = "this binary was built without the `wasi` feature of kbha-policy-host, so it cannot run \
+     policies that import WASI (Python policies); rebuild it with `--features python-policies` (a Lambda function: \
+     `cargo lambda build --release --arm64 --features python-policies`; see docs/deploy.md) or leave `KBHA_POLICY_WASI` off";
+
 impl Limits {
     /// The limits for the `KBHA_POLICY_WASI` setting: unset or `off` gives
-    /// [`Limits::default`] (WASI refused), `on` gives [`Limits::python`].
+    /// [`Limits::default`] (WASI refused), `on` gives [`Limits::python`], or an
+    /// error saying how to rebuild in a build without WASI ([`WASI_BUILT_IN`]).
     pub fn for_wasi_setting(value: Option<&str>) -> Result<Self, PolicyError> {
         match value.map(str::trim) {
             None | Some("") | Some("off") => Ok(Self::default()),
+            Some("on") if !WASI_BUILT_IN => Err(PolicyError::Host(format!("`KBHA_POLICY_WASI` is `on`, but {WASI_NOT_BUILT_IN}"))),
             Some("on") => Ok(Self::python()),
             Some(other) => Err(PolicyError::Host(format!("`KBHA_POLICY_WASI` must be `on` or `off`, got `{other}`"))),
         }
@@ -73,7 +86,10 @@ mod tests {
     fn wasi_setting_is_on_off_or_refused() {
         assert_eq!(Limits::for_wasi_setting(None).ok(), Some(Limits::default()));
         assert_eq!(Limits::for_wasi_setting(Some("off")).ok(), Some(Limits::default()));
-        assert_eq!(Limits::for_wasi_setting(Some("on")).ok(), Some(Limits::python()));
         assert!(Limits::for_wasi_setting(Some("yes")).is_err());
+        match Limits::for_wasi_setting(Some("on")) {
+            Ok(limits) => assert!(WASI_BUILT_IN && limits == Limits::python()),
+            Err(e) => assert!(!WASI_BUILT_IN && e.to_string().contains("--features python-policies"), "{e}"),
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The sandbox one decision runs in: its store data ([`State`]), the memory and
-//! table limiter, the `host` interface (`log`), and the empty WASI context.
+//! table limiter, the `host` interface (`log`), and the empty WASI context (with
+//! the `wasi` feature).
 
+#[cfg(feature = "wasi")]
 use std::time::Duration;
 
 use crate::bindings;
@@ -10,8 +12,10 @@ use crate::{Limits, LogLine};
 pub struct State {
     /// The empty WASI sandbox; built on first use, so policies that do not
     /// import WASI never pay for it.
+    #[cfg(feature = "wasi")]
     wasi: Option<WasiState>,
     /// What the sandbox's wall clock reads: the decision input's `now`.
+    #[cfg_attr(not(feature = "wasi"), allow(dead_code))]
     now_ms: i64,
     memory_limit: usize,
     /// Whether the limiter refused to grow a memory past `memory_limit`.
@@ -26,6 +30,7 @@ impl State {
     /// The data of a fresh store for one decision taken at `now_ms`.
     pub(crate) fn new(limits: &Limits, now_ms: i64) -> Self {
         State {
+            #[cfg(feature = "wasi")]
             wasi: None,
             now_ms,
             memory_limit: limits.memory_bytes,
@@ -76,14 +81,17 @@ impl bindings::host::Host for State {
 impl bindings::types::Host for State {}
 
 /// A [`WasiCtx`](wasmtime_wasi::WasiCtx) and its resource table.
+#[cfg(feature = "wasi")]
 struct WasiState {
     ctx: wasmtime_wasi::WasiCtx,
     table: wasmtime_wasi::ResourceTable,
 }
 
 /// A wall clock stopped at the decision input's `now`.
+#[cfg(feature = "wasi")]
 struct FixedWallClock(Duration);
 
+#[cfg(feature = "wasi")]
 impl wasmtime_wasi::HostWallClock for FixedWallClock {
     fn resolution(&self) -> Duration {
         Duration::from_millis(1)
@@ -94,8 +102,10 @@ impl wasmtime_wasi::HostWallClock for FixedWallClock {
 }
 
 /// A monotonic clock that never moves: durations measured inside a policy are 0.
+#[cfg(feature = "wasi")]
 struct StoppedMonotonicClock;
 
+#[cfg(feature = "wasi")]
 impl wasmtime_wasi::HostMonotonicClock for StoppedMonotonicClock {
     fn resolution(&self) -> u64 {
         1
@@ -106,8 +116,10 @@ impl wasmtime_wasi::HostMonotonicClock for StoppedMonotonicClock {
 }
 
 /// Random bytes a policy gets: a fixed sequence, so decisions replay.
+#[cfg(feature = "wasi")]
 const WASI_RANDOM_BYTES: &[u8] = b"kbha-policy-deterministic-random";
 
+#[cfg(feature = "wasi")]
 impl WasiState {
     /// The empty sandbox (see the crate docs), its wall clock at `now_ms`.
     fn empty(now_ms: i64) -> Self {
@@ -131,6 +143,7 @@ impl WasiState {
     }
 }
 
+#[cfg(feature = "wasi")]
 impl wasmtime_wasi::WasiView for State {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
         let now_ms = self.now_ms;

@@ -10,6 +10,12 @@
 //! CPython component takes seconds, so each is compiled once per test binary
 //! and its compiled code is kept in `target/policies/<name>.<engine>.cwasm`
 //! (checked by digest before use; a stale or foreign file is compiled again).
+//!
+//! WASI needs the crate's `wasi` feature: `cargo test --workspace` has it (the command
+//! line and xtask turn it on, and cargo unifies features in a workspace build), as has
+//! `cargo test -p kbha-policy-host --features wasi`; a build without it skips this file.
+
+#![cfg(feature = "wasi")]
 
 use std::path::Path;
 use std::sync::OnceLock;
