@@ -119,49 +119,63 @@ fn resolved_manifest(krate: &str, text: &str, ws_package: &toml::Table, ws_deps:
     }
     if let Some(deps) = m.get("dependencies").and_then(toml::Value::as_table) {
         out.push_str("\n[dependencies]\n");
-        for (k, v) in deps {
-            let mut dep = match v {
-                toml::Value::String(version) => {
+        resolved_dependencies(&mut out, krate, deps, ws_deps)?;
+    }
+    // Target-specific dependencies (the SDK's allocator is wasm32-only), resolved alike.
+    for (cfg, target) in m.get("target").and_then(toml::Value::as_table).into_iter().flatten() {
+        if let Some(deps) = target.get("dependencies").and_then(toml::Value::as_table) {
+            writeln!(out, "\n[target.{}.dependencies]", inline(&toml::Value::String(cfg.clone())))?;
+            resolved_dependencies(&mut out, krate, deps, ws_deps)?;
+        }
+    }
+    Ok(out)
+}
+
+/// One `[dependencies]` table's entries with `workspace = true` resolved and path
+/// dependencies pointing into the vendored copy.
+fn resolved_dependencies(out: &mut String, krate: &str, deps: &toml::Table, ws_deps: &toml::Table) -> Res<()> {
+    for (k, v) in deps {
+        let mut dep = match v {
+            toml::Value::String(version) => {
+                let mut t = toml::Table::new();
+                t.insert("version".into(), toml::Value::String(version.clone()));
+                t
+            }
+            toml::Value::Table(t) => t.clone(),
+            _ => return Err(format!("{krate}: dependency {k} is neither a version nor a table").into()),
+        };
+        if dep.remove("workspace").is_some_and(|w| w.as_bool() == Some(true)) {
+            let base = match ws_deps.get(k) {
+                Some(toml::Value::String(version)) => {
                     let mut t = toml::Table::new();
                     t.insert("version".into(), toml::Value::String(version.clone()));
                     t
                 }
-                toml::Value::Table(t) => t.clone(),
-                _ => return Err(format!("{krate}: dependency {k} is neither a version nor a table").into()),
+                Some(toml::Value::Table(t)) => t.clone(),
+                _ => return Err(format!("{krate}: workspace.dependencies.{k} missing").into()),
             };
-            if dep.remove("workspace").is_some_and(|w| w.as_bool() == Some(true)) {
-                let base = match ws_deps.get(k) {
-                    Some(toml::Value::String(version)) => {
-                        let mut t = toml::Table::new();
-                        t.insert("version".into(), toml::Value::String(version.clone()));
-                        t
-                    }
-                    Some(toml::Value::Table(t)) => t.clone(),
-                    _ => return Err(format!("{krate}: workspace.dependencies.{k} missing").into()),
-                };
-                let extra = dep.remove("features");
-                let mut merged = base;
-                if let Some(toml::Value::Array(extra)) = extra {
-                    let mut features = merged.get("features").and_then(toml::Value::as_array).cloned().unwrap_or_default();
-                    features.extend(extra);
-                    merged.insert("features".into(), toml::Value::Array(features));
-                }
-                merged.extend(dep);
-                dep = merged;
+            let extra = dep.remove("features");
+            let mut merged = base;
+            if let Some(toml::Value::Array(extra)) = extra {
+                let mut features = merged.get("features").and_then(toml::Value::as_array).cloned().unwrap_or_default();
+                features.extend(extra);
+                merged.insert("features".into(), toml::Value::Array(features));
             }
-            if let Some(toml::Value::String(path)) = dep.get("path") {
-                // Workspace paths are relative to the root; the vendored copy keeps the
-                // layout, so climb from this crate to the vendor root.
-                if !CRATES.contains(&path.as_str()) {
-                    return Err(format!("{krate}: path dependency {k} ({path}) is not vendored").into());
-                }
-                let up = "../".repeat(krate.split('/').count());
-                dep.insert("path".into(), toml::Value::String(format!("{up}{path}")));
-            }
-            writeln!(out, "{} = {}", key(k), inline(&toml::Value::Table(dep)))?;
+            merged.extend(dep);
+            dep = merged;
         }
+        if let Some(toml::Value::String(path)) = dep.get("path") {
+            // Workspace paths are relative to the root; the vendored copy keeps the
+            // layout, so climb from this crate to the vendor root.
+            if !CRATES.contains(&path.as_str()) {
+                return Err(format!("{krate}: path dependency {k} ({path}) is not vendored").into());
+            }
+            let up = "../".repeat(krate.split('/').count());
+            dep.insert("path".into(), toml::Value::String(format!("{up}{path}")));
+        }
+        writeln!(out, "{} = {}", key(k), inline(&toml::Value::Table(dep)))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn key(k: &str) -> String {

@@ -78,6 +78,19 @@ fn diff_shows_the_business_hours_sample_holds_failback_only_outside_hours() -> R
     Ok(())
 }
 
+/// The initial size, in 64 KiB pages, of every memory the component's core modules define.
+fn initial_memory_pages(component: &[u8]) -> Result<Vec<u64>> {
+    let mut pages = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::MemorySection(memories) = payload? {
+            for memory in memories {
+                pages.push(memory?.initial);
+            }
+        }
+    }
+    Ok(pages)
+}
+
 #[test]
 fn a_scaffolded_policy_builds_and_passes_its_own_cases() -> Result<()> {
     let parent = std::env::temp_dir().join(format!("kbha-new-{}", std::process::id()));
@@ -105,6 +118,10 @@ fn a_scaffolded_policy_builds_and_passes_its_own_cases() -> Result<()> {
     assert!(out.contains("my-failover: world failover-policy"), "{out}");
     eprintln!("scaffolded crate built in {:?}", started.elapsed());
     let component = out_dir.join("my-failover.wasm");
+    // Built with room for its heap (guest.rs), so the SDK's allocator need not grow the
+    // memory during a decision: each growth costs the host two mprotect calls.
+    let pages = initial_memory_pages(&std::fs::read(&component)?)?;
+    assert_eq!(pages, [32], "the policy's core module should start with 2 MiB of memory");
     let cases = dir.join("cases");
     let (code, out, err) = kbha(&["policy", "test", component.to_str().context("utf-8")?, cases.to_str().context("utf-8")?])?;
     assert_eq!(code, 0, "{out}{err}");

@@ -26,6 +26,8 @@
 extern crate self as kbha_policy_sdk;
 
 mod config;
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+mod heap;
 mod helpers;
 #[cfg(feature = "testing")]
 pub mod testing;
