@@ -64,10 +64,12 @@ fn policy_new_outside_a_checkout_vendors_the_sdk_and_wit() -> Result<()> {
         let text = std::fs::read_to_string(krate.join(m))?;
         ensure!(!text.contains("workspace") && !text.contains(root), "{m} leans on the kbha workspace:\n{text}");
     }
-    // Cargo reads the crate and its vendored dependencies (no build, no network).
+    // Cargo reads the crate and its vendored dependencies (no build, no network). Filtered to
+    // the guest's target: unfiltered, cargo metadata downloads every platform's dependencies
+    // (the SDK's allocator lists Windows ones), which a fresh machine has never fetched.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let meta = Command::new(cargo)
-        .args(["metadata", "--offline", "--format-version", "1"])
+        .args(["metadata", "--offline", "--format-version", "1", "--filter-platform", "wasm32-unknown-unknown"])
         .current_dir(&krate)
         .env_remove("CARGO_TARGET_DIR")
         .output()
