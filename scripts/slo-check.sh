@@ -32,7 +32,10 @@ if ((${#specs[@]} == 0)); then
 fi
 
 mkdir -p target/slo
-cargo build -q -p kbha
+# --bin, not -p: features then resolve over the workspace, as for the tests and `cargo
+# kbha`, so this reuses their build; `-p kbha` resolved wasmtime without the features
+# xtask adds and rebuilt it and everything above it (8 minutes of a CI run).
+cargo build -q --bin kbha
 check() { # check <template>
     echo "--> slo-check: cfn-lint $1"
     "$cfn_lint" -- "$1"
