@@ -57,6 +57,12 @@ tools() {
         rustup target add aarch64-unknown-linux-gnu
     fi
 }
+# `--tools-only`: make the venvs and stop; .ci/run starts this in the background at its
+# beginning, so the downloads overlap the long compile instead of following it.
+if [[ "${1:-}" == "--tools-only" ]]; then
+    tools
+    exit 0
+fi
 timed "tool venvs (infra/requirements*.txt)" tools
 export PATH="$repo/.venv-infra/bin:$PATH"
 # SAM and the AWS SDKs want a region and credentials even offline; nothing here calls AWS.
@@ -91,7 +97,10 @@ sam_build() {
     # with one codegen unit was the longest step of a CI run. The shipped sizes come from a
     # plain `cargo lambda build --release --arm64` (docs/performance.md), and
     # KBHA_CI_SHIPPED_PROFILE=1 builds exactly that profile here.
-    local -a profile=("${quick_release[@]}")
+    # It also builds without optimisation (opt-level 0): this step checks that the template
+    # builds, for arm64, through SAM and cargo lambda, and what it builds is only deployed to
+    # the emulator; optimising three arm64 binaries took 17 minutes of a 100-minute run.
+    local -a profile=("${quick_release[@]}" CARGO_PROFILE_RELEASE_OPT_LEVEL=0)
     [[ "${KBHA_CI_SHIPPED_PROFILE:-0}" == 1 ]] && profile=()
     env "${profile[@]}" sam build --beta-features -t infra/template.yaml --build-dir target/sam-build
     for dir in target/sam-build/*Function; do
@@ -110,10 +119,13 @@ timed "one dependency feature set across the functions (scripts/check-function-f
     python3 scripts/check-function-features.py "${packages[@]}"
 timed "sam build (cargo lambda build --release --arm64 per function, as SAM runs it)" sam_build
 # The sandbox's containment (fuel, memory, traps, oversized output) on the release profile:
-# its panic strategy, opt-level, overflow checks and debug assertions. LTO and codegen units
-# change how long the build takes, not what a panic does, so this x86_64 build skips them.
+# its panic strategy, overflow checks and debug assertions, and the policy host itself at the
+# release opt-level. LTO and codegen units change how long the build takes, not what a panic
+# does, so this x86_64 build skips them, and builds the dependencies (wasmtime, Cranelift,
+# tokio) at opt-level 1 (their own release optimisation was 5 of this step's 7 minutes).
 timed "sandbox tests on the release profile (kbha-policy-host components::hostile)" \
-    env "${quick_release[@]}" cargo test --profile release -p kbha-policy-host --test components -- hostile
+    env "${quick_release[@]}" cargo test --profile release --config 'profile.release.package."*".opt-level = 1' \
+    -p kbha-policy-host --test components -- hostile
 
 # ---------------------------------------------------------------- emulator for (6) and (7)
 work="$repo/target/infra/smoke"
