@@ -10,8 +10,8 @@
 #     (infra/check_template.py), and the SLO alerting rendered from the sample spec
 #     (scripts/slo-check.sh),
 # (5) `sam build` of the template: cargo lambda build --release --arm64 --bin <function>
-#     in each function's directory, as SAM runs it (release profile without LTO and with
-#     parallel codegen units unless KBHA_CI_SHIPPED_PROFILE=1), checked to give arm64 binaries (after
+#     in each function's directory, as SAM runs it (release profile without LTO, with
+#     parallel codegen units and at opt-level 0 unless KBHA_CI_SHIPPED_PROFILE=1), checked to give arm64 binaries (after
 #     checking that the functions share one dependency feature set, so the three builds
 #     share their dependencies); then the sandbox tests on that same release profile (panic strategy and optimisations of
 #     what ships: the workspace's [profile.release]),
