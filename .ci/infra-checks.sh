@@ -22,6 +22,9 @@
 #     function, then a code update with --merge-env), checked with GetFunction.
 # Prints each check's duration at the end. Needs the emulator venv (tests/emulator/setup.sh)
 # and the built-in policy (`cargo xtask policies`), which .ci/run makes first.
+#
+#   bash .ci/infra-checks.sh --tools-only   # (1) only
+#   bash .ci/infra-checks.sh --prepare      # (1) and the builds of (5), no checks
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
@@ -57,24 +60,33 @@ tools() {
         rustup target add aarch64-unknown-linux-gnu
     fi
 }
-# `--tools-only`: make the venvs and stop; .ci/run starts this in the background at its
-# beginning, so the downloads overlap the long compile instead of following it.
-if [[ "${1:-}" == "--tools-only" ]]; then
-    tools
-    exit 0
-fi
+mode=all
+case "${1:-}" in
+    "") ;;
+    # `--tools-only`: make the venvs and stop.
+    --tools-only) tools; exit 0 ;;
+    # `--prepare`: the venvs, then the two release builds below (sam build, the sandbox
+    # tests' compile), and stop. .ci/run starts this under `nice` in the background once the
+    # policies are built, so these CPU-bound builds use the cores the emulator-bound test
+    # runs leave idle; the full run afterwards finds them built (cargo's fingerprints).
+    --prepare) mode=prepare ;;
+    *) echo "usage: bash .ci/infra-checks.sh [--tools-only | --prepare]" >&2; exit 2 ;;
+esac
 timed "tool venvs (infra/requirements*.txt)" tools
 export PATH="$repo/.venv-infra/bin:$PATH"
 # SAM and the AWS SDKs want a region and credentials even offline; nothing here calls AWS.
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 export SAM_CLI_TELEMETRY=0
 
-timed "cfn-lint infra/template.yaml" cfn-lint infra/template.yaml
-timed "sam validate --lint" sam validate --lint -t infra/template.yaml
-timed "cfn-lint infra/health-alarms.yaml" cfn-lint infra/health-alarms.yaml
-timed "checkov (no failed checks)" .venv-checkov/bin/checkov -f infra/template.yaml -f infra/health-alarms.yaml --skip-download --quiet --compact
-timed "roles against the calls each function makes (infra/check_template.py)" .venv-infra/bin/python infra/check_template.py
-timed "SLO alerting: kbha slo render of the sample, golden file, cfn-lint, checkov (scripts/slo-check.sh)" bash scripts/slo-check.sh
+linters() {
+    timed "cfn-lint infra/template.yaml" cfn-lint infra/template.yaml
+    timed "sam validate --lint" sam validate --lint -t infra/template.yaml
+    timed "cfn-lint infra/health-alarms.yaml" cfn-lint infra/health-alarms.yaml
+    timed "checkov (no failed checks)" .venv-checkov/bin/checkov -f infra/template.yaml -f infra/health-alarms.yaml --skip-download --quiet --compact
+    timed "roles against the calls each function makes (infra/check_template.py)" .venv-infra/bin/python infra/check_template.py
+    timed "SLO alerting: kbha slo render of the sample, golden file, cfn-lint, checkov (scripts/slo-check.sh)" bash scripts/slo-check.sh
+}
+[[ $mode == prepare ]] || linters
 
 # Every workspace crate under functions/ with a binary that runs on the Lambda runtime.
 mapfile -t packages < <(cargo metadata --no-deps --format-version 1 | python3 -c '
@@ -115,7 +127,7 @@ sam_build() {
 }
 # SAM builds one function at a time; a dependency with different features per function
 # would compile the AWS SDK and wasmtime once per function (crates/workspace-hack).
-timed "one dependency feature set across the functions (scripts/check-function-features.py)" \
+[[ $mode == prepare ]] || timed "one dependency feature set across the functions (scripts/check-function-features.py)" \
     python3 scripts/check-function-features.py "${packages[@]}"
 timed "sam build (cargo lambda build --release --arm64 per function, as SAM runs it)" sam_build
 # The sandbox's containment (fuel, memory, traps, oversized output) on the release profile:
@@ -123,9 +135,15 @@ timed "sam build (cargo lambda build --release --arm64 per function, as SAM runs
 # release opt-level. LTO and codegen units change how long the build takes, not what a panic
 # does, so this x86_64 build skips them, and builds the dependencies (wasmtime, Cranelift,
 # tokio) at opt-level 1 (their own release optimisation was 5 of this step's 7 minutes).
-timed "sandbox tests on the release profile (kbha-policy-host components::hostile)" \
-    env "${quick_release[@]}" cargo test --profile release --config 'profile.release.package."*".opt-level = 1' \
-    -p kbha-policy-host --test components -- hostile
+sandbox_tests=(env "${quick_release[@]}" cargo test --profile release --config 'profile.release.package."*".opt-level = 1'
+    -p kbha-policy-host --test components)
+if [[ $mode == prepare ]]; then
+    timed "sandbox tests on the release profile: compile" "${sandbox_tests[@]}" --no-run
+    step "prepared in $(( $(date +%s) - start )) s"
+    printf '%s\n' "${timings[@]}"
+    exit 0
+fi
+timed "sandbox tests on the release profile (kbha-policy-host components::hostile)" "${sandbox_tests[@]}" -- hostile
 
 # ---------------------------------------------------------------- emulator for (6) and (7)
 work="$repo/target/infra/smoke"

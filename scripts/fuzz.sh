@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cargo fuzz target in fuzz/ for a bounded time and fails on a crash.
 #
-#   bash scripts/fuzz.sh                 # each target FUZZ_SECONDS (default 25) seconds
+#   bash scripts/fuzz.sh                 # each target FUZZ_SECONDS (default 25) seconds,
+#                                        # FUZZ_JOBS (default: the cores) targets at a time
 #   FUZZ_SECONDS=600 bash scripts/fuzz.sh guardrails   # one target, longer
 #
 # cargo fuzz needs a nightly rustc (-Z flags). This project builds on stable, so the
@@ -60,18 +61,40 @@ else
 fi
 built=$(date +%s)
 
-failed=()
-printf '\n%-16s %12s %8s %s\n' target executions exec/s result
-for t in "${targets[@]}"; do
-    log=$out/$t.log
+# One fuzzer is one process on one core: FUZZ_JOBS (default: the number of cores) targets
+# run at a time, each for its full FUZZ_SECONDS, and the table is printed in target order.
+jobs=${FUZZ_JOBS:-$(nproc)}
+fuzz_one() { # fuzz_one <target>: runs it, leaves "ok" or "crash" in <out>/<target>.result
+    local t="$1" log="$out/$1.log" dict=()
     # A fresh working corpus each run: runs stay comparable and the corpus (hundreds of
     # MB after a long run) does not pile up. FUZZ_KEEP_CORPUS=1 continues the last one.
     [[ ${FUZZ_KEEP_CORPUS:-0} == 1 ]] || rm -rf "${out:?}/corpus/$t"
     mkdir -p "$out/corpus/$t"
-    dict=()
     [[ $t == s3_key || $t == timestamp || $t == guardrails ]] || dict=(-dict=fuzz/json.dict)
     if "$cargo" fuzz run "${fuzz[@]}" "$t" "$out/corpus/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
+        echo ok >"$out/$t.result"
+    else
+        echo crash >"$out/$t.result"
+    fi
+}
+running=0
+for t in "${targets[@]}"; do
+    rm -f "$out/$t.result"
+    if ((running >= jobs)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    fuzz_one "$t" &
+    running=$((running + 1))
+done
+wait
+
+failed=()
+printf '\n%-16s %12s %8s %s\n' target executions exec/s result
+for t in "${targets[@]}"; do
+    log=$out/$t.log
+    if [[ "$(cat "$out/$t.result" 2>/dev/null)" == ok ]]; then
         result=ok
     else
         result="CRASH (see $log and fuzz/artifacts/$t/)"
@@ -82,7 +105,7 @@ for t in "${targets[@]}"; do
     printf '%-16s %12s %8s %s\n' "$t" "${execs:-?}" "${rate:-?}" "$result"
 done
 end=$(date +%s)
-echo "fuzz: build $((built - start)) s, runs $((end - built)) s (${seconds} s per target)"
+echo "fuzz: build $((built - start)) s, runs $((end - built)) s (${seconds} s per target, ${jobs} at a time)"
 if ((${#failed[@]})); then
     for t in "${failed[@]}"; do
         echo "---- $t"
