@@ -16,7 +16,7 @@ Runs with the emulator venv's boto3 against the local AWS emulator
                                     verification record and status object (verifier), a
                                     delivery on a severity topic (alert router)
     smoke.py role                   creates the execution role `cargo lambda deploy` is given
-    smoke.py check-deployed <name> <env-file> <zip-size-min>
+    smoke.py check-deployed <name> <env-file> <package.zip> <bootstrap>
                                     GetFunction: the function exists with the runtime,
                                     architecture and settings from Cargo.toml's
                                     [package.metadata.lambda.deploy] (RUST_LOG from its env),
@@ -25,6 +25,8 @@ Runs with the emulator venv's boto3 against the local AWS emulator
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -33,6 +35,7 @@ import tarfile
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 
 import boto3
 
@@ -246,7 +249,7 @@ def role() -> None:
     print(iam.create_role(RoleName="kbha-smoke", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
 
 
-def check_deployed(name: str, env_file: str, min_size: int) -> None:
+def check_deployed(name: str, env_file: str, package: str, bootstrap: str) -> None:
     fn = client("lambda").get_function(FunctionName=name)["Configuration"]
     variables = fn.get("Environment", {}).get("Variables", {})
     want_env = {k: v for k, v in read_env(env_file).items() if k.startswith("KBHA_")}
@@ -266,8 +269,17 @@ def check_deployed(name: str, env_file: str, min_size: int) -> None:
         sys.exit(f"GetFunction {name}: expected {want}, got {got}")
     if fn.get("TracingConfig", {}).get("Mode") != "Active":
         sys.exit(f"GetFunction {name}: tracing is {fn.get('TracingConfig')}, Cargo.toml says active")
-    if fn.get("CodeSize", 0) < min_size:
-        sys.exit(f"GetFunction {name}: code size {fn.get('CodeSize')} is smaller than the zipped binary")
+    # The deployed code is the package cargo lambda zipped (Lambda reports its size and
+    # base64 SHA-256), and the package holds the binary that was built.
+    data = open(package, "rb").read()
+    want_code = {"CodeSize": len(data), "CodeSha256": base64.b64encode(hashlib.sha256(data).digest()).decode()}
+    got_code = {k: fn.get(k) for k in want_code}
+    if got_code != want_code:
+        sys.exit(f"GetFunction {name}: deployed code {got_code}, but {package} is {want_code}")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        inside = z.read("bootstrap")
+    if inside != open(bootstrap, "rb").read():
+        sys.exit(f"{package}: its bootstrap is not {bootstrap}")
     print(f"GetFunction {name}: {got}, tracing Active, {len(variables)} variables, {fn['CodeSize']} bytes of code")
 
 
@@ -298,6 +310,6 @@ if __name__ == "__main__":
     elif cmd == "check-alias":
         check_alias(args[0], args[1])
     elif cmd == "check-deployed":
-        check_deployed(args[0], args[1], int(args[2]))
+        check_deployed(args[0], args[1], args[2], args[3])
     else:
         sys.exit(f"unknown command `{cmd}`")
