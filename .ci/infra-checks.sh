@@ -23,7 +23,6 @@
 # Prints each check's duration at the end. Needs the emulator venv (tests/emulator/setup.sh)
 # and the built-in policy (`cargo xtask policies`), which .ci/run makes first.
 #
-#   bash .ci/infra-checks.sh --tools-only   # (1) only
 #   bash .ci/infra-checks.sh --prepare      # (1) and the sam build of (5), no checks
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -63,14 +62,12 @@ tools() {
 mode=all
 case "${1:-}" in
     "") ;;
-    # `--tools-only`: make the venvs and stop.
-    --tools-only) tools; exit 0 ;;
     # `--prepare`: the venvs, then the sam build below, and stop. .ci/run starts this under
     # `nice` in the background once the policies are built, so this CPU-bound build uses the
     # cores the emulator-bound test runs leave idle; the full run afterwards finds it built
     # (cargo's fingerprints).
     --prepare) mode=prepare ;;
-    *) echo "usage: bash .ci/infra-checks.sh [--tools-only | --prepare]" >&2; exit 2 ;;
+    *) echo "usage: bash .ci/infra-checks.sh [--prepare]" >&2; exit 2 ;;
 esac
 timed "tool venvs (infra/requirements*.txt)" tools
 export PATH="$repo/.venv-infra/bin:$PATH"
@@ -97,22 +94,19 @@ for p in json.load(sys.stdin)["packages"]:
     if "/functions/" in p["manifest_path"] and bins and lambda_rt:
         print(p["name"])')
 echo "function packages: ${packages[*]}"
-# Release profile settings that only change build time and binary size (LTO, codegen units):
-# the sam build below skips them.
-quick_release=(CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16)
 sam_build() {
     local p dir
     # SAM's Rust builder is a beta feature; it runs cargo lambda in each CodeUri, with the
     # workspace's target directory, and copies each bootstrap into the build directory.
-    # CI builds the release profile without LTO and with parallel codegen units (quick_release,
-    # above): they change build time and size, not behaviour, and thin LTO of three binaries
+    # CI builds the release profile without LTO and with parallel codegen units: they change
+    # build time and size, not behaviour, and thin LTO of three binaries
     # with one codegen unit was the longest step of a CI run. The shipped sizes come from a
     # plain `cargo lambda build --release --arm64` (docs/performance.md), and
     # KBHA_CI_SHIPPED_PROFILE=1 builds exactly that profile here.
     # It also builds without optimisation (opt-level 0): this step checks that the template
     # builds, for arm64, through SAM and cargo lambda, and what it builds is only deployed to
     # the emulator; optimising three arm64 binaries took 17 minutes of a 100-minute run.
-    local -a profile=("${quick_release[@]}" CARGO_PROFILE_RELEASE_OPT_LEVEL=0)
+    local -a profile=(CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=0)
     [[ "${KBHA_CI_SHIPPED_PROFILE:-0}" == 1 ]] && profile=()
     env "${profile[@]}" sam build --beta-features -t infra/template.yaml --build-dir target/sam-build
     for dir in target/sam-build/*Function; do

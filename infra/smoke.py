@@ -20,7 +20,8 @@ Runs with the emulator venv's boto3 against the local AWS emulator
                                     GetFunction: the function exists with the runtime,
                                     architecture and settings from Cargo.toml's
                                     [package.metadata.lambda.deploy] (RUST_LOG from its env),
-                                    and the KBHA_* variables from <env-file>
+                                    and the KBHA_* variables from <env-file>; its code is
+                                    <package.zip> (size, SHA-256) holding <bootstrap>
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import time
 import urllib.parse
 import urllib.request
 import zipfile
+from pathlib import Path
 
 import boto3
 
@@ -271,14 +273,14 @@ def check_deployed(name: str, env_file: str, package: str, bootstrap: str) -> No
         sys.exit(f"GetFunction {name}: tracing is {fn.get('TracingConfig')}, Cargo.toml says active")
     # The deployed code is the package cargo lambda zipped (Lambda reports its size and
     # base64 SHA-256), and the package holds the binary that was built.
-    data = open(package, "rb").read()
+    data = Path(package).read_bytes()
     want_code = {"CodeSize": len(data), "CodeSha256": base64.b64encode(hashlib.sha256(data).digest()).decode()}
     got_code = {k: fn.get(k) for k in want_code}
     if got_code != want_code:
         sys.exit(f"GetFunction {name}: deployed code {got_code}, but {package} is {want_code}")
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         inside = z.read("bootstrap")
-    if inside != open(bootstrap, "rb").read():
+    if inside != Path(bootstrap).read_bytes():
         sys.exit(f"{package}: its bootstrap is not {bootstrap}")
     print(f"GetFunction {name}: {got}, tracing Active, {len(variables)} variables, {fn['CodeSize']} bytes of code")
 
